@@ -1,0 +1,88 @@
+"""The correctness reference every kernel test shares: torch's conv in float64, one tolerance table.
+
+Tolerances are bounds, not guesses. With T = conv(|x|, |w|) (the sum of |terms| per output element)
+and L = (C/groups)*R*S, an element may be off by
+    out_eps * |ref| + (in_eps + L * acc_eps) * T
+out_eps covers rounding the fp32 accumulator to the output dtype, in_eps the rounding of operands
+the tensor cores see (TF32 truncates both operands), and L * acc_eps the worst-case growth of the
+fp32 (or fp64) accumulation. A wrong tap, channel or mask is off by a whole term, far above this.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tritonconv.arithmetic import problem_from_tensors
+
+# dtype -> (out_eps, in_eps, acc_eps); "tf32" is fp32 as the tensor cores multiply it.
+EPSILONS = {
+    torch.float64: (2.0**-52, 2.0**-52, 2.0**-53),
+    torch.float32: (2.0**-23, 2.0**-23, 2.0**-24),
+    "tf32": (2.0**-23, 2.0**-9, 2.0**-24),
+    torch.float16: (2.0**-10, 0.0, 2.0**-24),
+    # One bf16 ulp, not half: the Triton interpreter truncates f32 -> bf16 instead of rounding.
+    torch.bfloat16: (2.0**-7, 0.0, 2.0**-24),
+}
+SAFETY = 2.0
+
+
+def tf32_in_effect(dtype: torch.dtype, device: torch.device | str) -> bool:
+    """The interpreter multiplies fp32 exactly; only a GPU with TF32 allowed rounds operands."""
+    return dtype == torch.float32 and torch.device(device).type == "cuda" and torch.backends.cudnn.allow_tf32
+
+
+def random_conv_inputs(
+    n: int,
+    c: int,
+    h: int,
+    w: int,
+    k: int,
+    r: int,
+    s: int,
+    groups: int = 1,
+    bias: bool = True,
+    dtype: torch.dtype = torch.float32,
+    device: str = "cpu",
+    channels_last: bool = False,
+    seed: int = 0,
+):
+    """Fresh normal inputs (never zeros), already rounded to `dtype`."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=gen).to(dtype=dtype, device=device)
+    weight = torch.randn(k, c // groups, r, s, generator=gen).to(dtype=dtype, device=device)
+    b = torch.randn(k, generator=gen).to(dtype=dtype, device=device) if bias else None
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    return x, weight, b
+
+
+def reference_conv2d(input, weight, bias=None, **kwargs):
+    """torch's conv2d in float64 on CPU from the same (already rounded) inputs."""
+    to64 = lambda t: None if t is None else t.detach().to("cpu", torch.float64)  # noqa: E731
+    return F.conv2d(to64(input), to64(weight), to64(bias), **kwargs)
+
+
+def assert_conv2d_close(actual: torch.Tensor, input, weight, bias=None, **kwargs) -> None:
+    """Check `actual` against the float64 reference, element by element, within the bound above."""
+    expected = reference_conv2d(input, weight, bias, **kwargs)
+    assert actual.shape == expected.shape, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.dtype == input.dtype
+    assert actual.stride() == expected.stride(), f"strides {actual.stride()} != torch's {expected.stride()}"
+    got = actual.detach().to("cpu", torch.float64)
+    assert not torch.isnan(got).any(), f"{int(torch.isnan(got).sum())} output elements were never written"
+    magnitude = reference_conv2d(input.abs(), weight.abs(), None if bias is None else bias.abs(), **kwargs)
+    problem = problem_from_tensors(input, weight, bias, groups=kwargs.get("groups", 1), **_geometry(kwargs))
+    key = "tf32" if tf32_in_effect(input.dtype, input.device) else input.dtype
+    out_eps, in_eps, acc_eps = EPSILONS[key]
+    bound = SAFETY * (out_eps * expected.abs() + (in_eps + problem.gemm_k * acc_eps) * magnitude)
+    excess = (got - expected).abs() - bound
+    worst = int(excess.argmax())
+    assert excess.max() <= 0, (
+        f"max error {float((got - expected).abs().flatten()[worst]):.3e} exceeds bound "
+        f"{float(bound.flatten()[worst]):.3e} at flat index {worst} ({key}, L={problem.gemm_k})"
+    )
+
+
+def _geometry(kwargs):
+    return {name: kwargs[name] for name in ("stride", "padding", "dilation") if name in kwargs}

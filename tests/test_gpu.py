@@ -1,0 +1,61 @@
+"""GPU-only checks: compiled kernels (not the interpreter) on real-network-sized layers.
+
+Run on a GPU machine with `PYTHONPATH=. python3 -m pytest -m gpu`. Here bf16 goes through the tensor
+cores' own bf16 path, fp32 through TF32 or IEEE as torch's switch says, and fp64 through Triton's
+fp64 dot.
+"""
+
+import pytest
+import torch
+from conv_reference import assert_conv2d_close, random_conv_inputs
+from test_conv2d_fwd import SHAPE_IDS, SHAPES, run_case
+
+import tritonconv
+
+pytestmark = pytest.mark.gpu
+
+# (name, n, c, h, w, k, r, s, stride, padding, dilation, groups, bias): ResNet-50, ResNeXt, MobileNet
+# and ConvNeXt layer classes at batch 4 (enough tiles to fill the GPU, small enough for a float64 check).
+LAYERS = [
+    ("resnet stem 7x7 s2", 4, 3, 112, 112, 64, 7, 7, 2, 3, 1, 1, False),
+    ("resnet 3x3", 4, 64, 56, 56, 64, 3, 3, 1, 1, 1, 1, False),
+    ("resnet 1x1 s2", 4, 256, 28, 28, 512, 1, 1, 2, 0, 1, 1, False),
+    ("resnet 3x3 @7", 4, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1, True),
+    ("resnext grouped 3x3", 4, 128, 28, 28, 128, 3, 3, 1, 1, 1, 32, False),
+    ("convnext depthwise 7x7", 4, 96, 28, 28, 96, 7, 7, 1, 3, 1, 96, True),
+    ("same 4x4 dilated", 2, 32, 30, 31, 48, 4, 4, 1, "same", 2, 1, True),
+]
+PRECISIONS = {
+    "fp16": (torch.float16, True),
+    "bf16": (torch.bfloat16, True),
+    "tf32": (torch.float32, True),
+    "fp32_ieee": (torch.float32, False),
+    "fp64": (torch.float64, False),
+}
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("precision", PRECISIONS, ids=PRECISIONS.keys())
+@pytest.mark.parametrize("layer", LAYERS, ids=[layer[0] for layer in LAYERS])
+def test_layers_match_torch(layer, precision, channels_last, device, restore_tf32):
+    dtype, allow_tf32 = PRECISIONS[precision]
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    y, args, kwargs = run_case(layer, dtype, device, channels_last)
+    assert_conv2d_close(y, *args, **kwargs)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_edge_shapes_in_bf16(shape, device):
+    """The interpreter upcasts bf16 before tl.dot; this is the real bf16 tensor-core path."""
+    y, args, kwargs = run_case(shape, torch.bfloat16, device, channels_last=True)
+    assert_conv2d_close(y, *args, **kwargs)
+
+
+def test_output_beyond_int32_elements(device):
+    """An output of more than 2**31 elements: every one written (poisoned buffer), none misplaced."""
+    x, weight, _ = random_conv_inputs(1, 8, 1024, 1025, 2048, 1, 1, bias=False, dtype=torch.float16, device=device)
+    y = tritonconv.conv2d(x, weight)
+    assert y.numel() > 2**31
+    expected = torch.nn.functional.conv2d(x.float(), weight.float())
+    assert not torch.isnan(y).any()
+    assert ((y.float() - expected).abs() <= 1e-2 * (1 + expected.abs())).all()

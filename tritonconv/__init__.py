@@ -1,0 +1,12 @@
+"""tritonconv: Triton kernels for 2-D convolution, drop-in for PyTorch.
+
+Importing this package never touches CUDA. To run on CPU tensors (slowly, for testing), set
+TRITON_INTERPRET=1 before the import.
+"""
+
+from .arithmetic import ConvProblem, make_problem, problem_from_tensors
+from .functional import conv2d
+
+__version__ = "0.1.0"
+
+__all__ = ["ConvProblem", "__version__", "conv2d", "make_problem", "problem_from_tensors"]

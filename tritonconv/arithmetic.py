@@ -1,0 +1,329 @@
+"""Convolution arithmetic: torch-style arguments in, one normalized problem description out.
+
+Every layer of tritonconv (launchers, autotuner, benchmarks) reads the same `ConvProblem`, so the
+output size, padding convention and FLOP count are computed in exactly one place. Validation mirrors
+`torch.nn.functional.conv2d`: the same conditions are refused, with messages that name the shapes.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+CHANNELS_LAST = "channels_last"
+CONTIGUOUS = "contiguous"
+
+IntPair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ConvProblem:
+    """A 2-D convolution with every argument resolved to numbers.
+
+    Padding is stored as leading (top, left) and trailing (bottom, right) amounts because
+    `padding='same'` with an even dilated kernel pads one more element at the end, as torch does.
+    `layout` is the memory format of the output (and the one the kernels are tuned for).
+    """
+
+    n: int
+    c: int
+    h: int
+    w: int
+    k: int
+    r: int
+    s: int
+    stride: IntPair = (1, 1)
+    padding: IntPair = (0, 0)
+    padding_end: IntPair = (0, 0)
+    dilation: IntPair = (1, 1)
+    groups: int = 1
+    dtype: torch.dtype = torch.float32
+    layout: str = CONTIGUOUS
+    has_bias: bool = False
+
+    @property
+    def p(self) -> int:
+        """Output height."""
+        return conv_output_size(self.h, self.r, self.stride[0], self.padding[0], self.padding_end[0], self.dilation[0])
+
+    @property
+    def q(self) -> int:
+        """Output width."""
+        return conv_output_size(self.w, self.s, self.stride[1], self.padding[1], self.padding_end[1], self.dilation[1])
+
+    @property
+    def c_per_group(self) -> int:
+        return self.c // self.groups
+
+    @property
+    def k_per_group(self) -> int:
+        return self.k // self.groups
+
+    @property
+    def gemm_m(self) -> int:
+        """Rows of the implicit GEMM: one per output pixel, N*P*Q."""
+        return self.n * self.p * self.q
+
+    @property
+    def gemm_n(self) -> int:
+        """Columns of the implicit GEMM per group: output channels of one group."""
+        return self.k_per_group
+
+    @property
+    def gemm_k(self) -> int:
+        """Reduction length per group, (C/groups)*R*S: the length every output element sums over."""
+        return self.c_per_group * self.r * self.s
+
+    @property
+    def flops(self) -> int:
+        """Multiply-adds counted as two FLOPs: 2*N*K*P*Q*(C/g)*R*S (no epilogue term)."""
+        return 2 * self.n * self.k * self.p * self.q * self.gemm_k
+
+    @property
+    def element_size(self) -> int:
+        return torch.empty((), dtype=self.dtype).element_size()
+
+    @property
+    def min_bytes(self) -> int:
+        """Bytes moved if input, weight, bias and output each cross memory exactly once."""
+        elems = self.n * self.c * self.h * self.w + self.k * self.gemm_k + self.n * self.k * self.p * self.q
+        if self.has_bias:
+            elems += self.k
+        return elems * self.element_size
+
+    @property
+    def arithmetic_intensity(self) -> float:
+        """FLOPs per byte at the minimum traffic: decides memory- versus compute-bound."""
+        return self.flops / self.min_bytes
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        return (self.n, self.c, self.h, self.w)
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        return (self.k, self.c_per_group, self.r, self.s)
+
+    @property
+    def output_shape(self) -> tuple[int, int, int, int]:
+        return (self.n, self.k, self.p, self.q)
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int) -> int:
+    """o = floor((i + pad_begin + pad_end - d*(k-1) - 1) / s) + 1, the seed's formula with split padding."""
+    return (size + pad_begin + pad_end - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def to_pair(value: int | Sequence[int], name: str) -> IntPair:
+    """Normalize an int or a 1- or 2-sequence of ints into (height, width), as torch accepts them."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        items = list(value)
+        if len(items) not in (1, 2):
+            raise RuntimeError(
+                f"expected {name} to be a single integer value or a list of 2 values to match the "
+                f"convolution dimensions, but got {name}={items}"
+            )
+        if len(items) == 1:
+            items = items * 2
+    else:
+        items = [value, value]
+    try:
+        first, second = (operator.index(item) for item in items)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a tuple of ints, but got {name}={value!r}") from None
+    return first, second
+
+
+def resolve_padding(
+    padding: str | int | Sequence[int], kernel: IntPair, stride: IntPair, dilation: IntPair
+) -> tuple[IntPair, IntPair]:
+    """Return (leading, trailing) padding; 'same' puts the odd element at the end, as torch does."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding != "same":
+            raise RuntimeError(f"Invalid padding string: '{padding}'")
+        if stride != (1, 1):
+            raise RuntimeError("padding='same' is not supported for strided convolutions")
+        totals = [d * (k - 1) for d, k in zip(dilation, kernel, strict=True)]
+        begin = (totals[0] // 2, totals[1] // 2)
+        return begin, (totals[0] - begin[0], totals[1] - begin[1])
+    pair = to_pair(padding, "padding")
+    if min(pair) < 0:
+        raise RuntimeError("negative padding is not supported")
+    return pair, pair
+
+
+def make_problem(
+    *,
+    n: int,
+    c: int,
+    h: int,
+    w: int,
+    k: int,
+    r: int,
+    s: int,
+    stride: int | Sequence[int] = 1,
+    padding: str | int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    dtype: torch.dtype = torch.float32,
+    layout: str = CONTIGUOUS,
+    has_bias: bool = False,
+) -> ConvProblem:
+    """Build and validate a problem from sizes alone (for suites and benchmarks: no tensors needed)."""
+    stride_hw = to_pair(stride, "stride")
+    dilation_hw = to_pair(dilation, "dilation")
+    groups = operator.index(groups)
+    if groups <= 0:
+        raise RuntimeError("non-positive groups is not supported")
+    if min(stride_hw) <= 0:
+        raise RuntimeError("non-positive stride is not supported")
+    if min(dilation_hw) <= 0:
+        raise RuntimeError("non-positive dilation is not supported")
+    pad_begin, pad_end = resolve_padding(padding, (r, s), stride_hw, dilation_hw)
+    if c % groups != 0 or c == 0:
+        raise RuntimeError(
+            f"Given groups={groups}, expected input to have a positive number of channels divisible by "
+            f"{groups}, but got {c} channels instead"
+        )
+    weight_size = [k, c // groups, r, s]
+    if k <= 0:
+        raise RuntimeError(
+            f"Given groups={groups}, expected weight to be at least 1 at dimension 0, "
+            f"but got weight of size {weight_size} instead"
+        )
+    if k % groups != 0:
+        raise RuntimeError(
+            f"Given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+            f"but got weight of size {weight_size} instead"
+        )
+    if r <= 0 or s <= 0:
+        raise RuntimeError(f"Expected a kernel of at least 1x1, but got weight of size {weight_size}")
+    if layout not in (CHANNELS_LAST, CONTIGUOUS):
+        raise ValueError(f"layout must be '{CHANNELS_LAST}' or '{CONTIGUOUS}', got {layout!r}")
+    check_dtype(dtype, "input")
+    padded = (h + pad_begin[0] + pad_end[0], w + pad_begin[1] + pad_end[1])
+    dilated = (dilation_hw[0] * (r - 1) + 1, dilation_hw[1] * (s - 1) + 1)
+    if padded[0] < dilated[0] or padded[1] < dilated[1]:
+        raise RuntimeError(
+            f"Calculated padded input size per channel: ({padded[0]} x {padded[1]}). "
+            f"Kernel size: ({dilated[0]} x {dilated[1]}). Kernel size can't be greater than actual input size"
+        )
+    return ConvProblem(
+        n=n,
+        c=c,
+        h=h,
+        w=w,
+        k=k,
+        r=r,
+        s=s,
+        stride=stride_hw,
+        padding=pad_begin,
+        padding_end=pad_end,
+        dilation=dilation_hw,
+        groups=groups,
+        dtype=dtype,
+        layout=layout,
+        has_bias=has_bias,
+    )
+
+
+def check_dtype(dtype: torch.dtype, what: str) -> None:
+    if dtype not in SUPPORTED_DTYPES:
+        names = ", ".join(str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES)
+        raise RuntimeError(f"tritonconv supports {names}; got {what} of dtype {dtype}")
+
+
+def is_channels_last_like(tensor: torch.Tensor) -> bool:
+    """True when a 4-D tensor's strides order it as NHWC, torch's rule for suggesting channels_last.
+
+    Follows `is_channels_last_strides_2d`: walk C, W, H, N and require non-decreasing strides, so a
+    sliced or otherwise non-contiguous NHWC view still counts, and an NCHW tensor with C == 1 does not.
+    """
+    if tensor.dim() != 4:
+        return False
+    sizes, strides = tensor.shape, tensor.stride()
+    if strides[1] == 0:
+        return False
+    minimum = 0
+    for dim in (1, 3, 2, 0):
+        if sizes[dim] == 0 or strides[dim] < minimum:
+            return False
+        if dim == 0 and minimum == strides[1]:
+            return False
+        minimum = strides[dim] * sizes[dim]
+    return True
+
+
+def problem_from_tensors(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: str | int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> ConvProblem:
+    """Validate `F.conv2d` arguments and describe the (batched) problem they pose.
+
+    An unbatched (C, H, W) input is described with n = 1; the caller adds and removes that axis.
+    """
+    if input.dim() not in (3, 4):
+        raise RuntimeError(
+            f"Expected 3D (unbatched) or 4D (batched) input to conv2d, but got input of size: {list(input.shape)}"
+        )
+    if weight.dim() != 4:
+        raise RuntimeError(
+            "Expected 4D weight (out_channels, in_channels/groups, kH, kW) for conv2d, "
+            f"but got weight of size: {list(weight.shape)}"
+        )
+    check_dtype(input.dtype, "input")
+    if weight.dtype != input.dtype:
+        raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
+    if weight.device != input.device:
+        raise RuntimeError(
+            f"Expected all tensors to be on the same device, but got weight on {weight.device}, input on {input.device}"
+        )
+    k = weight.shape[0]
+    if bias is not None:
+        if bias.dtype != input.dtype:
+            raise RuntimeError(f"Input type ({input.dtype}) and bias type ({bias.dtype}) should be the same")
+        if bias.device != input.device:
+            raise RuntimeError(
+                f"Expected all tensors to be on the same device, but got bias on {bias.device}, input on {input.device}"
+            )
+        if bias.dim() != 1 or bias.shape[0] != k:
+            raise RuntimeError(
+                f"Given weight of size {list(weight.shape)}, expected bias to be 1-dimensional with {k} elements, "
+                f"but got bias of size {list(bias.shape)} instead"
+            )
+    batched_shape = tuple(input.shape) if input.dim() == 4 else (1, *input.shape)
+    n, c, h, w = batched_shape
+    groups = operator.index(groups)
+    if groups > 0 and weight.shape[1] * groups != c:
+        raise RuntimeError(
+            f"Given groups={groups}, weight of size {list(weight.shape)}, expected input{list(batched_shape)} "
+            f"to have {weight.shape[1] * groups} channels, but got {c} channels instead"
+        )
+    channels_last = input.dim() == 4 and (is_channels_last_like(input) or is_channels_last_like(weight))
+    return make_problem(
+        n=n,
+        c=c,
+        h=h,
+        w=w,
+        k=k,
+        r=weight.shape[2],
+        s=weight.shape[3],
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        dtype=input.dtype,
+        layout=CHANNELS_LAST if channels_last else CONTIGUOUS,
+        has_bias=bias is not None,
+    )

@@ -1,0 +1,1 @@
+"""Benchmarks: time tritonconv against torch/cuDNN on real network shapes (GPU only)."""

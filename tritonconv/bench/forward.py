@@ -1,0 +1,87 @@
+"""`make bench`: forward kernel against cuDNN on ResNet-50 shapes, bf16, channels_last, on a GPU.
+
+Both sides get the same inputs in one process; cuDNN runs with `torch.backends.cudnn.benchmark = True`
+and each time is the median of `triton.testing.do_bench` after its warm-up. Every result is checked
+against cuDNN's before it is timed. Usage: python -m tritonconv.bench.forward [--batch N] [--out CSV]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import triton
+import triton.testing
+
+import tritonconv
+from tritonconv.arithmetic import make_problem
+
+# (layer, c, h, k, r, stride, padding): ResNet-50 v1.5 layers from shared/reference/shape_suites.md.
+RESNET50_LAYERS = [
+    ("conv1 7x7 s2", 3, 224, 64, 7, 2, 3),
+    ("l1.c2 3x3", 64, 56, 64, 3, 1, 1),
+    ("l2.b1.ds 1x1 s2", 256, 56, 512, 1, 2, 0),
+    ("l3.b2-6.c2 3x3", 256, 14, 256, 3, 1, 1),
+]
+
+
+def bench_layer(layer: tuple, batch: int, dtype: torch.dtype) -> dict:
+    name, c, h, k, r, stride, padding = layer
+    problem = make_problem(
+        n=batch, c=c, h=h, w=h, k=k, r=r, s=r, stride=stride, padding=padding, dtype=dtype, layout="channels_last"
+    )
+    x = torch.randn(problem.input_shape, device="cuda", dtype=dtype).to(memory_format=torch.channels_last)
+    weight = torch.randn(problem.weight_shape, device="cuda", dtype=dtype).to(memory_format=torch.channels_last)
+    kwargs = dict(stride=stride, padding=padding)
+    expected = F.conv2d(x, weight, **kwargs)
+    got = tritonconv.conv2d(x, weight, **kwargs)
+    rel_err = ((got.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
+    triton_ms = triton.testing.do_bench(lambda: tritonconv.conv2d(x, weight, **kwargs), return_mode="median")
+    torch_ms = triton.testing.do_bench(lambda: F.conv2d(x, weight, **kwargs), return_mode="median")
+    return {
+        "layer": name,
+        "n": batch,
+        "c": c,
+        "h": h,
+        "k": k,
+        "r": r,
+        "stride": stride,
+        "dtype": str(dtype).removeprefix("torch."),
+        "layout": "channels_last",
+        "triton_ms": triton_ms,
+        "cudnn_ms": torch_ms,
+        "speedup": torch_ms / triton_ms,
+        "triton_tflops": problem.flops / triton_ms / 1e9,
+        "cudnn_tflops": problem.flops / torch_ms / 1e9,
+        "max_rel_err": rel_err,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--out", help="also write the table to this CSV file")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("make bench needs a CUDA GPU: interpreter timings on a CPU say nothing about kernels")
+    torch.backends.cudnn.benchmark = True
+    dtype = getattr(torch, args.dtype)
+    rows = [bench_layer(layer, args.batch, dtype) for layer in RESNET50_LAYERS]
+    table = pd.DataFrame(rows)
+    table["device"] = torch.cuda.get_device_name()
+    table["torch_version"] = torch.__version__
+    table["triton_version"] = triton.__version__
+    table["timestamp"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    print(table.drop(columns=["device", "torch_version", "triton_version", "timestamp"]).to_string(index=False))
+    print(f"\n{table['device'][0]}, torch {torch.__version__}, triton {triton.__version__}")
+    if args.out:
+        table.to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

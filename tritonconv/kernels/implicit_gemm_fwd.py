@@ -1,0 +1,141 @@
+"""Forward convolution as an implicit GEMM: Y[m, n] = sum_k X_im2col[m, k] * W[k, n], one group at a time.
+
+M runs over output pixels (N*P*Q), N over one group's output channels, and the reduction over the
+flattened (C/g)*R*S taps, so a 3-channel stem fills a reduction tile with 7x7x3 taps instead of
+wasting a tile per tap. The im2col matrix is never built: each tile's input addresses are computed
+from the output pixel and the tap, and taps that fall in the padding are masked to zero.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _conv2d_fwd_implicit_gemm_kernel(
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    y_ptr,
+    N,
+    H,
+    W,
+    P,
+    Q,
+    K_PER_GROUP,
+    stride_xn,
+    stride_xc,
+    stride_xh,
+    stride_xw,
+    stride_wk,
+    stride_wc,
+    stride_wr,
+    stride_ws,
+    stride_yn,
+    stride_yk,
+    stride_yp,
+    stride_yq,
+    C_PER_GROUP: tl.constexpr,
+    R: tl.constexpr,
+    S: tl.constexpr,
+    STRIDE_H: tl.constexpr,
+    STRIDE_W: tl.constexpr,
+    PAD_H: tl.constexpr,
+    PAD_W: tl.constexpr,
+    DIL_H: tl.constexpr,
+    DIL_W: tl.constexpr,
+    GROUPS: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    CHANNELS_INNER: tl.constexpr,
+    INDEX_64: tl.constexpr,
+    ACC_FP64: tl.constexpr,
+    UPCAST_OPERANDS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    """One BLOCK_M x BLOCK_N tile of one group's output.
+
+    CHANNELS_INNER orders the reduction (r, s, c) so consecutive reduction indices are consecutive
+    channels, which are adjacent in memory for channels_last; otherwise (c, r, s), adjacent for NCHW.
+    INDEX_64 widens every address product when some tensor spans 2**31 elements or more.
+    UPCAST_OPERANDS feeds tl.dot fp32 copies of bf16 tiles (the interpreter multiplies bf16 wrongly).
+    """
+    GEMM_K: tl.constexpr = C_PER_GROUP * R * S
+    pid = tl.program_id(0)
+    M = N * P * Q
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(K_PER_GROUP, BLOCK_N)
+    if GROUPS == 1:
+        group = 0
+        tile = pid
+    else:
+        tiles_per_group = num_pid_m * num_pid_n
+        group = pid // tiles_per_group
+        tile = pid % tiles_per_group
+    # Walk GROUP_M row-tiles down one column of tiles before moving right, so the weight tiles and
+    # input rows a wave of programs needs stay in L2.
+    tiles_per_band = GROUP_M * num_pid_n
+    first_pid_m = (tile // tiles_per_band) * GROUP_M
+    band_height = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + (tile % tiles_per_band) % band_height
+    pid_n = (tile % tiles_per_band) // band_height
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < K_PER_GROUP
+    image = offs_m // (P * Q)
+    pixel = offs_m % (P * Q)
+    out_h = pixel // Q
+    out_w = pixel % Q
+    out_channel = group * K_PER_GROUP + offs_n
+    first_channel = group * C_PER_GROUP
+    if INDEX_64:
+        image = image.to(tl.int64)
+        out_h = out_h.to(tl.int64)
+        out_w = out_w.to(tl.int64)
+        out_channel = out_channel.to(tl.int64)
+        if GROUPS != 1:
+            first_channel = first_channel.to(tl.int64)
+    in_h0 = out_h * STRIDE_H - PAD_H
+    in_w0 = out_w * STRIDE_W - PAD_W
+    x_row = image * stride_xn + first_channel * stride_xc
+    w_col = out_channel * stride_wk
+
+    if ACC_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, GEMM_K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < GEMM_K
+        if CHANNELS_INNER:
+            channel = offs_k % C_PER_GROUP
+            tap = offs_k // C_PER_GROUP
+        else:
+            channel = offs_k // (R * S)
+            tap = offs_k % (R * S)
+        tap_r = tap // S
+        tap_s = tap % S
+        if INDEX_64:
+            channel = channel.to(tl.int64)
+        in_h = in_h0[:, None] + (tap_r * DIL_H)[None, :]
+        in_w = in_w0[:, None] + (tap_s * DIL_W)[None, :]
+        x_mask = mask_m[:, None] & mask_k[None, :] & (in_h >= 0) & (in_h < H) & (in_w >= 0) & (in_w < W)
+        x_offs = x_row[:, None] + (channel * stride_xc)[None, :] + in_h * stride_xh + in_w * stride_xw
+        a = tl.load(x_ptr + x_offs, mask=x_mask, other=0.0)
+        w_offs = w_col[None, :] + (channel * stride_wc + tap_r * stride_wr + tap_s * stride_ws)[:, None]
+        b = tl.load(w_ptr + w_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        if UPCAST_OPERANDS:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + out_channel, mask=mask_n, other=0.0)
+        acc += bias.to(acc.dtype)[None, :]
+    y_row = image * stride_yn + out_h * stride_yp + out_w * stride_yq
+    y_offs = y_row[:, None] + (out_channel * stride_yk)[None, :]
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])

@@ -1,0 +1,80 @@
+"""Facts about where kernels run: the Triton interpreter or a GPU, and torch's fp32 precision policy.
+
+Nothing here touches CUDA at import time, so `import tritonconv` works on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+
+def is_interpreted(kernel: object) -> bool:
+    """True when `kernel` was decorated while TRITON_INTERPRET was set.
+
+    Triton picks the interpreter when `@triton.jit` runs, not at launch, so the kernel object (not
+    the current environment) is the truth about how a launch will execute.
+    """
+    return type(kernel).__name__ == "InterpretedFunction"
+
+
+def check_device(tensor: torch.Tensor, kernel: object) -> None:
+    """Refuse tensors the compiled kernels cannot reach, with the fix in the message."""
+    if tensor.device.type == "cuda":
+        if is_interpreted(kernel):
+            raise RuntimeError(
+                "tritonconv was imported with TRITON_INTERPRET=1, so its kernels run on the CPU; "
+                "pass CPU tensors or unset TRITON_INTERPRET before importing tritonconv"
+            )
+        return
+    if tensor.device.type == "cpu" and is_interpreted(kernel):
+        return
+    raise RuntimeError(
+        f"tritonconv runs on CUDA tensors, but got a tensor on {tensor.device}; for CPU tensors set "
+        "TRITON_INTERPRET=1 before importing tritonconv (the Triton interpreter, slow, for testing)"
+    )
+
+
+def fp32_dot_precision() -> str:
+    """'tf32' when torch lets convolutions use TF32 (torch.backends.cudnn.allow_tf32), else 'ieee'.
+
+    tritonconv follows cuDNN's switch rather than matmul's, so swapping it in for `F.conv2d` keeps the
+    precision a user already chose.
+    """
+    return "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+
+
+POISON_ENV = "TRITONCONV_POISON_OUTPUTS"
+
+
+def poison_outputs() -> bool:
+    """True when TRITONCONV_POISON_OUTPUTS=1: outputs start NaN-filled so unwritten elements show.
+
+    A debugging and testing switch, like torch's `fill_uninitialized_memory`; off by default because
+    the fill costs one extra pass over every output.
+    """
+    return os.environ.get(POISON_ENV, "0") == "1"
+
+
+def new_output(
+    shape: tuple[int, ...], like: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format
+) -> torch.Tensor:
+    """Allocate a kernel's output on `like`'s device and dtype, NaN-poisoned when asked to be."""
+    output = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
+    if poison_outputs():
+        output.fill_(float("nan"))
+    return output
+
+
+def rerun_under_interpreter_without_gpu(module: str) -> None:
+    """For command-line entry points: on a machine without CUDA, restart once under the interpreter.
+
+    Triton chooses the interpreter when kernels are decorated, which happens when `tritonconv` is
+    imported, before any entry point's code runs; so the only way to switch is a fresh process.
+    """
+    if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") == "1":
+        return
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], env)
