@@ -123,7 +123,7 @@ def test_tile_configs_cover_ragged_edges(config, channels_last, device):
 )
 @pytest.mark.parametrize(
     "input_view",
-    ["sliced", "sliced_channels_last", "permuted", "transposed_hw"],
+    ["sliced", "sliced_channels_last", "permuted", "transposed_hw", "broadcast_rows"],
 )
 def test_strided_views_read_in_place(input_view, weight_layout, device, monkeypatch):
     """Any strided view works, and no `.contiguous()` copy is made (it would drop channels_last).
@@ -138,15 +138,17 @@ def test_strided_views_read_in_place(input_view, weight_layout, device, monkeypa
         x = base.to(memory_format=torch.channels_last)[1:, :5, 2:, 1:-1]
     elif input_view == "permuted":
         x = base.permute(0, 2, 1, 3)[:, :6, :7]
-    else:
+    elif input_view == "transposed_hw":
         x = base[:, :6].transpose(2, 3)
+    else:
+        x = base[:, :6, :1].expand(3, 6, 9, 14)  # stride 0 along H
     c = x.shape[1]
     weight = torch.randn(5, c, 3, 2, generator=gen).to(device)
     if weight_layout == "channels_last":
         weight = weight.to(memory_format=torch.channels_last)
     elif weight_layout == "expanded":
         weight = weight[:1].expand(5, c, 3, 2)
-    bias = torch.randn(5, generator=gen).to(device)
+    bias = torch.randn(15, generator=gen).to(device)[::3]  # a strided bias view
 
     def no_copy(*args, **kwargs):
         raise AssertionError("tritonconv made a contiguous copy of an input")
@@ -171,10 +173,14 @@ def test_output_memory_format_follows_torch(x_cl, w_cl, device):
     assert_conv2d_close(y, x, weight, bias, padding=1)
 
 
+@pytest.mark.parametrize("weight_channels_last", [False, True], ids=["w_nchw", "w_cl"])
 @pytest.mark.parametrize("padding", [0, 1, "same", "valid"])
-def test_unbatched_input(padding, device):
+def test_unbatched_input(padding, weight_channels_last, device):
+    """(C, H, W) in, (K, P, Q) out, with the strides torch gives it (NHWC-like for a channels_last weight)."""
     x, weight, bias = random_conv_inputs(1, 4, 7, 6, 5, 3, 2, device=device)
     x = x[0]
+    if weight_channels_last:
+        weight = weight.to(memory_format=torch.channels_last)
     y = tritonconv.conv2d(x, weight, bias, padding=padding)
     assert y.dim() == 3
     assert_conv2d_close(y, x, weight, bias, padding=padding)

@@ -310,7 +310,8 @@ def problem_from_tensors(
             f"Given groups={groups}, weight of size {list(weight.shape)}, expected input{list(batched_shape)} "
             f"to have {weight.shape[1] * groups} channels, but got {c} channels instead"
         )
-    channels_last = input.dim() == 4 and (is_channels_last_like(input) or is_channels_last_like(weight))
+    batched_input = input if input.dim() == 4 else input.unsqueeze(0)
+    channels_last = is_channels_last_like(batched_input) or is_channels_last_like(weight)
     return make_problem(
         n=n,
         c=c,

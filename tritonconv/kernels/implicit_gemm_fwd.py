@@ -30,6 +30,7 @@ def _conv2d_fwd_implicit_gemm_kernel(
     stride_wc,
     stride_wr,
     stride_ws,
+    stride_bias,
     stride_yn,
     stride_yk,
     stride_yp,
@@ -134,7 +135,7 @@ def _conv2d_fwd_implicit_gemm_kernel(
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + out_channel, mask=mask_n, other=0.0)
+        bias = tl.load(bias_ptr + out_channel * stride_bias, mask=mask_n, other=0.0)
         acc += bias.to(acc.dtype)[None, :]
     y_row = image * stride_yn + out_h * stride_yp + out_w * stride_yq
     y_offs = y_row[:, None] + (out_channel * stride_yk)[None, :]

@@ -70,6 +70,7 @@ def conv2d_fwd(
             problem.k_per_group,
             *x.stride(),
             *weight.stride(),
+            bias.stride(0) if bias is not None else 0,
             *y.stride(),
             C_PER_GROUP=problem.c_per_group,
             R=problem.r,
