@@ -5,6 +5,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
 from conv_reference import assert_conv2d_close, random_conv_inputs, reference_conv2d
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -13,7 +14,7 @@ import tritonconv
 from tritonconv.arithmetic import problem_from_tensors
 from tritonconv.config import KernelConfig
 from tritonconv.ops import forward as fwd_module
-from tritonconv.runtime import check_device, new_output
+from tritonconv.runtime import check_device, new_output, supports_fp64_dot
 
 # (name, n, c, h, w, k, r, s, stride, padding, dilation, groups, bias): odd sizes on purpose, so
 # every tile has a ragged edge in M, N and the reduction.
@@ -43,7 +44,10 @@ SHAPES = [
     ("1x1 on 1x1 pixels", 4, 7, 1, 1, 5, 1, 1, 1, 0, 1, 1, True),
 ]
 SHAPE_IDS = [shape[0] for shape in SHAPES]
-DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+FP64 = pytest.param(
+    torch.float64, marks=pytest.mark.skipif(not supports_fp64_dot(), reason="Triton < 3.5 has no fp64 tl.dot")
+)
+DTYPES = [torch.float32, torch.float16, torch.bfloat16, FP64]
 
 
 def run_case(shape, dtype, device, channels_last, seed=0):
@@ -247,6 +251,15 @@ def test_device_check_names_the_fix():
         check_device(torch.empty(1), CompiledKernel())
     with pytest.raises(RuntimeError, match="meta"):
         check_device(torch.empty(1, device="meta"), CompiledKernel())
+
+
+def test_float64_refused_clearly_where_triton_lacks_it(monkeypatch):
+    assert not supports_fp64_dot("3.4.0")
+    assert supports_fp64_dot("3.5.1") and supports_fp64_dot("3.10.0+git1234")
+    monkeypatch.setattr(triton, "__version__", "3.4.0")
+    x, weight, _ = random_conv_inputs(1, 2, 4, 4, 2, 3, 3, bias=False, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match=r"float64 convolution needs Triton >= 3.5 .* this is Triton 3.4.0"):
+        tritonconv.conv2d(x, weight)
 
 
 def test_tf32_switch_picks_dot_precision(restore_tf32):

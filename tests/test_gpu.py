@@ -11,6 +11,7 @@ from conv_reference import assert_conv2d_close, random_conv_inputs
 from test_conv2d_fwd import SHAPE_IDS, SHAPES, run_case
 
 import tritonconv
+from tritonconv.runtime import supports_fp64_dot
 
 pytestmark = pytest.mark.gpu
 
@@ -30,8 +31,9 @@ PRECISIONS = {
     "bf16": (torch.bfloat16, True),
     "tf32": (torch.float32, True),
     "fp32_ieee": (torch.float32, False),
-    "fp64": (torch.float64, False),
 }
+if supports_fp64_dot():
+    PRECISIONS["fp64"] = (torch.float64, False)
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])

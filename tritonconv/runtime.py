@@ -9,6 +9,10 @@ import os
 import sys
 
 import torch
+import triton
+from packaging.version import Version
+
+FP64_DOT_SINCE = Version("3.5")
 
 
 def is_interpreted(kernel: object) -> bool:
@@ -35,6 +39,19 @@ def check_device(tensor: torch.Tensor, kernel: object) -> None:
         f"tritonconv runs on CUDA tensors, but got a tensor on {tensor.device}; for CPU tensors set "
         "TRITON_INTERPRET=1 before importing tritonconv (the Triton interpreter, slow, for testing)"
     )
+
+
+def supports_fp64_dot(triton_version: str | None = None) -> bool:
+    """Triton accepts fp64 operands in tl.dot from 3.5 on (earlier versions assert on them)."""
+    return Version(triton_version or triton.__version__).release >= FP64_DOT_SINCE.release
+
+
+def check_dtype_supported(dtype: torch.dtype) -> None:
+    """Refuse fp64 up front where the installed Triton cannot compile an fp64 dot."""
+    if dtype == torch.float64 and not supports_fp64_dot():
+        raise RuntimeError(
+            f"float64 convolution needs Triton >= {FP64_DOT_SINCE} (fp64 tl.dot); this is Triton {triton.__version__}"
+        )
 
 
 def fp32_dot_precision() -> str:

@@ -132,7 +132,7 @@ def _conv2d_fwd_implicit_gemm_kernel(
         if UPCAST_OPERANDS:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
     if HAS_BIAS:
         bias = tl.load(bias_ptr + out_channel * stride_bias, mask=mask_n, other=0.0)

@@ -8,7 +8,7 @@ import triton
 from ..arithmetic import CHANNELS_LAST, ConvProblem, is_channels_last_like
 from ..config import KernelConfig, heuristic_config
 from ..kernels import _conv2d_fwd_implicit_gemm_kernel
-from ..runtime import check_device, fp32_dot_precision, is_interpreted, new_output
+from ..runtime import check_device, check_dtype_supported, fp32_dot_precision, is_interpreted, new_output
 
 INT32_LIMIT = 2**31 - 1
 
@@ -44,6 +44,7 @@ def conv2d_fwd(
     """
     kernel = _conv2d_fwd_implicit_gemm_kernel
     check_device(input, kernel)
+    check_dtype_supported(input.dtype)
     memory_format = torch.channels_last if problem.layout == CHANNELS_LAST else torch.contiguous_format
     output = new_output(problem.output_shape, input, memory_format)
     if output.numel() == 0:
