@@ -203,6 +203,8 @@ def test_batch_split_into_32bit_launches(device, monkeypatch):
     """Problems whose N*P*Q passes 2**31 are launched in batch chunks; shrink the limit to see it."""
     monkeypatch.setattr(fwd_module, "INT32_LIMIT", 3 * 20 + 16)
     assert fwd_module.batch_chunks(n=7, pixels=20, block_m=16) == [(0, 3), (3, 6), (6, 7)]
+    with pytest.raises(RuntimeError, match="61 pixels per image is too large"):
+        fwd_module.batch_chunks(n=1, pixels=61, block_m=16)
     x, weight, bias = random_conv_inputs(7, 3, 5, 4, 6, 3, 3, device=device)
     problem = problem_from_tensors(x, weight, bias, padding=1)
     y = fwd_module.conv2d_fwd(x, weight, bias, problem, KernelConfig(block_m=16, block_n=16, block_k=16))

@@ -5,6 +5,7 @@ Nothing here touches CUDA at import time, so `import tritonconv` works on machin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -39,6 +40,11 @@ def check_device(tensor: torch.Tensor, kernel: object) -> None:
         f"tritonconv runs on CUDA tensors, but got a tensor on {tensor.device}; for CPU tensors set "
         "TRITON_INTERPRET=1 before importing tritonconv (the Triton interpreter, slow, for testing)"
     )
+
+
+def on_device_of(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Make `tensor`'s GPU current for a launch: Triton launches on the current device, not the tensor's."""
+    return torch.cuda.device(tensor.device) if tensor.device.type == "cuda" else contextlib.nullcontext()
 
 
 def supports_fp64_dot(triton_version: str | None = None) -> bool:
