@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 import tritonconv
 from tritonconv.arithmetic import problem_from_tensors
 from tritonconv.config import KernelConfig
+from tritonconv.dispatch import Plan
+from tritonconv.ops import common as launch_common
 from tritonconv.ops import forward as fwd_module
 from tritonconv.runtime import check_device, new_output, supports_fp64_dot
 
@@ -119,7 +121,8 @@ def test_tile_configs_cover_ragged_edges(config, channels_last, device):
     x, weight, b = random_conv_inputs(2, 6, 9, 7, 34, 3, 3, 2, True, torch.float16, device, channels_last)
     kwargs = dict(stride=1, padding=1, dilation=1, groups=2)
     problem = problem_from_tensors(x, weight, b, **kwargs)
-    assert_conv2d_close(fwd_module.conv2d_fwd(x, weight, b, problem, config), x, weight, b, **kwargs)
+    y = fwd_module.conv2d_fwd(x, weight, b, problem, Plan("implicit_gemm", config, "test"))
+    assert_conv2d_close(y, x, weight, b, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -201,13 +204,14 @@ def test_zero_batch_returns_empty(channels_last, device):
 
 def test_batch_split_into_32bit_launches(device, monkeypatch):
     """Problems whose N*P*Q passes 2**31 are launched in batch chunks; shrink the limit to see it."""
-    monkeypatch.setattr(fwd_module, "INT32_LIMIT", 3 * 20 + 16)
-    assert fwd_module.batch_chunks(n=7, pixels=20, block_m=16) == [(0, 3), (3, 6), (6, 7)]
+    monkeypatch.setattr(launch_common, "INT32_LIMIT", 3 * 20 + 16)
+    assert launch_common.batch_chunks(n=7, pixels=20, block_m=16) == [(0, 3), (3, 6), (6, 7)]
     with pytest.raises(RuntimeError, match="61 pixels per image is too large"):
-        fwd_module.batch_chunks(n=1, pixels=61, block_m=16)
+        launch_common.batch_chunks(n=1, pixels=61, block_m=16)
     x, weight, bias = random_conv_inputs(7, 3, 5, 4, 6, 3, 3, device=device)
     problem = problem_from_tensors(x, weight, bias, padding=1)
-    y = fwd_module.conv2d_fwd(x, weight, bias, problem, KernelConfig(block_m=16, block_n=16, block_k=16))
+    plan = Plan("implicit_gemm", KernelConfig(block_m=16, block_n=16, block_k=16), "test")
+    y = fwd_module.conv2d_fwd(x, weight, bias, problem, plan)
     assert_conv2d_close(y, x, weight, bias, padding=1)
 
 
@@ -266,10 +270,10 @@ def test_float64_refused_clearly_where_triton_lacks_it(monkeypatch):
 
 def test_tf32_switch_picks_dot_precision(restore_tf32):
     torch.backends.cudnn.allow_tf32 = True
-    assert fwd_module.dot_precision(torch.float32) == "tf32"
-    assert fwd_module.dot_precision(torch.float16) == "ieee"
+    assert launch_common.dot_precision(torch.float32) == "tf32"
+    assert launch_common.dot_precision(torch.float16) == "ieee"
     torch.backends.cudnn.allow_tf32 = False
-    assert fwd_module.dot_precision(torch.float32) == "ieee"
+    assert launch_common.dot_precision(torch.float32) == "ieee"
 
 
 def test_agrees_with_functional_conv2d_on_int_and_tuple_args(device):

@@ -5,8 +5,9 @@ TRITON_INTERPRET=1 before the import.
 """
 
 from .arithmetic import ConvProblem, make_problem, problem_from_tensors
+from .dispatch import explain
 from .functional import conv2d
 
 __version__ = "0.1.0"
 
-__all__ = ["ConvProblem", "__version__", "conv2d", "make_problem", "problem_from_tensors"]
+__all__ = ["ConvProblem", "__version__", "conv2d", "explain", "make_problem", "problem_from_tensors"]

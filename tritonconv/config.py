@@ -1,6 +1,6 @@
 """Launch configurations: the block sizes, warps and stages a kernel is compiled with.
 
-The heuristic here picks a sound config from the problem alone, with no timing; it is what runs
+The heuristics here pick a sound config from the problem alone, with no timing; they are what runs
 when nothing better is known.
 """
 
@@ -15,20 +15,28 @@ from .arithmetic import ConvProblem
 
 @dataclass(frozen=True)
 class KernelConfig:
-    """Tile sizes in GEMM vocabulary: M over N*P*Q, N over a group's output channels, K over (C/g)*R*S."""
+    """Tile sizes in GEMM vocabulary: M over output pixels, N over a group's output channels, K over
+    the (C/g)*R*S reduction.
+
+    Variant-specific fields: `block_g` is the number of groups one grouped_tile program covers;
+    `halo_in_registers` makes the depthwise kernel load each input row with its halo once and take
+    every tap's window from registers (`tl.gather`) instead of loading once per tap.
+    """
 
     block_m: int
     block_n: int
-    block_k: int
+    block_k: int = 16
     group_m: int = 8
+    block_g: int = 1
+    halo_in_registers: bool = False
     num_warps: int = 4
     num_stages: int = 3
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | bool]:
         return asdict(self)
 
-    def launch_kwargs(self) -> dict[str, int]:
-        """Meta-parameters as the kernels name them."""
+    def gemm_kwargs(self) -> dict[str, int]:
+        """Meta-parameters of the tiled GEMM kernels (implicit GEMM and 1x1)."""
         return {
             "BLOCK_M": self.block_m,
             "BLOCK_N": self.block_n,
@@ -43,8 +51,8 @@ def _clamp_pow2(value: int, low: int, high: int) -> int:
     return max(low, min(high, triton.next_power_of_2(max(value, 1))))
 
 
-def heuristic_config(problem: ConvProblem) -> KernelConfig:
-    """A config sized to the problem: no tile far larger than the GEMM it covers.
+def _gemm_tiles(problem: ConvProblem, reduction: int) -> tuple[int, int, int]:
+    """(block_m, block_n, block_k) no larger than the GEMM they cover.
 
     `tl.dot` needs every tile dimension to be at least 16. Wider operands take more shared memory per
     element, so the tiles shrink with the element size to keep three pipeline stages well inside an
@@ -52,8 +60,31 @@ def heuristic_config(problem: ConvProblem) -> KernelConfig:
     """
     max_mn = 64 if problem.element_size >= 8 else 128
     max_k = {2: 64, 4: 32}.get(problem.element_size, 16)
-    block_m = _clamp_pow2(problem.gemm_m, 16, max_mn)
-    block_n = _clamp_pow2(problem.gemm_n, 16, max_mn)
-    block_k = _clamp_pow2(problem.gemm_k, 16, max_k)
+    return (
+        _clamp_pow2(problem.gemm_m, 16, max_mn),
+        _clamp_pow2(problem.gemm_n, 16, max_mn),
+        _clamp_pow2(reduction, 16, max_k),
+    )
+
+
+def heuristic_config(problem: ConvProblem, variant: str = "implicit_gemm") -> KernelConfig:
+    """A config for `variant` sized to `problem`, chosen without timing anything."""
+    if variant == "depthwise":
+        # One output row per program: block_m output columns by block_n channels, no tl.dot.
+        return KernelConfig(
+            block_m=_clamp_pow2(problem.q, 8, 32),
+            block_n=_clamp_pow2(problem.k, 16, 64),
+            halo_in_registers=False,
+            num_warps=4,
+            num_stages=1,
+        )
+    if variant == "grouped_tile":
+        # Several small groups per program, side by side on a batch axis of a 3-D tl.dot.
+        block_n = _clamp_pow2(problem.k_per_group, 16, 32)
+        block_k = _clamp_pow2(problem.gemm_k, 16, 32)
+        block_g = _clamp_pow2(problem.groups, 1, max(1, 64 // block_n))
+        block_m = _clamp_pow2(problem.gemm_m, 16, 64)
+        return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, block_g=block_g, num_stages=2)
+    block_m, block_n, block_k = _gemm_tiles(problem, problem.gemm_k)
     num_warps = 8 if block_m * block_n >= 128 * 128 else 4
     return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=num_warps)

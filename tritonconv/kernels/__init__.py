@@ -1,5 +1,13 @@
 """Triton kernels, one file per algorithm. Only `@triton.jit` code lives here; launchers are in `ops/`."""
 
+from .conv1x1_fwd import _conv2d_fwd_1x1_kernel
+from .depthwise_fwd import _conv2d_fwd_depthwise_kernel
+from .grouped_tile_fwd import _conv2d_fwd_grouped_tile_kernel
 from .implicit_gemm_fwd import _conv2d_fwd_implicit_gemm_kernel
 
-__all__ = ["_conv2d_fwd_implicit_gemm_kernel"]
+__all__ = [
+    "_conv2d_fwd_1x1_kernel",
+    "_conv2d_fwd_depthwise_kernel",
+    "_conv2d_fwd_grouped_tile_kernel",
+    "_conv2d_fwd_implicit_gemm_kernel",
+]

@@ -1,0 +1,131 @@
+"""Grouped convolution with few channels per group: BLOCK_G groups per program, on a batch axis.
+
+A group with 4 input and 4 output channels (ResNeXt 32x4d) cannot fill a tensor-core tile on its
+own, and giving each group its own program launches thousands of tiny programs that each re-read
+the same input pixels. Here one program takes BLOCK_G neighbouring groups and computes them as one
+3-D `tl.dot` ([G, M, K] x [G, K, N]): the groups share the pixel rows and the launch, and no program
+multiplies another group's channels (a block-diagonal tile would).
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _conv2d_fwd_grouped_tile_kernel(
+    x_ptr,
+    w_ptr,
+    bias_ptr,
+    y_ptr,
+    N,
+    H,
+    W,
+    P,
+    Q,
+    stride_xn,
+    stride_xc,
+    stride_xh,
+    stride_xw,
+    stride_wk,
+    stride_wc,
+    stride_wr,
+    stride_ws,
+    stride_bias,
+    stride_yn,
+    stride_yk,
+    stride_yp,
+    stride_yq,
+    C_PER_GROUP: tl.constexpr,
+    K_PER_GROUP: tl.constexpr,
+    R: tl.constexpr,
+    S: tl.constexpr,
+    STRIDE_H: tl.constexpr,
+    STRIDE_W: tl.constexpr,
+    PAD_H: tl.constexpr,
+    PAD_W: tl.constexpr,
+    DIL_H: tl.constexpr,
+    DIL_W: tl.constexpr,
+    GROUPS: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    CHANNELS_INNER: tl.constexpr,
+    INDEX_64: tl.constexpr,
+    ACC_FP64: tl.constexpr,
+    UPCAST_OPERANDS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """A [BLOCK_G, BLOCK_M, BLOCK_N] tile: BLOCK_G groups x BLOCK_M output pixels x BLOCK_N channels
+    of each group. The reduction order follows the layout, as in the implicit-GEMM kernel."""
+    GEMM_K: tl.constexpr = C_PER_GROUP * R * S
+    pid = tl.program_id(0)
+    M = N * P * Q
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(K_PER_GROUP, BLOCK_N)
+    pid_g = pid // (num_pid_m * num_pid_n)
+    pid_m = (pid // num_pid_n) % num_pid_m
+    pid_n = pid % num_pid_n
+
+    offs_g = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_g = offs_g < GROUPS
+    mask_m = offs_m < M
+    mask_n = offs_n < K_PER_GROUP
+    image = offs_m // (P * Q)
+    pixel = offs_m % (P * Q)
+    out_h = pixel // Q
+    out_w = pixel % Q
+    first_channel = offs_g * C_PER_GROUP
+    out_channel = offs_g[:, None] * K_PER_GROUP + offs_n[None, :]  # [G, N]
+    if INDEX_64:
+        image = image.to(tl.int64)
+        out_h = out_h.to(tl.int64)
+        out_w = out_w.to(tl.int64)
+        first_channel = first_channel.to(tl.int64)
+        out_channel = out_channel.to(tl.int64)
+    in_h0 = out_h * STRIDE_H - PAD_H
+    in_w0 = out_w * STRIDE_W - PAD_W
+    x_row = image * stride_xn  # [M]
+    mask_gm = mask_g[:, None, None] & mask_m[None, :, None]  # [G, M, 1]
+    mask_gn = mask_g[:, None, None] & mask_n[None, None, :]  # [G, 1, N]
+
+    if ACC_FP64:
+        acc = tl.zeros((BLOCK_G, BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_G, BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, GEMM_K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < GEMM_K
+        if CHANNELS_INNER:
+            channel = offs_k % C_PER_GROUP
+            tap = offs_k // C_PER_GROUP
+        else:
+            channel = offs_k // (R * S)
+            tap = offs_k % (R * S)
+        tap_r = tap // S
+        tap_s = tap % S
+        in_h = in_h0[:, None] + (tap_r * DIL_H)[None, :]  # [M, K]
+        in_w = in_w0[:, None] + (tap_s * DIL_W)[None, :]
+        in_bounds = mask_k[None, :] & (in_h >= 0) & (in_h < H) & (in_w >= 0) & (in_w < W)
+        pixel_offs = x_row[:, None] + in_h * stride_xh + in_w * stride_xw  # [M, K]
+        in_channel = first_channel[:, None] + channel[None, :]  # [G, K]
+        x_offs = pixel_offs[None, :, :] + (in_channel * stride_xc)[:, None, :]
+        a = tl.load(x_ptr + x_offs, mask=mask_gm & in_bounds[None, :, :], other=0.0)
+        w_offs = (out_channel * stride_wk)[:, None, :] + (channel * stride_wc + tap_r * stride_wr + tap_s * stride_ws)[
+            None, :, None
+        ]
+        b = tl.load(w_ptr + w_offs, mask=mask_gn & mask_k[None, :, None], other=0.0)
+        if UPCAST_OPERANDS:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + out_channel * stride_bias, mask=mask_g[:, None] & mask_n[None, :], other=0.0)
+        acc += bias.to(acc.dtype)[:, None, :]
+    y_row = image * stride_yn + out_h * stride_yp + out_w * stride_yq  # [M]
+    y_offs = y_row[None, :, None] + (out_channel * stride_yk)[:, None, :]
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_gm & mask_n[None, None, :])

@@ -1,0 +1,45 @@
+"""What every launcher shares: the per-launch flags and the 32/64-bit indexing decisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..runtime import fp32_dot_precision
+
+INT32_LIMIT = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class LaunchFlags:
+    """Compile-time switches decided once per call from the tensors, shared by every variant."""
+
+    index_64: bool
+    acc_fp64: bool
+    upcast_operands: bool
+    dot_precision: str
+    channels_inner: bool
+
+
+def max_element_offset(tensor: torch.Tensor) -> int:
+    """Largest element offset any in-bounds index of `tensor` reaches from its data pointer."""
+    return sum((size - 1) * abs(stride) for size, stride in zip(tensor.shape, tensor.stride(), strict=True) if size)
+
+
+def needs_int64(*tensors: torch.Tensor) -> bool:
+    """True when some tensor spans more elements than 32-bit offsets can address."""
+    return max(max_element_offset(t) for t in tensors) > INT32_LIMIT
+
+
+def batch_chunks(n: int, pixels: int, block_m: int) -> list[tuple[int, int]]:
+    """Split the batch so each launch's N*P*Q (plus a tile of overshoot) fits 32-bit indexing."""
+    per_launch = (INT32_LIMIT - block_m) // pixels
+    if per_launch < 1:
+        raise RuntimeError(f"an output of {pixels} pixels per image is too large for tritonconv's 32-bit tile indexing")
+    return [(start, min(start + per_launch, n)) for start in range(0, n, per_launch)]
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot's input precision: torch's TF32 choice for fp32, exact ('ieee') for everything else."""
+    return fp32_dot_precision() if dtype == torch.float32 else "ieee"

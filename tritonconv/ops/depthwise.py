@@ -1,0 +1,71 @@
+"""Launch the depthwise forward kernel on one batch chunk."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..arithmetic import ConvProblem
+from ..config import KernelConfig
+from ..kernels import _conv2d_fwd_depthwise_kernel
+from .common import LaunchFlags
+
+KERNEL = _conv2d_fwd_depthwise_kernel
+HAS_GATHER = hasattr(tl, "gather")
+
+
+def halo_width(problem: ConvProblem, block_m: int) -> int:
+    """Input columns one program's output segment touches, rounded up to a power of two."""
+    return triton.next_power_of_2((block_m - 1) * problem.stride[1] + (problem.s - 1) * problem.dilation[1] + 1)
+
+
+def launch(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    y: torch.Tensor,
+    problem: ConvProblem,
+    config: KernelConfig,
+    flags: LaunchFlags,
+) -> None:
+    """One program per (output row, column block, channel block); no batch limit beyond the grid's."""
+    if config.halo_in_registers and not HAS_GATHER:
+        raise RuntimeError("halo_in_registers needs tl.gather (Triton >= 3.3); use halo_in_registers=False")
+    grid = (x.shape[0] * problem.p, triton.cdiv(problem.q, config.block_m), triton.cdiv(problem.k, config.block_n))
+    KERNEL[grid](
+        x,
+        weight,
+        bias if bias is not None else weight,
+        y,
+        x.shape[0],
+        problem.h,
+        problem.w,
+        problem.p,
+        problem.q,
+        problem.k,
+        *x.stride(),
+        weight.stride(0),
+        weight.stride(2),
+        weight.stride(3),
+        bias.stride(0) if bias is not None else 0,
+        *y.stride(),
+        MULTIPLIER=problem.k_per_group,
+        R=problem.r,
+        S=problem.s,
+        STRIDE_H=problem.stride[0],
+        STRIDE_W=problem.stride[1],
+        PAD_H=problem.padding[0],
+        PAD_W=problem.padding[1],
+        DIL_H=problem.dilation[0],
+        DIL_W=problem.dilation[1],
+        HAS_BIAS=bias is not None,
+        HALO_IN_REGISTERS=config.halo_in_registers,
+        HALO_W=halo_width(problem, config.block_m),
+        INDEX_64=flags.index_64,
+        ACC_FP64=flags.acc_fp64,
+        BLOCK_M=config.block_m,
+        BLOCK_N=config.block_n,
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
