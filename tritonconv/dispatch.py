@@ -48,6 +48,19 @@ def choose_variant(problem: ConvProblem) -> str:
     return "implicit_gemm"
 
 
+def applicable_variants(problem: ConvProblem) -> tuple[str, ...]:
+    """Every variant whose kernel computes `problem` correctly (the rule picks one; tests and the
+    autotuner may try all). implicit_gemm and grouped_tile serve any problem; conv1x1 and depthwise
+    only their own class."""
+    no_padding = problem.padding == (0, 0) and problem.padding_end == (0, 0)
+    variants = ["implicit_gemm", "grouped_tile"]
+    if problem.groups == 1 and problem.r == problem.s == 1 and no_padding:
+        variants.append("conv1x1")
+    if problem.c_per_group == 1:
+        variants.append("depthwise")
+    return tuple(variants)
+
+
 def plan_forward(problem: ConvProblem) -> Plan:
     """The plan the forward pass launches with (the autotuner will refine the config source)."""
     variant = choose_variant(problem)
