@@ -38,6 +38,7 @@ demo: setup
 
 bench: setup
 	$(PY) -m tritonconv.bench.forward
+	$(PY) -m tritonconv.bench.variants
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

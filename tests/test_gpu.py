@@ -5,12 +5,19 @@ cores' own bf16 path, fp32 through TF32 or IEEE as torch's switch says, and fp64
 fp64 dot.
 """
 
+import dataclasses
+
 import pytest
 import torch
 from conv_reference import assert_conv2d_close, random_conv_inputs
 from test_conv2d_fwd import SHAPE_IDS, SHAPES, run_case
 
 import tritonconv
+from tritonconv.arithmetic import problem_from_tensors
+from tritonconv.config import heuristic_config
+from tritonconv.dispatch import Plan, applicable_variants
+from tritonconv.ops import depthwise
+from tritonconv.ops.forward import conv2d_fwd
 from tritonconv.runtime import supports_fp64_dot
 
 pytestmark = pytest.mark.gpu
@@ -20,10 +27,12 @@ pytestmark = pytest.mark.gpu
 LAYERS = [
     ("resnet stem 7x7 s2", 4, 3, 112, 112, 64, 7, 7, 2, 3, 1, 1, False),
     ("resnet 3x3", 4, 64, 56, 56, 64, 3, 3, 1, 1, 1, 1, False),
+    ("resnet 1x1", 4, 256, 28, 28, 64, 1, 1, 1, 0, 1, 1, True),
     ("resnet 1x1 s2", 4, 256, 28, 28, 512, 1, 1, 2, 0, 1, 1, False),
     ("resnet 3x3 @7", 4, 512, 7, 7, 512, 3, 3, 1, 1, 1, 1, True),
     ("resnext grouped 3x3", 4, 128, 28, 28, 128, 3, 3, 1, 1, 1, 32, False),
     ("convnext depthwise 7x7", 4, 96, 28, 28, 96, 7, 7, 1, 3, 1, 96, True),
+    ("mobilenet depthwise 3x3 s2", 4, 96, 56, 56, 96, 3, 3, 2, 1, 1, 96, True),
     ("same 4x4 dilated", 2, 32, 30, 31, 48, 4, 4, 1, "same", 2, 1, True),
 ]
 PRECISIONS = {
@@ -61,3 +70,21 @@ def test_output_beyond_int32_elements(device):
     expected = torch.nn.functional.conv2d(x.float(), weight.float())
     assert not torch.isnan(y).any()
     assert ((y.float() - expected).abs() <= 1e-2 * (1 + expected.abs())).all()
+
+
+LARGE_DEPTHWISE = ("replknet depthwise 31x31", 2, 32, 28, 28, 32, 31, 31, 1, 15, 1, 32, False)
+
+
+@pytest.mark.parametrize("layer", [*LAYERS, LARGE_DEPTHWISE], ids=[layer[0] for layer in [*LAYERS, LARGE_DEPTHWISE]])
+def test_every_applicable_variant_in_bf16(layer, device):
+    """Compiled, each kernel that can serve a layer agrees with torch, not only the one dispatch picks."""
+    _, n, c, h, w, k, r, s, stride, padding, dilation, groups, bias = layer
+    x, weight, b = random_conv_inputs(n, c, h, w, k, r, s, groups, bias, torch.bfloat16, device, channels_last=True)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    problem = problem_from_tensors(x, weight, b, **kwargs)
+    plans = [Plan(v, heuristic_config(problem, v), "test") for v in applicable_variants(problem)]
+    if "depthwise" in applicable_variants(problem) and depthwise.HAS_GATHER:
+        halo = dataclasses.replace(heuristic_config(problem, "depthwise"), halo_in_registers=True)
+        plans.append(Plan("depthwise", halo, "test"))
+    for plan in plans:
+        assert_conv2d_close(conv2d_fwd(x, weight, b, problem, plan), x, weight, b, **kwargs)

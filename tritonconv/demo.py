@@ -1,5 +1,7 @@
 """`make demo`: run a few forward convolutions through Triton and print their error against torch.
 
+Each row names the kernel variant that served it (what `tritonconv.explain` reports).
+
 On a machine without a GPU the kernels run in the Triton interpreter, on small shapes; the times
 shown there are interpreter times, not kernel performance. `make bench` times kernels on a GPU.
 """
@@ -12,7 +14,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from tritonconv import conv2d, problem_from_tensors
+from tritonconv import conv2d, explain, problem_from_tensors
 from tritonconv.runtime import rerun_under_interpreter_without_gpu
 
 # (layer, n, c, h, w, k, r, s, stride, padding, dilation, groups): small cousins of real layers.
@@ -21,7 +23,7 @@ DEMO_LAYERS = [
     ("3x3 (ResNet)", 2, 16, 14, 14, 32, 3, 3, 1, 1, 1, 1),
     ("1x1 s2 downsample", 2, 32, 14, 14, 64, 1, 1, 2, 0, 1, 1),
     ("grouped 3x3 g=8 (ResNeXt)", 2, 32, 14, 14, 32, 3, 3, 1, 1, 1, 8),
-    ("depthwise 7x7 (ConvNeXt)", 2, 16, 14, 14, 16, 7, 7, 1, 3, 1, 16),
+    ("depthwise 7x7 (ConvNeXt)", 1, 16, 10, 10, 16, 7, 7, 1, 3, 1, 16),
     ("4x4 'same' dilation 2", 1, 8, 12, 12, 8, 4, 4, 1, "same", 2, 1),
 ]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -46,6 +48,7 @@ def run_layer(layer: tuple, dtype: torch.dtype, channels_last: bool, device: str
     problem = problem_from_tensors(x, weight, bias, **kwargs)
     return {
         "layer": name,
+        "variant": explain(x, weight, bias, **kwargs)["variant"],
         "dtype": str(dtype).removeprefix("torch."),
         "layout": problem.layout,
         "output": "x".join(map(str, y.shape)),

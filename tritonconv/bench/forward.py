@@ -8,16 +8,15 @@ against cuDNN's before it is timed. Usage: python -m tritonconv.bench.forward [-
 from __future__ import annotations
 
 import argparse
-import datetime
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
-import triton
-import triton.testing
 
 import tritonconv
 from tritonconv.arithmetic import make_problem
+
+from .timing import channels_last_inputs, median_ms, relative_error, require_gpu, stamp
 
 # (layer, c, h, k, r, stride, padding): ResNet-50 v1.5 layers from shared/reference/shape_suites.md.
 RESNET50_LAYERS = [
@@ -33,14 +32,11 @@ def bench_layer(layer: tuple, batch: int, dtype: torch.dtype) -> dict:
     problem = make_problem(
         n=batch, c=c, h=h, w=h, k=k, r=r, s=r, stride=stride, padding=padding, dtype=dtype, layout="channels_last"
     )
-    x = torch.randn(problem.input_shape, device="cuda", dtype=dtype).to(memory_format=torch.channels_last)
-    weight = torch.randn(problem.weight_shape, device="cuda", dtype=dtype).to(memory_format=torch.channels_last)
+    x, weight = channels_last_inputs(problem)
     kwargs = dict(stride=stride, padding=padding)
-    expected = F.conv2d(x, weight, **kwargs)
-    got = tritonconv.conv2d(x, weight, **kwargs)
-    rel_err = ((got.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
-    triton_ms = triton.testing.do_bench(lambda: tritonconv.conv2d(x, weight, **kwargs), return_mode="median")
-    torch_ms = triton.testing.do_bench(lambda: F.conv2d(x, weight, **kwargs), return_mode="median")
+    rel_err = relative_error(tritonconv.conv2d(x, weight, **kwargs), F.conv2d(x, weight, **kwargs))
+    triton_ms = median_ms(lambda: tritonconv.conv2d(x, weight, **kwargs))
+    torch_ms = median_ms(lambda: F.conv2d(x, weight, **kwargs))
     return {
         "layer": name,
         "n": batch,
@@ -51,6 +47,7 @@ def bench_layer(layer: tuple, batch: int, dtype: torch.dtype) -> dict:
         "stride": stride,
         "dtype": str(dtype).removeprefix("torch."),
         "layout": "channels_last",
+        "variant": tritonconv.explain(x, weight, **kwargs)["variant"],
         "triton_ms": triton_ms,
         "cudnn_ms": torch_ms,
         "speedup": torch_ms / triton_ms,
@@ -66,18 +63,11 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--out", help="also write the table to this CSV file")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("make bench needs a CUDA GPU: interpreter timings on a CPU say nothing about kernels")
-    torch.backends.cudnn.benchmark = True
-    dtype = getattr(torch, args.dtype)
-    rows = [bench_layer(layer, args.batch, dtype) for layer in RESNET50_LAYERS]
-    table = pd.DataFrame(rows)
-    table["device"] = torch.cuda.get_device_name()
-    table["torch_version"] = torch.__version__
-    table["triton_version"] = triton.__version__
-    table["timestamp"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    print(table.drop(columns=["device", "torch_version", "triton_version", "timestamp"]).to_string(index=False))
-    print(f"\n{table['device'][0]}, torch {torch.__version__}, triton {triton.__version__}")
+    require_gpu("make bench")
+    table = pd.DataFrame([bench_layer(layer, args.batch, getattr(torch, args.dtype)) for layer in RESNET50_LAYERS])
+    print(table.to_string(index=False))
+    table = stamp(table)
+    print(f"\n{table['device'][0]}, torch {torch.__version__}, triton {table['triton_version'][0]}")
     if args.out:
         table.to_csv(args.out, index=False)
         print(f"wrote {args.out}")

@@ -1,0 +1,51 @@
+"""The GPU benchmark scripts, run end to end on tiny layers with CPU inputs and a stand-in timer.
+
+Timings here mean nothing; what is checked is that every provider runs, agrees with cuDNN's role
+player (torch's conv) and lands in the table, so a GPU session does not find a broken script.
+"""
+
+import pytest
+import torch
+
+from tritonconv.bench import forward, variants
+from tritonconv.ops import depthwise
+
+
+@pytest.fixture
+def cpu_timing(monkeypatch, device):
+    def cpu_inputs(problem):
+        cl = torch.channels_last
+        x = torch.randn(problem.input_shape, dtype=problem.dtype, device=device).to(memory_format=cl)
+        return x, torch.randn(problem.weight_shape, dtype=problem.dtype, device=device).to(memory_format=cl)
+
+    def run_once(fn):
+        fn()
+        return 1.0
+
+    for module in (forward, variants):
+        monkeypatch.setattr(module, "channels_last_inputs", cpu_inputs)
+        monkeypatch.setattr(module, "median_ms", run_once)
+
+
+@pytest.mark.parametrize(
+    "layer, providers",
+    [
+        (("resnet50", "1x1", 8, 6, 16, 1, 1, 0, 1), {"conv1x1", "implicit_gemm", "cudnn", "torch.matmul"}),
+        (("resnext", "grouped", 16, 6, 16, 3, 2, 1, 4), {"grouped_tile", "implicit_gemm", "cudnn"}),
+        (("mobilenet", "dw", 8, 6, 8, 3, 1, 1, 8), {"depthwise", "depthwise+halo", "implicit_gemm", "cudnn"}),
+    ],
+    ids=["1x1", "grouped", "depthwise"],
+)
+def test_variant_bench_rows(layer, providers, cpu_timing):
+    if not depthwise.HAS_GATHER:
+        providers = providers - {"depthwise+halo"}
+    rows = variants.bench_layer(layer, batch=2, dtype=torch.float32)
+    assert {row["provider"] for row in rows} == providers
+    assert all(row["max_rel_err"] < 1e-5 for row in rows), rows
+    assert all(row["ms"] == 1.0 and row["tflops"] > 0 for row in rows)
+
+
+def test_forward_bench_row(cpu_timing):
+    row = forward.bench_layer(("tiny 3x3", 4, 6, 8, 3, 1, 1), batch=2, dtype=torch.float32)
+    assert row["variant"] == "implicit_gemm"
+    assert row["speedup"] == 1.0 and row["max_rel_err"] < 1e-5

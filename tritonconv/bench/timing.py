@@ -1,0 +1,46 @@
+"""Shared GPU timing: same inputs for every provider, do_bench medians, results stamped with versions."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+
+import pandas as pd
+import torch
+import triton
+import triton.testing
+
+from ..arithmetic import ConvProblem
+
+
+def require_gpu(command: str) -> None:
+    if not torch.cuda.is_available():
+        raise SystemExit(f"{command} needs a CUDA GPU: interpreter timings on a CPU say nothing about kernels")
+    torch.backends.cudnn.benchmark = True
+
+
+def median_ms(fn: Callable[[], object]) -> float:
+    """Median of `triton.testing.do_bench` (which warms up and flushes L2 between runs)."""
+    return triton.testing.do_bench(fn, return_mode="median")
+
+
+def channels_last_inputs(problem: ConvProblem) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random input and weight for `problem` on the GPU, in its dtype, both channels_last."""
+    cl = torch.channels_last
+    x = torch.randn(problem.input_shape, device="cuda", dtype=problem.dtype).to(memory_format=cl)
+    weight = torch.randn(problem.weight_shape, device="cuda", dtype=problem.dtype).to(memory_format=cl)
+    return x, weight
+
+
+def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((got.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
+
+
+def stamp(table: pd.DataFrame) -> pd.DataFrame:
+    """Add device, versions and time, so every row says where its numbers came from."""
+    return table.assign(
+        device=torch.cuda.get_device_name(),
+        torch_version=torch.__version__,
+        triton_version=triton.__version__,
+        timestamp=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    )
