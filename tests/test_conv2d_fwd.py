@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 import tritonconv
 from tritonconv.arithmetic import problem_from_tensors
-from tritonconv.config import KernelConfig
-from tritonconv.dispatch import Plan
+from tritonconv.config import KernelConfig, heuristic_config
+from tritonconv.dispatch import Plan, applicable_variants
 from tritonconv.ops import common as launch_common
 from tritonconv.ops import forward as fwd_module
 from tritonconv.runtime import check_device, new_output, supports_fp64_dot
@@ -98,12 +98,17 @@ def conv_problems(draw):
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=conv_problems())
 def test_random_problems_match_torch(case):
+    """Through the public API (the variant the rule picks), then through every applicable variant."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     names = ("n", "c", "h", "w", "k", "r", "s", "groups", "bias", "dtype")
     x, weight, b = random_conv_inputs(
         *(case[name] for name in names), device=device, channels_last=case["channels_last"], seed=case["seed"]
     )
     assert_conv2d_close(tritonconv.conv2d(x, weight, b, **case["conv"]), x, weight, b, **case["conv"])
+    problem = problem_from_tensors(x, weight, b, **case["conv"])
+    for variant in applicable_variants(problem):
+        plan = Plan(variant, heuristic_config(problem, variant), "test")
+        assert_conv2d_close(fwd_module.conv2d_fwd(x, weight, b, problem, plan), x, weight, b, **case["conv"])
 
 
 @pytest.mark.parametrize(
