@@ -9,6 +9,8 @@ For a dense channels_last input at stride 1, X is literally an [N*H*W, C] matrix
 import triton
 import triton.language as tl
 
+from .indexing import output_pixels, swizzled_tile
+
 
 @triton.jit
 def _conv2d_fwd_1x1_kernel(
@@ -51,11 +53,7 @@ def _conv2d_fwd_1x1_kernel(
     M = N * P * Q
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(K, BLOCK_N)
-    tiles_per_band = GROUP_M * num_pid_n
-    first_pid_m = (pid // tiles_per_band) * GROUP_M
-    band_height = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + (pid % tiles_per_band) % band_height
-    pid_n = (pid % tiles_per_band) // band_height
+    pid_m, pid_n = swizzled_tile(pid, num_pid_m, num_pid_n, GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -75,15 +73,9 @@ def _conv2d_fwd_1x1_kernel(
                 b = b.to(tl.float32)
             acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
     else:
-        image = offs_m // (P * Q)
-        pixel = offs_m % (P * Q)
-        out_h = pixel // Q
-        out_w = pixel % Q
+        image, out_h, out_w = output_pixels(offs_m, P, Q, INDEX_64)
         out_channel = offs_n
         if INDEX_64:
-            image = image.to(tl.int64)
-            out_h = out_h.to(tl.int64)
-            out_w = out_w.to(tl.int64)
             out_channel = out_channel.to(tl.int64)
         x_row = image * stride_xn + (out_h * STRIDE_H) * stride_xh + (out_w * STRIDE_W) * stride_xw
         w_col = out_channel * stride_wk

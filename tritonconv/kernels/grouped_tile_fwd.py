@@ -10,6 +10,8 @@ multiplies another group's channels (a block-diagonal tile would).
 import triton
 import triton.language as tl
 
+from .indexing import output_pixels, reduction_taps
+
 
 @triton.jit
 def _conv2d_fwd_grouped_tile_kernel(
@@ -74,16 +76,10 @@ def _conv2d_fwd_grouped_tile_kernel(
     mask_g = offs_g < GROUPS
     mask_m = offs_m < M
     mask_n = offs_n < K_PER_GROUP
-    image = offs_m // (P * Q)
-    pixel = offs_m % (P * Q)
-    out_h = pixel // Q
-    out_w = pixel % Q
+    image, out_h, out_w = output_pixels(offs_m, P, Q, INDEX_64)
     first_channel = offs_g * C_PER_GROUP
     out_channel = offs_g[:, None] * K_PER_GROUP + offs_n[None, :]  # [G, N]
     if INDEX_64:
-        image = image.to(tl.int64)
-        out_h = out_h.to(tl.int64)
-        out_w = out_w.to(tl.int64)
         first_channel = first_channel.to(tl.int64)
         out_channel = out_channel.to(tl.int64)
     in_h0 = out_h * STRIDE_H - PAD_H
@@ -99,14 +95,7 @@ def _conv2d_fwd_grouped_tile_kernel(
     for k0 in range(0, GEMM_K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < GEMM_K
-        if CHANNELS_INNER:
-            channel = offs_k % C_PER_GROUP
-            tap = offs_k // C_PER_GROUP
-        else:
-            channel = offs_k // (R * S)
-            tap = offs_k % (R * S)
-        tap_r = tap // S
-        tap_s = tap % S
+        channel, tap_r, tap_s = reduction_taps(offs_k, C_PER_GROUP, R, S, CHANNELS_INNER)
         in_h = in_h0[:, None] + (tap_r * DIL_H)[None, :]  # [M, K]
         in_w = in_w0[:, None] + (tap_s * DIL_W)[None, :]
         in_bounds = mask_k[None, :] & (in_h >= 0) & (in_h < H) & (in_w >= 0) & (in_w < W)

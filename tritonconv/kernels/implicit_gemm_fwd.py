@@ -9,6 +9,8 @@ from the output pixel and the tap, and taps that fall in the padding are masked 
 import triton
 import triton.language as tl
 
+from .indexing import output_pixels, reduction_taps, swizzled_tile
+
 
 @triton.jit
 def _conv2d_fwd_implicit_gemm_kernel(
@@ -58,8 +60,7 @@ def _conv2d_fwd_implicit_gemm_kernel(
 ):
     """One BLOCK_M x BLOCK_N tile of one group's output.
 
-    CHANNELS_INNER orders the reduction (r, s, c) so consecutive reduction indices are consecutive
-    channels, which are adjacent in memory for channels_last; otherwise (c, r, s), adjacent for NCHW.
+    CHANNELS_INNER orders the reduction to match the input's layout (see `reduction_taps`).
     INDEX_64 widens every address product when some tensor spans 2**31 elements or more.
     UPCAST_OPERANDS feeds tl.dot fp32 copies of bf16 tiles (the interpreter multiplies bf16 wrongly).
     """
@@ -75,28 +76,16 @@ def _conv2d_fwd_implicit_gemm_kernel(
         tiles_per_group = num_pid_m * num_pid_n
         group = pid // tiles_per_group
         tile = pid % tiles_per_group
-    # Walk GROUP_M row-tiles down one column of tiles before moving right, so the weight tiles and
-    # input rows a wave of programs needs stay in L2.
-    tiles_per_band = GROUP_M * num_pid_n
-    first_pid_m = (tile // tiles_per_band) * GROUP_M
-    band_height = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + (tile % tiles_per_band) % band_height
-    pid_n = (tile % tiles_per_band) // band_height
+    pid_m, pid_n = swizzled_tile(tile, num_pid_m, num_pid_n, GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
     mask_n = offs_n < K_PER_GROUP
-    image = offs_m // (P * Q)
-    pixel = offs_m % (P * Q)
-    out_h = pixel // Q
-    out_w = pixel % Q
+    image, out_h, out_w = output_pixels(offs_m, P, Q, INDEX_64)
     out_channel = group * K_PER_GROUP + offs_n
     first_channel = group * C_PER_GROUP
     if INDEX_64:
-        image = image.to(tl.int64)
-        out_h = out_h.to(tl.int64)
-        out_w = out_w.to(tl.int64)
         out_channel = out_channel.to(tl.int64)
         if GROUPS != 1:
             first_channel = first_channel.to(tl.int64)
@@ -112,14 +101,7 @@ def _conv2d_fwd_implicit_gemm_kernel(
     for k0 in range(0, GEMM_K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < GEMM_K
-        if CHANNELS_INNER:
-            channel = offs_k % C_PER_GROUP
-            tap = offs_k // C_PER_GROUP
-        else:
-            channel = offs_k // (R * S)
-            tap = offs_k % (R * S)
-        tap_r = tap // S
-        tap_s = tap % S
+        channel, tap_r, tap_s = reduction_taps(offs_k, C_PER_GROUP, R, S, CHANNELS_INNER)
         if INDEX_64:
             channel = channel.to(tl.int64)
         in_h = in_h0[:, None] + (tap_r * DIL_H)[None, :]

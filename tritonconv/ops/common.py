@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..arithmetic import ConvProblem
 from ..runtime import fp32_dot_precision
 
 INT32_LIMIT = 2**31 - 1
@@ -43,3 +44,22 @@ def batch_chunks(n: int, pixels: int, block_m: int) -> list[tuple[int, int]]:
 def dot_precision(dtype: torch.dtype) -> str:
     """tl.dot's input precision: torch's TF32 choice for fp32, exact ('ieee') for everything else."""
     return fp32_dot_precision() if dtype == torch.float32 else "ieee"
+
+
+def geometry_kwargs(problem: ConvProblem) -> dict[str, int]:
+    """Kernel size, stride, leading padding and dilation as the kernels' constexpr keywords."""
+    return {
+        "R": problem.r,
+        "S": problem.s,
+        "STRIDE_H": problem.stride[0],
+        "STRIDE_W": problem.stride[1],
+        "PAD_H": problem.padding[0],
+        "PAD_W": problem.padding[1],
+        "DIL_H": problem.dilation[0],
+        "DIL_W": problem.dilation[1],
+    }
+
+
+def bias_arguments(bias: torch.Tensor | None, placeholder: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(pointer, stride) for the kernels' bias slot; without a bias any tensor stands in, unread."""
+    return (placeholder, 0) if bias is None else (bias, bias.stride(0))

@@ -9,7 +9,7 @@ from ..arithmetic import ConvProblem
 from ..config import KernelConfig
 from ..kernels import _conv2d_fwd_1x1_kernel
 from ..runtime import is_interpreted
-from .common import LaunchFlags
+from .common import LaunchFlags, bias_arguments
 
 try:  # host-side tensor descriptors: Triton >= 3.4
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -67,10 +67,11 @@ def launch(
         y_arg = TensorDescriptor.from_tensor(y_mat, [config.block_m, config.block_n])
     else:
         x_arg, w_arg, y_arg = x, weight, y
+    bias_ptr, bias_stride = bias_arguments(bias, weight)
     KERNEL[grid](
         x_arg,
         w_arg,
-        bias if bias is not None else weight,
+        bias_ptr,
         y_arg,
         x.shape[0],
         problem.k,
@@ -79,7 +80,7 @@ def launch(
         *x.stride(),
         weight.stride(0),
         weight.stride(1),
-        bias.stride(0) if bias is not None else 0,
+        bias_stride,
         *y.stride(),
         C=problem.c,
         STRIDE_H=problem.stride[0],

@@ -9,7 +9,7 @@ import triton.language as tl
 from ..arithmetic import ConvProblem
 from ..config import KernelConfig
 from ..kernels import _conv2d_fwd_depthwise_kernel
-from .common import LaunchFlags
+from .common import LaunchFlags, bias_arguments, geometry_kwargs
 
 KERNEL = _conv2d_fwd_depthwise_kernel
 HAS_GATHER = hasattr(tl, "gather")
@@ -33,10 +33,11 @@ def launch(
     if config.halo_in_registers and not HAS_GATHER:
         raise RuntimeError("halo_in_registers needs tl.gather (Triton >= 3.3); use halo_in_registers=False")
     grid = (x.shape[0] * problem.p, triton.cdiv(problem.q, config.block_m), triton.cdiv(problem.k, config.block_n))
+    bias_ptr, bias_stride = bias_arguments(bias, weight)
     KERNEL[grid](
         x,
         weight,
-        bias if bias is not None else weight,
+        bias_ptr,
         y,
         x.shape[0],
         problem.h,
@@ -48,17 +49,10 @@ def launch(
         weight.stride(0),
         weight.stride(2),
         weight.stride(3),
-        bias.stride(0) if bias is not None else 0,
+        bias_stride,
         *y.stride(),
         MULTIPLIER=problem.k_per_group,
-        R=problem.r,
-        S=problem.s,
-        STRIDE_H=problem.stride[0],
-        STRIDE_W=problem.stride[1],
-        PAD_H=problem.padding[0],
-        PAD_W=problem.padding[1],
-        DIL_H=problem.dilation[0],
-        DIL_W=problem.dilation[1],
+        **geometry_kwargs(problem),
         HAS_BIAS=bias is not None,
         HALO_IN_REGISTERS=config.halo_in_registers,
         HALO_W=halo_width(problem, config.block_m),

@@ -8,7 +8,7 @@ import triton
 from ..arithmetic import ConvProblem
 from ..config import KernelConfig
 from ..kernels import _conv2d_fwd_grouped_tile_kernel
-from .common import LaunchFlags
+from .common import LaunchFlags, bias_arguments, geometry_kwargs
 
 KERNEL = _conv2d_fwd_grouped_tile_kernel
 
@@ -28,10 +28,11 @@ def launch(
         * triton.cdiv(m, config.block_m)
         * triton.cdiv(problem.k_per_group, config.block_n),
     )
+    bias_ptr, bias_stride = bias_arguments(bias, weight)
     KERNEL[grid](
         x,
         weight,
-        bias if bias is not None else weight,
+        bias_ptr,
         y,
         x.shape[0],
         problem.h,
@@ -40,18 +41,11 @@ def launch(
         problem.q,
         *x.stride(),
         *weight.stride(),
-        bias.stride(0) if bias is not None else 0,
+        bias_stride,
         *y.stride(),
         C_PER_GROUP=problem.c_per_group,
         K_PER_GROUP=problem.k_per_group,
-        R=problem.r,
-        S=problem.s,
-        STRIDE_H=problem.stride[0],
-        STRIDE_W=problem.stride[1],
-        PAD_H=problem.padding[0],
-        PAD_W=problem.padding[1],
-        DIL_H=problem.dilation[0],
-        DIL_W=problem.dilation[1],
+        **geometry_kwargs(problem),
         GROUPS=problem.groups,
         HAS_BIAS=bias is not None,
         CHANNELS_INNER=flags.channels_inner,
