@@ -76,7 +76,7 @@ def _conv2d_fwd_depthwise_kernel(
         offs_k = offs_k.to(tl.int64)
         offs_q = offs_q.to(tl.int64)
         first_q = first_q.to(tl.int64)
-    x_base = image * stride_xn + in_channel * stride_xc  # [N]
+    x_base = image * stride_xn + in_channel * stride_xc  # [BLOCK_N]
     w_base = offs_k * stride_wk
     in_w0 = first_q * STRIDE_W - PAD_W
 
