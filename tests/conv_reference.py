@@ -10,10 +10,14 @@ fp32 (or fp64) accumulation. A wrong tap, channel or mask is off by a whole term
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 
-from tritonconv.arithmetic import problem_from_tensors
+from tritonconv.arithmetic import is_channels_last_like, problem_from_tensors
 
 # dtype -> (out_eps, in_eps, acc_eps); "tf32" is fp32 as the tensor cores multiply it.
 EPSILONS = {
@@ -84,6 +88,46 @@ def assert_conv2d_close(actual: torch.Tensor, input, weight, bias=None, **kwargs
     )
 
 
+def reference_grads(input, weight, bias, grad_output, **kwargs):
+    """torch's float64 gradients (input, weight, bias) of conv2d for `grad_output`, on CPU."""
+    leaves = [
+        None if t is None else t.detach().to("cpu", torch.float64).requires_grad_() for t in (input, weight, bias)
+    ]
+    out = F.conv2d(*leaves, **kwargs)
+    out.backward(grad_output.detach().to("cpu", torch.float64))
+    return [None if t is None else t.grad for t in leaves]
+
+
+def assert_grads_close(grads, input, weight, bias, grad_output, **kwargs) -> None:
+    """Each gradient within the forward's bound, with its own reduction length and magnitudes taken
+    from the gradients of the all-absolute-values problem."""
+    expected = reference_grads(input, weight, bias, grad_output, **kwargs)
+    magnitude = reference_grads(
+        input.abs(), weight.abs(), None if bias is None else bias.abs(), grad_output.abs(), **kwargs
+    )
+    problem = problem_from_tensors(input, weight, bias, groups=kwargs.get("groups", 1), **_geometry(kwargs))
+    reductions = (problem.k_per_group * problem.r * problem.s, problem.n * problem.p * problem.q, problem.gemm_m)
+    key = "tf32" if tf32_in_effect(input.dtype, input.device) else input.dtype
+    out_eps, in_eps, acc_eps = EPSILONS[key]
+    for name, got, want, mag, length, like in zip(
+        ("input", "weight", "bias"), grads, expected, magnitude, reductions, (input, weight, bias), strict=True
+    ):
+        if want is None:
+            assert got is None, f"grad of {name} computed though not needed"
+            continue
+        assert got is not None, f"grad of {name} missing"
+        assert got.shape == like.shape and got.dtype == like.dtype, f"grad of {name}: {got.shape} {got.dtype}"
+        if like.dim() == 4:  # channels_last stays channels_last (a gradient is dense even when its input is a view)
+            assert is_channels_last_like(got) == is_channels_last_like(like), f"grad of {name}: {got.stride()}"
+        got64 = got.detach().to("cpu", torch.float64)
+        assert not torch.isnan(got64).any(), f"grad of {name}: elements never written"
+        bound = SAFETY * (out_eps * want.abs() + (in_eps + length * acc_eps) * mag)
+        excess = (got64 - want).abs() - bound
+        assert excess.max() <= 0, (
+            f"grad of {name}: error {float((got64 - want).abs().max()):.3e} over bound (L={length})"
+        )
+
+
 def memory_layout(tensor: torch.Tensor) -> list[tuple[int, int]]:
     """(dim, stride) for every dimension longer than 1: the strides that address memory at all."""
     return [
@@ -93,3 +137,24 @@ def memory_layout(tensor: torch.Tensor) -> list[tuple[int, int]]:
 
 def _geometry(kwargs):
     return {name: kwargs[name] for name in ("stride", "padding", "dilation") if name in kwargs}
+
+
+@triton.jit
+def _count_to_runtime_bound(out_ptr, n):
+    total = 0
+    for _ in range(0, n):
+        total += 1
+    tl.store(out_ptr, total)
+
+
+@functools.cache
+def loops_to_runtime_bounds() -> bool:
+    """Whether this Triton can run a loop whose bound is a kernel argument. Compiled kernels always
+    can; the interpreters of Triton 3.2 to 3.6 cannot under numpy 2 (an argument arrives as a
+    one-element array that `range` refuses), which the backward reductions over N*P*Q need."""
+    out = torch.zeros(1, dtype=torch.int32, device="cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        _count_to_runtime_bound[(1,)](out, 3)
+    except Exception:  # any failure means the feature is missing
+        return False
+    return int(out.item()) == 3

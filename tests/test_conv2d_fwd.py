@@ -245,15 +245,6 @@ def test_poisoning_is_active():
     assert torch.isnan(new_output((2, 3), torch.empty(0))).all()
 
 
-def test_refuses_grad_until_backward_exists():
-    x, weight, _ = random_conv_inputs(1, 2, 4, 4, 2, 3, 3, bias=False)
-    weight.requires_grad_(True)
-    with pytest.raises(RuntimeError, match="no backward yet"):
-        tritonconv.conv2d(x, weight)
-    with torch.no_grad():
-        assert tritonconv.conv2d(x, weight).shape == (1, 2, 2, 2)
-
-
 def test_device_check_names_the_fix():
     class CompiledKernel:
         pass

@@ -20,7 +20,8 @@ class KernelConfig:
 
     Variant-specific fields: `block_g` is the number of groups one grouped_tile program covers;
     `halo_in_registers` makes the depthwise kernel load each input row with its halo once and take
-    every tap's window from registers (`tl.gather`) instead of loading once per tap.
+    every tap's window from registers (`tl.gather`) instead of loading once per tap; `split_k` is
+    the number of chunks the weight gradient splits its N*P*Q reduction into.
     """
 
     block_m: int
@@ -29,6 +30,7 @@ class KernelConfig:
     group_m: int = 8
     block_g: int = 1
     halo_in_registers: bool = False
+    split_k: int = 1
     num_warps: int = 4
     num_stages: int = 3
 
@@ -88,3 +90,28 @@ def heuristic_config(problem: ConvProblem, variant: str = "implicit_gemm") -> Ke
     block_m, block_n, block_k = _gemm_tiles(problem, problem.gemm_k)
     num_warps = 8 if block_m * block_n >= 128 * 128 else 4
     return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=num_warps)
+
+
+def dgrad_config(problem: ConvProblem) -> KernelConfig:
+    """Input gradient: M = N*H*W input pixels, N = C/g, reduction (K/g)*R*S."""
+    max_mn = 64 if problem.element_size >= 8 else 128
+    max_k = {2: 64, 4: 32}.get(problem.element_size, 16)
+    block_m = _clamp_pow2(problem.n * problem.h * problem.w, 16, max_mn)
+    block_n = _clamp_pow2(problem.c_per_group, 16, max_mn)
+    block_k = _clamp_pow2(problem.k_per_group * problem.r * problem.s, 16, max_k)
+    return KernelConfig(
+        block_m=block_m, block_n=block_n, block_k=block_k, num_warps=8 if block_m * block_n >= 128 * 128 else 4
+    )
+
+
+def wgrad_config(problem: ConvProblem, target_programs: int = 264) -> KernelConfig:
+    """Weight gradient: M = K/g, N = (C/g)*R*S, reduction over N*P*Q split into `split_k` chunks so
+    that about `target_programs` programs (two waves on a 132-SM H100) share the long reduction."""
+    max_mn = 64 if problem.element_size >= 8 else 128
+    block_m = _clamp_pow2(problem.k_per_group, 16, max_mn)
+    block_n = _clamp_pow2(problem.gemm_k, 16, max_mn)
+    block_k = {2: 64, 4: 32}.get(problem.element_size, 16)
+    reduction = problem.n * problem.p * problem.q
+    tiles = problem.groups * triton.cdiv(problem.k_per_group, block_m) * triton.cdiv(problem.gemm_k, block_n)
+    split_k = max(1, min(triton.cdiv(target_programs, tiles), triton.cdiv(reduction, 4 * block_k), 64))
+    return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k)

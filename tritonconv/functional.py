@@ -1,13 +1,42 @@
-"""Public functional API with `torch.nn.functional` semantics."""
+"""Public functional API with `torch.nn.functional` semantics, differentiable through Triton kernels."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+from torch.autograd.function import once_differentiable
 
-from .arithmetic import problem_from_tensors
+from .arithmetic import ConvProblem, is_channels_last_like, problem_from_tensors
 from .ops import conv2d_fwd
+from .ops.backward import conv2d_bias_grad, conv2d_dgrad, conv2d_wgrad
+
+
+class Conv2dFunction(torch.autograd.Function):
+    """conv2d with a Triton backward. Thin on purpose: it saves only what the gradients asked for
+    need (the weight for dgrad, the input for wgrad, nothing for the bias) and launches only those
+    gradients' kernels, so a frozen layer skips wgrad and a first layer skips dgrad."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, problem: ConvProblem):
+        output = conv2d_fwd(input, weight, bias, problem)
+        needs_input, needs_weight = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(input if needs_weight else None, weight if needs_input else None)
+        ctx.problem = problem
+        ctx.input_channels_last = is_channels_last_like(input)
+        ctx.weight_channels_last = is_channels_last_like(weight)
+        return output
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        problem = ctx.problem
+        grad_input = conv2d_dgrad(grad_output, weight, problem, ctx.input_channels_last) if needs_input else None
+        grad_weight = conv2d_wgrad(input, grad_output, problem, ctx.weight_channels_last) if needs_weight else None
+        grad_bias = conv2d_bias_grad(grad_output) if needs_bias else None
+        return grad_input, grad_weight, grad_bias, None
 
 
 def conv2d(
@@ -24,13 +53,9 @@ def conv2d(
     Accepts batched (N, C, H, W) and unbatched (C, H, W) inputs, NCHW, channels_last or any strided
     view (read in place, never copied), `padding='same'|'valid'`, and fp16, bf16, fp32 (TF32 when
     `torch.backends.cudnn.allow_tf32` is set) and fp64. The output has the memory format torch gives it.
+    Differentiable in input, weight and bias; every gradient is computed by Triton kernels.
     """
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias)):
-        raise RuntimeError(
-            "tritonconv.conv2d has no backward yet (forward only in this release); "
-            "call it under torch.no_grad() or on tensors that do not require grad"
-        )
     problem = problem_from_tensors(input, weight, bias, stride, padding, dilation, groups)
     batched = input.dim() == 4
-    output = conv2d_fwd(input if batched else input.unsqueeze(0), weight, bias, problem)
+    output = Conv2dFunction.apply(input if batched else input.unsqueeze(0), weight, bias, problem)
     return output if batched else output.squeeze(0)

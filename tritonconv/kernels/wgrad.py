@@ -1,0 +1,173 @@
+"""Weight and bias gradients: reductions over every output pixel, split across programs, summed in order.
+
+dW[k, (c,r,s)] = sum_l dY[l, k] * X_im2col[l, (c,r,s)] with l over N*P*Q, a reduction far longer than
+the GEMM's other two sides. The l range is split into SPLIT chunks, each chunk's partial product is
+written to an fp32 workspace, and a second kernel adds the chunks in index order, so the result is
+the same bit for bit on every run (no float atomics), then cast to the weight's dtype.
+"""
+
+import triton
+import triton.language as tl
+
+from .indexing import output_pixels, reduction_taps
+
+
+@triton.jit
+def _conv2d_wgrad_partial_kernel(
+    x_ptr,
+    dy_ptr,
+    partial_ptr,
+    N,
+    H,
+    W,
+    P,
+    Q,
+    K_PER_GROUP,
+    chunk,
+    stride_xn,
+    stride_xc,
+    stride_xh,
+    stride_xw,
+    stride_dyn,
+    stride_dyk,
+    stride_dyp,
+    stride_dyq,
+    stride_part_split,
+    C_PER_GROUP: tl.constexpr,
+    R: tl.constexpr,
+    S: tl.constexpr,
+    STRIDE_H: tl.constexpr,
+    STRIDE_W: tl.constexpr,
+    PAD_H: tl.constexpr,
+    PAD_W: tl.constexpr,
+    DIL_H: tl.constexpr,
+    DIL_W: tl.constexpr,
+    GROUPS: tl.constexpr,
+    CHANNELS_INNER: tl.constexpr,
+    INDEX_64: tl.constexpr,
+    ACC_FP64: tl.constexpr,
+    UPCAST_OPERANDS: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """Partial dW of one (output channels x (c,r,s)) tile over output pixels [split*chunk, +chunk).
+
+    The workspace is [SPLIT, K, C/g, R, S] contiguous, so each partial lands at its weight index.
+    """
+    CRS: tl.constexpr = C_PER_GROUP * R * S
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    num_pid_m = tl.cdiv(K_PER_GROUP, BLOCK_M)
+    num_pid_n = tl.cdiv(CRS, BLOCK_N)
+    group = pid // (num_pid_m * num_pid_n)
+    pid_m = (pid // num_pid_n) % num_pid_m
+    pid_n = pid % num_pid_n
+    L = N * P * Q
+    start = split * chunk
+    end = tl.minimum(start + chunk, L)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < K_PER_GROUP
+    mask_n = offs_n < CRS
+    out_channel = group * K_PER_GROUP + offs_m
+    channel, tap_r, tap_s = reduction_taps(offs_n, C_PER_GROUP, R, S, CHANNELS_INNER)
+    in_channel = group * C_PER_GROUP + channel
+    if INDEX_64:
+        out_channel = out_channel.to(tl.int64)
+        in_channel = in_channel.to(tl.int64)
+
+    if ACC_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for l0 in range(start, end, BLOCK_K):
+        offs_l = l0 + tl.arange(0, BLOCK_K)
+        mask_l = offs_l < end
+        image, out_h, out_w = output_pixels(offs_l, P, Q, INDEX_64)
+        dy_offs = (out_channel * stride_dyk)[:, None] + (image * stride_dyn + out_h * stride_dyp + out_w * stride_dyq)[
+            None, :
+        ]
+        a = tl.load(dy_ptr + dy_offs, mask=mask_m[:, None] & mask_l[None, :], other=0.0)
+        in_h = (out_h * STRIDE_H - PAD_H)[:, None] + (tap_r * DIL_H)[None, :]
+        in_w = (out_w * STRIDE_W - PAD_W)[:, None] + (tap_s * DIL_W)[None, :]
+        x_mask = mask_l[:, None] & mask_n[None, :] & (in_h >= 0) & (in_h < H) & (in_w >= 0) & (in_w < W)
+        x_offs = (image * stride_xn)[:, None] + (in_channel * stride_xc)[None, :] + in_h * stride_xh + in_w * stride_xw
+        b = tl.load(x_ptr + x_offs, mask=x_mask, other=0.0)
+        if UPCAST_OPERANDS:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+
+    weight_index = (channel * R + tap_r) * S + tap_s  # (c, r, s) in NCHW weight order
+    part_offs = split.to(tl.int64) * stride_part_split + (out_channel * CRS)[:, None] + weight_index[None, :]
+    tl.store(partial_ptr + part_offs, acc.to(partial_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _sum_splits_kernel(
+    partial_ptr,
+    dw_ptr,
+    SPLIT,
+    NUMEL,
+    stride_part_split,
+    stride_wk,
+    stride_wc,
+    stride_wr,
+    stride_ws,
+    C_PER_GROUP: tl.constexpr,
+    R: tl.constexpr,
+    S: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """dW = sum over splits of the workspace, in split order, cast to dW's dtype and layout."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < NUMEL
+    acc = tl.load(partial_ptr + offs, mask=mask, other=0.0)
+    for split in range(1, SPLIT):
+        acc += tl.load(partial_ptr + split * stride_part_split + offs, mask=mask, other=0.0)
+    k = offs // (C_PER_GROUP * R * S)
+    crs = offs % (C_PER_GROUP * R * S)
+    c = crs // (R * S)
+    r = (crs // S) % R
+    s = crs % S
+    dw_offs = k * stride_wk + c * stride_wc + r * stride_wr + s * stride_ws
+    tl.store(dw_ptr + dw_offs, acc.to(dw_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _conv2d_bias_grad_kernel(
+    dy_ptr,
+    db_ptr,
+    N,
+    K,
+    P,
+    Q,
+    stride_dyn,
+    stride_dyk,
+    stride_dyp,
+    stride_dyq,
+    stride_db,
+    INDEX_64: tl.constexpr,
+    ACC_FP64: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """db[k] = sum over every output pixel of dY[:, k], one program per channel block, fixed order."""
+    offs_k = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask_k = offs_k < K
+    channel = offs_k
+    if INDEX_64:
+        channel = channel.to(tl.int64)
+    if ACC_FP64:
+        acc = tl.zeros((BLOCK_L, BLOCK_K), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_L, BLOCK_K), dtype=tl.float32)
+    for l0 in range(0, N * P * Q, BLOCK_L):
+        offs_l = l0 + tl.arange(0, BLOCK_L)
+        image, out_h, out_w = output_pixels(offs_l, P, Q, INDEX_64)
+        offs = (image * stride_dyn + out_h * stride_dyp + out_w * stride_dyq)[:, None] + (channel * stride_dyk)[None, :]
+        acc += tl.load(dy_ptr + offs, mask=(offs_l < N * P * Q)[:, None] & mask_k[None, :], other=0.0).to(acc.dtype)
+    tl.store(db_ptr + offs_k * stride_db, tl.sum(acc, axis=0).to(db_ptr.dtype.element_ty), mask=mask_k)

@@ -1,0 +1,150 @@
+"""Backward launchers: input, weight and bias gradients of a forward `ConvProblem`, all in Triton."""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from ..arithmetic import ConvProblem, is_channels_last_like
+from ..config import KernelConfig, dgrad_config, wgrad_config
+from ..kernels import (
+    _conv2d_bias_grad_kernel,
+    _conv2d_dgrad_kernel,
+    _conv2d_wgrad_partial_kernel,
+    _sum_splits_kernel,
+)
+from ..runtime import is_interpreted, new_output, on_device_of
+from .common import dot_precision, geometry_kwargs, needs_int64
+
+
+def _gradient_buffer(shape: tuple[int, ...], like: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A gradient in `like`'s dtype and device, channels_last if the tensor it is the gradient of was."""
+    return new_output(shape, like, torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def _numeric_flags(dtype: torch.dtype) -> dict:
+    return {
+        "ACC_FP64": dtype == torch.float64,
+        "UPCAST_OPERANDS": is_interpreted(_conv2d_dgrad_kernel) and dtype == torch.bfloat16,
+        "DOT_PRECISION": dot_precision(dtype),
+    }
+
+
+def conv2d_dgrad(
+    grad_output: torch.Tensor, weight: torch.Tensor, problem: ConvProblem, channels_last: bool,
+    config: KernelConfig | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """dX of `problem`'s 4-D input, channels_last when the input was (the input itself is not needed)."""
+    config = config or dgrad_config(problem)
+    grad_input = _gradient_buffer(problem.input_shape, grad_output, channels_last)
+    if grad_input.numel() == 0:
+        return grad_input
+    m = problem.n * problem.h * problem.w
+    grid = (problem.groups * triton.cdiv(m, config.block_m) * triton.cdiv(problem.c_per_group, config.block_n),)
+    with on_device_of(grad_output):
+        _conv2d_dgrad_kernel[grid](
+            grad_output,
+            weight,
+            grad_input,
+            problem.n,
+            problem.h,
+            problem.w,
+            problem.p,
+            problem.q,
+            problem.c_per_group,
+            *grad_output.stride(),
+            *weight.stride(),
+            *grad_input.stride(),
+            K_PER_GROUP=problem.k_per_group,
+            **geometry_kwargs(problem),
+            GROUPS=problem.groups,
+            CHANNELS_INNER=is_channels_last_like(grad_output),
+            INDEX_64=needs_int64(grad_output, weight, grad_input) or m > 2**31 - 1 - config.block_m,
+            **_numeric_flags(grad_output.dtype),
+            **config.gemm_kwargs(),
+        )
+    return grad_input
+
+
+def conv2d_wgrad(
+    input: torch.Tensor, grad_output: torch.Tensor, problem: ConvProblem, channels_last: bool,
+    config: KernelConfig | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """dW in the input's dtype, channels_last when the weight was; reproducible bit for bit (the
+    split partial sums are added in a fixed order)."""
+    config = config or wgrad_config(problem)
+    grad_weight = _gradient_buffer(problem.weight_shape, input, channels_last)
+    reduction = problem.n * problem.p * problem.q
+    if reduction == 0:
+        return grad_weight.zero_()
+    acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
+    numel = grad_weight.numel()
+    split = max(1, min(config.split_k, (2**31 - 1) // numel))
+    chunk = triton.cdiv(triton.cdiv(reduction, split), config.block_k) * config.block_k
+    split = triton.cdiv(reduction, chunk)
+    partial = torch.empty((split, numel), dtype=acc_dtype, device=input.device)
+    tiles = triton.cdiv(problem.k_per_group, config.block_m) * triton.cdiv(problem.gemm_k, config.block_n)
+    with on_device_of(input):
+        _conv2d_wgrad_partial_kernel[(problem.groups * tiles, split)](
+            input,
+            grad_output,
+            partial,
+            problem.n,
+            problem.h,
+            problem.w,
+            problem.p,
+            problem.q,
+            problem.k_per_group,
+            chunk,
+            *input.stride(),
+            *grad_output.stride(),
+            partial.stride(0),
+            C_PER_GROUP=problem.c_per_group,
+            **geometry_kwargs(problem),
+            GROUPS=problem.groups,
+            CHANNELS_INNER=is_channels_last_like(input),
+            INDEX_64=needs_int64(input, grad_output) or reduction > 2**31 - 1 - config.block_k,
+            **_numeric_flags(input.dtype),
+            BLOCK_M=config.block_m,
+            BLOCK_N=config.block_n,
+            BLOCK_K=config.block_k,
+            num_warps=config.num_warps,
+            num_stages=config.num_stages,
+        )
+        block = 1024
+        _sum_splits_kernel[(triton.cdiv(numel, block),)](
+            partial,
+            grad_weight,
+            split,
+            numel,
+            partial.stride(0),
+            *grad_weight.stride(),
+            C_PER_GROUP=problem.c_per_group,
+            R=problem.r,
+            S=problem.s,
+            BLOCK=block,
+        )
+    return grad_weight
+
+
+def conv2d_bias_grad(grad_output: torch.Tensor) -> torch.Tensor:
+    """db = grad_output summed over batch and pixels, in its dtype, one Triton reduction."""
+    n, k, p, q = grad_output.shape
+    grad_bias = new_output((k,), grad_output)
+    block_k = min(64, triton.next_power_of_2(k))
+    with on_device_of(grad_output):
+        _conv2d_bias_grad_kernel[(triton.cdiv(k, block_k),)](
+            grad_output,
+            grad_bias,
+            n,
+            k,
+            p,
+            q,
+            *grad_output.stride(),
+            grad_bias.stride(0),
+            INDEX_64=needs_int64(grad_output) or n * p * q > 2**31 - 1 - 64,
+            ACC_FP64=grad_output.dtype == torch.float64,
+            BLOCK_L=64,
+            BLOCK_K=block_k,
+        )
+    return grad_bias
