@@ -6,8 +6,18 @@ TRITON_INTERPRET=1 before the import.
 
 from .arithmetic import ConvProblem, make_problem, problem_from_tensors
 from .dispatch import explain
-from .functional import conv2d
+from .functional import Conv2dFunction, conv2d
+from .nn import Conv2d
 
 __version__ = "0.1.0"
 
-__all__ = ["ConvProblem", "__version__", "conv2d", "explain", "make_problem", "problem_from_tensors"]
+__all__ = [
+    "Conv2d",
+    "Conv2dFunction",
+    "ConvProblem",
+    "__version__",
+    "conv2d",
+    "explain",
+    "make_problem",
+    "problem_from_tensors",
+]

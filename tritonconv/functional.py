@@ -53,9 +53,28 @@ def conv2d(
     Accepts batched (N, C, H, W) and unbatched (C, H, W) inputs, NCHW, channels_last or any strided
     view (read in place, never copied), `padding='same'|'valid'`, and fp16, bf16, fp32 (TF32 when
     `torch.backends.cudnn.allow_tf32` is set) and fp64. The output has the memory format torch gives it.
-    Differentiable in input, weight and bias; every gradient is computed by Triton kernels.
+    Differentiable in input, weight and bias; every gradient is computed by Triton kernels. Under
+    `torch.autocast` it computes in the autocast dtype, as `F.conv2d` does.
     """
+    autocast_dtype = _autocast_dtype(input)
+    if autocast_dtype is not None:
+        input, weight, bias = (_autocast(t, autocast_dtype) for t in (input, weight, bias))
     problem = problem_from_tensors(input, weight, bias, stride, padding, dilation, groups)
     batched = input.dim() == 4
     output = Conv2dFunction.apply(input if batched else input.unsqueeze(0), weight, bias, problem)
     return output if batched else output.squeeze(0)
+
+
+def _autocast_dtype(input: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast would run F.conv2d in on `input`'s device, or None outside autocast."""
+    device_type = input.device.type
+    if device_type not in ("cuda", "cpu") or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def _autocast(tensor: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Cast as autocast does: floating tensors other than float64 (differentiably)."""
+    if tensor is None or not tensor.is_floating_point() or tensor.dtype == torch.float64:
+        return tensor
+    return tensor.to(dtype)
