@@ -39,6 +39,7 @@ demo: setup
 bench: setup
 	$(PY) -m tritonconv.bench.forward
 	$(PY) -m tritonconv.bench.variants
+	$(PY) -m tritonconv.bench.backward
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -6,8 +6,9 @@ player (torch's conv) and lands in the table, so a GPU session does not find a b
 
 import pytest
 import torch
+from conv_reference import loops_to_runtime_bounds
 
-from tritonconv.bench import forward, variants
+from tritonconv.bench import backward, forward, variants
 from tritonconv.ops import depthwise
 
 
@@ -22,7 +23,7 @@ def cpu_timing(monkeypatch, device):
         fn()
         return 1.0
 
-    for module in (forward, variants):
+    for module in (forward, variants, backward):
         monkeypatch.setattr(module, "channels_last_inputs", cpu_inputs)
         monkeypatch.setattr(module, "median_ms", run_once)
 
@@ -49,3 +50,10 @@ def test_forward_bench_row(cpu_timing):
     row = forward.bench_layer(("tiny 3x3", 4, 6, 8, 3, 1, 1), batch=2, dtype=torch.float32)
     assert row["variant"] == "implicit_gemm"
     assert row["speedup"] == 1.0 and row["max_rel_err"] < 1e-5
+
+
+@pytest.mark.skipif(not loops_to_runtime_bounds(), reason="this Triton interpreter cannot loop to a runtime bound")
+def test_backward_bench_rows(cpu_timing):
+    rows = backward.bench_layer(("tiny 3x3 s2", 4, 7, 8, 3, 2, 1), batch=2, dtype=torch.float32)
+    assert [row["pass"] for row in rows] == ["dgrad", "wgrad"]
+    assert all(row["bitwise_reproducible"] and row["max_rel_err"] < 1e-5 for row in rows), rows

@@ -1,0 +1,82 @@
+"""Backward passes against cuDNN's on ResNet-50 layers (bf16, channels_last, GPU), and reproducibility.
+
+dgrad and wgrad each time tritonconv's Triton kernel against the cuDNN backward torch runs
+(`torch.nn.grad.conv2d_input` / `conv2d_weight`, which call `aten::convolution_backward`), on the same
+tensors, with do_bench medians. Each result is checked against cuDNN's, and wgrad is run twice to
+show the two runs are bitwise equal.
+
+Usage: python -m tritonconv.bench.backward [--batch N] [--out CSV]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+import torch
+from torch.nn import grad as torch_grad
+
+from tritonconv.arithmetic import make_problem
+from tritonconv.ops.backward import conv2d_dgrad, conv2d_wgrad
+
+from .forward import RESNET50_LAYERS
+from .timing import channels_last_inputs, median_ms, relative_error, require_gpu, stamp
+
+
+def bench_layer(layer: tuple, batch: int, dtype: torch.dtype) -> list[dict]:
+    name, c, h, k, r, stride, padding = layer
+    problem = make_problem(
+        n=batch, c=c, h=h, w=h, k=k, r=r, s=r, stride=stride, padding=padding, dtype=dtype, layout="channels_last"
+    )
+    x, weight = channels_last_inputs(problem)
+    grad_output = torch.randn(problem.output_shape, device=x.device, dtype=dtype).to(memory_format=torch.channels_last)
+    kwargs = dict(stride=stride, padding=padding)
+    passes = {
+        "dgrad": (
+            lambda: conv2d_dgrad(grad_output, weight, problem, channels_last=True),
+            lambda: torch_grad.conv2d_input(x.shape, weight, grad_output, **kwargs),
+        ),
+        "wgrad": (
+            lambda: conv2d_wgrad(x, grad_output, problem, channels_last=True),
+            lambda: torch_grad.conv2d_weight(x, weight.shape, grad_output, **kwargs),
+        ),
+    }
+    rows = []
+    for pass_name, (ours, cudnn) in passes.items():
+        got = ours()
+        reproducible = torch.equal(got, ours())
+        triton_ms, cudnn_ms = median_ms(ours), median_ms(cudnn)
+        rows.append(
+            {
+                "layer": name,
+                "pass": pass_name,
+                "triton_ms": triton_ms,
+                "cudnn_ms": cudnn_ms,
+                "speedup": cudnn_ms / triton_ms,
+                "triton_tflops": problem.flops / triton_ms / 1e9,
+                "max_rel_err": relative_error(got, cudnn()),
+                "bitwise_reproducible": reproducible,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--out", help="also write the table to this CSV file")
+    args = parser.parse_args()
+    require_gpu("tritonconv.bench.backward")
+    dtype = getattr(torch, args.dtype)
+    table = pd.DataFrame([row for layer in RESNET50_LAYERS for row in bench_layer(layer, args.batch, dtype)])
+    print(table.to_string(index=False))
+    table = stamp(table)
+    print(f"\n{table['device'][0]}, torch {torch.__version__}, triton {table['triton_version'][0]}")
+    if args.out:
+        table.to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
