@@ -9,7 +9,7 @@ from the output pixel and the tap, and taps that fall in the padding are masked 
 import triton
 import triton.language as tl
 
-from .indexing import output_pixels, reduction_taps, swizzled_tile
+from .indexing import group_and_tile, output_pixels, reduction_taps
 
 
 @triton.jit
@@ -69,14 +69,7 @@ def _conv2d_fwd_implicit_gemm_kernel(
     M = N * P * Q
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(K_PER_GROUP, BLOCK_N)
-    if GROUPS == 1:
-        group = 0
-        tile = pid
-    else:
-        tiles_per_group = num_pid_m * num_pid_n
-        group = pid // tiles_per_group
-        tile = pid % tiles_per_group
-    pid_m, pid_n = swizzled_tile(tile, num_pid_m, num_pid_n, GROUP_M)
+    group, pid_m, pid_n = group_and_tile(pid, num_pid_m, num_pid_n, GROUPS, GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)

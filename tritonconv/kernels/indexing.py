@@ -17,6 +17,22 @@ def swizzled_tile(tile, num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 
 
 @triton.jit
+def group_and_tile(pid, num_pid_m, num_pid_n, GROUPS: tl.constexpr, GROUP_M: tl.constexpr):
+    """(group, pid_m, pid_n) of a program in a grid holding every group's tiles one group after
+    another; with GROUPS == 1 the group is zero (a tensor, so every Triton returns one type) and no
+    division is emitted."""
+    if GROUPS == 1:
+        group = pid * 0
+        tile = pid
+    else:
+        tiles_per_group = num_pid_m * num_pid_n
+        group = pid // tiles_per_group
+        tile = pid % tiles_per_group
+    pid_m, pid_n = swizzled_tile(tile, num_pid_m, num_pid_n, GROUP_M)
+    return group, pid_m, pid_n
+
+
+@triton.jit
 def output_pixels(offs_m, P, Q, INDEX_64: tl.constexpr):
     """(image, out_h, out_w) of flattened output-pixel indices m = (image * P + out_h) * Q + out_w,
     widened to 64 bits when addresses need it."""
