@@ -157,3 +157,22 @@ def test_training_steps_follow_torch(device):
     assert triton_losses == pytest.approx(torch_losses, rel=1e-5)
     for a, b in zip(triton_weights, torch_weights, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride, expected", [(1, "conv1x1"), (2, None)], ids=["stride1", "stride2"])
+def test_1x1_dgrad_runs_the_conv1x1_gemm(stride, expected, device, monkeypatch):
+    """dX of a stride-1 1x1 conv is a 1x1 conv of dY with the transposed weight; strided ones are not."""
+    from tritonconv.ops import forward as fwd_module
+
+    used = []
+    original = fwd_module.FORWARD_LAUNCHERS["conv1x1"]
+    monkeypatch.setitem(fwd_module.FORWARD_LAUNCHERS, "conv1x1", lambda *a: used.append("conv1x1") or original(*a))
+    x, weight, bias = random_conv_inputs(2, 24, 5, 7, 16, 1, 1, 1, True, torch.float32, device, channels_last=True)
+    for t in (x, weight, bias):
+        t.requires_grad_()
+    y = tritonconv.conv2d(x, weight, bias, stride=stride)
+    used.clear()
+    grad_output = torch.randn_like(y)
+    y.backward(grad_output)
+    assert used == ([expected] if expected else [])
+    assert_grads_close([x.grad, weight.grad, bias.grad], x, weight, bias, grad_output, stride=stride)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 import triton
 
-from ..arithmetic import ConvProblem, is_channels_last_like
+from ..arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, is_channels_last_like, make_problem
 from ..config import KernelConfig, dgrad_config, wgrad_config
+from ..dispatch import choose_variant
 from ..kernels import (
     _conv2d_bias_grad_kernel,
     _conv2d_dgrad_kernel,
@@ -15,6 +16,7 @@ from ..kernels import (
 )
 from ..runtime import is_interpreted, new_output, on_device_of
 from .common import dot_precision, geometry_kwargs, needs_int64
+from .forward import conv2d_fwd
 
 
 def _gradient_buffer(shape: tuple[int, ...], like: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -34,7 +36,13 @@ def conv2d_dgrad(
     grad_output: torch.Tensor, weight: torch.Tensor, problem: ConvProblem, channels_last: bool,
     config: KernelConfig | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """dX of `problem`'s 4-D input, channels_last when the input was (the input itself is not needed)."""
+    """dX of `problem`'s 4-D input, channels_last when the input was (the input itself is not needed).
+
+    A stride-1 1x1 convolution's input gradient is itself a 1x1 convolution, of dY with the
+    transposed weight (a strided view, no copy), so it runs through the conv1x1 GEMM kernel.
+    """
+    if config is None and choose_variant(problem) == "conv1x1" and problem.stride == (1, 1):
+        return _dgrad_as_conv1x1(grad_output, weight, problem, channels_last)
     config = config or dgrad_config(problem)
     grad_input = _gradient_buffer(problem.input_shape, grad_output, channels_last)
     if grad_input.numel() == 0:
@@ -64,6 +72,16 @@ def conv2d_dgrad(
             **config.gemm_kwargs(),
         )
     return grad_input
+
+
+def _dgrad_as_conv1x1(
+    grad_output: torch.Tensor, weight: torch.Tensor, problem: ConvProblem, channels_last: bool
+) -> torch.Tensor:
+    transposed = make_problem(
+        n=problem.n, c=problem.k, h=problem.p, w=problem.q, k=problem.c, r=1, s=1, dtype=problem.dtype,
+        layout=CHANNELS_LAST if channels_last else CONTIGUOUS,
+    )  # fmt: skip
+    return conv2d_fwd(grad_output, weight.transpose(0, 1), None, transposed)
 
 
 def conv2d_wgrad(
