@@ -53,20 +53,27 @@ def _clamp_pow2(value: int, low: int, high: int) -> int:
     return max(low, min(high, triton.next_power_of_2(max(value, 1))))
 
 
-def _gemm_tiles(problem: ConvProblem, reduction: int) -> tuple[int, int, int]:
-    """(block_m, block_n, block_k) no larger than the GEMM they cover.
+def _tile_caps(element_size: int) -> tuple[int, int]:
+    """(largest block_m/block_n, largest block_k) for an operand width.
 
-    `tl.dot` needs every tile dimension to be at least 16. Wider operands take more shared memory per
-    element, so the tiles shrink with the element size to keep three pipeline stages well inside an
-    SM's shared memory: 96 KiB for 16- and 32-bit operands, 48 KiB for fp64.
+    Wider operands take more shared memory per element, so the tiles shrink with the element size to
+    keep three pipeline stages well inside an SM's shared memory: 96 KiB for 16- and 32-bit
+    operands, 48 KiB for fp64.
     """
-    max_mn = 64 if problem.element_size >= 8 else 128
-    max_k = {2: 64, 4: 32}.get(problem.element_size, 16)
-    return (
-        _clamp_pow2(problem.gemm_m, 16, max_mn),
-        _clamp_pow2(problem.gemm_n, 16, max_mn),
-        _clamp_pow2(reduction, 16, max_k),
-    )
+    return (64 if element_size >= 8 else 128), {2: 64, 4: 32}.get(element_size, 16)
+
+
+def _gemm_tiles(element_size: int, m: int, n: int, k: int) -> tuple[int, int, int]:
+    """(block_m, block_n, block_k) for an M x N x K GEMM: powers of two no larger than the GEMM
+    (and at least 16, as `tl.dot` needs) within the caps above."""
+    max_mn, max_k = _tile_caps(element_size)
+    return _clamp_pow2(m, 16, max_mn), _clamp_pow2(n, 16, max_mn), _clamp_pow2(k, 16, max_k)
+
+
+def _gemm_config(element_size: int, m: int, n: int, k: int) -> KernelConfig:
+    block_m, block_n, block_k = _gemm_tiles(element_size, m, n, k)
+    num_warps = 8 if block_m * block_n >= 128 * 128 else 4
+    return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=num_warps)
 
 
 def heuristic_config(problem: ConvProblem, variant: str = "implicit_gemm") -> KernelConfig:
@@ -87,31 +94,21 @@ def heuristic_config(problem: ConvProblem, variant: str = "implicit_gemm") -> Ke
         block_g = _clamp_pow2(problem.groups, 1, max(1, 64 // block_n))
         block_m = _clamp_pow2(problem.gemm_m, 16, 64)
         return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, block_g=block_g, num_stages=2)
-    block_m, block_n, block_k = _gemm_tiles(problem, problem.gemm_k)
-    num_warps = 8 if block_m * block_n >= 128 * 128 else 4
-    return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=num_warps)
+    return _gemm_config(problem.element_size, problem.gemm_m, problem.gemm_n, problem.gemm_k)
 
 
 def dgrad_config(problem: ConvProblem) -> KernelConfig:
     """Input gradient: M = N*H*W input pixels, N = C/g, reduction (K/g)*R*S."""
-    max_mn = 64 if problem.element_size >= 8 else 128
-    max_k = {2: 64, 4: 32}.get(problem.element_size, 16)
-    block_m = _clamp_pow2(problem.n * problem.h * problem.w, 16, max_mn)
-    block_n = _clamp_pow2(problem.c_per_group, 16, max_mn)
-    block_k = _clamp_pow2(problem.k_per_group * problem.r * problem.s, 16, max_k)
-    return KernelConfig(
-        block_m=block_m, block_n=block_n, block_k=block_k, num_warps=8 if block_m * block_n >= 128 * 128 else 4
-    )
+    m = problem.n * problem.h * problem.w
+    return _gemm_config(problem.element_size, m, problem.c_per_group, problem.k_per_group * problem.r * problem.s)
 
 
 def wgrad_config(problem: ConvProblem, target_programs: int = 264) -> KernelConfig:
     """Weight gradient: M = K/g, N = (C/g)*R*S, reduction over N*P*Q split into `split_k` chunks so
     that about `target_programs` programs (two waves on a 132-SM H100) share the long reduction."""
-    max_mn = 64 if problem.element_size >= 8 else 128
-    block_m = _clamp_pow2(problem.k_per_group, 16, max_mn)
-    block_n = _clamp_pow2(problem.gemm_k, 16, max_mn)
-    block_k = {2: 64, 4: 32}.get(problem.element_size, 16)
     reduction = problem.n * problem.p * problem.q
+    block_m, block_n, _ = _gemm_tiles(problem.element_size, problem.k_per_group, problem.gemm_k, reduction)
+    block_k = _tile_caps(problem.element_size)[1]
     tiles = problem.groups * triton.cdiv(problem.k_per_group, block_m) * triton.cdiv(problem.gemm_k, block_n)
     split_k = max(1, min(triton.cdiv(target_programs, tiles), triton.cdiv(reduction, 4 * block_k), 64))
     return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k)
