@@ -75,8 +75,7 @@ def _conv2d_dgrad_kernel(
     if INDEX_64:
         group_channel = group_channel.to(tl.int64)
         in_channel = in_channel.to(tl.int64)
-        if GROUPS != 1:
-            first_out_channel = first_out_channel.to(tl.int64)
+        first_out_channel = first_out_channel.to(tl.int64)
     dy_row = image * stride_dyn + first_out_channel * stride_dyk
     w_col = group_channel * stride_wc
 

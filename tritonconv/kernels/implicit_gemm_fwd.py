@@ -80,8 +80,7 @@ def _conv2d_fwd_implicit_gemm_kernel(
     first_channel = group * C_PER_GROUP
     if INDEX_64:
         out_channel = out_channel.to(tl.int64)
-        if GROUPS != 1:
-            first_channel = first_channel.to(tl.int64)
+        first_channel = first_channel.to(tl.int64)
     in_h0 = out_h * STRIDE_H - PAD_H
     in_w0 = out_w * STRIDE_W - PAD_W
     x_row = image * stride_xn + first_channel * stride_xc

@@ -14,8 +14,8 @@ from ..kernels import (
     _conv2d_wgrad_partial_kernel,
     _sum_splits_kernel,
 )
-from ..runtime import is_interpreted, new_output, on_device_of
-from .common import dot_precision, geometry_kwargs, needs_int64
+from ..runtime import new_output, on_device_of
+from .common import LaunchFlags, geometry_kwargs, needs_int64
 from .forward import conv2d_fwd
 
 
@@ -24,12 +24,12 @@ def _gradient_buffer(shape: tuple[int, ...], like: torch.Tensor, channels_last: 
     return new_output(shape, like, torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def _numeric_flags(dtype: torch.dtype) -> dict:
-    return {
-        "ACC_FP64": dtype == torch.float64,
-        "UPCAST_OPERANDS": is_interpreted(_conv2d_dgrad_kernel) and dtype == torch.bfloat16,
-        "DOT_PRECISION": dot_precision(dtype),
-    }
+def _flags(layout_source: torch.Tensor, index_64: bool) -> dict[str, bool | str]:
+    """CHANNELS_INNER (from the tensor the reduction walks), INDEX_64 and the numeric constexprs."""
+    flags = LaunchFlags.for_call(
+        layout_source.dtype, _conv2d_dgrad_kernel, index_64, is_channels_last_like(layout_source)
+    )
+    return {"CHANNELS_INNER": flags.channels_inner, "INDEX_64": flags.index_64, **flags.numeric_kwargs()}
 
 
 def conv2d_dgrad(
@@ -66,9 +66,7 @@ def conv2d_dgrad(
             K_PER_GROUP=problem.k_per_group,
             **geometry_kwargs(problem),
             GROUPS=problem.groups,
-            CHANNELS_INNER=is_channels_last_like(grad_output),
-            INDEX_64=needs_int64(grad_output, weight, grad_input) or m > 2**31 - 1 - config.block_m,
-            **_numeric_flags(grad_output.dtype),
+            **_flags(grad_output, needs_int64(grad_output, weight, grad_input) or m > 2**31 - 1 - config.block_m),
             **config.gemm_kwargs(),
         )
     return grad_input
@@ -120,9 +118,7 @@ def conv2d_wgrad(
             C_PER_GROUP=problem.c_per_group,
             **geometry_kwargs(problem),
             GROUPS=problem.groups,
-            CHANNELS_INNER=is_channels_last_like(input),
-            INDEX_64=needs_int64(input, grad_output) or reduction > 2**31 - 1 - config.block_k,
-            **_numeric_flags(input.dtype),
+            **_flags(input, needs_int64(input, grad_output) or reduction > 2**31 - 1 - config.block_k),
             BLOCK_M=config.block_m,
             BLOCK_N=config.block_n,
             BLOCK_K=config.block_k,

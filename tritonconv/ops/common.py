@@ -7,20 +7,40 @@ from dataclasses import dataclass
 import torch
 
 from ..arithmetic import ConvProblem
-from ..runtime import fp32_dot_precision
+from ..runtime import fp32_dot_precision, is_interpreted
 
 INT32_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True)
 class LaunchFlags:
-    """Compile-time switches decided once per call from the tensors, shared by every variant."""
+    """Compile-time switches decided once per call from the tensors, shared by every pass and variant."""
 
     index_64: bool
     acc_fp64: bool
     upcast_operands: bool
     dot_precision: str
     channels_inner: bool
+
+    @classmethod
+    def for_call(cls, dtype: torch.dtype, kernel: object, index_64: bool, channels_inner: bool) -> LaunchFlags:
+        """fp64 accumulates in fp64; bf16 tiles are upcast only where `kernel` is interpreted (the
+        interpreter multiplies bf16 wrongly); fp32 follows torch's TF32 switch."""
+        return cls(
+            index_64=index_64,
+            acc_fp64=dtype == torch.float64,
+            upcast_operands=is_interpreted(kernel) and dtype == torch.bfloat16,
+            dot_precision=dot_precision(dtype),
+            channels_inner=channels_inner,
+        )
+
+    def numeric_kwargs(self) -> dict[str, bool | str]:
+        """The accumulate/upcast/precision constexprs every tl.dot kernel takes."""
+        return {
+            "ACC_FP64": self.acc_fp64,
+            "UPCAST_OPERANDS": self.upcast_operands,
+            "DOT_PRECISION": self.dot_precision,
+        }
 
 
 def max_element_offset(tensor: torch.Tensor) -> int:

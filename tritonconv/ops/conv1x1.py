@@ -88,8 +88,6 @@ def launch(
         HAS_BIAS=bias is not None,
         USE_DESCRIPTORS=views is not None,
         INDEX_64=flags.index_64,
-        ACC_FP64=flags.acc_fp64,
-        UPCAST_OPERANDS=flags.upcast_operands,
-        DOT_PRECISION=flags.dot_precision,
+        **flags.numeric_kwargs(),
         **config.gemm_kwargs(),
     )

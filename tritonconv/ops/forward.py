@@ -6,9 +6,9 @@ import torch
 
 from ..arithmetic import CHANNELS_LAST, ConvProblem, is_channels_last_like
 from ..dispatch import Plan, plan_forward
-from ..runtime import check_device, check_dtype_supported, is_interpreted, new_output, on_device_of
+from ..runtime import check_device, check_dtype_supported, new_output, on_device_of
 from . import conv1x1, depthwise, grouped_tile, implicit_gemm
-from .common import LaunchFlags, batch_chunks, dot_precision, needs_int64
+from .common import LaunchFlags, batch_chunks, needs_int64
 
 FORWARD_LAUNCHERS = {
     "implicit_gemm": implicit_gemm.launch,
@@ -39,12 +39,8 @@ def conv2d_fwd(
         return output
     plan = plan or plan_forward(problem)
     launch = FORWARD_LAUNCHERS[plan.variant]
-    flags = LaunchFlags(
-        index_64=needs_int64(input, weight, output),
-        acc_fp64=input.dtype == torch.float64,
-        upcast_operands=is_interpreted(implicit_gemm.KERNEL) and input.dtype == torch.bfloat16,
-        dot_precision=dot_precision(input.dtype),
-        channels_inner=is_channels_last_like(input),
+    flags = LaunchFlags.for_call(
+        input.dtype, implicit_gemm.KERNEL, needs_int64(input, weight, output), is_channels_last_like(input)
     )
     with on_device_of(input):
         for start, stop in batch_chunks(problem.n, problem.p * problem.q, plan.config.block_m):

@@ -46,8 +46,6 @@ def launch(
         HAS_BIAS=bias is not None,
         CHANNELS_INNER=flags.channels_inner,
         INDEX_64=flags.index_64,
-        ACC_FP64=flags.acc_fp64,
-        UPCAST_OPERANDS=flags.upcast_operands,
-        DOT_PRECISION=flags.dot_precision,
+        **flags.numeric_kwargs(),
         **config.gemm_kwargs(),
     )
