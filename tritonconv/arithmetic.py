@@ -7,6 +7,7 @@ output size, padding convention and FLOP count are computed in exactly one place
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,14 +46,14 @@ class ConvProblem:
     layout: str = CONTIGUOUS
     has_bias: bool = False
 
-    @property
+    @functools.cached_property
     def p(self) -> int:
-        """Output height."""
+        """Output height (cached: every launch asks)."""
         return conv_output_size(self.h, self.r, self.stride[0], self.padding[0], self.padding_end[0], self.dilation[0])
 
-    @property
+    @functools.cached_property
     def q(self) -> int:
-        """Output width."""
+        """Output width (cached: every launch asks)."""
         return conv_output_size(self.w, self.s, self.stride[1], self.padding[1], self.padding_end[1], self.dilation[1])
 
     @property
@@ -175,7 +176,40 @@ def make_problem(
     layout: str = CONTIGUOUS,
     has_bias: bool = False,
 ) -> ConvProblem:
-    """Build and validate a problem from sizes alone (for suites and benchmarks: no tensors needed)."""
+    """Build and validate a problem from sizes alone (for suites and benchmarks: no tensors needed).
+
+    Every convolution call describes its problem, so results are memoised on the (hashable) arguments:
+    a model's calls repeat a handful of problems, and validation is pure.
+    """
+    args = (n, c, h, w, k, r, s, _hashable(stride), _hashable(padding), _hashable(dilation), groups, dtype, layout)
+    try:
+        return _cached_problem(*args, has_bias)
+    except TypeError as error:
+        if "unhashable" not in str(error):
+            raise
+    return _build_problem(n, c, h, w, k, r, s, stride, padding, dilation, groups, dtype, layout, has_bias)
+
+
+def _hashable(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _build_problem(
+    n: int,
+    c: int,
+    h: int,
+    w: int,
+    k: int,
+    r: int,
+    s: int,
+    stride: int | Sequence[int],
+    padding: str | int | Sequence[int],
+    dilation: int | Sequence[int],
+    groups: int,
+    dtype: torch.dtype,
+    layout: str,
+    has_bias: bool,
+) -> ConvProblem:
     stride_hw = to_pair(stride, "stride")
     dilation_hw = to_pair(dilation, "dilation")
     groups = operator.index(groups)
@@ -231,6 +265,9 @@ def make_problem(
         layout=layout,
         has_bias=has_bias,
     )
+
+
+_cached_problem = functools.lru_cache(maxsize=4096)(_build_problem)
 
 
 def check_dtype(dtype: torch.dtype, what: str) -> None:

@@ -6,6 +6,7 @@ when nothing better is known.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import triton
@@ -97,12 +98,14 @@ def heuristic_config(problem: ConvProblem, variant: str = "implicit_gemm") -> Ke
     return _gemm_config(problem.element_size, problem.gemm_m, problem.gemm_n, problem.gemm_k)
 
 
+@functools.lru_cache(maxsize=4096)
 def dgrad_config(problem: ConvProblem) -> KernelConfig:
     """Input gradient: M = N*H*W input pixels, N = C/g, reduction (K/g)*R*S."""
     m = problem.n * problem.h * problem.w
     return _gemm_config(problem.element_size, m, problem.c_per_group, problem.k_per_group * problem.r * problem.s)
 
 
+@functools.lru_cache(maxsize=4096)
 def wgrad_config(problem: ConvProblem, target_programs: int = 264) -> KernelConfig:
     """Weight gradient: M = K/g, N = (C/g)*R*S, reduction over N*P*Q split into `split_k` chunks so
     that about `target_programs` programs (two waves on a 132-SM H100) share the long reduction."""

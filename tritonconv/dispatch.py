@@ -11,6 +11,7 @@ The rule (first match wins):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,8 +62,12 @@ def applicable_variants(problem: ConvProblem) -> tuple[str, ...]:
     return tuple(variants)
 
 
+@functools.lru_cache(maxsize=4096)
 def plan_forward(problem: ConvProblem) -> Plan:
-    """The plan the forward pass launches with (the autotuner will refine the config source)."""
+    """The plan the forward pass launches with (the autotuner will refine the config source).
+
+    Memoised: a plan depends on the problem alone, and every call asks for one.
+    """
     variant = choose_variant(problem)
     return Plan(variant=variant, config=heuristic_config(problem, variant), config_source="heuristic")
 

@@ -61,8 +61,18 @@ def conv2d(
         input, weight, bias = (_autocast(t, autocast_dtype) for t in (input, weight, bias))
     problem = problem_from_tensors(input, weight, bias, stride, padding, dilation, groups)
     batched = input.dim() == 4
-    output = Conv2dFunction.apply(input if batched else input.unsqueeze(0), weight, bias, problem)
+    batched_input = input if batched else input.unsqueeze(0)
+    if _needs_grad(input, weight, bias):
+        output = Conv2dFunction.apply(batched_input, weight, bias, problem)
+    else:  # inference: no autograd node to build, so skip Function.apply's cost on every call
+        output = conv2d_fwd(batched_input, weight, bias, problem)
     return output if batched else output.squeeze(0)
+
+
+def _needs_grad(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    return input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
 
 
 def _autocast_dtype(input: torch.Tensor) -> torch.dtype | None:

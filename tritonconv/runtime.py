@@ -43,8 +43,14 @@ def check_device(tensor: torch.Tensor, kernel: object) -> None:
 
 
 def on_device_of(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Make `tensor`'s GPU current for a launch: Triton launches on the current device, not the tensor's."""
-    return torch.cuda.device(tensor.device) if tensor.device.type == "cuda" else contextlib.nullcontext()
+    """Make `tensor`'s GPU current for a launch: Triton launches on the current device, not the tensor's.
+
+    Switching devices costs two driver calls per launch, so it is done only when the tensor's GPU is
+    not already the current one (the common case on one GPU and under DDP, one GPU per process).
+    """
+    if tensor.device.type != "cuda" or tensor.device.index == torch.cuda.current_device():
+        return contextlib.nullcontext()
+    return torch.cuda.device(tensor.device)
 
 
 def supports_fp64_dot(triton_version: str | None = None) -> bool:

@@ -1,0 +1,151 @@
+"""Where a pass's time goes on a GPU: kernel time, host overhead, and each compiled kernel's resources.
+
+`do_bench` times a call from the host's point of view, so a slow Python path or a slow launch looks
+like a slow kernel. This script separates them for each pass of a few ResNet-50 layers (bf16,
+channels_last): the do_bench median, the same call replayed from a CUDA graph (no host work), the
+host time per call, and the GPU time of each kernel the call launched (torch.profiler), for
+tritonconv and for torch's own convolution (cuDNN) on the same tensors. It ends with each compiled
+Triton kernel's registers, spills and shared memory.
+
+Usage: python -m tritonconv.bench.profile [--batch N] [--layers NAME,...] [--out CSV]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import pandas as pd
+import torch
+import triton.testing
+
+import tritonconv
+from tritonconv import kernels
+from tritonconv.arithmetic import make_problem
+from tritonconv.ops.backward import conv2d_dgrad, conv2d_wgrad
+from tritonconv.ops.forward import conv2d_fwd
+
+from .forward import RESNET50_LAYERS
+from .timing import channels_last_inputs, median_ms, require_gpu, stamp
+
+DEFAULT_LAYERS = ("conv1 7x7 s2", "l1.b1.c1 1x1", "l1.c2 3x3", "l2.c3 1x1", "l3.b2-6.c2 3x3", "l4.b1.ds 1x1 s2")
+
+
+def host_us(fn: Callable[[], object], calls: int = 50) -> float:
+    """Host time per call with the GPU queue left to run behind: what the Python path and launch cost."""
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed / calls * 1e6
+
+
+def kernel_us(fn: Callable[[], object], calls: int = 20) -> dict[str, float]:
+    """GPU microseconds per call of each kernel `fn` launches, from torch.profiler's CUDA events."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    totals: dict[str, float] = {}
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            totals[event.name] = totals.get(event.name, 0.0) + event.device_time / calls
+    return totals
+
+
+def graph_ms(fn: Callable[[], object]) -> float:
+    try:
+        return triton.testing.do_bench_cudagraph(fn, return_mode="median")
+    except Exception as error:  # a call that cannot be captured says so in the table
+        print(f"  (graph capture failed: {type(error).__name__}: {error})")
+        return float("nan")
+
+
+def providers(layer: tuple, batch: int, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
+    _, c, h, k, r, stride, padding = layer
+    problem = make_problem(
+        n=batch, c=c, h=h, w=h, k=k, r=r, s=r, stride=stride, padding=padding, dtype=dtype, layout="channels_last"
+    )
+    x, weight = channels_last_inputs(problem)
+    grad_output = torch.randn(problem.output_shape, device=x.device, dtype=dtype).to(memory_format=torch.channels_last)
+    geometry = ([stride, stride], [padding, padding], [1, 1], False, [0, 0], 1)
+
+    def cudnn_backward(mask):
+        return lambda: torch.ops.aten.convolution_backward(grad_output, x, weight, None, *geometry, mask)
+
+    calls = {
+        "fwd api": lambda: tritonconv.conv2d(x, weight, stride=stride, padding=padding),
+        "fwd op": lambda: conv2d_fwd(x, weight, None, problem),
+        "fwd cudnn": lambda: torch.nn.functional.conv2d(x, weight, stride=stride, padding=padding),
+        "dgrad op": lambda: conv2d_dgrad(grad_output, weight, problem, channels_last=True),
+        "dgrad cudnn": cudnn_backward([True, False, False]),
+        "wgrad op": lambda: conv2d_wgrad(x, grad_output, problem, channels_last=True),
+        "wgrad cudnn": cudnn_backward([False, True, False]),
+    }
+    if r == 1:
+        strided_weight = torch.empty_strided(weight.shape, (1, k, k, k), device=x.device, dtype=dtype)
+        strided_weight.copy_(weight)  # not unit-stride over channels: the 1x1 kernel's pointer path
+        calls["fwd op no-descriptor"] = lambda: conv2d_fwd(x, strided_weight, None, problem)
+    return calls
+
+
+def compiled_kernels() -> pd.DataFrame:
+    """Registers, spills and shared memory of every Triton kernel compiled in this process."""
+    rows = []
+    for name in kernels.__all__:
+        jit_function = getattr(kernels, name)
+        for device_cache in getattr(jit_function, "device_caches", {}).values():
+            for compiled in device_cache[0].values():
+                metadata = compiled.metadata
+                rows.append(
+                    {
+                        "kernel": name,
+                        "num_warps": getattr(metadata, "num_warps", None),
+                        "num_stages": getattr(metadata, "num_stages", None),
+                        "n_regs": getattr(compiled, "n_regs", None),
+                        "n_spills": getattr(compiled, "n_spills", None),
+                        "shared_bytes": getattr(metadata, "shared", None),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--layers", default=",".join(DEFAULT_LAYERS))
+    parser.add_argument("--out", help="also write the table to this CSV file")
+    args = parser.parse_args()
+    require_gpu("tritonconv.bench.profile")
+    wanted = args.layers.split(",")
+    rows = []
+    for layer in [layer for layer in RESNET50_LAYERS if layer[0] in wanted]:
+        for provider, fn in providers(layer, args.batch, torch.bfloat16).items():
+            kernel_times = kernel_us(fn)
+            rows.append(
+                {
+                    "layer": layer[0],
+                    "provider": provider,
+                    "bench_ms": median_ms(fn),
+                    "graph_ms": graph_ms(fn),
+                    "host_us": host_us(fn),
+                    "gpu_us": sum(kernel_times.values()),
+                    "kernels": "; ".join(f"{name[:40]}={us:.1f}" for name, us in kernel_times.items()),
+                }
+            )
+            print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1), flush=True)
+    table = stamp(pd.DataFrame(rows))
+    pd.set_option("display.width", 250)
+    print(table.drop(columns=["kernels", "device", "torch_version", "triton_version", "timestamp"]).to_string())
+    print(compiled_kernels().to_string())
+    if args.out:
+        table.to_csv(args.out, index=False)
+
+
+if __name__ == "__main__":
+    main()
