@@ -108,6 +108,27 @@ def test_wgrad_is_bitwise_reproducible_across_splits(device):
     torch.testing.assert_close(first, single, rtol=1e-5, atol=1e-5)
 
 
+# (name, n, c, h, w, k, r, s, stride, padding, dilation, groups, bias): channels per group divisible by 16,
+# so the weight gradient takes its tap-major tiles (one tap's channels per tile column block).
+TAP_MAJOR_SHAPES = [
+    ("3x3 pad 1 stride 2", 2, 32, 7, 6, 8, 3, 3, 2, 1, 1, 1, True),
+    ("2x3 dilation (2,1) pad (2,0)", 1, 16, 6, 7, 5, 2, 3, 1, (2, 0), (2, 1), 1, False),
+    ("groups 2, 16 channels each", 2, 32, 5, 5, 6, 3, 3, 1, 1, 1, 2, False),
+    ("1x1", 3, 48, 4, 5, 7, 1, 1, 1, 0, 1, 1, True),
+]
+
+
+@LAYOUTS
+@pytest.mark.parametrize("shape", TAP_MAJOR_SHAPES, ids=[shape[0] for shape in TAP_MAJOR_SHAPES])
+def test_tap_major_weight_gradient(shape, channels_last, device):
+    _, n, c, h, w, k, r, s, stride, padding, dilation, groups, _ = shape
+    problem = tritonconv.make_problem(
+        n=n, c=c, h=h, w=w, k=k, r=r, s=s, stride=stride, padding=padding, dilation=dilation, groups=groups
+    )
+    assert problem.c_per_group % wgrad_config(problem).block_n == 0, "not a tap-major shape"
+    run_shape(shape, torch.float32, channels_last, device)
+
+
 def test_no_backward_pass_calls_a_torch_convolution(device):
     x, weight, bias = random_conv_inputs(2, 4, 6, 6, 4, 3, 3, 2, True, torch.float32, device, True)
     for t in (x, weight, bias):

@@ -108,10 +108,33 @@ def dgrad_config(problem: ConvProblem) -> KernelConfig:
 @functools.lru_cache(maxsize=4096)
 def wgrad_config(problem: ConvProblem, target_programs: int = 264) -> KernelConfig:
     """Weight gradient: M = K/g, N = (C/g)*R*S, reduction over N*P*Q split into `split_k` chunks so
-    that about `target_programs` programs (two waves on a 132-SM H100) share the long reduction."""
+    that about `target_programs` programs (two waves on a 132-SM H100) share the long reduction.
+
+    block_n divides C/g when a power of two from 16 up can, so each tile's columns are channels of one
+    tap (the kernel's TAP_MAJOR path). The split is capped so the fp32 partial sums stay within
+    WGRAD_WORKSPACE_BYTES (they are written and read back once more; small enough to stay in L2).
+    """
     reduction = problem.n * problem.p * problem.q
+    max_mn, block_k = _tile_caps(problem.element_size)
     block_m, block_n, _ = _gemm_tiles(problem.element_size, problem.k_per_group, problem.gemm_k, reduction)
-    block_k = _tile_caps(problem.element_size)[1]
+    channel_block = tap_major_block(problem.c_per_group, max_mn)
+    if channel_block:
+        block_n = channel_block
     tiles = problem.groups * triton.cdiv(problem.k_per_group, block_m) * triton.cdiv(problem.gemm_k, block_n)
-    split_k = max(1, min(triton.cdiv(target_programs, tiles), triton.cdiv(reduction, 4 * block_k), 64))
-    return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k)
+    workspace_splits = max(1, WGRAD_WORKSPACE_BYTES // (4 * problem.k * problem.gemm_k))
+    split_k = min(triton.cdiv(target_programs, tiles), triton.cdiv(reduction, 4 * block_k), workspace_splits, 64)
+    num_warps = 8 if block_m * block_n >= 128 * 128 else 4
+    return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, split_k=max(1, split_k), num_warps=num_warps)
+
+
+WGRAD_WORKSPACE_BYTES = 32 * 2**20
+
+
+def tap_major_block(channels: int, largest: int) -> int:
+    """The largest power of two in [16, largest] that divides `channels`, or 0 if none does."""
+    block = largest
+    while block >= 16:
+        if channels % block == 0:
+            return block
+        block //= 2
+    return 0

@@ -44,6 +44,7 @@ def _conv2d_wgrad_partial_kernel(
     DIL_W: tl.constexpr,
     GROUPS: tl.constexpr,
     CHANNELS_INNER: tl.constexpr,
+    TAP_MAJOR: tl.constexpr,
     INDEX_64: tl.constexpr,
     ACC_FP64: tl.constexpr,
     UPCAST_OPERANDS: tl.constexpr,
@@ -55,6 +56,11 @@ def _conv2d_wgrad_partial_kernel(
     """Partial dW of one (output channels x (c,r,s)) tile over output pixels [split*chunk, +chunk).
 
     The workspace is [SPLIT, K, C/g, R, S] contiguous, so each partial lands at its weight index.
+
+    TAP_MAJOR (BLOCK_N divides C/g): a tile's columns are BLOCK_N consecutive channels of one tap
+    (r, s). Then the input tile's rows are pixels shifted by one tap, so its addresses and its
+    padding mask are computed per pixel (1-D) instead of per element, which is most of the work of
+    the general path's im2col tile.
     """
     CRS: tl.constexpr = C_PER_GROUP * R * S
     pid = tl.program_id(0)
@@ -73,7 +79,14 @@ def _conv2d_wgrad_partial_kernel(
     mask_m = offs_m < K_PER_GROUP
     mask_n = offs_n < CRS
     out_channel = group * K_PER_GROUP + offs_m
-    channel, tap_r, tap_s = reduction_taps(offs_n, C_PER_GROUP, R, S, CHANNELS_INNER)
+    if TAP_MAJOR:
+        C_BLOCKS: tl.constexpr = C_PER_GROUP // BLOCK_N
+        tap = pid_n // C_BLOCKS
+        tap_r = tap // S
+        tap_s = tap % S
+        channel = (pid_n % C_BLOCKS) * BLOCK_N + tl.arange(0, BLOCK_N)
+    else:
+        channel, tap_r, tap_s = reduction_taps(offs_n, C_PER_GROUP, R, S, CHANNELS_INNER)
     in_channel = group * C_PER_GROUP + channel
     if INDEX_64:
         out_channel = out_channel.to(tl.int64)
@@ -91,11 +104,19 @@ def _conv2d_wgrad_partial_kernel(
             None, :
         ]
         a = tl.load(dy_ptr + dy_offs, mask=mask_m[:, None] & mask_l[None, :], other=0.0)
-        in_h = (out_h * STRIDE_H - PAD_H)[:, None] + (tap_r * DIL_H)[None, :]
-        in_w = (out_w * STRIDE_W - PAD_W)[:, None] + (tap_s * DIL_W)[None, :]
-        x_mask = mask_l[:, None] & mask_n[None, :] & (in_h >= 0) & (in_h < H) & (in_w >= 0) & (in_w < W)
-        x_offs = (image * stride_xn)[:, None] + (in_channel * stride_xc)[None, :] + in_h * stride_xh + in_w * stride_xw
-        b = tl.load(x_ptr + x_offs, mask=x_mask, other=0.0)
+        if TAP_MAJOR:
+            in_h = out_h * STRIDE_H - PAD_H + tap_r * DIL_H
+            in_w = out_w * STRIDE_W - PAD_W + tap_s * DIL_W
+            pixel_ok = mask_l & (in_h >= 0) & (in_h < H) & (in_w >= 0) & (in_w < W)
+            x_pixel = image * stride_xn + in_h * stride_xh + in_w * stride_xw
+            x_offs = x_pixel[:, None] + (in_channel * stride_xc)[None, :]
+            b = tl.load(x_ptr + x_offs, mask=pixel_ok[:, None], other=0.0)
+        else:
+            in_h = (out_h * STRIDE_H - PAD_H)[:, None] + (tap_r * DIL_H)[None, :]
+            in_w = (out_w * STRIDE_W - PAD_W)[:, None] + (tap_s * DIL_W)[None, :]
+            x_mask = mask_l[:, None] & mask_n[None, :] & (in_h >= 0) & (in_h < H) & (in_w >= 0) & (in_w < W)
+            x_offs = (image * stride_xn)[:, None] + (in_channel * stride_xc)[None, :] + in_h * stride_xh
+            b = tl.load(x_ptr + x_offs + in_w * stride_xw, mask=x_mask, other=0.0)
         if UPCAST_OPERANDS:
             a = a.to(tl.float32)
             b = b.to(tl.float32)

@@ -118,6 +118,7 @@ def conv2d_wgrad(
             C_PER_GROUP=problem.c_per_group,
             **geometry_kwargs(problem),
             GROUPS=problem.groups,
+            TAP_MAJOR=problem.c_per_group % config.block_n == 0,
             **_flags(input, needs_int64(input, grad_output) or reduction > 2**31 - 1 - config.block_k),
             BLOCK_M=config.block_m,
             BLOCK_N=config.block_n,
