@@ -9,7 +9,7 @@ from test_conv2d_fwd import FP64, SHAPE_IDS, SHAPES
 import tritonconv
 from tritonconv import functional
 from tritonconv.arithmetic import problem_from_tensors
-from tritonconv.config import wgrad_config
+from tritonconv.config import dgrad_by_phase, wgrad_config
 from tritonconv.ops import backward
 
 pytestmark = pytest.mark.skipif(
@@ -108,24 +108,28 @@ def test_wgrad_is_bitwise_reproducible_across_splits(device):
     torch.testing.assert_close(first, single, rtol=1e-5, atol=1e-5)
 
 
-# (name, n, c, h, w, k, r, s, stride, padding, dilation, groups, bias): channels per group divisible by 16,
-# so the weight gradient takes its tap-major tiles (one tap's channels per tile column block).
+# (name, n, c, h, w, k, r, s, stride, padding, dilation, groups, bias): 16 or more channels per group on
+# both sides, so the weight gradient takes its tap-major tiles and the input gradient goes by stride phase.
 TAP_MAJOR_SHAPES = [
-    ("3x3 pad 1 stride 2", 2, 32, 7, 6, 8, 3, 3, 2, 1, 1, 1, True),
-    ("2x3 dilation (2,1) pad (2,0)", 1, 16, 6, 7, 5, 2, 3, 1, (2, 0), (2, 1), 1, False),
-    ("groups 2, 16 channels each", 2, 32, 5, 5, 6, 3, 3, 1, 1, 1, 2, False),
-    ("1x1", 3, 48, 4, 5, 7, 1, 1, 1, 0, 1, 1, True),
+    ("3x3 pad 1 stride 2", 2, 32, 7, 6, 16, 3, 3, 2, 1, 1, 1, True),
+    ("2x3 dilation (2,1) pad (2,0)", 1, 16, 6, 7, 24, 2, 3, 1, (2, 0), (2, 1), 1, False),
+    ("groups 2, 16 channels each", 2, 32, 5, 5, 32, 3, 3, 1, 1, 1, 2, False),
+    ("1x1", 3, 48, 4, 5, 16, 1, 1, 1, 0, 1, 1, True),
+    ("1x1 stride 2: phases no tap reaches", 1, 16, 5, 6, 16, 1, 1, 2, 0, 1, 1, False),
+    ("5x4 stride (3,2) dilation 2 pad (3,1)", 1, 16, 11, 9, 16, 5, 4, (3, 2), (3, 1), 2, 1, False),
+    ("stride 2 larger than kernel 1x2", 1, 16, 6, 7, 20, 1, 2, 2, 1, 1, 1, False),
 ]
 
 
 @LAYOUTS
 @pytest.mark.parametrize("shape", TAP_MAJOR_SHAPES, ids=[shape[0] for shape in TAP_MAJOR_SHAPES])
-def test_tap_major_weight_gradient(shape, channels_last, device):
+def test_tap_major_weight_and_phased_input_gradients(shape, channels_last, device):
     _, n, c, h, w, k, r, s, stride, padding, dilation, groups, _ = shape
     problem = tritonconv.make_problem(
         n=n, c=c, h=h, w=w, k=k, r=r, s=s, stride=stride, padding=padding, dilation=dilation, groups=groups
     )
-    assert problem.c_per_group % wgrad_config(problem).block_n == 0, "not a tap-major shape"
+    assert problem.c_per_group % wgrad_config(problem).block_n == 0, "not a tap-major weight gradient"
+    assert dgrad_by_phase(problem), "not a phased input gradient"
     run_shape(shape, torch.float32, channels_last, device)
 
 

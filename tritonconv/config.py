@@ -98,9 +98,24 @@ def heuristic_config(problem: ConvProblem, variant: str = "implicit_gemm") -> Ke
     return _gemm_config(problem.element_size, problem.gemm_m, problem.gemm_n, problem.gemm_k)
 
 
+PHASED_DGRAD_MIN_CHANNELS = 16
+
+
+def dgrad_by_phase(problem: ConvProblem) -> bool:
+    """The input gradient walks taps by stride phase (one tap, BLOCK_K output channels at a time)
+    when a group has enough output channels to fill a reduction tile; with fewer (depthwise, tiny
+    groups) the masking kernel's flattened (K/g)*R*S reduction wastes less of each tile."""
+    return problem.k_per_group >= PHASED_DGRAD_MIN_CHANNELS
+
+
 @functools.lru_cache(maxsize=4096)
 def dgrad_config(problem: ConvProblem) -> KernelConfig:
-    """Input gradient: M = N*H*W input pixels, N = C/g, reduction (K/g)*R*S."""
+    """Input gradient: M = N*H*W input pixels (per stride phase when phased), N = C/g, reduction
+    (K/g)*R*S; phased, a reduction tile holds output channels of one tap, so block_k fits K/g."""
+    if dgrad_by_phase(problem):
+        stride_h, stride_w = problem.stride
+        m = problem.n * triton.cdiv(problem.h, stride_h) * triton.cdiv(problem.w, stride_w)
+        return _gemm_config(problem.element_size, m, problem.c_per_group, problem.k_per_group)
     m = problem.n * problem.h * problem.w
     return _gemm_config(problem.element_size, m, problem.c_per_group, problem.k_per_group * problem.r * problem.s)
 

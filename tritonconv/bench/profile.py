@@ -7,12 +7,21 @@ host time per call, and the GPU time of each kernel the call launched (torch.pro
 tritonconv and for torch's own convolution (cuDNN) on the same tensors. It ends with each compiled
 Triton kernel's registers, spills and shared memory.
 
-Usage: python -m tritonconv.bench.profile [--batch N] [--layers NAME,...] [--out CSV]
+With --host-profile it also prints where the host time of one forward and one input-gradient call
+goes (cProfile over 200 calls), and with --wgrad-sweep the kernel time of a grid of weight-gradient
+configs on two 3x3 layers (each checked against cuDNN first).
+
+Usage: python -m tritonconv.bench.profile [--batch N] [--layers NAME,...] [--host-profile] [--wgrad-sweep]
+       [--out CSV]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import dataclasses
+import itertools
+import pstats
 import time
 from collections.abc import Callable
 
@@ -23,6 +32,7 @@ import triton.testing
 import tritonconv
 from tritonconv import kernels
 from tritonconv.arithmetic import make_problem
+from tritonconv.config import wgrad_config
 from tritonconv.ops.backward import conv2d_dgrad, conv2d_wgrad
 from tritonconv.ops.forward import conv2d_fwd
 
@@ -115,13 +125,66 @@ def compiled_kernels() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def host_profile(calls: dict[str, Callable[[], object]], names: tuple[str, ...] = ("fwd op", "dgrad op")) -> None:
+    for name in names:
+        fn = calls[name]
+        for _ in range(20):
+            fn()
+        torch.cuda.synchronize()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(200):
+            fn()
+        profiler.disable()
+        torch.cuda.synchronize()
+        print(f"\nhost profile of {name!r}, 200 calls:")
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
+
+
+def wgrad_sweep(layer: tuple, batch: int) -> pd.DataFrame:
+    """Kernel time (CUDA graph replay) of a grid of wgrad configs on one layer, each checked first."""
+    _, c, h, k, r, stride, padding = layer
+    problem = make_problem(
+        n=batch, c=c, h=h, w=h, k=k, r=r, s=r, stride=stride, padding=padding, dtype=torch.bfloat16,
+        layout="channels_last",
+    )  # fmt: skip
+    x, weight = channels_last_inputs(problem)
+    grad_output = torch.randn(problem.output_shape, device=x.device, dtype=x.dtype)
+    grad_output = grad_output.to(memory_format=torch.channels_last)
+    geometry = ([stride, stride], [padding, padding], [1, 1], False, [0, 0], 1)
+    expected = torch.ops.aten.convolution_backward(grad_output, x, weight, None, *geometry, [False, True, False])[1]
+    base = wgrad_config(problem)
+    rows = []
+    grid = itertools.product([(128, 128), (64, 128), (128, 64)], [4, 8], [2, 4, 8, 16], [3, 4])
+    for (block_m, block_n), num_warps, split_k, num_stages in grid:
+        config = dataclasses.replace(
+            base, block_m=block_m, block_n=block_n, num_warps=num_warps, split_k=split_k, num_stages=num_stages
+        )
+        try:
+            got = conv2d_wgrad(x, grad_output, problem, channels_last=True, config=config)
+            error = ((got.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
+            ms = graph_ms(lambda config=config: conv2d_wgrad(x, grad_output, problem, True, config))
+        except Exception as failure:  # out of resources: recorded, not fatal
+            error, ms = float("nan"), float("nan")
+            print(f"  {config}: {type(failure).__name__}")
+        rows.append({"layer": layer[0], **config.as_dict(), "graph_ms": ms, "max_rel_err": error})
+    table = pd.DataFrame(rows).sort_values("graph_ms")
+    print(f"\nwgrad sweep, {layer[0]} (heuristic: {base}):")
+    print(table.head(8).to_string(index=False))
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--layers", default=",".join(DEFAULT_LAYERS))
+    parser.add_argument("--host-profile", action="store_true")
+    parser.add_argument("--wgrad-sweep", action="store_true")
     parser.add_argument("--out", help="also write the table to this CSV file")
     args = parser.parse_args()
     require_gpu("tritonconv.bench.profile")
+    if args.host_profile:
+        host_profile(providers(RESNET50_LAYERS[2], args.batch, torch.bfloat16))
     wanted = args.layers.split(",")
     rows = []
     for layer in [layer for layer in RESNET50_LAYERS if layer[0] in wanted]:
@@ -145,6 +208,12 @@ def main() -> None:
     print(compiled_kernels().to_string())
     if args.out:
         table.to_csv(args.out, index=False)
+    if args.wgrad_sweep:
+        sweeps = [
+            wgrad_sweep(layer, args.batch) for layer in RESNET50_LAYERS if layer[0] in ("l1.c2 3x3", "l3.b2-6.c2 3x3")
+        ]
+        if args.out:
+            stamp(pd.concat(sweeps)).to_csv(args.out.removesuffix(".csv") + "_wgrad_sweep.csv", index=False)
 
 
 if __name__ == "__main__":

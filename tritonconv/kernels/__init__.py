@@ -3,6 +3,7 @@
 from .conv1x1_fwd import _conv2d_fwd_1x1_kernel
 from .depthwise_fwd import _conv2d_fwd_depthwise_kernel
 from .dgrad import _conv2d_dgrad_kernel
+from .dgrad_phased import _conv2d_dgrad_phased_kernel
 from .grouped_tile_fwd import _conv2d_fwd_grouped_tile_kernel
 from .implicit_gemm_fwd import _conv2d_fwd_implicit_gemm_kernel
 from .wgrad import _conv2d_bias_grad_kernel, _conv2d_wgrad_partial_kernel, _sum_splits_kernel
@@ -10,6 +11,7 @@ from .wgrad import _conv2d_bias_grad_kernel, _conv2d_wgrad_partial_kernel, _sum_
 __all__ = [
     "_conv2d_bias_grad_kernel",
     "_conv2d_dgrad_kernel",
+    "_conv2d_dgrad_phased_kernel",
     "_conv2d_fwd_1x1_kernel",
     "_conv2d_fwd_depthwise_kernel",
     "_conv2d_fwd_grouped_tile_kernel",

@@ -6,11 +6,12 @@ import torch
 import triton
 
 from ..arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, is_channels_last_like, make_problem
-from ..config import KernelConfig, dgrad_config, wgrad_config
+from ..config import KernelConfig, dgrad_by_phase, dgrad_config, wgrad_config
 from ..dispatch import choose_variant
 from ..kernels import (
     _conv2d_bias_grad_kernel,
     _conv2d_dgrad_kernel,
+    _conv2d_dgrad_phased_kernel,
     _conv2d_wgrad_partial_kernel,
     _sum_splits_kernel,
 )
@@ -47,6 +48,9 @@ def conv2d_dgrad(
     grad_input = _gradient_buffer(problem.input_shape, grad_output, channels_last)
     if grad_input.numel() == 0:
         return grad_input
+    if dgrad_by_phase(problem):
+        _launch_phased_dgrad(grad_output, weight, grad_input, problem, config)
+        return grad_input
     m = problem.n * problem.h * problem.w
     grid = (problem.groups * triton.cdiv(m, config.block_m) * triton.cdiv(problem.c_per_group, config.block_n),)
     with on_device_of(grad_output):
@@ -70,6 +74,37 @@ def conv2d_dgrad(
             **config.gemm_kwargs(),
         )
     return grad_input
+
+
+def _launch_phased_dgrad(
+    grad_output: torch.Tensor, weight: torch.Tensor, grad_input: torch.Tensor, problem: ConvProblem,
+    config: KernelConfig,
+) -> None:  # fmt: skip
+    stride_h, stride_w = problem.stride
+    m = problem.n * triton.cdiv(problem.h, stride_h) * triton.cdiv(problem.w, stride_w)
+    tiles = triton.cdiv(m, config.block_m) * triton.cdiv(problem.c_per_group, config.block_n)
+    flags = _flags(grad_output, needs_int64(grad_output, weight, grad_input) or m > 2**31 - 1 - config.block_m)
+    del flags["CHANNELS_INNER"]  # the phased kernel's addresses do not depend on the layout
+    with on_device_of(grad_output):
+        _conv2d_dgrad_phased_kernel[(problem.groups * tiles, stride_h * stride_w)](
+            grad_output,
+            weight,
+            grad_input,
+            problem.n,
+            problem.h,
+            problem.w,
+            problem.p,
+            problem.q,
+            problem.c_per_group,
+            *grad_output.stride(),
+            *weight.stride(),
+            *grad_input.stride(),
+            K_PER_GROUP=problem.k_per_group,
+            **geometry_kwargs(problem),
+            GROUPS=problem.groups,
+            **flags,
+            **config.gemm_kwargs(),
+        )
 
 
 def _dgrad_as_conv1x1(
