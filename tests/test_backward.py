@@ -109,7 +109,8 @@ def test_wgrad_is_bitwise_reproducible_across_splits(device):
 
 
 # (name, n, c, h, w, k, r, s, stride, padding, dilation, groups, bias): 16 or more channels per group on
-# both sides, so the weight gradient takes its tap-major tiles and the input gradient goes by stride phase.
+# both sides, so the weight gradient takes its tap-major tiles, and strided ones' input gradient goes
+# by stride phase.
 TAP_MAJOR_SHAPES = [
     ("3x3 pad 1 stride 2", 2, 32, 7, 6, 16, 3, 3, 2, 1, 1, 1, True),
     ("2x3 dilation (2,1) pad (2,0)", 1, 16, 6, 7, 24, 2, 3, 1, (2, 0), (2, 1), 1, False),
@@ -118,6 +119,7 @@ TAP_MAJOR_SHAPES = [
     ("1x1 stride 2: phases no tap reaches", 1, 16, 5, 6, 16, 1, 1, 2, 0, 1, 1, False),
     ("5x4 stride (3,2) dilation 2 pad (3,1)", 1, 16, 11, 9, 16, 5, 4, (3, 2), (3, 1), 2, 1, False),
     ("stride 2 larger than kernel 1x2", 1, 16, 6, 7, 20, 1, 2, 2, 1, 1, 1, False),
+    ("stride (1,2) groups 2, 16 out channels each", 2, 32, 5, 6, 32, 3, 3, (1, 2), 1, 1, 2, True),
 ]
 
 
@@ -129,7 +131,7 @@ def test_tap_major_weight_and_phased_input_gradients(shape, channels_last, devic
         n=n, c=c, h=h, w=w, k=k, r=r, s=s, stride=stride, padding=padding, dilation=dilation, groups=groups
     )
     assert problem.c_per_group % wgrad_config(problem).block_n == 0, "not a tap-major weight gradient"
-    assert dgrad_by_phase(problem), "not a phased input gradient"
+    assert dgrad_by_phase(problem) == (problem.stride != (1, 1)), "strided shapes go by phase"
     run_shape(shape, torch.float32, channels_last, device)
 
 
