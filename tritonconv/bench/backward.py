@@ -2,11 +2,11 @@
 
 dgrad and wgrad each time tritonconv's Triton kernel against the cuDNN backward torch's autograd runs
 (`aten::convolution_backward` on the real input, weight and grad_output, all channels_last, asking
-for one gradient), on the same tensors, with do_bench medians. (`torch.nn.grad.conv2d_input` and
-`conv2d_weight` pass an expanded stand-in for the missing tensor, whose layout can send cuDNN down a
-slower path than autograd takes, so they are not used as the baseline.)
-Each result is checked against cuDNN's, and wgrad is run twice to
-show the two runs are bitwise equal.
+for one gradient), on the same tensors. Each is timed twice: the do_bench median (host work
+included, what a Python caller sees) and the median of CUDA-graph replays (the GPU's time alone).
+`torch.nn.grad.conv2d_input` and `conv2d_weight` are not the baseline: they pass an expanded
+stand-in for the missing tensor, whose layout can send cuDNN down a slower path than autograd takes.
+Each result is checked against cuDNN's, and each pass is run twice to show the runs are bitwise equal.
 
 Usage: python -m tritonconv.bench.backward [--batch N] [--out CSV]
 """
@@ -22,7 +22,7 @@ from tritonconv.arithmetic import make_problem
 from tritonconv.ops.backward import conv2d_dgrad, conv2d_wgrad
 
 from .forward import RESNET50_LAYERS
-from .timing import channels_last_inputs, median_ms, relative_error, require_gpu, stamp
+from .timing import channels_last_inputs, graph_ms, median_ms, relative_error, require_gpu, stamp
 
 
 def bench_layer(layer: tuple, batch: int, dtype: torch.dtype) -> list[dict]:
@@ -47,6 +47,7 @@ def bench_layer(layer: tuple, batch: int, dtype: torch.dtype) -> list[dict]:
         got = ours()
         reproducible = torch.equal(got, ours())
         triton_ms, cudnn_ms = median_ms(ours), median_ms(cudnn)
+        triton_graph_ms, cudnn_graph_ms = graph_ms(ours), graph_ms(cudnn)
         rows.append(
             {
                 "layer": name,
@@ -54,6 +55,9 @@ def bench_layer(layer: tuple, batch: int, dtype: torch.dtype) -> list[dict]:
                 "triton_ms": triton_ms,
                 "cudnn_ms": cudnn_ms,
                 "speedup": cudnn_ms / triton_ms,
+                "triton_graph_ms": triton_graph_ms,
+                "cudnn_graph_ms": cudnn_graph_ms,
+                "graph_speedup": cudnn_graph_ms / triton_graph_ms,
                 "triton_tflops": problem.flops / triton_ms / 1e9,
                 "max_rel_err": relative_error(got, cudnn()),
                 "bitwise_reproducible": reproducible,

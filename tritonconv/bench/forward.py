@@ -1,7 +1,8 @@
 """`make bench`: forward kernel against cuDNN on ResNet-50 shapes, bf16, channels_last, on a GPU.
 
 Both sides get the same inputs in one process; cuDNN runs with `torch.backends.cudnn.benchmark = True`
-and each time is the median of `triton.testing.do_bench` after its warm-up. Every result is checked
+and each time is the median of `triton.testing.do_bench` after its warm-up (host work included), next
+to the median of CUDA-graph replays (GPU time alone). Every result is checked
 against cuDNN's before it is timed. Usage: python -m tritonconv.bench.forward [--batch N] [--out CSV]
 """
 
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 import tritonconv
 from tritonconv.arithmetic import make_problem
 
-from .timing import channels_last_inputs, median_ms, relative_error, require_gpu, stamp
+from .timing import channels_last_inputs, graph_ms, median_ms, relative_error, require_gpu, stamp
 
 # (layer, c, h, k, r, stride, padding): every unique ResNet-50 v1.5 layer, from shared/reference/shape_suites.md.
 RESNET50_LAYERS = [
@@ -56,6 +57,8 @@ def bench_layer(layer: tuple, batch: int, dtype: torch.dtype) -> dict:
     rel_err = relative_error(tritonconv.conv2d(x, weight, **kwargs), F.conv2d(x, weight, **kwargs))
     triton_ms = median_ms(lambda: tritonconv.conv2d(x, weight, **kwargs))
     torch_ms = median_ms(lambda: F.conv2d(x, weight, **kwargs))
+    triton_graph_ms = graph_ms(lambda: tritonconv.conv2d(x, weight, **kwargs))
+    torch_graph_ms = graph_ms(lambda: F.conv2d(x, weight, **kwargs))
     return {
         "layer": name,
         "n": batch,
@@ -70,6 +73,9 @@ def bench_layer(layer: tuple, batch: int, dtype: torch.dtype) -> dict:
         "triton_ms": triton_ms,
         "cudnn_ms": torch_ms,
         "speedup": torch_ms / triton_ms,
+        "triton_graph_ms": triton_graph_ms,
+        "cudnn_graph_ms": torch_graph_ms,
+        "graph_speedup": torch_graph_ms / triton_graph_ms,
         "triton_tflops": problem.flops / triton_ms / 1e9,
         "cudnn_tflops": problem.flops / torch_ms / 1e9,
         "max_rel_err": rel_err,

@@ -24,6 +24,12 @@ def median_ms(fn: Callable[[], object]) -> float:
     return triton.testing.do_bench(fn, return_mode="median")
 
 
+def graph_ms(fn: Callable[[], object]) -> float:
+    """Median time of `fn` replayed from a CUDA graph: the GPU's time alone, with no host work between
+    launches. Next to `median_ms` it separates a slow kernel from a slow Python path or launch."""
+    return triton.testing.do_bench_cudagraph(fn, return_mode="median")
+
+
 def channels_last_inputs(problem: ConvProblem) -> tuple[torch.Tensor, torch.Tensor]:
     """Random input and weight for `problem` on the GPU, in its dtype, both channels_last."""
     cl = torch.channels_last
