@@ -149,6 +149,19 @@ def wgrad_config(problem: ConvProblem, target_programs: int = 264) -> KernelConf
 WGRAD_WORKSPACE_BYTES = 32 * 2**20
 
 
+@functools.lru_cache(maxsize=4096)
+def depthwise_wgrad_config(problem: ConvProblem, target_programs: int = 264) -> KernelConfig:
+    """Depthwise weight gradient: block_m pixels by block_n channels of one tap per program, the
+    pixels split so that about `target_programs` programs run (see `wgrad_config`)."""
+    reduction = problem.n * problem.p * problem.q
+    block_m = _clamp_pow2(reduction, 16, 64)
+    block_n = _clamp_pow2(problem.k, 16, 64)
+    tiles = triton.cdiv(problem.k, block_n) * problem.r * problem.s
+    workspace_splits = max(1, WGRAD_WORKSPACE_BYTES // (4 * problem.k * problem.r * problem.s))
+    split_k = min(triton.cdiv(target_programs, tiles), triton.cdiv(reduction, 4 * block_m), workspace_splits, 64)
+    return KernelConfig(block_m=block_m, block_n=block_n, split_k=max(1, split_k), num_warps=4, num_stages=1)
+
+
 def tap_major_block(channels: int, largest: int) -> int:
     """The largest power of two in [16, largest] that divides `channels`, or 0 if none does."""
     block = largest

@@ -192,3 +192,79 @@ def _conv2d_bias_grad_kernel(
         offs = (image * stride_dyn + out_h * stride_dyp + out_w * stride_dyq)[:, None] + (channel * stride_dyk)[None, :]
         acc += tl.load(dy_ptr + offs, mask=(offs_l < N * P * Q)[:, None] & mask_k[None, :], other=0.0).to(acc.dtype)
     tl.store(db_ptr + offs_k * stride_db, tl.sum(acc, axis=0).to(db_ptr.dtype.element_ty), mask=mask_k)
+
+
+@triton.jit
+def _conv2d_wgrad_depthwise_kernel(
+    x_ptr,
+    dy_ptr,
+    partial_ptr,
+    N,
+    H,
+    W,
+    P,
+    Q,
+    K,
+    chunk,
+    stride_xn,
+    stride_xc,
+    stride_xh,
+    stride_xw,
+    stride_dyn,
+    stride_dyk,
+    stride_dyp,
+    stride_dyq,
+    stride_part_split,
+    MULTIPLIER: tl.constexpr,
+    R: tl.constexpr,
+    S: tl.constexpr,
+    STRIDE_H: tl.constexpr,
+    STRIDE_W: tl.constexpr,
+    PAD_H: tl.constexpr,
+    PAD_W: tl.constexpr,
+    DIL_H: tl.constexpr,
+    DIL_W: tl.constexpr,
+    INDEX_64: tl.constexpr,
+    ACC_FP64: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """Depthwise partial dW[k, 0, r, s] over output pixels [split*chunk, +chunk), no tl.dot.
+
+    Each weight sees one input channel, so its gradient is an elementwise product of dY with the
+    input shifted by the tap, summed over pixels: a program takes BLOCK_N channels (contiguous in
+    channels_last) of one tap (grid axis 1), accumulates BLOCK_M pixels x BLOCK_N channels of
+    products, and sums the pixel axis once at the end, always in the same order.
+    """
+    pid_k = tl.program_id(0)
+    tap = tl.program_id(1)
+    split = tl.program_id(2)
+    tap_r = tap // S
+    tap_s = tap % S
+    L = N * P * Q
+    start = split * chunk
+    end = tl.minimum(start + chunk, L)
+    offs_k = pid_k * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_k = offs_k < K
+    in_channel = offs_k // MULTIPLIER
+    if INDEX_64:
+        offs_k = offs_k.to(tl.int64)
+        in_channel = in_channel.to(tl.int64)
+    if ACC_FP64:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for l0 in range(start, end, BLOCK_M):
+        offs_l = l0 + tl.arange(0, BLOCK_M)
+        image, out_h, out_w = output_pixels(offs_l, P, Q, INDEX_64)
+        in_h = out_h * STRIDE_H - PAD_H + tap_r * DIL_H
+        in_w = out_w * STRIDE_W - PAD_W + tap_s * DIL_W
+        pixel_ok = (offs_l < end) & (in_h >= 0) & (in_h < H) & (in_w >= 0) & (in_w < W)
+        dy_pixel = image * stride_dyn + out_h * stride_dyp + out_w * stride_dyq
+        x_pixel = image * stride_xn + in_h * stride_xh + in_w * stride_xw
+        mask = pixel_ok[:, None] & mask_k[None, :]
+        dy = tl.load(dy_ptr + dy_pixel[:, None] + (offs_k * stride_dyk)[None, :], mask=mask, other=0.0)
+        x = tl.load(x_ptr + x_pixel[:, None] + (in_channel * stride_xc)[None, :], mask=mask, other=0.0)
+        acc += dy.to(acc.dtype) * x.to(acc.dtype)
+    part_offs = split.to(tl.int64) * stride_part_split + offs_k * (R * S) + tap
+    tl.store(partial_ptr + part_offs, tl.sum(acc, axis=0).to(partial_ptr.dtype.element_ty), mask=mask_k)

@@ -13,11 +13,12 @@ from ..kernels import (
     _conv2d_dgrad_kernel,
     _conv2d_dgrad_phased_kernel,
     _conv2d_wgrad_partial_kernel,
-    _sum_splits_kernel,
 )
 from ..runtime import new_output, on_device_of
 from .common import LaunchFlags, geometry_kwargs, needs_int64
+from .depthwise_backward import depthwise_dgrad, depthwise_wgrad, dgrad_is_depthwise_conv, is_depthwise
 from .forward import conv2d_fwd
+from .split_reduction import new_workspace, split_reduction, sum_splits
 
 
 def _gradient_buffer(shape: tuple[int, ...], like: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -40,10 +41,15 @@ def conv2d_dgrad(
     """dX of `problem`'s 4-D input, channels_last when the input was (the input itself is not needed).
 
     A stride-1 1x1 convolution's input gradient is itself a 1x1 convolution, of dY with the
-    transposed weight (a strided view, no copy), so it runs through the conv1x1 GEMM kernel.
+    transposed weight (a strided view, no copy), so it runs through the conv1x1 GEMM kernel; a
+    stride-1 depthwise one's is a depthwise convolution (`ops/depthwise_backward.py`). Strided
+    convolutions with 16 or more output channels per group go by stride phase. An explicit `config`
+    skips the 1x1 and depthwise routes.
     """
     if config is None and choose_variant(problem) == "conv1x1" and problem.stride == (1, 1):
         return _dgrad_as_conv1x1(grad_output, weight, problem, channels_last)
+    if config is None and dgrad_is_depthwise_conv(problem):
+        return depthwise_dgrad(grad_output, weight, problem, channels_last)
     config = config or dgrad_config(problem)
     grad_input = _gradient_buffer(problem.input_shape, grad_output, channels_last)
     if grad_input.numel() == 0:
@@ -122,18 +128,18 @@ def conv2d_wgrad(
     config: KernelConfig | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """dW in the input's dtype, channels_last when the weight was; reproducible bit for bit (the
-    split partial sums are added in a fixed order)."""
-    config = config or wgrad_config(problem)
+    split partial sums are added in a fixed order). Depthwise layers take their own kernel unless
+    `config` asks for the general one."""
     grad_weight = _gradient_buffer(problem.weight_shape, input, channels_last)
     reduction = problem.n * problem.p * problem.q
     if reduction == 0:
         return grad_weight.zero_()
-    acc_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
-    numel = grad_weight.numel()
-    split = max(1, min(config.split_k, (2**31 - 1) // numel))
-    chunk = triton.cdiv(triton.cdiv(reduction, split), config.block_k) * config.block_k
-    split = triton.cdiv(reduction, chunk)
-    partial = torch.empty((split, numel), dtype=acc_dtype, device=input.device)
+    if config is None and is_depthwise(problem):
+        depthwise_wgrad(input, grad_output, problem, grad_weight)
+        return grad_weight
+    config = config or wgrad_config(problem)
+    split, chunk = split_reduction(reduction, grad_weight.numel(), config.split_k, config.block_k)
+    partial = new_workspace(split, grad_weight.numel(), input)
     tiles = triton.cdiv(problem.k_per_group, config.block_m) * triton.cdiv(problem.gemm_k, config.block_n)
     with on_device_of(input):
         _conv2d_wgrad_partial_kernel[(problem.groups * tiles, split)](
@@ -161,19 +167,7 @@ def conv2d_wgrad(
             num_warps=config.num_warps,
             num_stages=config.num_stages,
         )
-        block = 1024
-        _sum_splits_kernel[(triton.cdiv(numel, block),)](
-            partial,
-            grad_weight,
-            split,
-            numel,
-            partial.stride(0),
-            *grad_weight.stride(),
-            C_PER_GROUP=problem.c_per_group,
-            R=problem.r,
-            S=problem.s,
-            BLOCK=block,
-        )
+        sum_splits(partial, grad_weight, problem)
     return grad_weight
 
 

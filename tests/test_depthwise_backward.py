@@ -1,0 +1,76 @@
+"""Depthwise backward: dgrad as a depthwise conv with the flipped weight, wgrad by its own kernel."""
+
+import pytest
+import torch
+from conv_reference import loops_to_runtime_bounds, random_conv_inputs
+from test_backward import run_shape
+
+import tritonconv
+from tritonconv.config import depthwise_wgrad_config
+from tritonconv.ops import backward, depthwise_backward
+
+pytestmark = pytest.mark.skipif(
+    not loops_to_runtime_bounds(), reason="this Triton interpreter cannot loop to a runtime bound (Triton <= 3.6)"
+)
+LAYOUTS = pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+
+# (name, n, c, h, w, k, r, s, stride, padding, dilation, groups, bias, dgrad is a depthwise conv)
+SHAPES = [
+    ("3x3 pad 1", 2, 5, 7, 6, 5, 3, 3, 1, 1, 1, 5, True, True),
+    ("7x7 pad 3 dilation 2", 1, 3, 15, 13, 3, 7, 7, 1, 3, 2, 3, False, True),
+    ("same, even 4x2 kernel", 1, 4, 6, 7, 4, 4, 2, 1, "same", 1, 4, True, True),
+    ("valid 5x3", 2, 3, 8, 6, 3, 5, 3, 1, 0, 1, 3, False, True),
+    ("1x1 with padding: general dgrad", 1, 3, 4, 5, 3, 1, 1, 1, 1, 1, 3, False, False),
+    ("stride 2: general dgrad", 2, 4, 9, 8, 4, 3, 3, 2, 1, 1, 4, True, False),
+    ("multiplier 2: general dgrad", 1, 3, 6, 6, 6, 3, 3, 1, 1, 1, 3, False, False),
+]
+
+
+@LAYOUTS
+@pytest.mark.parametrize("shape", SHAPES, ids=[shape[0] for shape in SHAPES])
+def test_depthwise_gradients_match_torch(shape, channels_last, device, monkeypatch):
+    """Every gradient against float64 torch, and each pass took the route the rule gives it."""
+    *geometry, as_depthwise_conv = shape
+    routes = []
+    for name in ("depthwise_dgrad", "depthwise_wgrad"):
+        original = getattr(backward, name)
+        monkeypatch.setattr(backward, name, lambda *a, _n=name, _f=original: routes.append(_n) or _f(*a))
+    run_shape(tuple(geometry), torch.float32, channels_last, device)
+    assert routes.count("depthwise_dgrad") == int(as_depthwise_conv)
+    assert routes.count("depthwise_wgrad") == 1
+
+
+def test_depthwise_in_half_precision(device):
+    run_shape(SHAPES[0][:-1], torch.float16, True, device)
+
+
+def test_depthwise_wgrad_splits_and_is_reproducible(device):
+    """Several pixel chunks, summed in order: two runs give the same bits and match one chunk."""
+    x, weight, _ = random_conv_inputs(2, 6, 16, 16, 6, 3, 3, 6, False, device=device, channels_last=True)
+    problem = tritonconv.problem_from_tensors(x, weight, padding=1, groups=6)
+    grad_output = torch.randn(problem.output_shape).to(device, memory_format=torch.channels_last)
+    config = depthwise_wgrad_config(problem)
+    assert config.split_k > 1
+
+    def wgrad(config):
+        grad_weight = torch.full(problem.weight_shape, float("nan"), device=device)
+        depthwise_backward.depthwise_wgrad(x, grad_output, problem, grad_weight, config)
+        return grad_weight
+
+    first = wgrad(config)
+    assert torch.equal(first, wgrad(config))
+    single = depthwise_wgrad_config(problem, target_programs=1)
+    assert single.split_k == 1
+    torch.testing.assert_close(first, wgrad(single), rtol=1e-5, atol=1e-5)
+    expected = torch.nn.grad.conv2d_weight(x.double(), weight.shape, grad_output.double(), padding=1, groups=6)
+    torch.testing.assert_close(first.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_explicit_config_takes_the_general_kernels(device):
+    """A config names the general kernel's tiles, so it is served by that kernel: same answer."""
+    x, weight, _ = random_conv_inputs(1, 4, 6, 6, 4, 3, 3, 4, False, device=device)
+    problem = tritonconv.problem_from_tensors(x, weight, padding=1, groups=4)
+    grad_output = torch.randn(problem.output_shape).to(device)
+    general = backward.conv2d_wgrad(x, grad_output, problem, False, backward.wgrad_config(problem))
+    routed = backward.conv2d_wgrad(x, grad_output, problem, False)
+    torch.testing.assert_close(general, routed, rtol=1e-5, atol=1e-5)
