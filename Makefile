@@ -40,6 +40,7 @@ bench: setup
 	$(PY) -m tritonconv.bench.forward
 	$(PY) -m tritonconv.bench.variants
 	$(PY) -m tritonconv.bench.backward
+	$(PY) -m tritonconv.bench.profile
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
