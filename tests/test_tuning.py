@@ -1,0 +1,149 @@
+"""The autotuner's parts on their own: config spaces and pruning, the noise-aware choice, the disk cache."""
+
+import json
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+import triton
+
+import tritonconv
+from tritonconv.tuning import cache as tuning_cache
+from tritonconv.tuning.cache import TuningCache, cache_dir, problem_key
+from tritonconv.tuning.fingerprint import fingerprint, kernel_digest
+from tritonconv.tuning.select import choose
+from tritonconv.tuning.space import SPACES, candidates, shared_memory_bytes
+
+PROBLEMS = {
+    "resnet 3x3": tritonconv.make_problem(n=32, c=64, h=56, w=56, k=64, r=3, s=3, padding=1, dtype=torch.bfloat16),
+    "tiny": tritonconv.make_problem(n=1, c=3, h=5, w=6, k=4, r=3, s=3),
+    "grouped": tritonconv.make_problem(n=2, c=32, h=8, w=8, k=32, r=3, s=3, padding=1, groups=4),
+    "depthwise": tritonconv.make_problem(n=2, c=16, h=9, w=9, k=16, r=7, s=7, padding=3, groups=16),
+}
+
+
+@pytest.mark.parametrize("space", list(SPACES), ids="/".join)
+@pytest.mark.parametrize("name", list(PROBLEMS))
+def test_candidates_fit_the_problem_and_the_shared_memory(space, name):
+    problem = PROBLEMS[name]
+    pass_name, variant = space
+    configs = candidates(problem, pass_name, variant)
+    assert configs, "pruning left nothing to time"
+    assert len(set(configs)) == len(configs), "duplicates survive pruning"
+    assert configs == candidates(problem, pass_name, variant), "the order is not fixed"
+    sides = {"fwd": (problem.gemm_m, problem.k_per_group), "dgrad": (problem.n * problem.h * problem.w, problem.c)}
+    for config in configs:
+        assert shared_memory_bytes(config, problem.element_size, variant) <= 227 * 1024
+        if pass_name in sides and variant != "depthwise":
+            m, n = sides[pass_name]
+            assert config.block_m <= max(16, triton.next_power_of_2(m)), config
+            assert config.block_n <= max(16, triton.next_power_of_2(n)), config
+
+
+def test_shared_memory_limit_prunes():
+    problem = PROBLEMS["resnet 3x3"]
+    everything = candidates(problem, "fwd", "implicit_gemm")
+    small = candidates(problem, "fwd", "implicit_gemm", shared_memory=64 * 1024)
+    assert 0 < len(small) < len(everything)
+    assert all(shared_memory_bytes(c, 2, "implicit_gemm") <= 64 * 1024 for c in small)
+
+
+def test_clear_winner_is_chosen():
+    choice = choose({0: [1.0, 1.01, 0.99], 1: [0.5, 0.51, 0.49], 2: [0.8, 0.8, 0.8]})
+    assert choice.index == 1 and choice.tied == (1,)
+
+
+def test_candidates_within_the_spread_tie_and_the_earliest_wins():
+    timings = {3: [0.50, 0.60, 0.40, 0.55, 0.45], 5: [0.52, 0.53, 0.51, 0.52, 0.52], 7: [0.9, 0.9, 0.9]}
+    choice = choose(timings)
+    assert choice.tied == (3, 5) and choice.index == 3
+    assert choose(dict(reversed(list(timings.items())))) == choice, "the answer depends on dict order"
+
+
+def test_noise_floor_ties_near_equal_quiet_timings():
+    assert choose({4: [1.000] * 5, 2: [1.015] * 5}).index == 2
+    assert choose({4: [1.000] * 5, 2: [1.050] * 5}).index == 4
+
+
+def test_no_candidate_left_is_an_error():
+    with pytest.raises(ValueError, match="every config failed"):
+        choose({})
+
+
+def test_problem_keys_are_readable_and_distinct():
+    problem = PROBLEMS["resnet 3x3"]
+    key = problem_key(problem, "fwd", tf32=True)
+    assert key == "fwd n32 c64 h56 w56 k64 r3 s3 stride1x1 pad1x1+1x1 dil1x1 g1 bfloat16 contiguous tf32=0"
+    fp32 = tritonconv.make_problem(n=1, c=3, h=5, w=6, k=4, r=3, s=3)
+    assert problem_key(fp32, "fwd", tf32=True) != problem_key(fp32, "fwd", tf32=False)
+    assert problem_key(fp32, "fwd", tf32=False) != problem_key(fp32, "wgrad", tf32=False)
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("TRITONCONV_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "tritonconv"
+
+
+def test_fingerprints_follow_the_kernel_and_the_space():
+    assert kernel_digest("fwd", "implicit_gemm") != kernel_digest("wgrad", "implicit_gemm")
+    assert fingerprint("fwd", "conv1x1")["kernel"] != fingerprint("fwd", "implicit_gemm")["kernel"]
+    assert fingerprint("fwd", "conv1x1")["space"] == fingerprint("fwd", "implicit_gemm")["space"]  # same axes
+
+
+ENTRY = {"variant": "implicit_gemm", "config": {"block_m": 64}, "median_ms": 0.1}
+
+
+def test_cache_round_trip_and_fingerprint_miss(tmp_path):
+    path = tmp_path / "dev.json"
+    fp = {"triton": "x", "tritonconv": "y", "kernel": "k", "space": "s"}
+    TuningCache(path).store({"a": {**ENTRY, "fingerprint": fp}})
+    reader = TuningCache(path)
+    assert reader.lookup("a", fp)["config"] == {"block_m": 64}
+    assert reader.lookup("a", {**fp, "kernel": "changed"}) is None
+    assert reader.lookup("b", fp) is None
+    document = json.loads(path.read_text())
+    assert document["format"] == 1 and "\n" in path.read_text(), "not human-readable JSON"
+    TuningCache(path).store({"b": {**ENTRY, "fingerprint": fp}})
+    assert reader.lookup("b", fp) is not None, "a reader does not see a later write"
+
+
+def test_truncated_cache_is_reported_once_and_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setattr(tuning_cache, "_reported", set())
+    path = tmp_path / "dev.json"
+    fp = {"kernel": "k"}
+    TuningCache(path).store({f"key{i}": {**ENTRY, "fingerprint": fp} for i in range(20)})
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])
+    cache = TuningCache(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cache.lookup("key1", fp) is None
+        assert TuningCache(path).lookup("key2", fp) is None
+    assert len(caught) == 1 and "unreadable" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cache.store({"fresh": {**ENTRY, "fingerprint": fp}})
+    assert set(TuningCache(path).entries()) == {"fresh"}
+    assert (tmp_path / "dev.json.corrupt").read_text() == text[: len(text) // 2]
+
+
+WRITER = """
+import sys
+from tritonconv.tuning.cache import TuningCache
+cache = TuningCache(sys.argv[1])
+for i in range(40):
+    cache.store({f"{sys.argv[2]}-{i}": {"fingerprint": {}, "median_ms": i}})
+"""
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    path = tmp_path / "dev.json"
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), name]) for name in ("first", "second")]
+    assert [writer.wait(timeout=120) for writer in writers] == [0, 0]
+    entries = TuningCache(path).entries()
+    assert len(entries) == 80 and {key.split("-")[0] for key in entries} == {"first", "second"}

@@ -1,0 +1,56 @@
+"""What a tuned entry depends on: the device it ran on, and the code and space it was chosen from."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import inspect
+import re
+
+import torch
+import triton
+
+from .. import kernels
+from ..runtime import is_interpreted
+from .space import space_digest
+
+# The kernel modules each (pass, variant) runs; indexing.py's helpers are inlined into all of them.
+KERNEL_MODULES = {
+    ("fwd", "implicit_gemm"): ("implicit_gemm_fwd",),
+    ("fwd", "conv1x1"): ("conv1x1_fwd",),
+    ("fwd", "grouped_tile"): ("grouped_tile_fwd",),
+    ("fwd", "depthwise"): ("depthwise_fwd",),
+    ("dgrad", "implicit_gemm"): ("dgrad", "dgrad_phased"),
+    ("wgrad", "implicit_gemm"): ("wgrad",),
+}
+
+
+def device_slug(device: torch.device | None = None) -> str:
+    """'interpreter' when the kernels run in Triton's interpreter, else the GPU's name and compute
+    capability, e.g. 'nvidia-h100-80gb-hbm3-sm90': the cache file a device reads and writes."""
+    if is_interpreted(kernels._conv2d_fwd_implicit_gemm_kernel) or not torch.cuda.is_available():
+        return "interpreter"
+    name = torch.cuda.get_device_name(device)
+    major, minor = torch.cuda.get_device_capability(device)
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + f"-sm{major}{minor}"
+
+
+@functools.cache
+def kernel_digest(pass_name: str, variant: str) -> str:
+    """A short hash of the source of the kernels that serve (pass, variant)."""
+    digest = hashlib.sha256()
+    for module in (*KERNEL_MODULES[(pass_name, variant)], "indexing"):
+        digest.update(inspect.getsource(importlib.import_module(f"{kernels.__name__}.{module}")).encode())
+    return digest.hexdigest()[:12]
+
+
+def fingerprint(pass_name: str, variant: str) -> dict[str, str]:
+    from .. import __version__
+
+    return {
+        "triton": triton.__version__,
+        "tritonconv": __version__,
+        "kernel": kernel_digest(pass_name, variant),
+        "space": space_digest(pass_name, variant),
+    }
