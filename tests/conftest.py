@@ -1,10 +1,12 @@
-"""Test set-up: the Triton interpreter where there is no GPU, poisoned outputs everywhere.
+"""Test set-up: the Triton interpreter where there is no GPU, poisoned outputs everywhere, and an
+empty tuning cache of the session's own (a user's tuned configs must not change what tests run).
 
-Both environment variables must be set before `triton` or `tritonconv` is imported: Triton picks
+The environment variables must be set before `triton` or `tritonconv` is imported: Triton picks
 the interpreter when a kernel is decorated.
 """
 
 import os
+import tempfile
 
 import pytest
 import torch
@@ -14,6 +16,8 @@ HAS_CUDA = torch.cuda.is_available()
 if not HAS_CUDA:
     os.environ["TRITON_INTERPRET"] = "1"
 os.environ["TRITONCONV_POISON_OUTPUTS"] = "1"
+os.environ["TRITONCONV_CACHE_DIR"] = tempfile.mkdtemp(prefix="tritonconv-test-cache-")
+os.environ["TRITONCONV_AUTOTUNE"] = "cached"
 
 # CI replays the same examples run to run, so a red build is reproducible; locally they vary.
 settings.register_profile("ci", derandomize=True, print_blob=True)

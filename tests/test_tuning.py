@@ -1,6 +1,7 @@
 """The autotuner's parts on their own: config spaces and pruning, the noise-aware choice, the disk cache."""
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -147,3 +148,111 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert [writer.wait(timeout=120) for writer in writers] == [0, 0]
     entries = TuningCache(path).entries()
     assert len(entries) == 80 and {key.split("-")[0] for key in entries} == {"first", "second"}
+
+
+def run_cli(cache, *args, check=True):
+    env = {**os.environ, "TRITONCONV_CACHE_DIR": str(cache)}
+    result = subprocess.run(
+        [sys.executable, "-m", "tritonconv.cli", "tune", "--suite", "smoke", "--max-candidates", "1", *args],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if check:
+        assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def summary_line(result):
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_cli_tunes_then_serves_from_cache_and_survives_truncation(tmp_path):
+    first = run_cli(tmp_path)
+    assert summary_line(first) == "tuned: 7, from cache: 0, failed: 0"
+    assert "interpreter" in first.stderr, "a CPU run must say its timings mean nothing"
+    assert summary_line(run_cli(tmp_path)) == "tuned: 0, from cache: 7, failed: 0"
+    (cache_file,) = tmp_path.glob("*.json")
+    text = cache_file.read_text()
+    cache_file.write_text(text[: len(text) // 3])
+    survived = run_cli(tmp_path)
+    assert "unreadable" in survived.stderr
+    assert summary_line(survived) == "tuned: 7, from cache: 0, failed: 0"
+    assert summary_line(run_cli(tmp_path)) == "tuned: 0, from cache: 7, failed: 0"
+
+
+def test_two_tune_processes_at_once_keep_both(tmp_path):
+    env = {**os.environ, "TRITONCONV_CACHE_DIR": str(tmp_path)}
+    commands = [
+        [sys.executable, "-m", "tritonconv.cli", "tune", "--suite", "smoke", "--max-candidates", "1", "--pass", name]
+        for name in ("fwd", "wgrad")
+    ]
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for command in commands
+    ]
+    assert [process.wait(timeout=600) for process in processes] == [0, 0]
+    (cache_file,) = tmp_path.glob("*.json")
+    passes = sorted(key.split()[0] for key in TuningCache(cache_file).entries())
+    assert passes == ["fwd"] * 7 + ["wgrad"] * 7
+
+
+def test_explain_reports_the_config_source(tmp_path, monkeypatch):
+    from tritonconv import dispatch
+    from tritonconv.tuning.session import tune_problems
+
+    monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path))
+    dispatch.forget_plans()
+    x, weight = torch.randn(1, 8, 6, 6), torch.randn(16, 8, 3, 3)
+    assert tritonconv.explain(x, weight, padding=1)["config_source"] == "heuristic"
+    problem = tritonconv.problem_from_tensors(x, weight, padding=1)
+    summary = tune_problems([problem], ["fwd"], timer=lambda fn: [1.0], max_candidates=2)
+    assert (summary.tuned, summary.cached) == (1, 0)
+    explained = tritonconv.explain(x, weight, padding=1)
+    assert explained["config_source"] == "tuned cache"
+    entry = json.loads(next(tmp_path.glob("*.json")).read_text())["entries"]
+    (stored,) = entry.values()
+    assert explained["config"] == stored["config"] and explained["variant"] == stored["variant"]
+    monkeypatch.setenv("TRITONCONV_AUTOTUNE", "off")
+    assert tritonconv.explain(x, weight, padding=1)["config_source"] == "heuristic"
+    monkeypatch.setenv("TRITONCONV_AUTOTUNE", "sometimes")
+    with pytest.raises(ValueError, match="TRITONCONV_AUTOTUNE"):
+        tritonconv.explain(x, weight, padding=1)
+    dispatch.forget_plans()
+
+
+def test_mode_on_tunes_a_new_problem_on_first_use(tmp_path, monkeypatch):
+    from tritonconv import dispatch
+
+    monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("TRITONCONV_AUTOTUNE", "on")
+    monkeypatch.setattr("tritonconv.tuning.tuner.INTERPRETER_CANDIDATES", 1)
+    dispatch.forget_plans()
+    x, weight = torch.randn(1, 4, 5, 5), torch.randn(8, 4, 3, 3)
+    assert tritonconv.explain(x, weight)["config_source"] == "tuned now"
+    y = tritonconv.conv2d(x, weight)
+    torch.testing.assert_close(y, torch.nn.functional.conv2d(x, weight), rtol=1e-4, atol=1e-4)
+    dispatch.forget_plans()
+    assert tritonconv.explain(x, weight)["config_source"] == "tuned cache"
+    dispatch.forget_plans()
+
+
+def test_gate_records_wrong_and_failing_configs_and_never_picks_them(monkeypatch):
+    from tritonconv.tuning import tuner
+
+    problem = tritonconv.make_problem(n=1, c=8, h=6, w=6, k=16, r=3, s=3, padding=1)
+    configs = candidates(problem, "fwd", "implicit_gemm")[:3]
+    wrong, broken, good = configs
+    real = tuner.conv2d_fwd
+
+    def faulty(x, weight, bias, problem, plan):
+        if plan.config == broken:
+            raise RuntimeError("out of resources: shared memory")
+        y = real(x, weight, bias, problem, plan)
+        return y + 1 if plan.config == wrong else y
+
+    monkeypatch.setattr(tuner, "conv2d_fwd", faulty)
+    monkeypatch.setattr(tuner, "candidates", lambda *args: configs)
+    monkeypatch.setattr(tuner, "tuned_variants", lambda *args: ["implicit_gemm"])
+    timed = []  # the gate must keep the faulty configs from being timed at all
+    entry = tuner.tune_problem(problem, "fwd", timer=lambda fn: timed.append(fn) or [5.0], max_candidates=None)
+    reasons = sorted(failure["reason"].split(":")[0] for failure in entry["failed"])
+    assert reasons == ["RuntimeError", "wrong result"], entry["failed"]
+    assert entry["config"] == good.as_dict() and len(timed) == 1

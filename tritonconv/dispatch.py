@@ -12,6 +12,7 @@ The rule (first match wins):
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,14 +63,77 @@ def applicable_variants(problem: ConvProblem) -> tuple[str, ...]:
     return tuple(variants)
 
 
-@functools.lru_cache(maxsize=4096)
-def plan_forward(problem: ConvProblem) -> Plan:
-    """The plan the forward pass launches with (the autotuner will refine the config source).
+AUTOTUNE_ENV = "TRITONCONV_AUTOTUNE"
+AUTOTUNE_MODES = ("off", "cached", "on")
+_tuned_plans: dict[tuple[ConvProblem, str, bool], Plan] = {}
 
-    Memoised: a plan depends on the problem alone, and every call asks for one.
+
+def autotune_mode() -> str:
+    """TRITONCONV_AUTOTUNE: 'off' (heuristic only), 'cached' (the default: the tuning cache, else
+    the heuristic; never times anything in a call) or 'on' (tune a new problem on first use)."""
+    mode = os.environ.get(AUTOTUNE_ENV, "cached")
+    if mode not in AUTOTUNE_MODES:
+        raise ValueError(f"{AUTOTUNE_ENV} must be one of {', '.join(AUTOTUNE_MODES)}; got {mode!r}")
+    return mode
+
+
+def plan_forward(problem: ConvProblem) -> Plan:
+    """The plan the forward pass launches with, and where its config came from: `tuned cache` (this
+    device's tuning cache), `tuned now` (mode 'on', first use) or `heuristic`.
+
+    Memoised per process: a plan is asked for on every call. Tuning in this process forgets the
+    memo (`forget_plans`); another process's tuning is seen by the next process.
     """
+    mode = autotune_mode()
+    if mode == "off":
+        return heuristic_plan(problem)
+    from .tuning.tuner import tf32_key
+
+    memo_key = (problem, mode, tf32_key())
+    plan = _tuned_plans.get(memo_key)
+    if plan is None:
+        plan, final = _plan_from_tuning(problem, mode)
+        if final:
+            _tuned_plans[memo_key] = plan
+    return plan
+
+
+@functools.lru_cache(maxsize=4096)
+def heuristic_plan(problem: ConvProblem) -> Plan:
     variant = choose_variant(problem)
     return Plan(variant=variant, config=heuristic_config(problem, variant), config_source="heuristic")
+
+
+def forget_plans() -> None:
+    _tuned_plans.clear()
+
+
+def _plan_from_tuning(problem: ConvProblem, mode: str) -> tuple[Plan, bool]:
+    """(plan, whether it may be memoised): a heuristic plan served only because tuning was not
+    allowed right now (CUDA-graph capture, torch.compile tracing) is not remembered."""
+    from .tuning.session import cached_entry, device_cache, tune_problems
+
+    cache = device_cache()
+    entry = cached_entry(cache, problem, "fwd")
+    if entry is None and mode == "on":
+        if _tuning_forbidden_now():
+            return heuristic_plan(problem), False
+        tune_problems([problem], ["fwd"], cache=cache)
+        entry = cached_entry(cache, problem, "fwd")
+        source = "tuned now"
+    else:
+        source = "tuned cache"
+    if entry is None or entry["config"] is None:
+        return heuristic_plan(problem), True
+    return Plan(entry["variant"], KernelConfig(**entry["config"]), source), True
+
+
+def _tuning_forbidden_now() -> bool:
+    """Timing launches kernels and synchronises: never while a CUDA graph is being captured or
+    torch.compile is tracing."""
+    if torch.compiler.is_compiling():
+        return True
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def explain(

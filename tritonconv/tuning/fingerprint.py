@@ -54,3 +54,15 @@ def fingerprint(pass_name: str, variant: str) -> dict[str, str]:
         "kernel": kernel_digest(pass_name, variant),
         "space": space_digest(pass_name, variant),
     }
+
+
+def problem_fingerprint(pass_name: str, variants: list[str]) -> dict[str, str]:
+    """The fingerprint of a tuned problem: every variant that competed, since a change to any of them
+    can change the winner."""
+    parts = [fingerprint(pass_name, variant) for variant in sorted(variants)]
+    return {
+        "triton": triton.__version__,
+        "tritonconv": parts[0]["tritonconv"],
+        "kernel": "+".join(part["kernel"] for part in parts),
+        "space": "+".join(part["space"] for part in parts),
+    }

@@ -1,0 +1,88 @@
+"""Tune a list of problems against the cache: skip what is cached, time the rest, store as it goes."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..arithmetic import ConvProblem
+from .cache import TuningCache, cache_dir, problem_key
+from .fingerprint import device_slug, problem_fingerprint
+from .tuner import Timer, tf32_key, tune_problem, tuned_variants
+
+
+@dataclass
+class TuneSummary:
+    tuned: int = 0
+    cached: int = 0
+    failed: int = 0
+
+    def line(self) -> str:
+        return f"tuned: {self.tuned}, from cache: {self.cached}, failed: {self.failed}"
+
+
+def device_cache(directory: Path | None = None) -> TuningCache:
+    """This device's cache file under `directory` (default: `cache_dir()`), one object per file so
+    its parsed entries are shared."""
+    return _cache_for((directory or cache_dir()) / f"{device_slug()}.json")
+
+
+@functools.cache
+def _cache_for(path: Path) -> TuningCache:
+    return TuningCache(path)
+
+
+def cached_entry(cache: TuningCache, problem: ConvProblem, pass_name: str) -> dict | None:
+    """The cached entry for (problem, pass) if it was tuned under the current code and space."""
+    fingerprint = problem_fingerprint(pass_name, tuned_variants(problem, pass_name))
+    return cache.lookup(problem_key(problem, pass_name, tf32_key()), fingerprint)
+
+
+def tune_problems(
+    problems: Iterable[ConvProblem],
+    passes: Iterable[str],
+    *,
+    cache: TuningCache | None = None,
+    force: bool = False,
+    timer: Timer | None = None,
+    max_candidates: int | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> TuneSummary:
+    """Tune every (problem, pass) not already cached (all of them with `force`), writing each entry
+    as soon as it is tuned so an interrupted run keeps what it finished."""
+    cache = cache or device_cache()
+    work = [(problem, pass_name) for problem in dict.fromkeys(problems) for pass_name in passes]
+    summary = TuneSummary()
+    for done, (problem, pass_name) in enumerate(work):
+        key = problem_key(problem, pass_name, tf32_key())
+        if progress:
+            progress(done, len(work), key)
+        if not force and cached_entry(cache, problem, pass_name) is not None:
+            summary.cached += 1
+            continue
+        entry = tune_problem(problem, pass_name, timer=timer, max_candidates=max_candidates)
+        cache.store({key: entry})
+        if entry["config"] is None:
+            summary.failed += 1
+        else:
+            summary.tuned += 1
+    if progress:
+        progress(len(work), len(work), "done")
+    if summary.tuned or summary.failed:
+        from ..dispatch import forget_plans
+
+        forget_plans()
+    return summary
+
+
+def text_progress(done: int, total: int, label: str) -> None:
+    """A one-line progress bar on stderr."""
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label[:70]:<70}")
+    if done == total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()

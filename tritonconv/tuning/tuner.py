@@ -1,0 +1,201 @@
+"""Tune one problem: time every pruned candidate of its space once checked, keep the winner.
+
+Each candidate first runs on a NaN-poisoned output and is compared with torch's result on the same
+inputs; a config that fails to compile, runs out of resources or computes a wrong answer is recorded
+with its reason and never timed or chosen. The rest are timed (`triton.testing.do_bench` samples on
+a GPU, which clears L2 before each; any injected timer in tests) and `select.choose` picks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .. import kernels
+from ..arithmetic import CHANNELS_LAST, ConvProblem
+from ..config import KernelConfig
+from ..dispatch import Plan, choose_variant
+from ..ops.backward import conv2d_dgrad, conv2d_wgrad
+from ..ops.forward import conv2d_fwd
+from ..runtime import POISON_ENV, fp32_dot_precision, is_interpreted
+from .fingerprint import device_slug, problem_fingerprint
+from .select import choose
+from .space import candidates
+
+Timer = Callable[[Callable[[], object]], Sequence[float]]
+PASSES = ("fwd", "dgrad", "wgrad")
+# Largest relative error (max |got - ref| / max |ref|) a correct config shows, by operand precision.
+TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 4e-2, torch.float32: 1e-2, torch.float64: 1e-9}
+INTERPRETER_CANDIDATES = 3
+
+
+def interpreted() -> bool:
+    return is_interpreted(kernels._conv2d_fwd_implicit_gemm_kernel)
+
+
+def gpu_timer(fn: Callable[[], object]) -> Sequence[float]:
+    import triton.testing
+
+    return triton.testing.do_bench(fn, return_mode="all")
+
+
+def interpreter_timer(fn: Callable[[], object]) -> Sequence[float]:
+    """Wall time of one interpreted run: says nothing about kernels; only keeps the logic honest."""
+    start = time.perf_counter()
+    fn()
+    return [(time.perf_counter() - start) * 1e3]
+
+
+def tuned_variants(problem: ConvProblem, pass_name: str) -> list[str]:
+    """The forward tunes the variant the rule picks and, if different, the general kernel; the
+    backward passes tune the general kernels (their configs are what a backward launch takes)."""
+    if pass_name != "fwd":
+        return ["implicit_gemm"]
+    return list(dict.fromkeys([choose_variant(problem), "implicit_gemm"]))
+
+
+@contextlib.contextmanager
+def poisoned_outputs() -> Iterator[None]:
+    previous = os.environ.get(POISON_ENV)
+    os.environ[POISON_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[POISON_ENV]
+        else:
+            os.environ[POISON_ENV] = previous
+
+
+@dataclasses.dataclass
+class Workload:
+    """Random inputs for one problem, the pass's launcher and torch's answer to check it against."""
+
+    run: Callable[[str, KernelConfig], torch.Tensor]
+    expected: torch.Tensor
+
+
+def make_workload(problem: ConvProblem, pass_name: str, device: torch.device) -> Workload:
+    generator = torch.Generator().manual_seed(0)
+    channels_last = problem.layout == CHANNELS_LAST
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def tensor(shape):
+        return torch.randn(shape, generator=generator).to(device, problem.dtype).to(memory_format=memory_format)
+
+    x, weight, grad_output = tensor(problem.input_shape), tensor(problem.weight_shape), tensor(problem.output_shape)
+    geometry = dict(stride=problem.stride, dilation=problem.dilation, groups=problem.groups)
+    padded = x
+    if problem.padding != problem.padding_end:  # 'same' with an even kernel: torch pads the extra element itself
+        extra = (0, problem.padding_end[1] - problem.padding[1], 0, problem.padding_end[0] - problem.padding[0])
+        padded = F.pad(x, extra)
+    reference_dtype = torch.float64 if problem.dtype == torch.float64 else torch.float32
+    wide = [t.to(reference_dtype) for t in (padded, weight, grad_output)]
+    if pass_name == "fwd":
+        expected = F.conv2d(wide[0], wide[1], padding=problem.padding, **geometry)
+        return Workload(
+            lambda variant, config: conv2d_fwd(x, weight, None, problem, Plan(variant, config, "tuning")), expected
+        )
+    if pass_name == "dgrad":
+        expected = torch.nn.grad.conv2d_input(padded.shape, wide[1], wide[2], padding=problem.padding, **geometry)
+        expected = expected[:, :, : problem.h, : problem.w]
+        return Workload(lambda _, config: conv2d_dgrad(grad_output, weight, problem, channels_last, config), expected)
+    expected = torch.nn.grad.conv2d_weight(wide[0], weight.shape, wide[2], padding=problem.padding, **geometry)
+    return Workload(lambda _, config: conv2d_wgrad(x, grad_output, problem, channels_last, config), expected)
+
+
+def check(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> str | None:
+    """None when `got` is right, else why not."""
+    got = got.to(expected.dtype)
+    if torch.isnan(got).any():
+        return "wrong result: elements left unwritten (NaN)"
+    scale = expected.abs().max().clamp_min(1e-30)
+    error = ((got - expected).abs().max() / scale).item()
+    return None if error <= TOLERANCE[dtype] else f"wrong result: relative error {error:.3g}"
+
+
+def tune_problem(
+    problem: ConvProblem,
+    pass_name: str,
+    *,
+    timer: Timer | None = None,
+    device: torch.device | None = None,
+    max_candidates: int | None = None,
+) -> dict:
+    """Time and check every candidate of every tuned variant; return the cache entry (its "config"
+    is None when every candidate failed)."""
+    on_gpu = not interpreted() and torch.cuda.is_available()
+    device = device or torch.device("cuda" if on_gpu else "cpu")
+    timer = timer or (gpu_timer if on_gpu else interpreter_timer)
+    if max_candidates is None and not on_gpu:
+        max_candidates = INTERPRETER_CANDIDATES
+    workload = make_workload(problem, pass_name, device)
+    shared_memory = _shared_memory(device)
+    tried, timings, failed = [], {}, []
+    for variant in tuned_variants(problem, pass_name):
+        for config in _sample(candidates(problem, pass_name, variant, shared_memory), max_candidates):
+            index = len(tried)
+            tried.append((variant, config))
+            reason = _gate(workload, variant, config, problem.dtype)
+            if reason is not None:
+                failed.append({"variant": variant, "config": config.as_dict(), "reason": reason})
+                continue
+            timings[index] = list(timer(lambda variant=variant, config=config: workload.run(variant, config)))
+    entry = {
+        "pass": pass_name,
+        "candidates": len(tried),
+        "failed": failed,
+        "device": device_slug(device if device.type == "cuda" else None),
+        "timed_on": "gpu" if on_gpu else "interpreter (times mean nothing)",
+        "tuned_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    entry["fingerprint"] = problem_fingerprint(pass_name, tuned_variants(problem, pass_name))
+    if not timings:
+        return {**entry, "variant": None, "config": None}
+    choice = choose(timings)
+    variant, config = tried[choice.index]
+    return {
+        **entry,
+        "variant": variant,
+        "config": config.as_dict(),
+        "median_ms": choice.median_ms,
+        "spread_ms": choice.spread_ms,
+        "tied": len(choice.tied),
+    }
+
+
+def _gate(workload: Workload, variant: str, config: KernelConfig, dtype: torch.dtype) -> str | None:
+    try:
+        with poisoned_outputs():
+            got = workload.run(variant, config)
+        return check(got, workload.expected, dtype)
+    except Exception as error:  # compile errors, out of resources: recorded, never fatal
+        return f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
+
+
+def _sample(configs: list[KernelConfig], limit: int | None) -> list[KernelConfig]:
+    """`limit` configs spread evenly over the space's order (all when no limit)."""
+    if limit is None or len(configs) <= limit:
+        return configs
+    step = len(configs) / limit
+    return [configs[int(i * step)] for i in range(limit)]
+
+
+def _shared_memory(device: torch.device) -> int:
+    from .space import DEFAULT_SHARED_MEMORY
+
+    if device.type != "cuda":
+        return DEFAULT_SHARED_MEMORY
+    properties = torch.cuda.get_device_properties(device)
+    return getattr(properties, "shared_memory_per_block_optin", DEFAULT_SHARED_MEMORY)
+
+
+def tf32_key() -> bool:
+    return fp32_dot_precision() == "tf32"
