@@ -34,6 +34,7 @@ format: setup
 	$(PY) -m ruff format .
 
 demo: setup
+	$(PY) -m tritonconv.cli tune --suite smoke
 	$(PY) -m tritonconv.demo
 
 bench: setup

@@ -1,0 +1,36 @@
+"""What a wheel installs: every subpackage, and the autotune/ data as tritonconv.autotune."""
+
+import tomllib
+from pathlib import Path
+
+from tritonconv.suites import available_suites, load_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_subpackage_is_listed_for_installation():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(path.parent.relative_to(ROOT).parts) for path in (ROOT / "tritonconv").rglob("__init__.py")} | {
+        "tritonconv.autotune"
+    }
+    assert listed == on_disk
+
+
+def test_smoke_suite_covers_every_variant():
+    from tritonconv.dispatch import choose_variant
+
+    assert "smoke" in available_suites()
+    variants = {choose_variant(layer.problem) for layer in load_suite("smoke")}
+    assert variants == {"implicit_gemm", "conv1x1", "grouped_tile", "depthwise"}
+    assert {layer.problem.n for layer in load_suite("smoke", batch=3)} == {3}
+
+
+def test_suite_errors_name_the_fix(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown suite 'nope'; known: smoke"):
+        load_suite("nope")
+    bad = tmp_path / "mine.csv"
+    bad.write_text("layer,n,c\nx,1,2\n")
+    with pytest.raises(ValueError, match="missing columns"):
+        load_suite(str(bad))
