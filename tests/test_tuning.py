@@ -256,3 +256,56 @@ def test_gate_records_wrong_and_failing_configs_and_never_picks_them(monkeypatch
     reasons = sorted(failure["reason"].split(":")[0] for failure in entry["failed"])
     assert reasons == ["RuntimeError", "wrong result"], entry["failed"]
     assert entry["config"] == good.as_dict() and len(timed) == 1
+
+
+def tune_into(directory, *problems):
+    from tritonconv.tuning.session import device_cache, tune_problems
+
+    return tune_problems(problems, ["fwd"], cache=device_cache(directory), timer=lambda fn: [1.0], max_candidates=1)
+
+
+def source_of(x, weight, **kwargs):
+    from tritonconv import dispatch
+
+    dispatch.forget_plans()
+    explained = tritonconv.explain(x, weight, **kwargs)
+    dispatch.forget_plans()
+    return explained["config_source"], explained["config"]
+
+
+def test_shipped_table_serves_after_the_users_cache(tmp_path, monkeypatch):
+    import shutil
+
+    x, weight = torch.randn(1, 8, 6, 6), torch.randn(16, 8, 3, 3)
+    problem = tritonconv.problem_from_tensors(x, weight, padding=1)
+    tune_into(tmp_path / "build", problem)
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (built,) = (tmp_path / "build").glob("*.json")
+    shutil.copy(built, shipped / built.name)
+    monkeypatch.setattr("tritonconv.suites.suites_folder", lambda: shipped)
+    monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path / "user"))
+    assert source_of(x, weight, padding=1)[0] == "shipped table"
+    tune_into(tmp_path / "user", problem)
+    assert source_of(x, weight, padding=1)[0] == "tuned cache"
+
+
+def test_untuned_shape_borrows_from_the_nearest_of_its_class(tmp_path, monkeypatch):
+    from tritonconv.tuning.cache import problem_key
+    from tritonconv.tuning.tuner import tf32_key
+
+    monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path))
+    near = tritonconv.make_problem(n=1, c=8, h=6, w=6, k=16, r=3, s=3, padding=1)
+    far = tritonconv.make_problem(n=1, c=64, h=6, w=6, k=16, r=3, s=3, padding=1)
+    other_class = tritonconv.make_problem(n=1, c=16, h=6, w=6, k=16, r=5, s=5, padding=2)
+    tune_into(tmp_path, near, far, other_class)
+    x, weight = torch.randn(2, 16, 6, 6), torch.randn(16, 16, 3, 3)
+    source, config = source_of(x, weight, padding=1)
+    near_key = problem_key(near, "fwd", tf32_key())
+    assert source == f"nearest tuned shape: {near_key}"
+    entries = json.loads(next(tmp_path.glob("*.json")).read_text())["entries"]
+    assert config == entries[near_key]["config"]
+    x7, weight7 = torch.randn(1, 16, 9, 9), torch.randn(16, 16, 7, 7)
+    assert source_of(x7, weight7, padding=3)[0] == "heuristic", "a 7x7 borrowed from a 3x3 or a 5x5"
+    monkeypatch.setenv("TRITONCONV_AUTOTUNE", "off")
+    assert source_of(x, weight, padding=1)[0] == "heuristic"

@@ -79,7 +79,8 @@ def autotune_mode() -> str:
 
 def plan_forward(problem: ConvProblem) -> Plan:
     """The plan the forward pass launches with, and where its config came from: `tuned cache` (this
-    device's tuning cache), `tuned now` (mode 'on', first use) or `heuristic`.
+    device's tuning cache), `shipped table` (autotune/<device>.json), `tuned now` (mode 'on', first
+    use), `nearest tuned shape: <key>` (borrowed from a similar tuned shape) or `heuristic`.
 
     Memoised per process: a plan is asked for on every call. Tuning in this process forgets the
     memo (`forget_plans`); another process's tuning is seen by the next process.
@@ -111,21 +112,24 @@ def forget_plans() -> None:
 def _plan_from_tuning(problem: ConvProblem, mode: str) -> tuple[Plan, bool]:
     """(plan, whether it may be memoised): a heuristic plan served only because tuning was not
     allowed right now (CUDA-graph capture, torch.compile tracing) is not remembered."""
-    from .tuning.session import cached_entry, device_cache, tune_problems
+    from .tuning.session import device_cache, find_entry, tune_problems
 
-    cache = device_cache()
-    entry = cached_entry(cache, problem, "fwd")
-    if entry is None and mode == "on":
+    found = find_entry(problem, "fwd", borrow=False)
+    final = True
+    if found is None and mode == "on":
         if _tuning_forbidden_now():
-            return heuristic_plan(problem), False
-        tune_problems([problem], ["fwd"], cache=cache)
-        entry = cached_entry(cache, problem, "fwd")
-        source = "tuned now"
-    else:
-        source = "tuned cache"
-    if entry is None or entry["config"] is None:
-        return heuristic_plan(problem), True
-    return Plan(entry["variant"], KernelConfig(**entry["config"]), source), True
+            final = False
+        else:
+            tune_problems([problem], ["fwd"], cache=device_cache())
+            found = find_entry(problem, "fwd", borrow=False)
+            if found is not None:
+                found = (found[0], "tuned now")
+    if found is None:
+        found = find_entry(problem, "fwd")
+    if found is None:
+        return heuristic_plan(problem), final
+    entry, source = found
+    return Plan(entry["variant"], KernelConfig(**entry["config"]), source), final
 
 
 def _tuning_forbidden_now() -> bool:

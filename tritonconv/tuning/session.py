@@ -11,6 +11,7 @@ from pathlib import Path
 from ..arithmetic import ConvProblem
 from .cache import TuningCache, cache_dir, problem_key
 from .fingerprint import device_slug, problem_fingerprint
+from .nearest import nearest_entry
 from .tuner import Timer, tf32_key, tune_problem, tuned_variants
 
 
@@ -39,6 +40,41 @@ def cached_entry(cache: TuningCache, problem: ConvProblem, pass_name: str) -> di
     """The cached entry for (problem, pass) if it was tuned under the current code and space."""
     fingerprint = problem_fingerprint(pass_name, tuned_variants(problem, pass_name))
     return cache.lookup(problem_key(problem, pass_name, tf32_key()), fingerprint)
+
+
+def shipped_table() -> TuningCache | None:
+    """The table shipped for this device in `autotune/` (installed as `tritonconv.autotune`), if any."""
+    from ..suites import suites_folder
+
+    path = suites_folder() / f"{device_slug()}.json"
+    return _cache_for(path) if path.exists() else None
+
+
+def find_entry(problem: ConvProblem, pass_name: str, *, borrow: bool = True) -> tuple[dict, str] | None:
+    """(entry, where it came from) for a problem: this device's cache, then the shipped table, then
+    (with `borrow`) the nearest tuned shape of the same class in either. Only entries tuned under
+    the current code and space count, and only ones with a working config."""
+    sources = [(device_cache(), "tuned cache"), (shipped_table(), "shipped table")]
+    sources = [(cache, name) for cache, name in sources if cache is not None]
+    for cache, name in sources:
+        entry = cached_entry(cache, problem, pass_name)
+        if entry is not None and entry["config"] is not None:
+            return entry, name
+    if not borrow:
+        return None
+    fingerprint = problem_fingerprint(pass_name, tuned_variants(problem, pass_name))
+    current = [
+        (key, entry)
+        for cache, _ in sources
+        for key, entry in cache.entries().items()
+        if entry.get("fingerprint") == fingerprint
+    ]
+    suffix = problem_key(problem, pass_name, tf32_key()).rsplit(" ", 1)[1]
+    found = nearest_entry(problem, pass_name, suffix, current)
+    if found is None:
+        return None
+    key, entry = found
+    return dict(entry), f"nearest tuned shape: {key}"
 
 
 def tune_problems(

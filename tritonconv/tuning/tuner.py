@@ -150,6 +150,7 @@ def tune_problem(
             timings[index] = list(timer(lambda variant=variant, config=config: workload.run(variant, config)))
     entry = {
         "pass": pass_name,
+        "problem": problem_fields(problem),
         "candidates": len(tried),
         "failed": failed,
         "device": device_slug(device if device.type == "cuda" else None),
@@ -169,6 +170,16 @@ def tune_problem(
         "spread_ms": choice.spread_ms,
         "tied": len(choice.tied),
     }
+
+
+def problem_fields(problem: ConvProblem) -> dict:
+    """The problem as plain JSON fields, so a cache entry can lend its config to a similar shape."""
+    return {
+        "n": problem.n, "c": problem.c, "h": problem.h, "w": problem.w, "k": problem.k, "r": problem.r,
+        "s": problem.s, "stride": list(problem.stride), "padding": list(problem.padding),
+        "padding_end": list(problem.padding_end), "dilation": list(problem.dilation), "groups": problem.groups,
+        "dtype": str(problem.dtype).removeprefix("torch."), "layout": problem.layout,
+    }  # fmt: skip
 
 
 def _gate(workload: Workload, variant: str, config: KernelConfig, dtype: torch.dtype) -> str | None:

@@ -1,0 +1,77 @@
+"""Borrowing a tuned config for a shape nobody tuned: the nearest tuned shape of the same class.
+
+Same class means the same pass, dtype, layout, TF32 setting, variant rule, kernel size, stride,
+dilation and grouping (depthwise, grouped or dense): what decides which kernel runs and how its
+inner loop looks. Among those, the nearest is the one closest in log scale over the GEMM's three
+sides (pixels, output and input channels per group), so a batch of 16 borrows from a batch of 32
+before a layer with twice the channels does. Ties go to the smaller key, so the choice is stable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+from ..arithmetic import ConvProblem
+from ..dispatch import choose_variant
+
+
+def problem_class(problem: ConvProblem) -> tuple:
+    grouping = "depthwise" if problem.c_per_group == 1 and problem.groups > 1 else problem.groups > 1
+    return (
+        str(problem.dtype).removeprefix("torch."),
+        problem.layout,
+        choose_variant(problem),
+        problem.r,
+        problem.s,
+        tuple(problem.stride),
+        tuple(problem.dilation),
+        grouping,
+    )
+
+
+def _entry_problem(entry: Mapping) -> ConvProblem | None:
+    import torch
+
+    from ..arithmetic import make_problem
+
+    fields = entry.get("problem")
+    if not fields:
+        return None
+    try:
+        problem = make_problem(
+            n=fields["n"], c=fields["c"], h=fields["h"], w=fields["w"], k=fields["k"], r=fields["r"],
+            s=fields["s"], stride=tuple(fields["stride"]), padding=tuple(fields["padding"]),
+            dilation=tuple(fields["dilation"]), groups=fields["groups"], dtype=getattr(torch, fields["dtype"]),
+            layout=fields["layout"],
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError):
+        return None
+    return problem
+
+
+def _sides(problem: ConvProblem) -> tuple[float, float, float]:
+    return (math.log2(problem.gemm_m), math.log2(problem.k_per_group), math.log2(problem.c_per_group))
+
+
+def nearest_entry(
+    problem: ConvProblem, pass_name: str, tf32_suffix: str, entries: Iterable[tuple[str, Mapping]]
+) -> tuple[str, Mapping] | None:
+    """(key, entry) of the nearest same-class tuned shape with a working config, or None.
+
+    `entries` must already be filtered to those whose fingerprint is current; `tf32_suffix` is the
+    `tf32=...` ending of this call's keys.
+    """
+    wanted = problem_class(problem)
+    here = _sides(problem)
+    best = None
+    for key, entry in entries:
+        if entry.get("pass") != pass_name or entry.get("config") is None or not key.endswith(tf32_suffix):
+            continue
+        other = _entry_problem(entry)
+        if other is None or problem_class(other) != wanted:
+            continue
+        distance = math.dist(here, _sides(other))
+        if best is None or (distance, key) < best[0]:
+            best = ((distance, key), (key, entry))
+    return None if best is None else best[1]
