@@ -309,3 +309,16 @@ def test_untuned_shape_borrows_from_the_nearest_of_its_class(tmp_path, monkeypat
     assert source_of(x7, weight7, padding=3)[0] == "heuristic", "a 7x7 borrowed from a 3x3 or a 5x5"
     monkeypatch.setenv("TRITONCONV_AUTOTUNE", "off")
     assert source_of(x, weight, padding=1)[0] == "heuristic"
+
+
+def test_an_entry_with_an_unknown_config_field_falls_back_to_the_heuristic(tmp_path, monkeypatch):
+    from tritonconv.tuning.session import device_cache
+
+    monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path))
+    x, weight = torch.randn(1, 8, 6, 6), torch.randn(16, 8, 3, 3)
+    problem = tritonconv.problem_from_tensors(x, weight, padding=1)
+    tune_into(tmp_path, problem)
+    cache = device_cache(tmp_path)
+    ((key, entry),) = cache.entries().items()
+    cache.store({key: {**entry, "config": {**entry["config"], "block_q": 32}}})
+    assert source_of(x, weight, padding=1)[0] == "heuristic"

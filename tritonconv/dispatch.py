@@ -129,7 +129,11 @@ def _plan_from_tuning(problem: ConvProblem, mode: str) -> tuple[Plan, bool]:
     if found is None:
         return heuristic_plan(problem), final
     entry, source = found
-    return Plan(entry["variant"], KernelConfig(**entry["config"]), source), final
+    try:
+        config = KernelConfig(**entry["config"])
+    except TypeError:  # an entry edited by hand or written by another layout of KernelConfig
+        return heuristic_plan(problem), final
+    return Plan(entry["variant"], config, source), final
 
 
 def _tuning_forbidden_now() -> bool:
