@@ -8,7 +8,7 @@ import pytest
 import torch
 from conv_reference import loops_to_runtime_bounds
 
-from tritonconv.bench import backward, forward, variants
+from tritonconv.bench import backward, forward, timing, variants
 from tritonconv.ops import depthwise
 
 
@@ -23,8 +23,9 @@ def cpu_timing(monkeypatch, device):
         fn()
         return 1.0
 
-    for module in (forward, variants, backward):
+    for module in (forward, variants, timing):  # timing builds backward's layer tensors
         monkeypatch.setattr(module, "channels_last_inputs", cpu_inputs)
+    for module in (forward, variants, backward):
         monkeypatch.setattr(module, "median_ms", run_once)
         if hasattr(module, "graph_ms"):
             monkeypatch.setattr(module, "graph_ms", run_once)

@@ -18,29 +18,18 @@ import argparse
 import pandas as pd
 import torch
 
-from tritonconv.arithmetic import make_problem
 from tritonconv.ops.backward import conv2d_dgrad, conv2d_wgrad
 
 from .forward import RESNET50_LAYERS
-from .timing import channels_last_inputs, graph_ms, median_ms, relative_error, require_gpu, stamp
+from .timing import graph_ms, layer_tensors, median_ms, relative_error, require_gpu, stamp
 
 
 def bench_layer(layer: tuple, batch: int, dtype: torch.dtype) -> list[dict]:
-    name, c, h, k, r, stride, padding = layer
-    problem = make_problem(
-        n=batch, c=c, h=h, w=h, k=k, r=r, s=r, stride=stride, padding=padding, dtype=dtype, layout="channels_last"
-    )
-    x, weight = channels_last_inputs(problem)
-    grad_output = torch.randn(problem.output_shape, device=x.device, dtype=dtype).to(memory_format=torch.channels_last)
-    geometry = ([stride, stride], [padding, padding], [1, 1], False, [0, 0], 1)
-
-    def cudnn(pass_index: int):
-        mask = [index == pass_index for index in range(3)]
-        return lambda: torch.ops.aten.convolution_backward(grad_output, x, weight, None, *geometry, mask)[pass_index]
-
+    tensors = layer_tensors(layer, batch, dtype)
+    problem, x, weight, grad_output = tensors.problem, tensors.x, tensors.weight, tensors.grad_output
     passes = {
-        "dgrad": (lambda: conv2d_dgrad(grad_output, weight, problem, channels_last=True), cudnn(0)),
-        "wgrad": (lambda: conv2d_wgrad(x, grad_output, problem, channels_last=True), cudnn(1)),
+        "dgrad": (lambda: conv2d_dgrad(grad_output, weight, problem, channels_last=True), tensors.cudnn_backward(0)),
+        "wgrad": (lambda: conv2d_wgrad(x, grad_output, problem, channels_last=True), tensors.cudnn_backward(1)),
     }
     rows = []
     for pass_name, (ours, cudnn) in passes.items():
@@ -50,7 +39,7 @@ def bench_layer(layer: tuple, batch: int, dtype: torch.dtype) -> list[dict]:
         triton_graph_ms, cudnn_graph_ms = graph_ms(ours), graph_ms(cudnn)
         rows.append(
             {
-                "layer": name,
+                "layer": layer[0],
                 "pass": pass_name,
                 "triton_ms": triton_ms,
                 "cudnn_ms": cudnn_ms,

@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 
 import tritonconv
-from tritonconv.arithmetic import make_problem
 
-from .timing import channels_last_inputs, graph_ms, median_ms, relative_error, require_gpu, stamp
+from .timing import channels_last_inputs, graph_ms, layer_problem, median_ms, relative_error, require_gpu, stamp
 
 # (layer, c, h, k, r, stride, padding): every unique ResNet-50 v1.5 layer, from shared/reference/shape_suites.md.
 RESNET50_LAYERS = [
@@ -49,9 +48,7 @@ RESNET50_LAYERS = [
 
 def bench_layer(layer: tuple, batch: int, dtype: torch.dtype) -> dict:
     name, c, h, k, r, stride, padding = layer
-    problem = make_problem(
-        n=batch, c=c, h=h, w=h, k=k, r=r, s=r, stride=stride, padding=padding, dtype=dtype, layout="channels_last"
-    )
+    problem = layer_problem(layer, batch, dtype)
     x, weight = channels_last_inputs(problem)
     kwargs = dict(stride=stride, padding=padding)
     rel_err = relative_error(tritonconv.conv2d(x, weight, **kwargs), F.conv2d(x, weight, **kwargs))

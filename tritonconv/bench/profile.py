@@ -27,17 +27,16 @@ from collections.abc import Callable
 
 import pandas as pd
 import torch
-import triton.testing
 
 import tritonconv
 from tritonconv import kernels
-from tritonconv.arithmetic import make_problem
 from tritonconv.config import wgrad_config
 from tritonconv.ops.backward import conv2d_dgrad, conv2d_wgrad
 from tritonconv.ops.forward import conv2d_fwd
 
+from . import timing
 from .forward import RESNET50_LAYERS
-from .timing import channels_last_inputs, median_ms, require_gpu, stamp
+from .timing import layer_tensors, median_ms, require_gpu, stamp
 
 DEFAULT_LAYERS = ("conv1 7x7 s2", "l1.b1.c1 1x1", "l1.c2 3x3", "l2.c3 1x1", "l3.b2-6.c2 3x3", "l4.b1.ds 1x1 s2")
 
@@ -69,33 +68,26 @@ def kernel_us(fn: Callable[[], object], calls: int = 20) -> dict[str, float]:
 
 
 def graph_ms(fn: Callable[[], object]) -> float:
+    """`timing.graph_ms`, or NaN with the reason printed when the call cannot be captured."""
     try:
-        return triton.testing.do_bench_cudagraph(fn, return_mode="median")
+        return timing.graph_ms(fn)
     except Exception as error:  # a call that cannot be captured says so in the table
         print(f"  (graph capture failed: {type(error).__name__}: {error})")
         return float("nan")
 
 
 def providers(layer: tuple, batch: int, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
-    _, c, h, k, r, stride, padding = layer
-    problem = make_problem(
-        n=batch, c=c, h=h, w=h, k=k, r=r, s=r, stride=stride, padding=padding, dtype=dtype, layout="channels_last"
-    )
-    x, weight = channels_last_inputs(problem)
-    grad_output = torch.randn(problem.output_shape, device=x.device, dtype=dtype).to(memory_format=torch.channels_last)
-    geometry = ([stride, stride], [padding, padding], [1, 1], False, [0, 0], 1)
-
-    def cudnn_backward(mask):
-        return lambda: torch.ops.aten.convolution_backward(grad_output, x, weight, None, *geometry, mask)
-
+    tensors = layer_tensors(layer, batch, dtype)
+    problem, x, weight, grad_output = tensors.problem, tensors.x, tensors.weight, tensors.grad_output
+    stride, padding, k, r = tensors.stride, tensors.padding, problem.k, problem.r
     calls = {
         "fwd api": lambda: tritonconv.conv2d(x, weight, stride=stride, padding=padding),
         "fwd op": lambda: conv2d_fwd(x, weight, None, problem),
         "fwd cudnn": lambda: torch.nn.functional.conv2d(x, weight, stride=stride, padding=padding),
         "dgrad op": lambda: conv2d_dgrad(grad_output, weight, problem, channels_last=True),
-        "dgrad cudnn": cudnn_backward([True, False, False]),
+        "dgrad cudnn": tensors.cudnn_backward(0),
         "wgrad op": lambda: conv2d_wgrad(x, grad_output, problem, channels_last=True),
-        "wgrad cudnn": cudnn_backward([False, True, False]),
+        "wgrad cudnn": tensors.cudnn_backward(1),
     }
     if r == 1:
         strided_weight = torch.empty_strided(weight.shape, (1, k, k, k), device=x.device, dtype=dtype)
@@ -143,16 +135,9 @@ def host_profile(calls: dict[str, Callable[[], object]], names: tuple[str, ...] 
 
 def wgrad_sweep(layer: tuple, batch: int) -> pd.DataFrame:
     """Kernel time (CUDA graph replay) of a grid of wgrad configs on one layer, each checked first."""
-    _, c, h, k, r, stride, padding = layer
-    problem = make_problem(
-        n=batch, c=c, h=h, w=h, k=k, r=r, s=r, stride=stride, padding=padding, dtype=torch.bfloat16,
-        layout="channels_last",
-    )  # fmt: skip
-    x, weight = channels_last_inputs(problem)
-    grad_output = torch.randn(problem.output_shape, device=x.device, dtype=x.dtype)
-    grad_output = grad_output.to(memory_format=torch.channels_last)
-    geometry = ([stride, stride], [padding, padding], [1, 1], False, [0, 0], 1)
-    expected = torch.ops.aten.convolution_backward(grad_output, x, weight, None, *geometry, [False, True, False])[1]
+    tensors = layer_tensors(layer, batch, torch.bfloat16)
+    problem, x, grad_output = tensors.problem, tensors.x, tensors.grad_output
+    expected = tensors.cudnn_backward(1)()
     base = wgrad_config(problem)
     rows = []
     grid = itertools.product([(128, 128), (64, 128), (128, 64)], [4, 8], [2, 4, 8, 16], [3, 4])
