@@ -124,6 +124,9 @@ def dgrad_config(problem: ConvProblem) -> KernelConfig:
     return _gemm_config(problem.element_size, m, problem.c_per_group, problem.k_per_group * problem.r * problem.s)
 
 
+WGRAD_WORKSPACE_BYTES = 32 * 2**20
+
+
 @functools.lru_cache(maxsize=4096)
 def wgrad_config(problem: ConvProblem, target_programs: int = 264) -> KernelConfig:
     """Weight gradient: M = K/g, N = (C/g)*R*S, reduction over N*P*Q split into `split_k` chunks so
@@ -140,26 +143,29 @@ def wgrad_config(problem: ConvProblem, target_programs: int = 264) -> KernelConf
     if channel_block:
         block_n = channel_block
     tiles = problem.groups * triton.cdiv(problem.k_per_group, block_m) * triton.cdiv(problem.gemm_k, block_n)
-    workspace_splits = max(1, WGRAD_WORKSPACE_BYTES // (4 * problem.k * problem.gemm_k))
-    split_k = min(triton.cdiv(target_programs, tiles), triton.cdiv(reduction, 4 * block_k), workspace_splits, 64)
+    split_k = _wgrad_splits(problem, tiles, block_k, target_programs)
     num_warps = 8 if block_m * block_n >= 128 * 128 else 4
-    return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, split_k=max(1, split_k), num_warps=num_warps)
+    return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k, num_warps=num_warps)
 
 
-WGRAD_WORKSPACE_BYTES = 32 * 2**20
+def _wgrad_splits(problem: ConvProblem, tiles: int, block: int, target_programs: int) -> int:
+    """Chunks of the N*P*Q reduction: enough for `tiles` output tiles to make about `target_programs`
+    programs, at least 4 blocks of pixels per chunk, an fp32 workspace within WGRAD_WORKSPACE_BYTES,
+    and at most 64."""
+    reduction = problem.n * problem.p * problem.q
+    workspace_splits = max(1, WGRAD_WORKSPACE_BYTES // (4 * problem.k * problem.gemm_k))  # k * gemm_k = dW's size
+    return max(1, min(triton.cdiv(target_programs, tiles), triton.cdiv(reduction, 4 * block), workspace_splits, 64))
 
 
 @functools.lru_cache(maxsize=4096)
 def depthwise_wgrad_config(problem: ConvProblem, target_programs: int = 264) -> KernelConfig:
     """Depthwise weight gradient: block_m pixels by block_n channels of one tap per program, the
     pixels split so that about `target_programs` programs run (see `wgrad_config`)."""
-    reduction = problem.n * problem.p * problem.q
-    block_m = _clamp_pow2(reduction, 16, 64)
+    block_m = _clamp_pow2(problem.n * problem.p * problem.q, 16, 64)
     block_n = _clamp_pow2(problem.k, 16, 64)
     tiles = triton.cdiv(problem.k, block_n) * problem.r * problem.s
-    workspace_splits = max(1, WGRAD_WORKSPACE_BYTES // (4 * problem.k * problem.r * problem.s))
-    split_k = min(triton.cdiv(target_programs, tiles), triton.cdiv(reduction, 4 * block_m), workspace_splits, 64)
-    return KernelConfig(block_m=block_m, block_n=block_n, split_k=max(1, split_k), num_warps=4, num_stages=1)
+    split_k = _wgrad_splits(problem, tiles, block_m, target_programs)
+    return KernelConfig(block_m=block_m, block_n=block_n, split_k=split_k, num_warps=4, num_stages=1)
 
 
 def tap_major_block(channels: int, largest: int) -> int:
