@@ -20,6 +20,7 @@ import torch
 
 from .arithmetic import ConvProblem, problem_from_tensors
 from .config import KernelConfig, heuristic_config
+from .runtime import fp32_dot_precision
 
 VARIANTS = ("implicit_gemm", "conv1x1", "grouped_tile", "depthwise")
 GROUPED_TILE_MAX_CHANNELS = 32
@@ -88,9 +89,7 @@ def plan_forward(problem: ConvProblem) -> Plan:
     mode = autotune_mode()
     if mode == "off":
         return heuristic_plan(problem)
-    from .tuning.tuner import tf32_key
-
-    memo_key = (problem, mode, tf32_key())
+    memo_key = (problem, mode, fp32_dot_precision())
     plan = _tuned_plans.get(memo_key)
     if plan is None:
         plan, final = _plan_from_tuning(problem, mode)

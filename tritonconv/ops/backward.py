@@ -26,12 +26,11 @@ def _gradient_buffer(shape: tuple[int, ...], like: torch.Tensor, channels_last: 
     return new_output(shape, like, torch.channels_last if channels_last else torch.contiguous_format)
 
 
-def _flags(layout_source: torch.Tensor, index_64: bool) -> dict[str, bool | str]:
-    """CHANNELS_INNER (from the tensor the reduction walks), INDEX_64 and the numeric constexprs."""
-    flags = LaunchFlags.for_call(
+def _flags(layout_source: torch.Tensor, index_64: bool) -> LaunchFlags:
+    """Flags for a backward launch; channels_inner comes from the tensor the reduction walks."""
+    return LaunchFlags.for_call(
         layout_source.dtype, _conv2d_dgrad_kernel, index_64, is_channels_last_like(layout_source)
     )
-    return {"CHANNELS_INNER": flags.channels_inner, "INDEX_64": flags.index_64, **flags.numeric_kwargs()}
 
 
 def conv2d_dgrad(
@@ -58,6 +57,7 @@ def conv2d_dgrad(
         _launch_phased_dgrad(grad_output, weight, grad_input, problem, config)
         return grad_input
     m = problem.n * problem.h * problem.w
+    flags = _flags(grad_output, needs_int64(grad_output, weight, grad_input) or m > 2**31 - 1 - config.block_m)
     grid = (problem.groups * triton.cdiv(m, config.block_m) * triton.cdiv(problem.c_per_group, config.block_n),)
     with on_device_of(grad_output):
         _conv2d_dgrad_kernel[grid](
@@ -76,7 +76,9 @@ def conv2d_dgrad(
             K_PER_GROUP=problem.k_per_group,
             **geometry_kwargs(problem),
             GROUPS=problem.groups,
-            **_flags(grad_output, needs_int64(grad_output, weight, grad_input) or m > 2**31 - 1 - config.block_m),
+            CHANNELS_INNER=flags.channels_inner,
+            INDEX_64=flags.index_64,
+            **flags.numeric_kwargs(),
             **config.gemm_kwargs(),
         )
     return grad_input
@@ -90,7 +92,6 @@ def _launch_phased_dgrad(
     m = problem.n * triton.cdiv(problem.h, stride_h) * triton.cdiv(problem.w, stride_w)
     tiles = triton.cdiv(m, config.block_m) * triton.cdiv(problem.c_per_group, config.block_n)
     flags = _flags(grad_output, needs_int64(grad_output, weight, grad_input) or m > 2**31 - 1 - config.block_m)
-    del flags["CHANNELS_INNER"]  # the phased kernel's addresses do not depend on the layout
     with on_device_of(grad_output):
         _conv2d_dgrad_phased_kernel[(problem.groups * tiles, stride_h * stride_w)](
             grad_output,
@@ -108,7 +109,8 @@ def _launch_phased_dgrad(
             K_PER_GROUP=problem.k_per_group,
             **geometry_kwargs(problem),
             GROUPS=problem.groups,
-            **flags,
+            INDEX_64=flags.index_64,  # no CHANNELS_INNER: the phased kernel's addresses suit any layout
+            **flags.numeric_kwargs(),
             **config.gemm_kwargs(),
         )
 
@@ -141,6 +143,7 @@ def conv2d_wgrad(
     split, chunk = split_reduction(reduction, grad_weight.numel(), config.split_k, config.block_k)
     partial = new_workspace(split, grad_weight.numel(), input)
     tiles = triton.cdiv(problem.k_per_group, config.block_m) * triton.cdiv(problem.gemm_k, config.block_n)
+    flags = _flags(input, needs_int64(input, grad_output) or reduction > 2**31 - 1 - config.block_k)
     with on_device_of(input):
         _conv2d_wgrad_partial_kernel[(problem.groups * tiles, split)](
             input,
@@ -160,7 +163,9 @@ def conv2d_wgrad(
             **geometry_kwargs(problem),
             GROUPS=problem.groups,
             TAP_MAJOR=problem.c_per_group % config.block_n == 0,
-            **_flags(input, needs_int64(input, grad_output) or reduction > 2**31 - 1 - config.block_k),
+            CHANNELS_INNER=flags.channels_inner,
+            INDEX_64=flags.index_64,
+            **flags.numeric_kwargs(),
             BLOCK_M=config.block_m,
             BLOCK_N=config.block_n,
             BLOCK_K=config.block_k,

@@ -29,12 +29,17 @@ def is_depthwise(problem: ConvProblem) -> bool:
     return problem.groups > 1 and problem.c_per_group == 1
 
 
+def _reach(problem: ConvProblem) -> tuple[int, int]:
+    """How far the dilated kernel reaches past its first tap: dil*(k-1), height and width."""
+    return problem.dilation[0] * (problem.r - 1), problem.dilation[1] * (problem.s - 1)
+
+
 def dgrad_is_depthwise_conv(problem: ConvProblem) -> bool:
     """Stride 1, one output channel per input channel, and padding no wider than the dilated kernel
     on any side (so the transposed padding dil*(k-1) - pad is not negative)."""
     if not is_depthwise(problem) or problem.k_per_group != 1 or problem.stride != (1, 1):
         return False
-    reach = (problem.dilation[0] * (problem.r - 1), problem.dilation[1] * (problem.s - 1))
+    reach = _reach(problem)
     pads = (*problem.padding, *problem.padding_end)
     return all(pad <= reach[index % 2] for index, pad in enumerate(pads))
 
@@ -43,7 +48,7 @@ def depthwise_dgrad(
     grad_output: torch.Tensor, weight: torch.Tensor, problem: ConvProblem, channels_last: bool
 ) -> torch.Tensor:
     """dX as the depthwise conv of grad_output with the flipped weight (see the module docstring)."""
-    reach = (problem.dilation[0] * (problem.r - 1), problem.dilation[1] * (problem.s - 1))
+    reach = _reach(problem)
     transposed = dataclasses.replace(
         problem,
         h=problem.p,

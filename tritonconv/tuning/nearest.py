@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-from ..arithmetic import ConvProblem
+import torch
+
+from ..arithmetic import ConvProblem, make_problem
 from ..dispatch import choose_variant
 
 
@@ -31,10 +33,6 @@ def problem_class(problem: ConvProblem) -> tuple:
 
 
 def _entry_problem(entry: Mapping) -> ConvProblem | None:
-    import torch
-
-    from ..arithmetic import make_problem
-
     fields = entry.get("problem")
     if not fields:
         return None

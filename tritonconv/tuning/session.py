@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import suites
 from ..arithmetic import ConvProblem
+from ..dispatch import forget_plans
 from .cache import TuningCache, cache_dir, problem_key
 from .fingerprint import device_slug, problem_fingerprint
 from .nearest import nearest_entry
@@ -44,9 +46,7 @@ def cached_entry(cache: TuningCache, problem: ConvProblem, pass_name: str) -> di
 
 def shipped_table() -> TuningCache | None:
     """The table shipped for this device in `autotune/` (installed as `tritonconv.autotune`), if any."""
-    from ..suites import suites_folder
-
-    path = suites_folder() / f"{device_slug()}.json"
+    path = suites.suites_folder() / f"{device_slug()}.json"
     return _cache_for(path) if path.exists() else None
 
 
@@ -108,8 +108,6 @@ def tune_problems(
     if progress:
         progress(len(work), len(work), "done")
     if summary.tuned or summary.failed:
-        from ..dispatch import forget_plans
-
         forget_plans()
     return summary
 

@@ -27,7 +27,7 @@ from ..ops.forward import conv2d_fwd
 from ..runtime import POISON_ENV, fp32_dot_precision, is_interpreted
 from .fingerprint import device_slug, problem_fingerprint
 from .select import choose
-from .space import candidates
+from .space import DEFAULT_SHARED_MEMORY, candidates
 
 Timer = Callable[[Callable[[], object]], Sequence[float]]
 PASSES = ("fwd", "dgrad", "wgrad")
@@ -200,8 +200,6 @@ def _sample(configs: list[KernelConfig], limit: int | None) -> list[KernelConfig
 
 
 def _shared_memory(device: torch.device) -> int:
-    from .space import DEFAULT_SHARED_MEMORY
-
     if device.type != "cuda":
         return DEFAULT_SHARED_MEMORY
     properties = torch.cuda.get_device_properties(device)
