@@ -10,6 +10,7 @@ import tritonconv
 from tritonconv import functional
 from tritonconv.arithmetic import problem_from_tensors
 from tritonconv.config import dgrad_by_phase, wgrad_config
+from tritonconv.dispatch import Plan
 from tritonconv.ops import backward
 
 pytestmark = pytest.mark.skipif(
@@ -102,9 +103,12 @@ def test_wgrad_is_bitwise_reproducible_across_splits(device):
     problem = problem_from_tensors(x, weight, padding=1)
     config = wgrad_config(problem)
     assert config.split_k > 1
-    first = backward.conv2d_wgrad(x, grad_output, problem, False, config)
-    assert torch.equal(first, backward.conv2d_wgrad(x, grad_output, problem, False, config))
-    single = backward.conv2d_wgrad(x, grad_output, problem, False, wgrad_config(problem, target_programs=1))
+    first = backward.conv2d_wgrad(x, grad_output, problem, False, Plan("implicit_gemm", config, "test"))
+    assert torch.equal(
+        first, backward.conv2d_wgrad(x, grad_output, problem, False, Plan("implicit_gemm", config, "test"))
+    )
+    single_split = Plan("implicit_gemm", wgrad_config(problem, target_programs=1), "test")
+    single = backward.conv2d_wgrad(x, grad_output, problem, False, single_split)
     torch.testing.assert_close(first, single, rtol=1e-5, atol=1e-5)
 
 

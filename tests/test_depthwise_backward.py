@@ -7,6 +7,7 @@ from test_backward import run_shape
 
 import tritonconv
 from tritonconv.config import depthwise_wgrad_config
+from tritonconv.dispatch import Plan, backward_variants, heuristic_backward_config
 from tritonconv.ops import backward, depthwise_backward
 
 pytestmark = pytest.mark.skipif(
@@ -66,11 +67,23 @@ def test_depthwise_wgrad_splits_and_is_reproducible(device):
     torch.testing.assert_close(first.double(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_explicit_config_takes_the_general_kernels(device):
-    """A config names the general kernel's tiles, so it is served by that kernel: same answer."""
+def test_a_plan_picks_the_route_and_every_route_agrees(device):
+    """Both routes of each depthwise gradient (the specialised one the rule picks first, and the
+    general kernels) give the same answer when a plan names them; a plan naming a route the
+    problem does not have is refused, never launched."""
     x, weight, _ = random_conv_inputs(1, 4, 6, 6, 4, 3, 3, 4, False, device=device)
     problem = tritonconv.problem_from_tensors(x, weight, padding=1, groups=4)
     grad_output = torch.randn(problem.output_shape).to(device)
-    general = backward.conv2d_wgrad(x, grad_output, problem, False, backward.wgrad_config(problem))
-    routed = backward.conv2d_wgrad(x, grad_output, problem, False)
-    torch.testing.assert_close(general, routed, rtol=1e-5, atol=1e-5)
+    assert backward_variants(problem, "dgrad") == ("depthwise", "implicit_gemm")
+    assert backward_variants(problem, "wgrad") == ("depthwise", "implicit_gemm")
+    results = {}
+    for pass_name, run in (
+        ("dgrad", lambda plan: backward.conv2d_dgrad(grad_output, weight, problem, False, plan)),
+        ("wgrad", lambda plan: backward.conv2d_wgrad(x, grad_output, problem, False, plan)),
+    ):
+        for variant in backward_variants(problem, pass_name):
+            plan = Plan(variant, heuristic_backward_config(problem, pass_name, variant), "test")
+            results[pass_name, variant] = run(plan)
+        torch.testing.assert_close(results[pass_name, "depthwise"], results[pass_name, "implicit_gemm"])
+        with pytest.raises(ValueError, match="does not compute this problem"):
+            run(Plan("conv1x1", heuristic_backward_config(problem, pass_name, "implicit_gemm"), "test"))

@@ -322,3 +322,88 @@ def test_an_entry_with_an_unknown_config_field_falls_back_to_the_heuristic(tmp_p
     ((key, entry),) = cache.entries().items()
     cache.store({key: {**entry, "config": {**entry["config"], "block_q": 32}}})
     assert source_of(x, weight, padding=1)[0] == "heuristic"
+
+
+def sequenced_timer(*medians):
+    """A timer that gives the n-th timed candidate medians[n]: which route wins is up to the test."""
+    calls = iter(medians)
+    return lambda fn: [next(calls)] * 3
+
+
+@pytest.mark.parametrize(
+    "pass_name, shape, routes",
+    [
+        ("dgrad", dict(c=8, k=16, r=1, s=1, padding=0, groups=1), ("conv1x1", "implicit_gemm")),
+        ("dgrad", dict(c=8, k=8, r=3, s=3, padding=1, groups=8), ("depthwise", "implicit_gemm")),
+        ("wgrad", dict(c=8, k=16, r=3, s=3, padding=1, groups=8), ("depthwise", "implicit_gemm")),
+    ],
+    ids=["dgrad 1x1", "dgrad depthwise", "wgrad depthwise"],
+)
+@pytest.mark.parametrize("winner", [0, 1])
+def test_a_gradient_tunes_every_route_and_its_backward_launches_the_winner(
+    pass_name, shape, routes, winner, tmp_path, monkeypatch
+):
+    """The specialised route and the general kernels compete; the backward of a conv then runs the
+    winner (with its tuned config), and explain says so."""
+    from tritonconv import dispatch
+    from tritonconv.tuning.session import tune_problems
+
+    monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path))
+    dispatch.forget_plans()
+    x = torch.randn(2, shape["c"], 6, 6, requires_grad=True)
+    weight = torch.randn(shape["k"], shape["c"] // shape["groups"], shape["r"], shape["s"], requires_grad=True)
+    geometry = dict(padding=shape["padding"], groups=shape["groups"])
+    problem = tritonconv.problem_from_tensors(x, weight, **geometry)
+    assert tritonconv.explain(x, weight, **geometry)["backward"][pass_name]["variant"] == routes[0]
+    medians = [2.0, 2.0]
+    medians[winner] = 1.0
+    summary = tune_problems([problem], [pass_name], timer=sequenced_timer(*medians), max_candidates=1)
+    assert (summary.tuned, summary.failed) == (1, 0)
+    (entry,) = json.loads(next(tmp_path.glob("*.json")).read_text())["entries"].values()
+    assert entry["candidates"] == 2 and entry["variant"] == routes[winner]
+    explained = tritonconv.explain(x, weight, **geometry)["backward"][pass_name]
+    assert explained == {"variant": routes[winner], "config": entry["config"], "config_source": "tuned cache"}
+
+    from tritonconv.ops import backward
+
+    launched = []
+    for route, function in (("conv1x1", "conv2d_fwd"), ("depthwise", f"depthwise_{pass_name}")):
+        original = getattr(backward, function)
+        monkeypatch.setattr(backward, function, lambda *a, _r=route, _f=original: launched.append(_r) or _f(*a))
+    y = tritonconv.conv2d(x, weight, **geometry)
+    grad_output = torch.randn_like(y)
+    y.backward(grad_output)
+    expected = torch.autograd.grad(
+        torch.nn.functional.conv2d(x.double(), weight.double(), **geometry), (x, weight), grad_output.double()
+    )  # fmt: skip
+    torch.testing.assert_close(x.grad, expected[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(weight.grad, expected[1], rtol=1e-4, atol=1e-4)
+    assert (routes[winner] in launched) == (routes[winner] != "implicit_gemm")
+    dispatch.forget_plans()
+
+
+def test_a_cached_route_the_problem_does_not_have_serves_the_heuristic(tmp_path, monkeypatch):
+    """A hand-edited entry naming another problem's route must not launch a kernel that computes
+    something else."""
+    from tritonconv.tuning.session import device_cache
+
+    monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path))
+    x, weight = torch.randn(1, 8, 6, 6), torch.randn(16, 8, 3, 3)
+    problem = tritonconv.problem_from_tensors(x, weight, padding=1)
+    from tritonconv.tuning.session import tune_problems
+
+    tune_problems([problem], ["dgrad"], cache=device_cache(tmp_path), timer=lambda fn: [1.0], max_candidates=1)
+    cache = device_cache(tmp_path)
+    ((key, entry),) = cache.entries().items()
+    assert source_of_pass(x, weight, "dgrad", padding=1) == "tuned cache"
+    cache.store({key: {**entry, "variant": "conv1x1"}})
+    assert source_of_pass(x, weight, "dgrad", padding=1) == "heuristic"
+
+
+def source_of_pass(x, weight, pass_name, **kwargs):
+    from tritonconv import dispatch
+
+    dispatch.forget_plans()
+    explained = tritonconv.explain(x, weight, **kwargs)["backward"][pass_name]
+    dispatch.forget_plans()
+    return explained["config_source"]

@@ -8,6 +8,7 @@ from .arithmetic import ConvProblem, make_problem, problem_from_tensors
 from .dispatch import explain
 from .functional import Conv2dFunction, conv2d
 from .nn import Conv2d
+from .tuning.model import tune_model
 
 __version__ = "0.1.0"
 
@@ -20,4 +21,5 @@ __all__ = [
     "explain",
     "make_problem",
     "problem_from_tensors",
+    "tune_model",
 ]

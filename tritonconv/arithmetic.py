@@ -7,6 +7,7 @@ output size, padding convention and FLOP count are computed in exactly one place
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import operator
 from collections.abc import Sequence
@@ -364,4 +365,31 @@ def problem_from_tensors(
         dtype=input.dtype,
         layout=CHANNELS_LAST if channels_last else CONTIGUOUS,
         has_bias=bias is not None,
+    )
+
+
+def dgrad_as_conv1x1(problem: ConvProblem, layout: str) -> ConvProblem:
+    """The forward problem whose output is a stride-1 1x1 convolution's input gradient: dY (K
+    channels, P x Q = H x W) convolved with the transposed weight (C filters of K channels)."""
+    return make_problem(n=problem.n, c=problem.k, h=problem.p, w=problem.q, k=problem.c, r=1, s=1,
+                        dtype=problem.dtype, layout=layout)  # fmt: skip
+
+
+def dilated_reach(problem: ConvProblem) -> IntPair:
+    """How far the dilated kernel reaches past its first tap, dil*(k-1), in height and width."""
+    return problem.dilation[0] * (problem.r - 1), problem.dilation[1] * (problem.s - 1)
+
+
+def dgrad_as_depthwise(problem: ConvProblem, layout: str) -> ConvProblem:
+    """The forward problem whose output is a stride-1, multiplier-1 depthwise convolution's input
+    gradient: dY convolved with the spatially flipped weight, padded dil*(k-1) - pad on each side."""
+    reach = dilated_reach(problem)
+    return dataclasses.replace(
+        problem,
+        h=problem.p,
+        w=problem.q,
+        padding=(reach[0] - problem.padding[0], reach[1] - problem.padding[1]),
+        padding_end=(reach[0] - problem.padding_end[0], reach[1] - problem.padding_end[1]),
+        layout=layout,
+        has_bias=False,
     )

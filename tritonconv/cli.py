@@ -1,13 +1,19 @@
-"""The `tritonconv` command: `suites` lists the shape suites, `tune` fills this device's tuning cache.
+"""The `tritonconv` command: `suites` lists the shape suites, `tune` fills this device's tuning cache
+with the problems of a shape suite or of a model.
 
-Without a GPU the kernels run in Triton's interpreter: `tune` still checks every config and fills
-the cache (for the interpreter), but its timings mean nothing, and it says so.
+Under `torchrun --nproc_per_node=N` (or several nodes) `tune` shards the problems over the ranks,
+each on its own GPU, and every rank's results land in every rank's cache. Without a GPU the kernels
+run in Triton's interpreter: `tune` still checks every config and fills the cache (for the
+interpreter), but its timings mean nothing, and it says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
+from collections.abc import Callable
 
 import torch
 
@@ -28,16 +34,32 @@ def _csv(choices: tuple[str, ...] | dict):
     return parse
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(size) for size in text.split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) < 3 or min(shape) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive sizes like 8,3,224,224; got {text!r}")
+    return shape
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tritonconv", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("suites", help="list the shape suites shipped in autotune/")
-    tune = commands.add_parser("tune", help="tune a suite's problems into this device's cache")
-    tune.add_argument("--suite", required=True, help="a suite name (see `tritonconv suites`) or a CSV path")
+    tune = commands.add_parser("tune", help="tune a suite's or a model's problems into this device's cache")
+    source = tune.add_mutually_exclusive_group(required=True)
+    source.add_argument("--suite", help="a suite name (see `tritonconv suites`) or a CSV path")
+    source.add_argument(
+        "--model",
+        help="MODULE:FACTORY, a function of no arguments that returns the model, e.g. torchvision.models:resnet50",
+    )
+    tune.add_argument("--input-shape", type=_shape, help="the model's example input, N,C,H,W (with --model)")
     tune.add_argument("--pass", dest="passes", type=_csv(("fwd", "dgrad", "wgrad")), default=["fwd"])
     tune.add_argument("--dtype", type=_csv(DTYPES), default=["bfloat16"])
     tune.add_argument("--layout", type=_csv((CHANNELS_LAST, CONTIGUOUS)), default=[CHANNELS_LAST])
-    tune.add_argument("--batch", type=int, help="override every layer's batch size")
+    tune.add_argument("--batch", type=int, help="override every layer's (or the model input's) batch size")
     tune.add_argument("--force", action="store_true", help="retune problems the cache already holds")
     tune.add_argument("--max-candidates", type=int, help="time at most this many configs per variant")
     return parser
@@ -52,27 +74,79 @@ def main(argv: list[str] | None = None) -> int:
             layers = load_suite(name)
             print(f"{name}: {len(layers)} layers, {sum(layer.count for layer in layers)} convolutions")
         return 0
+    if args.model and not args.input_shape:
+        build_parser().error("--model needs --input-shape N,C,H,W")
     rerun_under_interpreter_without_gpu("tritonconv.cli")
-    from .suites import load_suite
+    from .tuning import distributed
     from .tuning.session import device_cache, text_progress, tune_problems
     from .tuning.tuner import interpreted
 
-    problems = [
-        layer.problem
-        for dtype in args.dtype
-        for layout in args.layout
-        for layer in load_suite(args.suite, batch=args.batch, dtype=DTYPES[dtype], layout=layout)
-    ]
-    cache = device_cache()
-    if interpreted():
-        print("no GPU: tuning through the Triton interpreter; its timings say nothing about kernels", file=sys.stderr)
-    summary = tune_problems(
-        problems, args.passes, cache=cache, force=args.force, max_candidates=args.max_candidates,
-        progress=text_progress,
-    )  # fmt: skip
-    print(f"cache: {cache.path}")
-    print(summary.line())
+    shard = distributed.shard_from_environment()
+    try:
+        lead = shard is None or shard.rank == 0
+        problems = _problems(args)
+        cache = device_cache()
+        if interpreted() and lead:
+            print(
+                "no GPU: tuning through the Triton interpreter; its timings say nothing about kernels", file=sys.stderr
+            )
+        summary = tune_problems(
+            problems, args.passes, cache=cache, force=args.force, max_candidates=args.max_candidates,
+            progress=text_progress if lead else None, shard=shard,
+        )  # fmt: skip
+    finally:
+        distributed.leave()
+    if lead:
+        if shard is not None:
+            print(f"ranks: {shard.world}, each tuned its share; every rank's cache holds all entries")
+        print(f"cache: {cache.path}")
+        print(summary.line())
     return 0
+
+
+def _problems(args: argparse.Namespace) -> list:
+    """The problems to tune: a suite's layers, or the convolutions a model runs on a random input of
+    `--input-shape`, for every --dtype and --layout."""
+    if args.suite:
+        from .suites import load_suite
+
+        return [
+            layer.problem
+            for dtype in args.dtype
+            for layout in args.layout
+            for layer in load_suite(args.suite, batch=args.batch, dtype=DTYPES[dtype], layout=layout)
+        ]
+    from .tuning.model import record_problems
+    from .tuning.tuner import interpreted
+
+    model = _load_factory(args.model)()
+    shape = (args.batch, *args.input_shape[1:]) if args.batch else args.input_shape
+    device = torch.device("cpu" if interpreted() else "cuda")
+    problems = []
+    for dtype in args.dtype:
+        for layout in args.layout:
+            memory_format = (
+                torch.channels_last if layout == CHANNELS_LAST and len(shape) == 4 else torch.contiguous_format
+            )
+            model = model.to(device=device, dtype=DTYPES[dtype], memory_format=memory_format)
+            example = torch.randn(shape, device=device, dtype=DTYPES[dtype]).to(memory_format=memory_format)
+            problems += record_problems(model, example)
+    return problems
+
+
+def _load_factory(spec: str) -> Callable:
+    """MODULE:FACTORY, imported as `python -m` would (the working directory is on the path)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise SystemExit(
+            f"tritonconv tune: --model expects MODULE:FACTORY, e.g. torchvision.models:resnet50; got {spec!r}"
+        )
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    factory = importlib.import_module(module_name)
+    for name in attribute.split("."):
+        factory = getattr(factory, name)
+    return factory
 
 
 if __name__ == "__main__":

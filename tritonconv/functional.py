@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from .arithmetic import ConvProblem, is_channels_last_like, problem_from_tensors
@@ -56,9 +58,11 @@ def conv2d(
     Differentiable in input, weight and bias; every gradient is computed by Triton kernels. Under
     `torch.autocast` it computes in the autocast dtype, as `F.conv2d` does.
     """
-    autocast_dtype = _autocast_dtype(input)
+    if _shapes_only:  # recording a model's problems (tuning.model): torch computes, no kernel compiles
+        return F.conv2d(input, weight, bias, stride, padding, dilation, groups)
+    autocast_dtype = autocast_dtype_for(input)
     if autocast_dtype is not None:
-        input, weight, bias = (_autocast(t, autocast_dtype) for t in (input, weight, bias))
+        input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
     problem = problem_from_tensors(input, weight, bias, stride, padding, dilation, groups)
     batched = input.dim() == 4
     batched_input = input if batched else input.unsqueeze(0)
@@ -75,7 +79,23 @@ def _needs_grad(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     return input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
 
 
-def _autocast_dtype(input: torch.Tensor) -> torch.dtype | None:
+_shapes_only = False
+
+
+@contextlib.contextmanager
+def torch_computes() -> Iterator[None]:
+    """Within this context `conv2d` hands every call to `F.conv2d`: `tuning.model` records the
+    problems a model runs through torch's own conv, where a model already using tritonconv would
+    otherwise compile (and, with TRITONCONV_AUTOTUNE=on, tune) mid-recording."""
+    global _shapes_only
+    previous, _shapes_only = _shapes_only, True
+    try:
+        yield
+    finally:
+        _shapes_only = previous
+
+
+def autocast_dtype_for(input: torch.Tensor) -> torch.dtype | None:
     """The dtype autocast would run F.conv2d in on `input`'s device, or None outside autocast."""
     device_type = input.device.type
     if device_type not in ("cuda", "cpu") or not torch.is_autocast_enabled(device_type):
@@ -83,7 +103,7 @@ def _autocast_dtype(input: torch.Tensor) -> torch.dtype | None:
     return torch.get_autocast_dtype(device_type)
 
 
-def _autocast(tensor: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+def autocast(tensor: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """Cast as autocast does: floating tensors other than float64 (differentiably)."""
     if tensor is None or not tensor.is_floating_point() or tensor.dtype == torch.float64:
         return tensor

@@ -31,6 +31,7 @@ import torch
 import tritonconv
 from tritonconv import kernels
 from tritonconv.config import wgrad_config
+from tritonconv.dispatch import Plan
 from tritonconv.ops.backward import conv2d_dgrad, conv2d_wgrad
 from tritonconv.ops.forward import conv2d_fwd
 
@@ -146,9 +147,10 @@ def wgrad_sweep(layer: tuple, batch: int) -> pd.DataFrame:
             base, block_m=block_m, block_n=block_n, num_warps=num_warps, split_k=split_k, num_stages=num_stages
         )
         try:
-            got = conv2d_wgrad(x, grad_output, problem, channels_last=True, config=config)
+            plan = Plan("implicit_gemm", config, "sweep")
+            got = conv2d_wgrad(x, grad_output, problem, channels_last=True, plan=plan)
             error = ((got.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
-            ms = graph_ms(lambda config=config: conv2d_wgrad(x, grad_output, problem, True, config))
+            ms = graph_ms(lambda plan=plan: conv2d_wgrad(x, grad_output, problem, True, plan))
         except Exception as failure:  # out of resources: recorded, not fatal
             error, ms = float("nan"), float("nan")
             print(f"  {config}: {type(failure).__name__}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import triton
 
-from ..arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, is_channels_last_like, make_problem
-from ..config import KernelConfig, dgrad_by_phase, dgrad_config, wgrad_config
-from ..dispatch import choose_variant
+from ..arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, dgrad_as_conv1x1, is_channels_last_like
+from ..config import KernelConfig, dgrad_by_phase
+from ..dispatch import Plan, backward_variants, plan_pass
 from ..kernels import (
     _conv2d_bias_grad_kernel,
     _conv2d_dgrad_kernel,
@@ -16,7 +16,7 @@ from ..kernels import (
 )
 from ..runtime import new_output, on_device_of
 from .common import LaunchFlags, geometry_kwargs, needs_int64
-from .depthwise_backward import depthwise_dgrad, depthwise_wgrad, dgrad_is_depthwise_conv, is_depthwise
+from .depthwise_backward import depthwise_dgrad, depthwise_wgrad
 from .forward import conv2d_fwd
 from .split_reduction import new_workspace, split_reduction, sum_splits
 
@@ -35,21 +35,26 @@ def _flags(layout_source: torch.Tensor, index_64: bool) -> LaunchFlags:
 
 def conv2d_dgrad(
     grad_output: torch.Tensor, weight: torch.Tensor, problem: ConvProblem, channels_last: bool,
-    config: KernelConfig | None = None,
+    plan: Plan | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """dX of `problem`'s 4-D input, channels_last when the input was (the input itself is not needed).
 
-    A stride-1 1x1 convolution's input gradient is itself a 1x1 convolution, of dY with the
-    transposed weight (a strided view, no copy), so it runs through the conv1x1 GEMM kernel; a
-    stride-1 depthwise one's is a depthwise convolution (`ops/depthwise_backward.py`). Strided
-    convolutions with 16 or more output channels per group go by stride phase. An explicit `config`
-    skips the 1x1 and depthwise routes.
+    `plan` (default: `plan_pass(problem, 'dgrad')`: tuned, shipped or heuristic) picks the route
+    (`dispatch.backward_variants`): a stride-1 1x1 convolution's input gradient runs through the
+    conv1x1 GEMM kernel (dY times the transposed weight, a strided view, no copy), a stride-1
+    depthwise one's through the depthwise kernel (`ops/depthwise_backward.py`), and the rest through
+    the general kernels: by stride phase for strided convolutions with 16 or more output channels
+    per group, else by masking.
     """
-    if config is None and choose_variant(problem) == "conv1x1" and problem.stride == (1, 1):
-        return _dgrad_as_conv1x1(grad_output, weight, problem, channels_last)
-    if config is None and dgrad_is_depthwise_conv(problem):
-        return depthwise_dgrad(grad_output, weight, problem, channels_last)
-    config = config or dgrad_config(problem)
+    plan = plan or plan_pass(problem, "dgrad")
+    _check_route(plan, problem, "dgrad")
+    layout = CHANNELS_LAST if channels_last else CONTIGUOUS
+    if plan.variant == "conv1x1":
+        transposed = dgrad_as_conv1x1(problem, layout)
+        return conv2d_fwd(grad_output, weight.transpose(0, 1), None, transposed, plan)
+    if plan.variant == "depthwise":
+        return depthwise_dgrad(grad_output, weight, problem, layout, plan)
+    config = plan.config
     grad_input = _gradient_buffer(problem.input_shape, grad_output, channels_last)
     if grad_input.numel() == 0:
         return grad_input
@@ -115,31 +120,33 @@ def _launch_phased_dgrad(
         )
 
 
-def _dgrad_as_conv1x1(
-    grad_output: torch.Tensor, weight: torch.Tensor, problem: ConvProblem, channels_last: bool
-) -> torch.Tensor:
-    transposed = make_problem(
-        n=problem.n, c=problem.k, h=problem.p, w=problem.q, k=problem.c, r=1, s=1, dtype=problem.dtype,
-        layout=CHANNELS_LAST if channels_last else CONTIGUOUS,
-    )  # fmt: skip
-    return conv2d_fwd(grad_output, weight.transpose(0, 1), None, transposed)
+def _check_route(plan: Plan, problem: ConvProblem, pass_name: str) -> None:
+    """A plan from a cache edited by hand or for another problem must not launch a route that
+    computes something else."""
+    if plan.variant not in backward_variants(problem, pass_name):
+        raise ValueError(
+            f"{pass_name} route {plan.variant!r} does not compute this problem; "
+            f"its routes are {', '.join(backward_variants(problem, pass_name))}"
+        )
 
 
 def conv2d_wgrad(
     input: torch.Tensor, grad_output: torch.Tensor, problem: ConvProblem, channels_last: bool,
-    config: KernelConfig | None = None,
+    plan: Plan | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """dW in the input's dtype, channels_last when the weight was; reproducible bit for bit (the
-    split partial sums are added in a fixed order). Depthwise layers take their own kernel unless
-    `config` asks for the general one."""
+    split partial sums are added in a fixed order). `plan` (default: `plan_pass(problem, 'wgrad')`)
+    picks the route: depthwise layers have a direct kernel of their own, the rest the general one."""
+    plan = plan or plan_pass(problem, "wgrad")
+    _check_route(plan, problem, "wgrad")
     grad_weight = _gradient_buffer(problem.weight_shape, input, channels_last)
     reduction = problem.n * problem.p * problem.q
     if reduction == 0:
         return grad_weight.zero_()
-    if config is None and is_depthwise(problem):
-        depthwise_wgrad(input, grad_output, problem, grad_weight)
+    if plan.variant == "depthwise":
+        depthwise_wgrad(input, grad_output, problem, grad_weight, plan.config)
         return grad_weight
-    config = config or wgrad_config(problem)
+    config = plan.config
     split, chunk = split_reduction(reduction, grad_weight.numel(), config.split_k, config.block_k)
     partial = new_workspace(split, grad_weight.numel(), input)
     tiles = triton.cdiv(problem.k_per_group, config.block_m) * triton.cdiv(problem.gemm_k, config.block_n)

@@ -11,13 +11,12 @@ Through the general kernels a depthwise layer is C groups of one channel each, a
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import triton
 
-from ..arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem
-from ..config import KernelConfig, depthwise_wgrad_config
+from ..arithmetic import ConvProblem, dgrad_as_depthwise
+from ..config import KernelConfig
+from ..dispatch import Plan
 from ..kernels import _conv2d_wgrad_depthwise_kernel
 from ..runtime import on_device_of
 from .common import geometry_kwargs, needs_int64
@@ -25,47 +24,18 @@ from .forward import conv2d_fwd
 from .split_reduction import new_workspace, split_reduction, sum_splits
 
 
-def is_depthwise(problem: ConvProblem) -> bool:
-    return problem.groups > 1 and problem.c_per_group == 1
-
-
-def _reach(problem: ConvProblem) -> tuple[int, int]:
-    """How far the dilated kernel reaches past its first tap: dil*(k-1), height and width."""
-    return problem.dilation[0] * (problem.r - 1), problem.dilation[1] * (problem.s - 1)
-
-
-def dgrad_is_depthwise_conv(problem: ConvProblem) -> bool:
-    """Stride 1, one output channel per input channel, and padding no wider than the dilated kernel
-    on any side (so the transposed padding dil*(k-1) - pad is not negative)."""
-    if not is_depthwise(problem) or problem.k_per_group != 1 or problem.stride != (1, 1):
-        return False
-    reach = _reach(problem)
-    pads = (*problem.padding, *problem.padding_end)
-    return all(pad <= reach[index % 2] for index, pad in enumerate(pads))
-
-
 def depthwise_dgrad(
-    grad_output: torch.Tensor, weight: torch.Tensor, problem: ConvProblem, channels_last: bool
+    grad_output: torch.Tensor, weight: torch.Tensor, problem: ConvProblem, layout: str, plan: Plan
 ) -> torch.Tensor:
-    """dX as the depthwise conv of grad_output with the flipped weight (see the module docstring)."""
-    reach = _reach(problem)
-    transposed = dataclasses.replace(
-        problem,
-        h=problem.p,
-        w=problem.q,
-        padding=(reach[0] - problem.padding[0], reach[1] - problem.padding[1]),
-        padding_end=(reach[0] - problem.padding_end[0], reach[1] - problem.padding_end[1]),
-        layout=CHANNELS_LAST if channels_last else CONTIGUOUS,
-        has_bias=False,
-    )
-    return conv2d_fwd(grad_output, weight.flip(2, 3), None, transposed)
+    """dX as the depthwise conv of grad_output with the flipped weight (see the module docstring),
+    launched with `plan`'s depthwise forward config."""
+    return conv2d_fwd(grad_output, weight.flip(2, 3), None, dgrad_as_depthwise(problem, layout), plan)
 
 
 def depthwise_wgrad(
     input: torch.Tensor, grad_output: torch.Tensor, problem: ConvProblem, grad_weight: torch.Tensor,
-    config: KernelConfig | None = None,
+    config: KernelConfig,
 ) -> None:  # fmt: skip
-    config = config or depthwise_wgrad_config(problem)
     reduction = problem.n * problem.p * problem.q
     split, chunk = split_reduction(reduction, grad_weight.numel(), config.split_k, config.block_m)
     partial = new_workspace(split, grad_weight.numel(), input)

@@ -22,7 +22,10 @@ KERNEL_MODULES = {
     ("fwd", "grouped_tile"): ("grouped_tile_fwd",),
     ("fwd", "depthwise"): ("depthwise_fwd",),
     ("dgrad", "implicit_gemm"): ("dgrad", "dgrad_phased"),
+    ("dgrad", "conv1x1"): ("conv1x1_fwd",),
+    ("dgrad", "depthwise"): ("depthwise_fwd",),
     ("wgrad", "implicit_gemm"): ("wgrad",),
+    ("wgrad", "depthwise"): ("wgrad",),
 }
 
 

@@ -1,10 +1,11 @@
 """Borrowing a tuned config for a shape nobody tuned: the nearest tuned shape of the same class.
 
-Same class means the same pass, dtype, layout, TF32 setting, variant rule, kernel size, stride,
-dilation and grouping (depthwise, grouped or dense): what decides which kernel runs and how its
-inner loop looks. Among those, the nearest is the one closest in log scale over the GEMM's three
-sides (pixels, output and input channels per group), so a batch of 16 borrows from a batch of 32
-before a layer with twice the channels does. Ties go to the smaller key, so the choice is stable.
+Same class means the same pass, dtype, layout, TF32 setting, variant rule (and for a gradient, the
+same routes), kernel size, stride, dilation and grouping (depthwise, grouped or dense): what decides
+which kernel runs and how its inner loop looks. Among those, the nearest is the one closest in log
+scale over the GEMM's three sides (pixels, output and input channels per group), so a batch of 16
+borrows from a batch of 32 before a layer with twice the channels does. Ties go to the smaller key,
+so the choice is stable.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ from collections.abc import Iterable, Mapping
 import torch
 
 from ..arithmetic import ConvProblem, make_problem
-from ..dispatch import choose_variant
+from ..dispatch import backward_variants, choose_variant
 
 
-def problem_class(problem: ConvProblem) -> tuple:
+def problem_class(problem: ConvProblem, pass_name: str) -> tuple:
     grouping = "depthwise" if problem.c_per_group == 1 and problem.groups > 1 else problem.groups > 1
     return (
         str(problem.dtype).removeprefix("torch."),
         problem.layout,
-        choose_variant(problem),
+        choose_variant(problem) if pass_name == "fwd" else backward_variants(problem, pass_name),
         problem.r,
         problem.s,
         tuple(problem.stride),
@@ -60,14 +61,14 @@ def nearest_entry(
     `entries` must already be filtered to those whose fingerprint is current; `tf32_suffix` is the
     `tf32=...` ending of this call's keys.
     """
-    wanted = problem_class(problem)
+    wanted = problem_class(problem, pass_name)
     here = _sides(problem)
     best = None
     for key, entry in entries:
         if entry.get("pass") != pass_name or entry.get("config") is None or not key.endswith(tf32_suffix):
             continue
         other = _entry_problem(entry)
-        if other is None or problem_class(other) != wanted:
+        if other is None or problem_class(other, pass_name) != wanted:
             continue
         distance = math.dist(here, _sides(other))
         if best is None or (distance, key) < best[0]:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import suites
 from ..arithmetic import ConvProblem
 from ..dispatch import forget_plans
 from .cache import TuningCache, cache_dir, problem_key
+from .distributed import Shard
 from .fingerprint import device_slug, problem_fingerprint
 from .nearest import nearest_entry
 from .tuner import Timer, tf32_key, tune_problem, tuned_variants
@@ -19,18 +21,23 @@ from .tuner import Timer, tf32_key, tune_problem, tuned_variants
 
 @dataclass
 class TuneSummary:
+    """What a tuning run did, over every rank when sharded: `tuned` (problem-passes timed now),
+    `cached` (already in the cache), `failed` (no working config); `problems`, the distinct
+    problems it covered."""
+
     tuned: int = 0
     cached: int = 0
     failed: int = 0
+    problems: list[ConvProblem] = field(default_factory=list)
 
     def line(self) -> str:
         return f"tuned: {self.tuned}, from cache: {self.cached}, failed: {self.failed}"
 
 
-def device_cache(directory: Path | None = None) -> TuningCache:
+def device_cache(directory: str | Path | None = None) -> TuningCache:
     """This device's cache file under `directory` (default: `cache_dir()`), one object per file so
     its parsed entries are shared."""
-    return _cache_for((directory or cache_dir()) / f"{device_slug()}.json")
+    return _cache_for(Path(directory or cache_dir()) / f"{device_slug()}.json")
 
 
 @functools.cache
@@ -86,30 +93,52 @@ def tune_problems(
     timer: Timer | None = None,
     max_candidates: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
+    shard: Shard | None = None,
 ) -> TuneSummary:
     """Tune every (problem, pass) not already cached (all of them with `force`), writing each entry
-    as soon as it is tuned so an interrupted run keeps what it finished."""
+    as soon as it is tuned so an interrupted run keeps what it finished.
+
+    With a `shard` (see `tuning.distributed`), this process takes only its share of the work, then
+    every rank's entries, new and cached, are stored into this process's cache too, and the summary
+    counts every rank's work. `progress` sees this process's share.
+    """
     cache = cache or device_cache()
-    work = [(problem, pass_name) for problem in dict.fromkeys(problems) for pass_name in passes]
-    summary = TuneSummary()
-    for done, (problem, pass_name) in enumerate(work):
+    distinct = list(dict.fromkeys(problems))
+    work = [(problem, pass_name) for problem in distinct for pass_name in passes]
+    mine = shard.take(work) if shard else work
+    outcomes = []  # (outcome, key, entry): outcome is 'tuned', 'cached' or 'failed'
+    for done, (problem, pass_name) in enumerate(mine):
         key = problem_key(problem, pass_name, tf32_key())
         if progress:
-            progress(done, len(work), key)
-        if not force and cached_entry(cache, problem, pass_name) is not None:
-            summary.cached += 1
+            progress(done, len(mine), key)
+        entry = None if force else cached_entry(cache, problem, pass_name)
+        if entry is not None:
+            outcomes.append(("cached", key, entry))
             continue
         entry = tune_problem(problem, pass_name, timer=timer, max_candidates=max_candidates)
         cache.store({key: entry})
-        if entry["config"] is None:
-            summary.failed += 1
-        else:
-            summary.tuned += 1
+        outcomes.append(("failed" if entry["config"] is None else "tuned", key, entry))
     if progress:
-        progress(len(work), len(work), "done")
-    if summary.tuned or summary.failed:
+        progress(len(mine), len(mine), "done")
+    if shard:
+        every_rank = shard.gather(outcomes)
+        _store_by_device(cache, [item for rank, items in enumerate(every_rank) if rank != shard.rank for item in items])
+        outcomes = [item for items in every_rank for item in items]
+    counts = Counter(outcome for outcome, _, _ in outcomes)
+    if counts["tuned"] or counts["failed"]:
         forget_plans()
-    return summary
+    return TuneSummary(counts["tuned"], counts["cached"], counts["failed"], distinct)
+
+
+def _store_by_device(cache: TuningCache, outcomes: list[tuple[str, str, dict]]) -> None:
+    """Store other ranks' entries beside `cache`, each in the file of the device it was tuned on (so
+    ranks on different GPUs each fill their own device's file)."""
+    by_device: dict[str, dict[str, dict]] = {}
+    for _, key, entry in outcomes:
+        by_device.setdefault(entry.get("device", device_slug()), {})[key] = entry
+    for slug, entries in by_device.items():
+        path = cache.path.with_name(f"{slug}.json")
+        (cache if path == cache.path else _cache_for(path)).store(entries)
 
 
 def text_progress(done: int, total: int, label: str) -> None:

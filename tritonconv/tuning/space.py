@@ -29,6 +29,13 @@ GEMM_AXES = {
     "num_warps": (4, 8),
     "num_stages": (2, 3, 4, 5),
 }
+DEPTHWISE_AXES = {
+    "block_m": (8, 16, 32, 64),
+    "block_n": (16, 32, 64, 128),
+    "halo_in_registers": (False, True),
+    "num_warps": (2, 4, 8),
+    "num_stages": (1,),
+}
 SPACES: dict[tuple[str, str], dict[str, tuple]] = {
     ("fwd", "implicit_gemm"): GEMM_AXES,
     ("fwd", "conv1x1"): GEMM_AXES,
@@ -40,14 +47,10 @@ SPACES: dict[tuple[str, str], dict[str, tuple]] = {
         "num_warps": (4, 8),
         "num_stages": (2, 3),
     },
-    ("fwd", "depthwise"): {
-        "block_m": (8, 16, 32, 64),
-        "block_n": (16, 32, 64, 128),
-        "halo_in_registers": (False, True),
-        "num_warps": (2, 4, 8),
-        "num_stages": (1,),
-    },
+    ("fwd", "depthwise"): DEPTHWISE_AXES,
     ("dgrad", "implicit_gemm"): GEMM_AXES,
+    ("dgrad", "conv1x1"): GEMM_AXES,  # the conv1x1 forward kernel on dY and the transposed weight
+    ("dgrad", "depthwise"): DEPTHWISE_AXES,  # the depthwise forward kernel on dY and the flipped weight
     ("wgrad", "implicit_gemm"): {
         "block_m": (64, 128),
         "block_n": (64, 128),
@@ -55,6 +58,13 @@ SPACES: dict[tuple[str, str], dict[str, tuple]] = {
         "split_k": (1, 2, 4, 8, 16, 32),
         "num_warps": (4, 8),
         "num_stages": (3, 4),
+    },
+    ("wgrad", "depthwise"): {  # block_m pixels by block_n channels of one tap, no tl.dot
+        "block_m": (16, 32, 64, 128),
+        "block_n": (16, 32, 64, 128),
+        "split_k": (1, 4, 16, 64),
+        "num_warps": (2, 4, 8),
+        "num_stages": (1,),
     },
 }
 
@@ -92,9 +102,16 @@ def _fit(block: int, size: int, smallest: int) -> int:
 
 def _clamped(config: KernelConfig, problem: ConvProblem, pass_name: str, variant: str) -> KernelConfig:
     m, n, k = _gemm_sides(problem, pass_name)
-    if variant == "depthwise":
+    if variant == "depthwise" and pass_name == "wgrad":  # pixels by channels, pixels split
+        block_m = _fit(config.block_m, k, 16)
+        split_k = max(1, min(config.split_k, triton.cdiv(k, block_m)))
         return dataclasses.replace(
-            config, block_m=_fit(config.block_m, problem.q, 8), block_n=_fit(config.block_n, problem.k, 16)
+            config, block_m=block_m, block_n=_fit(config.block_n, problem.k, 16), split_k=split_k
+        )
+    if variant == "depthwise":  # one output row per program; dgrad's output is the input, H x W
+        width = problem.w if pass_name == "dgrad" else problem.q
+        return dataclasses.replace(
+            config, block_m=_fit(config.block_m, width, 8), block_n=_fit(config.block_n, problem.k, 16)
         )
     changes = {"block_m": _fit(config.block_m, m, 16), "block_n": _fit(config.block_n, n, 16)}
     if pass_name != "wgrad":

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .. import kernels
 from ..arithmetic import CHANNELS_LAST, ConvProblem
 from ..config import KernelConfig
-from ..dispatch import Plan, choose_variant
+from ..dispatch import Plan, backward_variants, choose_variant
 from ..ops.backward import conv2d_dgrad, conv2d_wgrad
 from ..ops.forward import conv2d_fwd
 from ..runtime import POISON_ENV, fp32_dot_precision, is_interpreted
@@ -30,7 +30,6 @@ from .select import choose
 from .space import DEFAULT_SHARED_MEMORY, candidates
 
 Timer = Callable[[Callable[[], object]], Sequence[float]]
-PASSES = ("fwd", "dgrad", "wgrad")
 # Largest relative error (max |got - ref| / max |ref|) a correct config shows, by operand precision.
 TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 4e-2, torch.float32: 1e-2, torch.float64: 1e-9}
 INTERPRETER_CANDIDATES = 3
@@ -54,10 +53,11 @@ def interpreter_timer(fn: Callable[[], object]) -> Sequence[float]:
 
 
 def tuned_variants(problem: ConvProblem, pass_name: str) -> list[str]:
-    """The forward tunes the variant the rule picks and, if different, the general kernel; the
-    backward passes tune the general kernels (their configs are what a backward launch takes)."""
+    """The forward tunes the variant the rule picks and, if different, the general kernel; a
+    backward pass tunes every route it has (`dispatch.backward_variants`), so the specialised
+    routes compete with the general kernels."""
     if pass_name != "fwd":
-        return ["implicit_gemm"]
+        return list(backward_variants(problem, pass_name))
     return list(dict.fromkeys([choose_variant(problem), "implicit_gemm"]))
 
 
@@ -106,9 +106,17 @@ def make_workload(problem: ConvProblem, pass_name: str, device: torch.device) ->
     if pass_name == "dgrad":
         expected = torch.nn.grad.conv2d_input(padded.shape, wide[1], wide[2], padding=problem.padding, **geometry)
         expected = expected[:, :, : problem.h, : problem.w]
-        return Workload(lambda _, config: conv2d_dgrad(grad_output, weight, problem, channels_last, config), expected)
+        return Workload(
+            lambda variant, config: conv2d_dgrad(
+                grad_output, weight, problem, channels_last, Plan(variant, config, "tuning")
+            ),
+            expected,
+        )
     expected = torch.nn.grad.conv2d_weight(wide[0], weight.shape, wide[2], padding=problem.padding, **geometry)
-    return Workload(lambda _, config: conv2d_wgrad(x, grad_output, problem, channels_last, config), expected)
+    return Workload(
+        lambda variant, config: conv2d_wgrad(x, grad_output, problem, channels_last, Plan(variant, config, "tuning")),
+        expected,
+    )
 
 
 def check(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> str | None:
