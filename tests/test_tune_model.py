@@ -159,3 +159,12 @@ def test_ranks_with_separate_caches_each_end_with_every_entry(tmp_path):
     (first,), (second,) = (list((tmp_path / f"node{rank}").glob("*.json")) for rank in range(WORLD_SIZE))
     entries = [TuningCache(path).entries() for path in (first, second)]
     assert len(entries[0]) == 3 and entries[0] == entries[1], "one agreed choice per problem, on every node"
+
+
+def test_a_conv1d_is_recorded_as_the_2d_problem_that_serves_it():
+    model = torch.nn.Conv1d(4, 6, 3, stride=2, padding=1)
+    x = torch.randn(2, 9, 4).transpose(1, 2)  # length-major: still a contiguous-output problem
+    (problem,) = record_problems(model, x)
+    assert problem == tritonconv.make_problem(
+        n=2, c=4, h=1, w=9, k=6, r=1, s=3, stride=(1, 2), padding=(0, 1), has_bias=True
+    )

@@ -4,22 +4,36 @@ Importing this package never touches CUDA. To run on CPU tensors (slowly, for te
 TRITON_INTERPRET=1 before the import.
 """
 
+from . import library_ops  # registers the tritonconv:: custom ops torch.compile sees
 from .arithmetic import ConvProblem, make_problem, problem_from_tensors
 from .dispatch import explain
-from .functional import Conv2dFunction, conv2d
-from .nn import Conv2d
+from .fallback import reset_stats, stats
+from .functional import Conv2dFunction, conv1d, conv2d
+from .nn import Conv1d, Conv2d
+from .patch import PatchReport, patch, patch_torch, patched, unpatch, unpatch_torch
 from .tuning.model import tune_model
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Conv1d",
     "Conv2d",
     "Conv2dFunction",
     "ConvProblem",
+    "PatchReport",
     "__version__",
+    "conv1d",
     "conv2d",
     "explain",
+    "library_ops",
     "make_problem",
+    "patch",
+    "patch_torch",
+    "patched",
     "problem_from_tensors",
+    "reset_stats",
+    "stats",
     "tune_model",
+    "unpatch",
+    "unpatch_torch",
 ]

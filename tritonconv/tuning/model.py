@@ -1,26 +1,28 @@
 """Tune what a user runs: record the convolutions a model executes on example inputs, tune those.
 
 Recording runs the model once, under `torch.no_grad`, with a torch function mode that sees every
-`F.conv2d` call (from `nn.Conv2d`, from functional code, and from tritonconv's own layers, which hand
-their calls to torch while recording). Each call becomes the `ConvProblem` tritonconv would run:
-the dtype autocast would compute in, the memory format of the input, 'same' padding resolved.
+`F.conv2d` and `F.conv1d` call (from `nn.Conv2d`/`nn.Conv1d`, from functional code, and from
+tritonconv's own layers, which hand their calls to torch while recording). Each call becomes the
+`ConvProblem` tritonconv would run: the dtype autocast would compute in, the memory format of the
+input, 'same' padding resolved, a 1-D conv as the 2-D one with H = 1 that serves it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from ..arithmetic import ConvProblem, problem_from_tensors
-from ..functional import autocast, autocast_dtype_for, torch_computes
+from ..arithmetic import CONTIGUOUS, ConvProblem, problem_from_tensors
+from ..functional import TORCH_CONV1D, TORCH_CONV2D, as_conv2d, autocast, autocast_dtype_for, torch_computes
 from .distributed import Shard
 from .session import TuneSummary, tune_problems
 from .tuner import Timer
 
-CONV2D_PARAMETERS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+CONV_PARAMETERS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+GEOMETRY_DEFAULTS = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}
 
 
 class _ConvRecorder(TorchFunctionMode):
@@ -30,19 +32,22 @@ class _ConvRecorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.conv2d:
-            self.calls.append(_problem_of_call(*args, **kwargs))
+        if func is TORCH_CONV2D or func is TORCH_CONV1D:
+            self.calls.append(_problem_of_call(func is TORCH_CONV1D, *args, **kwargs))
         return func(*args, **kwargs)
 
 
-def _problem_of_call(*args, **kwargs) -> ConvProblem:
-    call = dict(zip(CONV2D_PARAMETERS, args, strict=False)) | kwargs
+def _problem_of_call(one_dimensional: bool, *args, **kwargs) -> ConvProblem:
+    call = dict(zip(CONV_PARAMETERS, args, strict=False)) | kwargs
     input, weight, bias = call["input"], call["weight"], call.get("bias")
     dtype = autocast_dtype_for(input)
     if dtype is not None:
         input, weight, bias = (autocast(tensor, dtype) for tensor in (input, weight, bias))
-    geometry = {name: call[name] for name in ("stride", "padding", "dilation", "groups") if name in call}
-    return problem_from_tensors(input, weight, bias, **geometry)
+    geometry = [call.get(name, default) for name, default in GEOMETRY_DEFAULTS.items()]
+    if not one_dimensional:
+        return problem_from_tensors(input, weight, bias, *geometry)
+    input, weight, geometry = as_conv2d(input, weight, *geometry)
+    return dataclasses.replace(problem_from_tensors(input, weight, bias, *geometry), layout=CONTIGUOUS)
 
 
 def record_problems(model: Callable, *example_inputs, **example_kwargs) -> list[ConvProblem]:

@@ -22,6 +22,7 @@ from .. import kernels
 from ..arithmetic import CHANNELS_LAST, ConvProblem
 from ..config import KernelConfig
 from ..dispatch import Plan, backward_variants, choose_variant
+from ..functional import TORCH_CONV2D
 from ..ops.backward import conv2d_dgrad, conv2d_wgrad
 from ..ops.forward import conv2d_fwd
 from ..runtime import POISON_ENV, fp32_dot_precision, is_interpreted
@@ -99,7 +100,7 @@ def make_workload(problem: ConvProblem, pass_name: str, device: torch.device) ->
     reference_dtype = torch.float64 if problem.dtype == torch.float64 else torch.float32
     wide = [t.to(reference_dtype) for t in (padded, weight, grad_output)]
     if pass_name == "fwd":
-        expected = F.conv2d(wide[0], wide[1], padding=problem.padding, **geometry)
+        expected = TORCH_CONV2D(wide[0], wide[1], padding=problem.padding, **geometry)
         return Workload(
             lambda variant, config: conv2d_fwd(x, weight, None, problem, Plan(variant, config, "tuning")), expected
         )

@@ -1,0 +1,99 @@
+"""Serve a convolution with tritonconv when it can, and with torch when it cannot: never crash a model.
+
+Patched modules and the patched `F.conv2d`/`F.conv1d` come through here. A call tritonconv cannot
+serve (a CPU tensor without the interpreter, an integer or complex dtype, fp64 on a Triton without
+fp64 dots, an argument tritonconv refuses) goes to torch's own convolution instead, is counted,
+and its reason is logged once (logger `tritonconv`). A call torch refuses too raises torch's own
+error, so a patched model fails exactly where an unpatched one would. `stats()` shows the counts.
+
+Calling `tritonconv.conv2d` directly never falls back: it raises, as an explicit API should.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+import torch
+
+from . import kernels
+from .arithmetic import SUPPORTED_DTYPES
+from .functional import TORCH_CONV1D, TORCH_CONV2D, autocast_dtype_for, conv1d, conv2d
+from .runtime import is_interpreted, supports_fp64_dot
+
+logger = logging.getLogger("tritonconv")
+TRITONCONV = "tritonconv"
+_counts: Counter[tuple[str, str]] = Counter()  # (op, 'tritonconv' or the fallback's reason) -> calls
+
+
+def unservable_reason(input: object, weight: object) -> str | None:
+    """Why tritonconv cannot take a call with these operands, or None when it can try."""
+    if not isinstance(input, torch.Tensor) or not isinstance(weight, torch.Tensor):
+        return "an operand is not a tensor"
+    dtype = autocast_dtype_for(input) or input.dtype
+    if dtype not in SUPPORTED_DTYPES:
+        return f"dtype {dtype} is not supported (float16, bfloat16, float32, float64 are)"
+    if dtype == torch.float64 and not supports_fp64_dot():
+        return "float64 needs Triton >= 3.5 (fp64 tl.dot)"
+    interpreted = is_interpreted(kernels._conv2d_fwd_implicit_gemm_kernel)
+    device = input.device.type
+    if device == "cuda" and interpreted:
+        return "a CUDA tensor while tritonconv's kernels run in the interpreter (TRITON_INTERPRET=1)"
+    if device == "cpu" and not interpreted:
+        return "a CPU tensor (tritonconv runs on CUDA; TRITON_INTERPRET=1 runs it on the CPU, slowly)"
+    if device not in ("cuda", "cpu"):
+        return f"a {device} tensor"
+    return None
+
+
+def serve(op: str, ours: Callable, torchs: Callable, *args, **kwargs) -> torch.Tensor:
+    """`ours(*args, **kwargs)` if tritonconv can serve it, else `torchs(...)`, counted either way."""
+    reason = unservable_reason(_argument(args, kwargs, 0, "input"), _argument(args, kwargs, 1, "weight"))
+    if torch.compiler.is_compiling():  # no counting or try/except inside a traced graph
+        return ours(*args, **kwargs) if reason is None else torchs(*args, **kwargs)
+    if reason is None:
+        try:
+            output = ours(*args, **kwargs)
+        except (RuntimeError, ValueError, TypeError, NotImplementedError) as error:
+            reason = f"tritonconv refused the call: {type(error).__name__}: {error}"
+        else:
+            _counts[op, TRITONCONV] += 1
+            return output
+    if (op, reason) not in _counts:
+        logger.warning("tritonconv: %s served by torch: %s", op, reason)
+    _counts[op, reason] += 1
+    return torchs(*args, **kwargs)
+
+
+def _argument(args: tuple, kwargs: dict, index: int, name: str) -> object:
+    return args[index] if len(args) > index else kwargs.get(name)
+
+
+def served_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> torch.Tensor:
+    """`F.conv2d`, served by tritonconv where it can be."""
+    return serve("conv2d", conv2d, TORCH_CONV2D, input, weight, bias, stride, padding, dilation, groups)
+
+
+def served_conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> torch.Tensor:
+    """`F.conv1d`, served by tritonconv where it can be."""
+    return serve("conv1d", conv1d, TORCH_CONV1D, input, weight, bias, stride, padding, dilation, groups)
+
+
+def stats() -> dict[str, dict]:
+    """Calls through patched modules and functions since the last `reset_stats()`, per op:
+    `{'conv2d': {'tritonconv': 120, 'torch': 3, 'fallbacks': {reason: 3}}, ...}`."""
+    report: dict[str, dict] = {}
+    for (op, outcome), calls in sorted(_counts.items()):
+        entry = report.setdefault(op, {TRITONCONV: 0, "torch": 0, "fallbacks": {}})
+        if outcome == TRITONCONV:
+            entry[TRITONCONV] += calls
+        else:
+            entry["torch"] += calls
+            entry["fallbacks"][outcome] = calls
+    return report
+
+
+def reset_stats() -> None:
+    """Forget the counts (and so log each fallback reason once more)."""
+    _counts.clear()

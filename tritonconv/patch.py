@@ -1,0 +1,192 @@
+"""Put tritonconv into a model its user did not write, in one line, and take it out again.
+
+`patch(model)` changes the class of each convolution module it can serve, in place: the module
+object stays the same, so its Parameters (and an optimizer built on them), hooks, training mode,
+device, dtype, name and state_dict keys are untouched. The new class derives from the module's own
+class and from `tritonconv.Conv2d` (or `Conv1d`), keeps the original's name, and remembers the
+original, so `unpatch` restores it exactly. Patched modules fall back to torch for calls tritonconv
+cannot serve (`fallback.py`).
+
+`patch_torch()` / `unpatch_torch()` / `patched()` route the functional forms instead
+(`torch.nn.functional.conv2d`/`conv1d`, `torch.conv2d`/`conv1d`), for code that calls them; code
+that imported the function itself before patching keeps torch's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
+from torch.nn.modules.lazy import LazyModuleMixin
+
+from . import nn as tritonconv_nn
+from .arithmetic import SUPPORTED_DTYPES
+from .fallback import served_conv1d, served_conv2d
+from .functional import TORCH_CONV1D, TORCH_CONV2D
+
+ModuleFilter = str | Sequence[str] | Callable[[str, nn.Module], bool]
+
+
+@dataclass
+class PatchReport:
+    """What `patch` did: the names of the modules it patched, and the convolution modules it left
+    alone with the reason (name, class, reason)."""
+
+    patched: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def table(self) -> str:
+        rows = [(name, "patched", "") for name in self.patched]
+        rows += [(name, "left alone", f"{kind}: {reason}") for name, kind, reason in self.skipped]
+        if not rows:
+            return "no convolution modules found"
+        rows = [(name or "(the model itself)", status, why) for name, status, why in rows]
+        width = max(len(name) for name, _, _ in rows)
+        lines = [f"{'module':<{width}}  {'status':<10}  why", f"{'-' * width}  {'-' * 10}  ---"]
+        lines += [f"{name:<{width}}  {status:<10}  {why}".rstrip() for name, status, why in rows]
+        lines.append(f"{len(self.patched)} patched, {len(self.skipped)} left alone")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+class _Served:
+    """Mixin of every patched class: pickles and deep-copies as 'patch of the original class', so a
+    saved patched model loads patched, and `unpatch` works on the copy."""
+
+    _tritonconv_original: type
+
+    def __reduce_ex__(self, protocol):
+        return _rebuild, (type(self)._tritonconv_original,), self.__dict__
+
+
+_PATCHED_CLASSES: dict[type, type] = {}
+
+
+def patched_class(original: type) -> type:
+    """The class a module of class `original` becomes: `_Served`, then tritonconv's layer, then
+    `original` (whose own methods other than the convolution are kept). One per original class."""
+    if original not in _PATCHED_CLASSES:
+        two_d = issubclass(original, nn.Conv2d)
+        layer, served = (tritonconv_nn.Conv2d, served_conv2d) if two_d else (tritonconv_nn.Conv1d, served_conv1d)
+        namespace = {
+            "_convolve": staticmethod(served),
+            "_tritonconv_original": original,
+            "__module__": original.__module__,
+            "__qualname__": original.__qualname__,
+            "__doc__": original.__doc__,
+        }
+        _PATCHED_CLASSES[original] = type(original.__name__, (_Served, layer, original), namespace)
+    return _PATCHED_CLASSES[original]
+
+
+def _rebuild(original: type) -> nn.Module:
+    return object.__new__(patched_class(original))
+
+
+def why_not_served(module: nn.Module) -> str | None:
+    """Why `patch` leaves a convolution module alone, or None if it can serve it."""
+    if isinstance(module, _Served):
+        return "already patched"
+    if isinstance(module, (tritonconv_nn.Conv2d, tritonconv_nn.Conv1d)):
+        return "already a tritonconv layer"
+    if isinstance(module, _ConvTransposeNd):
+        return "transposed convolution (tritonconv has no kernel for it)"
+    if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+        return "lazy module not yet initialised (run one forward first)"
+    if not isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return f"{len(module.kernel_size)}-D convolution (tritonconv serves 1-D and 2-D)"
+    base = nn.Conv2d if isinstance(module, nn.Conv2d) else nn.Conv1d
+    cls = type(module)
+    if cls.forward is not base.forward or cls._conv_forward is not base._conv_forward:
+        return f"custom forward ({cls.__qualname__} overrides {base.__name__}'s)"
+    if module.weight.dtype not in SUPPORTED_DTYPES:
+        return f"dtype {module.weight.dtype} is not supported"
+    return None
+
+
+def _matches(spec: ModuleFilter, name: str, module: nn.Module) -> bool:
+    if callable(spec):
+        return bool(spec(name, module))
+    patterns = [spec] if isinstance(spec, str) else list(spec)
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+def patch(model: nn.Module, *, include: ModuleFilter | None = None, exclude: ModuleFilter | None = None) -> PatchReport:
+    """Make every `nn.Conv2d` and `nn.Conv1d` in `model` (the model itself included) that tritonconv
+    can serve a tritonconv layer, in place, and report what was patched and what was left alone.
+
+    `include` and `exclude` take module-name patterns (`fnmatch`, e.g. `'layer1.*'`), a list of
+    them, or a predicate `(name, module) -> bool`: only included modules are patched (all, when
+    None), and excluded ones never are. A module reachable under two names is patched once.
+    """
+    report = PatchReport()
+    for name, module in model.named_modules():
+        if not isinstance(module, _ConvNd):
+            continue
+        reason = why_not_served(module)
+        if reason is None and include is not None and not _matches(include, name, module):
+            reason = "not included"
+        if reason is None and exclude is not None and _matches(exclude, name, module):
+            reason = "excluded"
+        if reason is None:
+            module.__class__ = patched_class(type(module))
+            report.patched.append(name)
+        else:
+            report.skipped.append((name, type(module).__name__, reason))
+    return report
+
+
+def unpatch(model: nn.Module) -> list[str]:
+    """Give every module `patch` changed its original class back; return their names."""
+    restored = []
+    for name, module in model.named_modules():
+        if isinstance(module, _Served):
+            module.__class__ = type(module)._tritonconv_original
+            restored.append(name)
+    return restored
+
+
+_ROUTES = (
+    (torch.nn.functional, "conv2d", served_conv2d, TORCH_CONV2D),
+    (torch.nn.functional, "conv1d", served_conv1d, TORCH_CONV1D),
+    (torch, "conv2d", served_conv2d, TORCH_CONV2D),
+    (torch, "conv1d", served_conv1d, TORCH_CONV1D),
+)
+
+
+def patch_torch() -> None:
+    """Route `F.conv2d`, `F.conv1d`, `torch.conv2d` and `torch.conv1d` through tritonconv (with
+    torch as the fallback). Every `nn.Conv1d`/`nn.Conv2d` calls `F.conv*d`, so unpatched modules
+    follow too."""
+    for owner, name, served, _ in _ROUTES:
+        setattr(owner, name, served)
+
+
+def unpatch_torch() -> None:
+    """Give torch its own functions back."""
+    for owner, name, _, original in _ROUTES:
+        setattr(owner, name, original)
+
+
+def torch_is_patched() -> bool:
+    return torch.nn.functional.conv2d is served_conv2d
+
+
+@contextlib.contextmanager
+def patched() -> Iterator[None]:
+    """`patch_torch()` for the body of a `with`, restored on exit even when the body raises; nested
+    or inside a `patch_torch()`, it leaves the routing as it found it."""
+    already = torch_is_patched()
+    patch_torch()
+    try:
+        yield
+    finally:
+        if not already:
+            unpatch_torch()
