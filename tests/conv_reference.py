@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 
+import pytest
 import torch
 import torch.nn.functional as F
 import triton
@@ -158,3 +159,8 @@ def loops_to_runtime_bounds() -> bool:
     except Exception:  # any failure means the feature is missing
         return False
     return int(out.item()) == 3
+
+
+needs_runtime_loops = pytest.mark.skipif(
+    not loops_to_runtime_bounds(), reason="this Triton interpreter cannot loop to a runtime bound (Triton <= 3.6)"
+)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conv_reference import assert_grads_close, loops_to_runtime_bounds, random_conv_inputs
+from conv_reference import assert_grads_close, needs_runtime_loops, random_conv_inputs
 from test_conv2d_fwd import FP64, SHAPE_IDS, SHAPES
 
 import tritonconv
@@ -13,9 +13,7 @@ from tritonconv.config import dgrad_by_phase, wgrad_config
 from tritonconv.dispatch import Plan
 from tritonconv.ops import backward
 
-pytestmark = pytest.mark.skipif(
-    not loops_to_runtime_bounds(), reason="this Triton interpreter cannot loop to a runtime bound (Triton <= 3.6)"
-)
+pytestmark = needs_runtime_loops
 LAYOUTS = pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 
 

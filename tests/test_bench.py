@@ -6,7 +6,7 @@ player (torch's conv) and lands in the table, so a GPU session does not find a b
 
 import pytest
 import torch
-from conv_reference import loops_to_runtime_bounds
+from conv_reference import needs_runtime_loops
 
 from tritonconv.bench import backward, forward, timing, variants
 from tritonconv.ops import depthwise
@@ -55,7 +55,7 @@ def test_forward_bench_row(cpu_timing):
     assert row["speedup"] == 1.0 and row["max_rel_err"] < 1e-5
 
 
-@pytest.mark.skipif(not loops_to_runtime_bounds(), reason="this Triton interpreter cannot loop to a runtime bound")
+@needs_runtime_loops
 def test_backward_bench_rows(cpu_timing):
     rows = backward.bench_layer(("tiny 3x3 s2", 4, 7, 8, 3, 2, 1), batch=2, dtype=torch.float32)
     assert [row["pass"] for row in rows] == ["dgrad", "wgrad"]

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conv_reference import needs_runtime_loops
 
 import tritonconv
 
@@ -16,6 +17,7 @@ CASES = {  # (n or None for unbatched, c, length, k, kernel, kwargs)
 }
 
 
+@needs_runtime_loops
 @pytest.mark.parametrize("case", list(CASES))
 def test_conv1d_matches_torch_in_value_shape_strides_and_gradients(case, device):
     n, c, length, k, kernel, kwargs = CASES[case]

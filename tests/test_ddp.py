@@ -6,19 +6,16 @@ identical, and equal (to rounding) to one process training torch's nn.Conv2d on 
 
 import os
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from conv_reference import loops_to_runtime_bounds
+from conv_reference import needs_runtime_loops
 from torch import nn
 
 import tritonconv
 
-pytestmark = pytest.mark.skipif(
-    not loops_to_runtime_bounds(), reason="this Triton interpreter cannot loop to a runtime bound (Triton <= 3.6)"
-)
+pytestmark = needs_runtime_loops
 WORLD_SIZE = 2
 STEPS = 3
 

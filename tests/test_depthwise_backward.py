@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conv_reference import loops_to_runtime_bounds, random_conv_inputs
+from conv_reference import needs_runtime_loops, random_conv_inputs
 from test_backward import run_shape
 
 import tritonconv
@@ -10,9 +10,7 @@ from tritonconv.config import depthwise_wgrad_config
 from tritonconv.dispatch import Plan, backward_variants, heuristic_backward_config
 from tritonconv.ops import backward, depthwise_backward
 
-pytestmark = pytest.mark.skipif(
-    not loops_to_runtime_bounds(), reason="this Triton interpreter cannot loop to a runtime bound (Triton <= 3.6)"
-)
+pytestmark = needs_runtime_loops
 LAYOUTS = pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 
 # (name, n, c, h, w, k, r, s, stride, padding, dilation, groups, bias, dgrad is a depthwise conv)

@@ -4,14 +4,10 @@ autocast and training."""
 import pytest
 import torch
 import torch.nn.functional as F
-from conv_reference import loops_to_runtime_bounds
+from conv_reference import needs_runtime_loops
 from torch import nn
 
 import tritonconv
-
-needs_backward = pytest.mark.skipif(
-    not loops_to_runtime_bounds(), reason="this Triton interpreter cannot loop to a runtime bound (Triton <= 3.6)"
-)
 
 CONFIGS = [
     dict(in_channels=4, out_channels=6, kernel_size=3),
@@ -54,7 +50,7 @@ def test_forward_matches_nn_conv2d(config, device):
         torch.testing.assert_close(ours(x), reference(x), rtol=1e-5, atol=1e-5)
 
 
-@needs_backward
+@needs_runtime_loops
 @pytest.mark.parametrize("config", CONFIGS, ids=IDS)
 def test_gradients_match_nn_conv2d(config, device):
     reference, ours = pair(config, device)
@@ -89,7 +85,7 @@ def test_autocast_computes_in_the_autocast_dtype(device):
     torch.testing.assert_close(got.float(), expected.float(), rtol=2e-2, atol=5e-2)
 
 
-@needs_backward
+@needs_runtime_loops
 def test_training_trajectory_matches_nn_conv2d(device):
     """The same small CNN, built from nn.Conv2d and from tritonconv.Conv2d, trained side by side."""
 

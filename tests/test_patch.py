@@ -11,6 +11,7 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
+from conv_reference import needs_runtime_loops
 from torch import nn
 
 import tritonconv
@@ -104,6 +105,7 @@ def test_patch_reports_every_conv_and_swaps_only_what_it_serves():
     assert not model.blocks[0].frozen.weight.requires_grad
 
 
+@needs_runtime_loops
 def test_patched_model_gives_the_same_outputs_and_gradients_and_hooks_fire():
     reference, model = build(), build()
     calls = {"reference": [], "patched": []}
@@ -131,6 +133,7 @@ def test_patched_model_gives_the_same_outputs_and_gradients_and_hooks_fire():
     assert calls["patched"][-1] == ("backward", torch.Size([2, 8, 4, 4]))
 
 
+@needs_runtime_loops
 def test_training_follows_the_same_trajectory_with_an_optimizer_built_before_patching():
     reference, model = build(), build()
     optimizers = [torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9) for net in (reference, model)]
@@ -273,6 +276,7 @@ def test_errors_are_torchs_own_when_torch_refuses_too():
     assert str(ours.value) == str(theirs.value)
 
 
+@needs_runtime_loops
 def test_torch_compile_of_a_patched_model_on_cpu():
     """The custom op keeps the graph whole (fullgraph) and gives the same outputs and gradients."""
     torch.manual_seed(0)

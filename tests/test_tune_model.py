@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from conv_reference import needs_runtime_loops
 from torch import nn
 
 import tritonconv
@@ -59,6 +60,7 @@ def test_recording_compiles_no_kernel_and_leaves_the_model_as_it_was(monkeypatch
     assert model.training and not functional._shapes_only
 
 
+@needs_runtime_loops
 def test_tune_model_tunes_each_distinct_problem_once(tmp_path, monkeypatch):
     monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path))
     model, x = MixedModel(), torch.randn(2, 3, 8, 8)

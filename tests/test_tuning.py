@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 import triton
+from conv_reference import needs_runtime_loops
 
 import tritonconv
 from tritonconv.tuning import cache as tuning_cache
@@ -330,6 +331,7 @@ def sequenced_timer(*medians):
     return lambda fn: [next(calls)] * 3
 
 
+@needs_runtime_loops
 @pytest.mark.parametrize(
     "pass_name, shape, routes",
     [

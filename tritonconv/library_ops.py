@@ -12,6 +12,7 @@ kernel pads one more element at the end.
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Optional
 
 import torch
 
@@ -47,7 +48,7 @@ def _memory_format(tensor: torch.Tensor) -> torch.memory_format:
 def conv2d_op(
     input: torch.Tensor,
     weight: torch.Tensor,
-    bias: torch.Tensor | None,
+    bias: Optional[torch.Tensor],  # noqa: UP045 (torch.library's schema inference reads Optional on every torch)
     stride: list[int],
     padding: list[int],
     dilation: list[int],
