@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HAS_NVIDIA_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 CPU_TORCH ?= torch==2.13.0
 
-.PHONY: setup test test-gpu lint format demo bench clean
+.PHONY: setup test test-gpu lint format demo bench bench-kernels clean
 
 setup: $(VENV)/.installed
 
@@ -33,15 +33,29 @@ format: setup
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-demo: setup
-	$(PY) -m tritonconv.cli tune --suite smoke
-	$(PY) -m tritonconv.demo
+# The demo tunes then benchmarks a suite: smoke through the interpreter without a GPU, ResNet-50 with
+# one (tuning a few configs per layer to keep it short). Its report goes to demo-out/, never reports/.
+DEMO_SUITE := $(if $(HAS_NVIDIA_GPU),resnet50,smoke)
+DEMO_TUNE := $(if $(HAS_NVIDIA_GPU),--max-candidates 8,)
 
+demo: setup
+	$(PY) -m tritonconv.cli tune --suite $(DEMO_SUITE) --pass fwd,dgrad,wgrad $(DEMO_TUNE)
+	$(PY) -m tritonconv.cli bench --suite $(DEMO_SUITE) --out demo-out/$(DEMO_SUITE).csv
+
+# GPU only. `bench` writes the committed suite reports, reports/<gpu>/<suite>.{csv,png,md}, every
+# pass against cuDNN and Inductor; `bench-kernels` runs the per-kernel studies (variants, profiles).
+BENCH_SUITES := resnet50 resnext50_32x4d mobilenetv2 convnext_t
 bench: setup
+	@gpu=$$($(PY) -c "from tritonconv.tuning.fingerprint import device_slug; print(device_slug())"); \
+	for suite in $(BENCH_SUITES); do \
+		$(PY) -m tritonconv.cli bench --suite $$suite --baseline torch,inductor --out reports/$$gpu/$$suite.csv || exit 1; \
+	done
+
+bench-kernels: setup
 	$(PY) -m tritonconv.bench.forward
 	$(PY) -m tritonconv.bench.variants
 	$(PY) -m tritonconv.bench.backward
 	$(PY) -m tritonconv.bench.profile
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis demo-out

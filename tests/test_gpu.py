@@ -142,3 +142,28 @@ def test_patched_model_in_bf16_channels_last(compile_mode, device):
         assert (param.grad.float() - ref.grad.float()).abs().max().item() <= 5e-2 * scale
     if compile_mode is None:
         assert tritonconv.stats()["conv2d"] == {"tritonconv": 4, "torch": 0, "fallbacks": {}}
+
+
+def test_suite_bench_on_the_gpu_times_every_provider():
+    """`tritonconv bench`'s measurement on a GPU: do_bench and CUDA-graph times for tritonconv, cuDNN
+    and Inductor, results within tolerance, and a report row with finite roofline figures."""
+    from tritonconv.bench import report
+    from tritonconv.bench.run import measure
+    from tritonconv.suites import load_suite
+
+    layer = load_suite("resnet50", batch=8)[2]
+    peaks = {torch.bfloat16: report.measure_peaks(torch.bfloat16)}
+    assert peaks[torch.bfloat16].tflops > 50 and peaks[torch.bfloat16].gbps > 500
+    measurements = [measure(layer, "fwd", ("torch", "inductor"))] + [measure(layer, p) for p in ("dgrad", "wgrad")]
+    assert all(m.correct for m in measurements)
+    assert set(measurements[0].times_ms) == {
+        "triton",
+        "torch",
+        "inductor",
+        "triton_graph",
+        "torch_graph",
+        "inductor_graph",
+    }
+    table = report.rows("resnet50", measurements, peaks)
+    assert (table[["speedup", "graph_speedup", "roofline_pct"]] > 0).all().all()
+    assert table["device"].str.startswith("nvidia").all()

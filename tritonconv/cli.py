@@ -1,5 +1,6 @@
 """The `tritonconv` command: `suites` lists the shape suites, `tune` fills this device's tuning cache
-with the problems of a shape suite or of a model.
+with the problems of a shape suite or of a model, `bench` times a suite against torch and writes a
+report (CSV, plot, summary), `compare` says what changed between two reports.
 
 Under `torchrun --nproc_per_node=N` (or several nodes) `tune` shards the problems over the ranks,
 each on its own GPU, and every rank's results land in every rank's cache. Without a GPU the kernels
@@ -62,6 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--batch", type=int, help="override every layer's (or the model input's) batch size")
     tune.add_argument("--force", action="store_true", help="retune problems the cache already holds")
     tune.add_argument("--max-candidates", type=int, help="time at most this many configs per variant")
+    bench = commands.add_parser("bench", help="time a suite against torch; write OUT.csv, OUT.png and OUT.md")
+    bench.add_argument("--suite", required=True, help="a suite name (see `tritonconv suites`) or a CSV path")
+    bench.add_argument("--pass", dest="passes", type=_csv(("fwd", "dgrad", "wgrad")), default=["fwd", "dgrad", "wgrad"])
+    bench.add_argument("--dtype", type=_csv(DTYPES), default=["bfloat16"])
+    bench.add_argument("--layout", type=_csv((CHANNELS_LAST, CONTIGUOUS)), default=[CHANNELS_LAST])
+    bench.add_argument("--batch", type=int, help="override every layer's batch size")
+    bench.add_argument(
+        "--baseline", type=_csv(("torch", "inductor")), default=["torch"],
+        help="torch (cuDNN in benchmark mode), and optionally inductor (torch.compile, max-autotune)",
+    )  # fmt: skip
+    bench.add_argument("--out", required=True, help="OUT.csv; OUT.png and OUT.md are written beside it")
+    compare = commands.add_parser("compare", help="what got faster or slower between two bench CSVs")
+    compare.add_argument("old")
+    compare.add_argument("new")
+    compare.add_argument("--noise", type=float, default=0.05, help="relative change treated as noise (0.05)")
     return parser
 
 
@@ -74,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
             layers = load_suite(name)
             print(f"{name}: {len(layers)} layers, {sum(layer.count for layer in layers)} convolutions")
         return 0
+    if args.command == "compare":
+        from .bench.compare import compare
+
+        print(compare(args.old, args.new, args.noise)[1])
+        return 0
+    if args.command == "bench":
+        rerun_under_interpreter_without_gpu("tritonconv.cli")
+        return _bench(args)
     if args.model and not args.input_shape:
         build_parser().error("--model needs --input-shape N,C,H,W")
     rerun_under_interpreter_without_gpu("tritonconv.cli")
@@ -102,6 +126,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cache: {cache.path}")
         print(summary.line())
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """Measure every layer x pass x dtype x layout, write the report, print the summary; exit 1 if a
+    result disagreed with torch beyond its dtype's tolerance."""
+    from .bench import report
+    from .bench.run import measure, on_gpu
+    from .suites import load_suite
+    from .tuning.session import text_progress
+
+    if on_gpu():
+        torch.backends.cudnn.benchmark = True
+    else:
+        print("no GPU: kernels run in the Triton interpreter; its times are not GPU figures", file=sys.stderr)
+    work = [
+        (layer, pass_name)
+        for dtype in args.dtype
+        for layout in args.layout
+        for layer in load_suite(args.suite, batch=args.batch, dtype=DTYPES[dtype], layout=layout)
+        for pass_name in args.passes
+    ]
+    peaks = {DTYPES[dtype]: report.measure_peaks(DTYPES[dtype]) for dtype in args.dtype}
+    measurements = []
+    for done, (layer, pass_name) in enumerate(work):
+        text_progress(
+            done, len(work), f"{pass_name} {layer.name} {str(layer.problem.dtype)[6:]} {layer.problem.layout}"
+        )
+        measurements.append(measure(layer, pass_name, args.baseline))
+    text_progress(len(work), len(work), "done")
+    suite = args.suite if "." not in args.suite else os.path.splitext(os.path.basename(args.suite))[0]
+    table = report.rows(suite, measurements, peaks)
+    paths = report.write(table, peaks, args.out)
+    print(paths[2].read_text())
+    print("wrote " + ", ".join(str(path) for path in paths))
+    return 0 if table["correct"].all() else 1
 
 
 def _problems(args: argparse.Namespace) -> list:

@@ -45,7 +45,7 @@ def load_suite(
         path = suites_folder() / f"{name_or_path}.csv"
         if not path.exists():
             raise ValueError(f"unknown suite {name_or_path!r}; known: {', '.join(available_suites())}")
-    table = pd.read_csv(path)
+    table = pd.read_csv(path, comment="#")  # '#' lines say where the shapes come from
     missing = [column for column in COLUMNS if column not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; a suite has columns {', '.join(COLUMNS)}")

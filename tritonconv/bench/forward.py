@@ -15,35 +15,17 @@ import torch
 import torch.nn.functional as F
 
 import tritonconv
+from tritonconv.suites import load_suite
 
 from .timing import channels_last_inputs, graph_ms, layer_problem, median_ms, relative_error, require_gpu, stamp
 
-# (layer, c, h, k, r, stride, padding): every unique ResNet-50 v1.5 layer, from shared/reference/shape_suites.md.
+# (layer, c, h, k, r, stride, padding): every unique ResNet-50 v1.5 layer, from the resnet50 suite
+# (autotune/resnet50.csv), in the square, one-stride form these kernel studies take.
 RESNET50_LAYERS = [
-    ("conv1 7x7 s2", 3, 224, 64, 7, 2, 3),
-    ("l1.b1.c1 1x1", 64, 56, 64, 1, 1, 0),
-    ("l1.c2 3x3", 64, 56, 64, 3, 1, 1),
-    ("l1.c3/ds 1x1", 64, 56, 256, 1, 1, 0),
-    ("l1.b2-3.c1 1x1", 256, 56, 64, 1, 1, 0),
-    ("l2.b1.c1 1x1", 256, 56, 128, 1, 1, 0),
-    ("l2.b1.c2 3x3 s2", 128, 56, 128, 3, 2, 1),
-    ("l2.b1.ds 1x1 s2", 256, 56, 512, 1, 2, 0),
-    ("l2.c3 1x1", 128, 28, 512, 1, 1, 0),
-    ("l2.b2-4.c1 1x1", 512, 28, 128, 1, 1, 0),
-    ("l2.b2-4.c2 3x3", 128, 28, 128, 3, 1, 1),
-    ("l3.b1.c1 1x1", 512, 28, 256, 1, 1, 0),
-    ("l3.b1.c2 3x3 s2", 256, 28, 256, 3, 2, 1),
-    ("l3.b1.ds 1x1 s2", 512, 28, 1024, 1, 2, 0),
-    ("l3.c3 1x1", 256, 14, 1024, 1, 1, 0),
-    ("l3.b2-6.c1 1x1", 1024, 14, 256, 1, 1, 0),
-    ("l3.b2-6.c2 3x3", 256, 14, 256, 3, 1, 1),
-    ("l4.b1.c1 1x1", 1024, 14, 512, 1, 1, 0),
-    ("l4.b1.c2 3x3 s2", 512, 14, 512, 3, 2, 1),
-    ("l4.b1.ds 1x1 s2", 1024, 14, 2048, 1, 2, 0),
-    ("l4.c3 1x1", 512, 7, 2048, 1, 1, 0),
-    ("l4.b2-3.c1 1x1", 2048, 7, 512, 1, 1, 0),
-    ("l4.b2-3.c2 3x3", 512, 7, 512, 3, 1, 1),
-]
+    (layer.name, layer.problem.c, layer.problem.h, layer.problem.k, layer.problem.r, layer.problem.stride[0],
+     layer.problem.padding[0])
+    for layer in load_suite("resnet50")
+]  # fmt: skip
 
 
 def bench_layer(layer: tuple, batch: int, dtype: torch.dtype) -> dict:

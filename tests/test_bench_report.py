@@ -1,0 +1,79 @@
+"""`tritonconv bench` and `tritonconv compare` end to end on the CPU (through the interpreter).
+
+The times mean nothing here; what is checked is the report: every column the issue names, finite
+values, errors within tolerance, the plot and the summary, and a compare that reads them back.
+"""
+
+import math
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conv_reference import loops_to_runtime_bounds
+
+from tritonconv.bench.compare import compare
+
+REQUIRED_COLUMNS = [
+    "suite", "layer", "pass", "n", "c", "h", "w", "k", "r", "s", "stride_h", "stride_w", "pad_h", "pad_w", "dil_h",
+    "dil_w", "groups", "p", "q", "dtype", "layout", "variant", "config", "triton_ms", "torch_ms", "speedup",
+    "triton_tflops", "torch_tflops", "triton_gbps", "roofline_ms", "roofline_pct", "max_rel_err", "device",
+    "torch_version", "triton_version", "timestamp",
+]  # fmt: skip
+NUMERIC = ["triton_ms", "torch_ms", "speedup", "triton_tflops", "torch_tflops", "triton_gbps", "roofline_ms",
+           "roofline_pct", "max_rel_err"]  # fmt: skip
+
+
+def bench(tmp_path, *args):
+    env = {**os.environ, "TRITONCONV_CACHE_DIR": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "tritonconv.cli", "bench", "--suite", "smoke", "--out", str(tmp_path / "x.csv")]
+    result = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("bench")
+    passes = "fwd,dgrad,wgrad" if loops_to_runtime_bounds() else "fwd"  # old interpreters: no backward
+    result = bench(tmp_path, "--pass", passes, "--dtype", "float32,bfloat16")
+    return tmp_path, result, pd.read_csv(tmp_path / "x.csv"), passes.split(",")
+
+
+def test_the_csv_has_every_column_finite_values_and_small_errors(report):
+    _, _, table, passes = report
+    assert [column for column in REQUIRED_COLUMNS if column not in table.columns] == []
+    assert len(table) == 7 * len(passes) * 2 and set(table["pass"]) == set(passes)
+    assert table[NUMERIC].map(math.isfinite).all().all()
+    assert (table[["triton_ms", "torch_ms", "roofline_ms"]] > 0).all().all()
+    assert table["correct"].all() and table["max_rel_err"].max() < 5e-2
+    assert set(table["variant"]) >= {"implicit_gemm", "conv1x1", "grouped_tile", "depthwise"}
+    assert table["device"].str.contains("interpreter").all()
+
+
+def test_the_plot_and_the_summary_are_written_and_printed(report):
+    tmp_path, result, _, _ = report
+    png = (tmp_path / "x.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    summary = (tmp_path / "x.md").read_text()
+    assert "geomean speedup" in summary and "weighted by count" in summary and "measured peaks" in summary
+    assert summary.count("| smoke") == 0 and summary.count("\n| fwd") == 2  # one row per dtype
+    assert "Every result matched torch's" in summary
+    assert summary.splitlines()[0] in result.stdout and "wrote " in result.stdout
+
+
+def test_compare_reads_two_reports(report, tmp_path):
+    directory, _, table, _ = report
+    slower = table.copy()
+    slower.loc[0, "triton_ms"] *= 2
+    slower.loc[1, "triton_ms"] /= 2
+    slower.to_csv(tmp_path / "new.csv", index=False)
+    joined, text = compare(directory / "x.csv", tmp_path / "new.csv")
+    assert list(joined["verdict"]).count("slower") == 1 and list(joined["verdict"]).count("faster") == 1
+    assert f"{len(table)} rows: 1 faster, 1 slower, {len(table) - 2} unchanged" in text
+    printed = subprocess.run(
+        [sys.executable, "-m", "tritonconv.cli", "compare", str(directory / "x.csv"), str(tmp_path / "new.csv")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert printed.returncode == 0 and "1 faster, 1 slower" in printed.stdout
