@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .arithmetic import CONTIGUOUS, ConvProblem, is_channels_last_like, problem_from_tensors
+from .arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, is_channels_last_like, problem_from_tensors
 from .ops import conv2d_fwd
 from .ops.backward import conv2d_bias_grad, conv2d_dgrad, conv2d_wgrad
+from .ops.epilogue import ACTIVATIONS, Epilogue, activation_grad, saves_output
+from .runtime import new_output
 
 # torch's own convolutions, as they were when tritonconv was imported: what tritonconv falls back on
 # and records through, even while `tritonconv.patch_torch()` has routed F.conv2d/conv1d to tritonconv.
@@ -38,13 +40,68 @@ class Conv2dFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        input, weight = ctx.saved_tensors
-        needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
-        problem = ctx.problem
-        grad_input = conv2d_dgrad(grad_output, weight, problem, ctx.input_channels_last) if needs_input else None
-        grad_weight = conv2d_wgrad(input, grad_output, problem, ctx.weight_channels_last) if needs_weight else None
-        grad_bias = conv2d_bias_grad(grad_output) if needs_bias else None
-        return grad_input, grad_weight, grad_bias, None
+        return (*_conv_gradients(ctx, grad_output), None)
+
+
+def _conv_gradients(ctx, grad_output: torch.Tensor) -> tuple:
+    """(dX, dW, db) of the convolution for the gradients autograd asked for (None for the rest)."""
+    input, weight = ctx.saved_tensors[:2]
+    needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+    problem = ctx.problem
+    grad_input = conv2d_dgrad(grad_output, weight, problem, ctx.input_channels_last) if needs_input else None
+    grad_weight = conv2d_wgrad(input, grad_output, problem, ctx.weight_channels_last) if needs_weight else None
+    grad_bias = conv2d_bias_grad(grad_output) if needs_bias else None
+    return grad_input, grad_weight, grad_bias
+
+
+def _fused_forward(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    problem: ConvProblem,
+    activation: str,
+    negative_slope: float,
+    for_backward: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(output, what the activation's derivative reads: the output, the pre-activation, or None)."""
+    from_output = saves_output(activation, negative_slope)
+    preactivation = None
+    if activation and not from_output and for_backward:
+        memory_format = torch.channels_last if problem.layout == CHANNELS_LAST else torch.contiguous_format
+        preactivation = new_output(problem.output_shape, input, memory_format)
+    epilogue = Epilogue(activation, negative_slope, residual, preactivation)
+    output = conv2d_fwd(input, weight, bias, problem, epilogue=epilogue)
+    return output, ((output if from_output else preactivation) if activation else None)
+
+
+class FusedConv2dFunction(torch.autograd.Function):
+    """activation(conv2d(input, weight, bias) + residual), all in the forward kernel's epilogue.
+
+    The backward turns dY into dZ (Z = conv + bias + residual) in one Triton pass, from the output
+    for relu and leaky_relu and from Z, written by the forward kernel beside Y, for the others; Z is
+    written only when some gradient is needed. dZ is then the residual's gradient and feeds the
+    convolution's dgrad, wgrad and bias grad as in `Conv2dFunction`."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, residual, problem: ConvProblem, activation: str, negative_slope: float):
+        output, saved = _fused_forward(input, weight, bias, residual, problem, activation, negative_slope, True)
+        needs_input, needs_weight = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(input if needs_weight else None, weight if needs_input else None, saved)
+        ctx.problem, ctx.activation, ctx.negative_slope = problem, activation, negative_slope
+        ctx.input_channels_last = is_channels_last_like(input)
+        ctx.weight_channels_last = is_channels_last_like(weight)
+        return output
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        saved = ctx.saved_tensors[2]
+        grad_z = grad_output
+        if ctx.activation:
+            grad_z = activation_grad(grad_output, saved, ctx.activation, ctx.negative_slope)
+        grad_residual = grad_z if ctx.needs_input_grad[3] else None
+        return (*_conv_gradients(ctx, grad_z), grad_residual, None, None, None)
 
 
 def conv2d(
@@ -55,6 +112,10 @@ def conv2d(
     padding: str | int | Sequence[int] = 0,
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
+    *,
+    activation: str | None = None,
+    residual: torch.Tensor | None = None,
+    negative_slope: float = 0.01,
 ) -> torch.Tensor:
     """2-D convolution computed by Triton kernels, with exactly `torch.nn.functional.conv2d`'s semantics.
 
@@ -63,7 +124,14 @@ def conv2d(
     `torch.backends.cudnn.allow_tf32` is set) and fp64. The output has the memory format torch gives it.
     Differentiable in input, weight and bias; every gradient is computed by Triton kernels. Under
     `torch.autocast` it computes in the autocast dtype, as `F.conv2d` does.
+
+    Fused epilogue: `activation` ('relu', 'silu', 'gelu', 'gelu_tanh', 'leaky_relu' with
+    `negative_slope`) and `residual` (a tensor of the output's shape and dtype, any strides) make the
+    result `activation(conv2d(input, weight, bias) + residual)`, computed before the kernel stores
+    its tile; `residual` receives its gradient too.
     """
+    if activation is not None or residual is not None:
+        return _fused(input, weight, bias, (stride, padding, dilation, groups), activation, residual, negative_slope)
     if _shapes_only:  # recording a model's problems (tuning.model): torch computes, no kernel compiles
         return TORCH_CONV2D(input, weight, bias, stride, padding, dilation, groups)
     autocast_dtype = autocast_dtype_for(input)
@@ -74,6 +142,70 @@ def conv2d(
 
         return library_ops.conv2d(input, weight, bias, stride, padding, dilation, groups)
     return _conv2d(input, weight, bias, problem_from_tensors(input, weight, bias, stride, padding, dilation, groups))
+
+
+def _fused(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    geometry: tuple,
+    activation: str | None,
+    residual: torch.Tensor | None,
+    negative_slope: float,
+) -> torch.Tensor:
+    """conv2d with an epilogue: in the kernel, or, while recording or under torch.compile, as the
+    convolution followed by torch's own add and activation (Inductor fuses those itself)."""
+    if activation is not None and activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be None or one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+    if _shapes_only or torch.compiler.is_compiling():
+        output = conv2d(input, weight, bias, *geometry)
+        if residual is not None:
+            output = output + residual
+        return output if activation is None else torch_activation(output, activation, negative_slope)
+    autocast_dtype = autocast_dtype_for(input)
+    if autocast_dtype is not None:
+        input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
+    problem = problem_from_tensors(input, weight, bias, *geometry)
+    batched = input.dim() == 4
+    if residual is not None:
+        expected = problem.output_shape if batched else problem.output_shape[1:]
+        if tuple(residual.shape) != tuple(expected) or residual.dtype != input.dtype or residual.device != input.device:
+            raise RuntimeError(
+                f"residual must match the convolution's output: shape {list(expected)}, dtype {input.dtype}, device "
+                f"{input.device}; got shape {list(residual.shape)}, dtype {residual.dtype}, device {residual.device}"
+            )
+        residual = residual if batched else residual.unsqueeze(0)
+    batched_input = input if batched else input.unsqueeze(0)
+    arguments = (batched_input, weight, bias, residual, problem, activation or "", float(negative_slope))
+    if _needs_grad(input, weight, bias) or (
+        residual is not None and residual.requires_grad and torch.is_grad_enabled()
+    ):
+        output = FusedConv2dFunction.apply(*arguments)
+    else:
+        output = FusedConv2dFunction.forward(_NoGrad(), *arguments)
+    return output if batched else output.squeeze(0)
+
+
+class _NoGrad:
+    """The ctx of a fused forward run outside autograd: nothing needs a gradient, nothing is saved."""
+
+    needs_input_grad = (False,) * 7
+
+    def save_for_backward(self, *tensors) -> None:
+        pass
+
+
+def torch_activation(output: torch.Tensor, activation: str, negative_slope: float = 0.01) -> torch.Tensor:
+    """torch's own form of each fusable activation (the reference the fused kernels match)."""
+    if activation == "relu":
+        return F.relu(output)
+    if activation == "silu":
+        return F.silu(output)
+    if activation == "gelu":
+        return F.gelu(output)
+    if activation == "gelu_tanh":
+        return F.gelu(output, approximate="tanh")
+    return F.leaky_relu(output, negative_slope)
 
 
 def _conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, problem: ConvProblem) -> torch.Tensor:

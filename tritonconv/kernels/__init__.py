@@ -4,6 +4,7 @@ from .conv1x1_fwd import _conv2d_fwd_1x1_kernel
 from .depthwise_fwd import _conv2d_fwd_depthwise_kernel
 from .dgrad import _conv2d_dgrad_kernel
 from .dgrad_phased import _conv2d_dgrad_phased_kernel
+from .epilogue import _activation_grad_kernel
 from .grouped_tile_fwd import _conv2d_fwd_grouped_tile_kernel
 from .implicit_gemm_fwd import _conv2d_fwd_implicit_gemm_kernel
 from .wgrad import (
@@ -14,6 +15,7 @@ from .wgrad import (
 )
 
 __all__ = [
+    "_activation_grad_kernel",
     "_conv2d_bias_grad_kernel",
     "_conv2d_dgrad_kernel",
     "_conv2d_dgrad_phased_kernel",

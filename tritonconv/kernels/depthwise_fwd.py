@@ -14,6 +14,8 @@ reuse is left to the L1 cache; which is faster is the autotuner's call.
 import triton
 import triton.language as tl
 
+from .epilogue import activate
+
 
 @triton.jit
 def _conv2d_fwd_depthwise_kernel(
@@ -21,6 +23,8 @@ def _conv2d_fwd_depthwise_kernel(
     w_ptr,
     bias_ptr,
     y_ptr,
+    residual_ptr,
+    z_ptr,
     N,
     H,
     W,
@@ -39,6 +43,10 @@ def _conv2d_fwd_depthwise_kernel(
     stride_yk,
     stride_yp,
     stride_yq,
+    stride_rn,
+    stride_rk,
+    stride_rp,
+    stride_rq,
     MULTIPLIER: tl.constexpr,
     R: tl.constexpr,
     S: tl.constexpr,
@@ -49,6 +57,10 @@ def _conv2d_fwd_depthwise_kernel(
     DIL_H: tl.constexpr,
     DIL_W: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    NEGATIVE_SLOPE: tl.constexpr,
+    STORE_PREACTIVATION: tl.constexpr,
     HALO_IN_REGISTERS: tl.constexpr,
     HALO_W: tl.constexpr,
     INDEX_64: tl.constexpr,
@@ -119,4 +131,11 @@ def _conv2d_fwd_depthwise_kernel(
         bias = tl.load(bias_ptr + offs_k * stride_bias, mask=mask_k, other=0.0)
         acc += bias.to(acc.dtype)[None, :]
     y_offs = image * stride_yn + out_h * stride_yp + (offs_q * stride_yq)[:, None] + (offs_k * stride_yk)[None, :]
-    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_q[:, None] & mask_k[None, :])
+    mask_y = mask_q[:, None] & mask_k[None, :]
+    if HAS_RESIDUAL:
+        r_offs = image * stride_rn + out_h * stride_rp + (offs_q * stride_rq)[:, None] + (offs_k * stride_rk)[None, :]
+        acc += tl.load(residual_ptr + r_offs, mask=mask_y, other=0.0).to(acc.dtype)
+    if STORE_PREACTIVATION:
+        tl.store(z_ptr + y_offs, acc.to(z_ptr.dtype.element_ty), mask=mask_y)
+    acc = activate(acc, ACTIVATION, NEGATIVE_SLOPE)
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_y)

@@ -10,6 +10,7 @@ multiplies another group's channels (a block-diagonal tile would).
 import triton
 import triton.language as tl
 
+from .epilogue import activate
 from .indexing import output_pixels, reduction_taps
 
 
@@ -19,6 +20,8 @@ def _conv2d_fwd_grouped_tile_kernel(
     w_ptr,
     bias_ptr,
     y_ptr,
+    residual_ptr,
+    z_ptr,
     N,
     H,
     W,
@@ -37,6 +40,10 @@ def _conv2d_fwd_grouped_tile_kernel(
     stride_yk,
     stride_yp,
     stride_yq,
+    stride_rn,
+    stride_rk,
+    stride_rp,
+    stride_rq,
     C_PER_GROUP: tl.constexpr,
     K_PER_GROUP: tl.constexpr,
     R: tl.constexpr,
@@ -49,6 +56,10 @@ def _conv2d_fwd_grouped_tile_kernel(
     DIL_W: tl.constexpr,
     GROUPS: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    NEGATIVE_SLOPE: tl.constexpr,
+    STORE_PREACTIVATION: tl.constexpr,
     CHANNELS_INNER: tl.constexpr,
     INDEX_64: tl.constexpr,
     ACC_FP64: tl.constexpr,
@@ -117,4 +128,12 @@ def _conv2d_fwd_grouped_tile_kernel(
         acc += bias.to(acc.dtype)[:, None, :]
     y_row = image * stride_yn + out_h * stride_yp + out_w * stride_yq  # [M]
     y_offs = y_row[None, :, None] + (out_channel * stride_yk)[:, None, :]
-    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_gm & mask_n[None, None, :])
+    mask_y = mask_gm & mask_n[None, None, :]
+    if HAS_RESIDUAL:
+        r_row = image * stride_rn + out_h * stride_rp + out_w * stride_rq
+        r_offs = r_row[None, :, None] + (out_channel * stride_rk)[:, None, :]
+        acc += tl.load(residual_ptr + r_offs, mask=mask_y, other=0.0).to(acc.dtype)
+    if STORE_PREACTIVATION:
+        tl.store(z_ptr + y_offs, acc.to(z_ptr.dtype.element_ty), mask=mask_y)
+    acc = activate(acc, ACTIVATION, NEGATIVE_SLOPE)
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_y)

@@ -9,6 +9,7 @@ from the output pixel and the tap, and taps that fall in the padding are masked 
 import triton
 import triton.language as tl
 
+from .epilogue import activate
 from .indexing import group_and_tile, output_pixels, reduction_taps
 
 
@@ -18,6 +19,8 @@ def _conv2d_fwd_implicit_gemm_kernel(
     w_ptr,
     bias_ptr,
     y_ptr,
+    residual_ptr,
+    z_ptr,
     N,
     H,
     W,
@@ -37,6 +40,10 @@ def _conv2d_fwd_implicit_gemm_kernel(
     stride_yk,
     stride_yp,
     stride_yq,
+    stride_rn,
+    stride_rk,
+    stride_rp,
+    stride_rq,
     C_PER_GROUP: tl.constexpr,
     R: tl.constexpr,
     S: tl.constexpr,
@@ -48,6 +55,10 @@ def _conv2d_fwd_implicit_gemm_kernel(
     DIL_W: tl.constexpr,
     GROUPS: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    NEGATIVE_SLOPE: tl.constexpr,
+    STORE_PREACTIVATION: tl.constexpr,
     CHANNELS_INNER: tl.constexpr,
     INDEX_64: tl.constexpr,
     ACC_FP64: tl.constexpr,
@@ -113,4 +124,12 @@ def _conv2d_fwd_implicit_gemm_kernel(
         acc += bias.to(acc.dtype)[None, :]
     y_row = image * stride_yn + out_h * stride_yp + out_w * stride_yq
     y_offs = y_row[:, None] + (out_channel * stride_yk)[None, :]
-    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    mask_y = mask_m[:, None] & mask_n[None, :]
+    if HAS_RESIDUAL:
+        r_row = image * stride_rn + out_h * stride_rp + out_w * stride_rq
+        residual = tl.load(residual_ptr + r_row[:, None] + (out_channel * stride_rk)[None, :], mask=mask_y, other=0.0)
+        acc += residual.to(acc.dtype)
+    if STORE_PREACTIVATION:
+        tl.store(z_ptr + y_offs, acc.to(z_ptr.dtype.element_ty), mask=mask_y)
+    acc = activate(acc, ACTIVATION, NEGATIVE_SLOPE)
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_y)

@@ -10,6 +10,7 @@ from ..config import KernelConfig
 from ..kernels import _conv2d_fwd_1x1_kernel
 from ..runtime import is_interpreted
 from .common import LaunchFlags, bias_arguments
+from .epilogue import NO_EPILOGUE, Epilogue
 
 try:  # host-side tensor descriptors: Triton >= 3.4
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -56,10 +57,11 @@ def launch(
     problem: ConvProblem,
     config: KernelConfig,
     flags: LaunchFlags,
+    epilogue: Epilogue = NO_EPILOGUE,
 ) -> None:
     m = x.shape[0] * problem.p * problem.q
     grid = (triton.cdiv(m, config.block_m) * triton.cdiv(problem.k, config.block_n),)
-    views = gemm_views(x, weight, y, problem)
+    views = None if epilogue.reads_or_writes_extra else gemm_views(x, weight, y, problem)
     if views is not None:
         x_mat, w_mat, y_mat = views
         x_arg = TensorDescriptor.from_tensor(x_mat, [config.block_m, config.block_k])
@@ -73,6 +75,7 @@ def launch(
         w_arg,
         bias_ptr,
         y_arg,
+        *epilogue.pointers(y),
         x.shape[0],
         problem.k,
         problem.p,
@@ -82,10 +85,12 @@ def launch(
         weight.stride(1),
         bias_stride,
         *y.stride(),
+        *epilogue.residual_strides(),
         C=problem.c,
         STRIDE_H=problem.stride[0],
         STRIDE_W=problem.stride[1],
         HAS_BIAS=bias is not None,
+        **epilogue.kwargs(),
         USE_DESCRIPTORS=views is not None,
         INDEX_64=flags.index_64,
         **flags.numeric_kwargs(),

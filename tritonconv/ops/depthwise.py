@@ -10,6 +10,7 @@ from ..arithmetic import ConvProblem
 from ..config import KernelConfig
 from ..kernels import _conv2d_fwd_depthwise_kernel
 from .common import LaunchFlags, bias_arguments, geometry_kwargs
+from .epilogue import NO_EPILOGUE, Epilogue
 
 KERNEL = _conv2d_fwd_depthwise_kernel
 HAS_GATHER = hasattr(tl, "gather")
@@ -28,6 +29,7 @@ def launch(
     problem: ConvProblem,
     config: KernelConfig,
     flags: LaunchFlags,
+    epilogue: Epilogue = NO_EPILOGUE,
 ) -> None:
     """One program per (output row, column block, channel block); no batch limit beyond the grid's."""
     if config.halo_in_registers and not HAS_GATHER:
@@ -39,6 +41,7 @@ def launch(
         weight,
         bias_ptr,
         y,
+        *epilogue.pointers(y),
         x.shape[0],
         problem.h,
         problem.w,
@@ -51,9 +54,11 @@ def launch(
         weight.stride(3),
         bias_stride,
         *y.stride(),
+        *epilogue.residual_strides(),
         MULTIPLIER=problem.k_per_group,
         **geometry_kwargs(problem),
         HAS_BIAS=bias is not None,
+        **epilogue.kwargs(),
         HALO_IN_REGISTERS=config.halo_in_registers,
         HALO_W=halo_width(problem, config.block_m),
         INDEX_64=flags.index_64,

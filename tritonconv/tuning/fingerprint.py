@@ -15,7 +15,7 @@ from .. import kernels
 from ..runtime import is_interpreted
 from .space import space_digest
 
-# The kernel modules each (pass, variant) runs; indexing.py's helpers are inlined into all of them.
+# The kernel modules each (pass, variant) runs; indexing.py and epilogue.py are inlined into all of them.
 KERNEL_MODULES = {
     ("fwd", "implicit_gemm"): ("implicit_gemm_fwd",),
     ("fwd", "conv1x1"): ("conv1x1_fwd",),
@@ -43,7 +43,7 @@ def device_slug(device: torch.device | None = None) -> str:
 def kernel_digest(pass_name: str, variant: str) -> str:
     """A short hash of the source of the kernels that serve (pass, variant)."""
     digest = hashlib.sha256()
-    for module in (*KERNEL_MODULES[(pass_name, variant)], "indexing"):
+    for module in (*KERNEL_MODULES[(pass_name, variant)], "indexing", "epilogue"):
         digest.update(inspect.getsource(importlib.import_module(f"{kernels.__name__}.{module}")).encode())
     return digest.hexdigest()[:12]
 
