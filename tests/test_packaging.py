@@ -28,9 +28,21 @@ def test_smoke_suite_covers_every_variant():
 def test_suite_errors_name_the_fix(tmp_path):
     import pytest
 
-    with pytest.raises(ValueError, match="unknown suite 'nope'; known: smoke"):
+    with pytest.raises(ValueError, match=r"unknown suite 'nope'; known: convnext_t, mobilenetv2, .*smoke"):
         load_suite("nope")
     bad = tmp_path / "mine.csv"
     bad.write_text("layer,n,c\nx,1,2\n")
     with pytest.raises(ValueError, match="missing columns"):
         load_suite(str(bad))
+
+
+def test_the_network_suites_load_with_their_layer_counts():
+    """Every suite the benchmarks name is installed and parses; the counts are the networks' convs."""
+    expected = {"resnet50": (23, 53), "resnext50_32x4d": (24, 53), "mobilenetv2": (16, 28), "convnext_t": (11, 37),
+                "replknet31b": (4, 24)}  # fmt: skip
+    for name, (layers, convolutions) in expected.items():
+        suite = load_suite(name, batch=2)
+        assert (len(suite), sum(layer.count for layer in suite)) == (layers, convolutions), name
+        assert {layer.problem.n for layer in suite} == {2}
+    resnext = {layer.name: layer.problem for layer in load_suite("resnext50_32x4d")}
+    assert resnext["l3 grouped 3x3"].groups == 32 and resnext["l3 grouped 3x3"].c_per_group == 16
