@@ -167,3 +167,32 @@ def test_suite_bench_on_the_gpu_times_every_provider():
     table = report.rows("resnet50", measurements, peaks)
     assert (table[["speedup", "graph_speedup", "roofline_pct"]] > 0).all().all()
     assert table["device"].str.startswith("nvidia").all()
+
+
+@pytest.mark.parametrize("with_residual", [False, True], ids=["no residual", "residual"])
+@pytest.mark.parametrize("activation", ["relu", "silu", "gelu_tanh"])
+@pytest.mark.parametrize("layer", LAYERS[:8], ids=[layer[0] for layer in LAYERS[:8]])
+def test_fused_epilogue_in_bf16_channels_last(layer, activation, with_residual, device):
+    """Every variant's compiled epilogue (the 1x1 one through its tensor-descriptor store when there
+    is no residual), values and gradients, against torch's unfused ops in float32."""
+    from tritonconv.functional import torch_activation
+
+    _, n, c, h, w, k, r, s, stride, padding, dilation, groups, has_bias = layer
+    x, weight, bias = random_conv_inputs(n, c, h, w, k, r, s, groups, has_bias, torch.bfloat16, device, True)
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    x, weight = x.requires_grad_(), weight.requires_grad_()
+    output_shape = tritonconv.problem_from_tensors(x, weight, bias, **kwargs).output_shape
+    residual = None
+    if with_residual:
+        residual = torch.randn(output_shape, device=device, dtype=torch.bfloat16).to(memory_format=torch.channels_last)
+    got = tritonconv.conv2d(x, weight, bias, **kwargs, activation=activation, residual=residual)
+    wide = [t.detach().float().requires_grad_() for t in (x, weight)]
+    expected = torch.nn.functional.conv2d(*wide, None if bias is None else bias.float(), **kwargs)
+    expected = torch_activation(expected if residual is None else expected + residual.float(), activation)
+    scale = expected.abs().max().item()
+    assert (got.float() - expected).abs().max().item() <= 2e-2 * scale
+    grad = torch.randn_like(expected)
+    ours = torch.autograd.grad(got, (x, weight), grad.bfloat16())
+    theirs = torch.autograd.grad(expected, wide, grad)
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert (mine.float() - reference).abs().max().item() <= 3e-2 * reference.abs().max().item()

@@ -19,7 +19,7 @@ import torch
 
 from . import kernels
 from .arithmetic import SUPPORTED_DTYPES
-from .functional import TORCH_CONV1D, TORCH_CONV2D, autocast_dtype_for, conv1d, conv2d
+from .functional import TORCH_CONV1D, TORCH_CONV2D, autocast_dtype_for, conv1d, conv2d, torch_conv2d_with_epilogue
 from .runtime import is_interpreted, supports_fp64_dot
 
 logger = logging.getLogger("tritonconv")
@@ -70,9 +70,13 @@ def _argument(args: tuple, kwargs: dict, index: int, name: str) -> object:
     return args[index] if len(args) > index else kwargs.get(name)
 
 
-def served_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> torch.Tensor:
-    """`F.conv2d`, served by tritonconv where it can be."""
-    return serve("conv2d", conv2d, TORCH_CONV2D, input, weight, bias, stride, padding, dilation, groups)
+def served_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, **epilogue) -> torch.Tensor:
+    """`F.conv2d`, served by tritonconv where it can be; `epilogue` (activation, residual,
+    negative_slope: what a fused module asks for) is applied by torch's own ops on a fallback."""
+    if not epilogue:
+        return serve("conv2d", conv2d, TORCH_CONV2D, input, weight, bias, stride, padding, dilation, groups)
+    return serve("conv2d", conv2d, torch_conv2d_with_epilogue, input, weight, bias, stride, padding, dilation, groups,
+                 **epilogue)  # fmt: skip
 
 
 def served_conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> torch.Tensor:

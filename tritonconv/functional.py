@@ -158,10 +158,7 @@ def _fused(
     if activation is not None and activation not in ACTIVATIONS:
         raise ValueError(f"activation must be None or one of {', '.join(ACTIVATIONS)}; got {activation!r}")
     if _shapes_only or torch.compiler.is_compiling():
-        output = conv2d(input, weight, bias, *geometry)
-        if residual is not None:
-            output = output + residual
-        return output if activation is None else torch_activation(output, activation, negative_slope)
+        return _with_torch_epilogue(conv2d(input, weight, bias, *geometry), activation, residual, negative_slope)
     autocast_dtype = autocast_dtype_for(input)
     if autocast_dtype is not None:
         input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
@@ -193,6 +190,23 @@ class _NoGrad:
 
     def save_for_backward(self, *tensors) -> None:
         pass
+
+
+def _with_torch_epilogue(
+    output: torch.Tensor, activation: str | None, residual: torch.Tensor | None, negative_slope: float
+) -> torch.Tensor:
+    if residual is not None:
+        output = output + residual
+    return output if activation is None else torch_activation(output, activation, negative_slope)
+
+
+def torch_conv2d_with_epilogue(
+    input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, residual=None,
+    negative_slope=0.01,
+) -> torch.Tensor:  # fmt: skip
+    """The unfused computation in torch alone: torch's conv, then its add and activation."""
+    output = TORCH_CONV2D(input, weight, bias, stride, padding, dilation, groups)
+    return _with_torch_epilogue(output, activation, residual, negative_slope)
 
 
 def torch_activation(output: torch.Tensor, activation: str, negative_slope: float = 0.01) -> torch.Tensor:

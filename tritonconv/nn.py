@@ -7,26 +7,54 @@ import torch
 import torch.nn.functional as F
 
 from .functional import conv1d, conv2d
+from .ops.epilogue import ACTIVATIONS
 
 
 class _TritonConvolution:
     """Only `_conv_forward` is replaced, the method `nn.Conv1d/2d.forward` calls, so everything else
     is torch's own code. Non-zero padding modes ('reflect', 'replicate', 'circular') pad the input
     the way torch does and then run the kernel unpadded; 'zeros' padding happens inside the kernel.
-    `_convolve` is the functional form (patched modules swap in one that falls back to torch)."""
+    `_convolve` is the functional form (patched modules swap in one that falls back to torch);
+    `_epilogue()` the keywords of a fused activation, if any."""
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        padding = self.padding
         if self.padding_mode != "zeros":
-            padded = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return self._convolve(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
-        return self._convolve(input, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+            input, padding = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode), 0
+        return self._convolve(input, weight, bias, self.stride, padding, self.dilation, self.groups, **self._epilogue())
+
+    def _epilogue(self) -> dict:
+        return {}
 
 
 class Conv2d(_TritonConvolution, torch.nn.Conv2d):
     """Drop-in for `torch.nn.Conv2d`: same constructor and defaults, same parameters and state_dict
-    keys (checkpoints load both ways), same repr, hooks and padding modes."""
+    keys (checkpoints load both ways), same repr, hooks and padding modes.
+
+    `activation` ('relu', 'silu', 'gelu', 'gelu_tanh', 'leaky_relu' with `negative_slope`) is
+    applied in the kernel's epilogue: the layer computes activation(conv2d(x) + bias)."""
 
     _convolve = staticmethod(conv2d)
+
+    def __init__(self, *args, activation: str | None = None, negative_slope: float = 0.01, **kwargs):
+        super().__init__(*args, **kwargs)
+        if activation is not None and activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be None or one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+        # Private names: a patched user subclass may have an `activation` attribute of its own.
+        self._tritonconv_activation, self._tritonconv_negative_slope = activation, negative_slope
+
+    def _epilogue(self) -> dict:
+        activation = self.__dict__.get("_tritonconv_activation")  # absent on a patched nn.Conv2d
+        if activation is None:
+            return {}
+        return {"activation": activation, "negative_slope": self._tritonconv_negative_slope}
+
+    def extra_repr(self) -> str:
+        epilogue = self._epilogue()
+        if not epilogue:
+            return super().extra_repr()
+        slope = f", negative_slope={epilogue['negative_slope']}" if epilogue["activation"] == "leaky_relu" else ""
+        return f"{super().extra_repr()}, activation={epilogue['activation']!r}{slope}"
 
 
 class Conv1d(_TritonConvolution, torch.nn.Conv1d):

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.modules.lazy import LazyModuleMixin
 
+from . import fusion
 from . import nn as tritonconv_nn
 from .arithmetic import SUPPORTED_DTYPES
 from .fallback import served_conv1d, served_conv2d
@@ -34,11 +35,14 @@ ModuleFilter = str | Sequence[str] | Callable[[str, nn.Module], bool]
 
 @dataclass
 class PatchReport:
-    """What `patch` did: the names of the modules it patched, and the convolution modules it left
-    alone with the reason (name, class, reason)."""
+    """What `patch` did: the names of the modules it patched, the convolution modules it left alone
+    with the reason (name, class, reason), and with `fuse=True` the chains it fused and the ones it
+    did not, with why."""
 
     patched: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
+    fused: list[str] = field(default_factory=list)
+    not_fused: list[str] = field(default_factory=list)
 
     def table(self) -> str:
         rows = [(name, "patched", "") for name in self.patched]
@@ -50,6 +54,7 @@ class PatchReport:
         lines = [f"{'module':<{width}}  {'status':<10}  why", f"{'-' * width}  {'-' * 10}  ---"]
         lines += [f"{name:<{width}}  {status:<10}  {why}".rstrip() for name, status, why in rows]
         lines.append(f"{len(self.patched)} patched, {len(self.skipped)} left alone")
+        lines += [f"fused: {chain}" for chain in self.fused] + [f"not fused: {why}" for why in self.not_fused]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -58,9 +63,18 @@ class PatchReport:
 
 class _Served:
     """Mixin of every patched class: pickles and deep-copies as 'patch of the original class', so a
-    saved patched model loads patched, and `unpatch` works on the copy."""
+    saved patched model loads patched, and `unpatch` works on the copy. A conv fused with its
+    BatchNorm and activation (`fusion.py`) folds and activates here."""
 
     _tritonconv_original: type
+
+    def _conv_forward(self, input, weight, bias):
+        weight, bias = fusion.folded_parameters(self, weight, bias)
+        return super()._conv_forward(input, weight, bias)
+
+    def _epilogue(self) -> dict:
+        fused = fusion.fused_keywords(self)
+        return super()._epilogue() if fused is None else fused
 
     def __reduce_ex__(self, protocol):
         return _rebuild, (type(self)._tritonconv_original,), self.__dict__
@@ -118,13 +132,23 @@ def _matches(spec: ModuleFilter, name: str, module: nn.Module) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
-def patch(model: nn.Module, *, include: ModuleFilter | None = None, exclude: ModuleFilter | None = None) -> PatchReport:
+def patch(
+    model: nn.Module,
+    *,
+    include: ModuleFilter | None = None,
+    exclude: ModuleFilter | None = None,
+    fuse: bool = False,
+) -> PatchReport:
     """Make every `nn.Conv2d` and `nn.Conv1d` in `model` (the model itself included) that tritonconv
     can serve a tritonconv layer, in place, and report what was patched and what was left alone.
 
     `include` and `exclude` take module-name patterns (`fnmatch`, e.g. `'layer1.*'`), a list of
     them, or a predicate `(name, module) -> bool`: only included modules are patched (all, when
     None), and excluded ones never are. A module reachable under two names is patched once.
+
+    `fuse=True` also folds a `BatchNorm2d` in eval mode that follows a patched `Conv2d` into its
+    weights and bias, and runs a following ReLU/SiLU/GELU/LeakyReLU module in its epilogue (in
+    `Sequential`s, and through `torch.fx` where the model traces; `fusion.py`).
     """
     report = PatchReport()
     for name, module in model.named_modules():
@@ -140,11 +164,32 @@ def patch(model: nn.Module, *, include: ModuleFilter | None = None, exclude: Mod
             report.patched.append(name)
         else:
             report.skipped.append((name, type(module).__name__, reason))
+    if fuse:
+        _fuse(model, report)
     return report
 
 
+def _fuse(model: nn.Module, report: PatchReport) -> None:
+    convs = {
+        name for name, module in model.named_modules()
+        if isinstance(module, _Served) and isinstance(module, nn.Conv2d) and fusion.FUSED_ACTIVATION not in vars(module)
+        and fusion.FOLDED_BN not in vars(module)
+    }  # fmt: skip
+    chains, trace_error = fusion.find_chains(model, convs)
+    if trace_error is not None:
+        report.not_fused.append(f"torch.fx could not trace the model ({trace_error}); only Sequentials were searched")
+    for chain in chains:
+        fused, why = fusion.fuse_chain(model, chain)
+        if fused is not None:
+            report.fused.append(fused)
+        if why is not None:
+            report.not_fused.append(why)
+
+
 def unpatch(model: nn.Module) -> list[str]:
-    """Give every module `patch` changed its original class back; return their names."""
+    """Give every module `patch` changed its original class back (and undo any fusion); return the
+    names of the convolution modules restored."""
+    fusion.unfuse(model)
     restored = []
     for name, module in model.named_modules():
         if isinstance(module, _Served):

@@ -1,0 +1,221 @@
+"""`patch(model, fuse=True)`: fold a BatchNorm that follows a conv into its weights, and run the
+activation that follows (ReLU, SiLU, GELU, LeakyReLU) in the conv's epilogue.
+
+Chains are found in `nn.Sequential`s (a conv, then a BatchNorm2d and/or an activation, adjacent)
+and, where the model traces, in its `torch.fx` graph (a conv whose only user is the BatchNorm, whose
+only user is the activation). Each module in a chain must be called from that one place only.
+
+Nothing is rewritten: the conv (already patched) remembers its BatchNorm and activation, and those
+modules' classes are swapped in place for ones that pass their input through while the conv does
+their work. Folding happens at call time from the BatchNorm's current statistics, and only while it
+is in eval mode: a BatchNorm in training mode (at patch time or later, after `model.train()`) is
+never folded, and then it and its activation run as usual. `unpatch` restores every class and
+removes every attribute fusion set.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
+
+FOLDED_BN = "_tritonconv_fused_bn"
+FUSED_ACTIVATION = "_tritonconv_fused_activation"
+AFTER_BN = "_tritonconv_after_bn"
+
+
+def activation_of(module: nn.Module) -> tuple[str, float] | None:
+    """(activation name, negative slope) the epilogue computes for an activation module, or None."""
+    if type(module) in (nn.ReLU,):
+        return "relu", 0.01
+    if type(module) is nn.SiLU:
+        return "silu", 0.01
+    if type(module) is nn.GELU:
+        return ("gelu" if module.approximate == "none" else "gelu_tanh"), 0.01
+    if type(module) is nn.LeakyReLU:
+        return "leaky_relu", module.negative_slope
+    return None
+
+
+def fold_batchnorm(
+    weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """conv(x, w, b) followed by bn in eval mode == conv(x, w * s, (b - mean) * s + beta), s = gamma / sqrt(var + eps).
+    Computed in fp32 (fp64 for fp64 weights), returned in the weight's dtype and memory format."""
+    wide = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    scale = torch.rsqrt(bn.running_var.to(wide) + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.to(wide)
+    shift = -bn.running_mean.to(wide) if bias is None else bias.to(wide) - bn.running_mean.to(wide)
+    folded_bias = shift * scale + (0 if bn.bias is None else bn.bias.to(wide))
+    folded_weight = weight.to(wide) * scale.view(-1, *([1] * (weight.dim() - 1)))
+    return folded_weight.to(weight.dtype), folded_bias.to(weight.dtype)
+
+
+def fused_keywords(conv: nn.Module) -> dict | None:
+    """The epilogue keywords of a fused conv while its chain is fused (its BatchNorm, if any, in eval
+    mode), else None."""
+    fused = conv.__dict__.get(FUSED_ACTIVATION)
+    bn = conv.__dict__.get(FOLDED_BN)
+    if fused is None or (bn is not None and bn.training):
+        return None
+    return {"activation": fused[0], "negative_slope": fused[1]}
+
+
+def folded_parameters(conv: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) -> tuple:
+    """(weight, bias) with the conv's BatchNorm folded in while that is in eval mode."""
+    bn = conv.__dict__.get(FOLDED_BN)
+    if bn is None or bn.training:
+        return weight, bias
+    return fold_batchnorm(weight, bias, bn)
+
+
+class _PassedThrough:
+    """Mixin of a BatchNorm's or activation's class while its conv does its work."""
+
+    _tritonconv_original: type
+
+    def forward(self, input):
+        bn = self if isinstance(self, _BatchNorm) else self.__dict__.get(AFTER_BN)
+        if bn is None or not bn.training:
+            return input
+        return super().forward(input)
+
+    def __reduce_ex__(self, protocol):
+        return _rebuild_passed_through, (type(self)._tritonconv_original,), self.__dict__
+
+
+_PASSED_THROUGH: dict[type, type] = {}
+
+
+def passed_through_class(original: type) -> type:
+    if original not in _PASSED_THROUGH:
+        namespace = {"_tritonconv_original": original, "__module__": original.__module__,
+                     "__qualname__": original.__qualname__, "__doc__": original.__doc__}  # fmt: skip
+        _PASSED_THROUGH[original] = type(original.__name__, (_PassedThrough, original), namespace)
+    return _PASSED_THROUGH[original]
+
+
+def _rebuild_passed_through(original: type) -> nn.Module:
+    return object.__new__(passed_through_class(original))
+
+
+class _LeafTracer(fx.Tracer):
+    """Keeps every conv, BatchNorm and activation a leaf (patched convs are tritonconv layers, whose
+    forward would otherwise be traced into)."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        return (
+            isinstance(module, (_ConvNd, _BatchNorm))
+            or activation_of(module) is not None
+            or super().is_leaf_module(module, qualified_name)
+        )
+
+
+Chain = tuple[str, str | None, str | None]  # names of (conv, batchnorm, activation)
+
+
+def find_chains(model: nn.Module, convs: set[str]) -> tuple[list[Chain], str | None]:
+    """(conv -> [BatchNorm2d] -> [activation] chains starting at the named convs, why fx tracing
+    failed or None). Sequential adjacency always counts; the fx graph adds what it can see."""
+    chains: dict[str, Chain] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Sequential):
+            children = list(module.named_children())
+            for index, (child_name, _) in enumerate(children):
+                conv = _join(name, child_name)
+                if conv in convs:
+                    following = [_join(name, n) for n, _ in children[index + 1 : index + 3]]
+                    chains[conv] = _chain(model, conv, following)
+    trace_error = None
+    try:
+        graph = _LeafTracer().trace(model)
+    except Exception as error:  # models with data-dependent control flow do not trace
+        trace_error = f"{type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}"
+    else:
+        calls = {}
+        for node in graph.nodes:
+            if node.op == "call_module":
+                calls.setdefault(node.target, []).append(node)
+        for conv in convs:
+            nodes = calls.get(conv, [])
+            if len(nodes) != 1:
+                continue
+            following, node = [], nodes[0]
+            while len(following) < 2 and len(node.users) == 1:
+                (node,) = node.users
+                if node.op != "call_module" or len(calls.get(node.target, [])) != 1:
+                    break
+                following.append(node.target)
+            found = _chain(model, conv, following)
+            if sum(part is not None for part in found) > sum(part is not None for part in chains.get(conv, (conv,))):
+                chains[conv] = found
+    return [chain for chain in chains.values() if chain[1] or chain[2]], trace_error
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _chain(model: nn.Module, conv_name: str, following: list[str]) -> Chain:
+    """conv, then a BatchNorm2d of its channels, then an activation, each used from one place only."""
+    conv = model.get_submodule(conv_name)
+    bn_name = activation_name = None
+    rest = list(following)
+    if rest and _used_once(model, rest[0]):
+        candidate = model.get_submodule(rest[0])
+        if (
+            type(candidate) is nn.BatchNorm2d
+            and isinstance(conv, nn.Conv2d)
+            and candidate.num_features == conv.out_channels
+        ):
+            bn_name = rest.pop(0)
+        elif isinstance(candidate, _BatchNorm):
+            return conv_name, None, None  # another normalization in between: nothing after it is adjacent
+    if rest and _used_once(model, rest[0]) and activation_of(model.get_submodule(rest[0])) is not None:
+        activation_name = rest[0]
+    return conv_name, bn_name, activation_name
+
+
+def _used_once(model: nn.Module, name: str) -> bool:
+    target = model.get_submodule(name)
+    return sum(module is target for _, module in model.named_modules(remove_duplicate=False)) == 1
+
+
+def why_not_foldable(bn: nn.Module) -> str | None:
+    if bn.training:
+        return "BatchNorm in training mode (never folded)"
+    if not bn.track_running_stats or bn.running_mean is None:
+        return "BatchNorm without running statistics"
+    return None
+
+
+def fuse_chain(model: nn.Module, chain: Chain) -> tuple[str | None, str | None]:
+    """Fuse one chain in place; return (description of what was fused, or None; why not, or None)."""
+    conv_name, bn_name, activation_name = chain
+    conv = model.get_submodule(conv_name)
+    bn = model.get_submodule(bn_name) if bn_name else None
+    if bn is not None and (reason := why_not_foldable(bn)) is not None:
+        return None, f"{conv_name} + {bn_name}: {reason}"
+    parts = [conv_name]
+    if bn is not None:
+        object.__setattr__(conv, FOLDED_BN, bn)  # not nn.Module.__setattr__: no new submodule, no new state
+        bn.__class__ = passed_through_class(type(bn))
+        parts.append(f"{bn_name} (BatchNorm folded)")
+    if activation_name:
+        activation = model.get_submodule(activation_name)
+        object.__setattr__(conv, FUSED_ACTIVATION, activation_of(activation))
+        object.__setattr__(activation, AFTER_BN, bn)
+        activation.__class__ = passed_through_class(type(activation))
+        parts.append(f"{activation_name} ({type(activation).__name__} in the epilogue)")
+    return " + ".join(parts), None
+
+
+def unfuse(model: nn.Module) -> None:
+    """Undo every fusion: original classes back, fusion's attributes gone."""
+    for module in model.modules():
+        if isinstance(module, _PassedThrough):
+            module.__class__ = type(module)._tritonconv_original
+        for attribute in (FOLDED_BN, FUSED_ACTIVATION, AFTER_BN):
+            module.__dict__.pop(attribute, None)
