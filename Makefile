@@ -56,6 +56,7 @@ bench-kernels: setup
 	$(PY) -m tritonconv.bench.variants
 	$(PY) -m tritonconv.bench.backward
 	$(PY) -m tritonconv.bench.profile
+	$(PY) -m tritonconv.bench.epilogue
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis demo-out

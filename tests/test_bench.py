@@ -8,6 +8,7 @@ import pytest
 import torch
 from conv_reference import needs_runtime_loops
 
+import tritonconv
 from tritonconv.bench import backward, forward, timing, variants
 from tritonconv.ops import depthwise
 
@@ -60,3 +61,16 @@ def test_backward_bench_rows(cpu_timing):
     rows = backward.bench_layer(("tiny 3x3 s2", 4, 7, 8, 3, 2, 1), batch=2, dtype=torch.float32)
     assert [row["pass"] for row in rows] == ["dgrad", "wgrad"]
     assert all(row["bitwise_reproducible"] and row["max_rel_err"] < 1e-5 for row in rows), rows
+
+
+def test_epilogue_bench_rows(monkeypatch, device):
+    """The fused-epilogue bench on a tiny layer, CPU inputs, a stand-in timer: it runs and agrees."""
+    from tritonconv.bench import epilogue
+    from tritonconv.suites import SuiteLayer
+
+    for name in ("median_ms", "graph_ms"):
+        monkeypatch.setattr(epilogue, name, lambda fn: fn() is not None and 1.0)
+    problem = tritonconv.make_problem(n=2, c=8, h=6, w=6, k=16, r=3, s=3, padding=1, layout="channels_last")
+    rows = [epilogue.bench_layer("tiny", SuiteLayer("3x3", 1, problem), residual, device) for residual in (False, True)]
+    assert [row["epilogue"] for row in rows] == ["bias+relu", "bias+relu+residual"]
+    assert all(row["max_rel_err"] < 1e-5 and row["speedup"] == 1.0 for row in rows), rows
