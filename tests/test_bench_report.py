@@ -6,6 +6,7 @@ values, errors within tolerance, the plot and the summary, and a compare that re
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -77,3 +78,23 @@ def test_compare_reads_two_reports(report, tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert printed.returncode == 0 and "1 faster, 1 slower" in printed.stdout
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="Inductor on the CPU needs a C++ compiler")
+def test_the_inductor_baseline_on_a_suite_of_ones_own(tmp_path):
+    """A user's CSV suite, by path, against torch and Inductor: each compiles before it is timed,
+    and the inductor columns land in the CSV and the summary."""
+    suite = tmp_path / "mine.csv"
+    suite.write_text(
+        "# one layer\nlayer,count,n,c,h,w,k,r,s,stride_h,stride_w,pad_h,pad_w,dil_h,dil_w,groups\n"
+        "3x3,2,1,4,5,5,8,3,3,1,1,1,1,1,1,1\n"
+    )
+    env = {**os.environ, "TRITONCONV_CACHE_DIR": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "tritonconv.cli", "bench", "--suite", str(suite), "--pass", "fwd",
+               "--dtype", "float32", "--baseline", "torch,inductor", "--out", str(tmp_path / "y.csv")]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "y.csv")
+    assert table["suite"].tolist() == ["mine"] and table["count"].tolist() == [2]
+    assert table[["inductor_ms", "inductor_speedup"]].map(math.isfinite).all().all()
+    assert "vs inductor" in (tmp_path / "y.md").read_text()

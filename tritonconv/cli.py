@@ -148,12 +148,13 @@ def _bench(args: argparse.Namespace) -> int:
         for pass_name in args.passes
     ]
     peaks = {DTYPES[dtype]: report.measure_peaks(DTYPES[dtype]) for dtype in args.dtype}
+    baselines = list(dict.fromkeys(["torch", *args.baseline]))  # speedups are always against torch
     measurements = []
     for done, (layer, pass_name) in enumerate(work):
         text_progress(
             done, len(work), f"{pass_name} {layer.name} {str(layer.problem.dtype)[6:]} {layer.problem.layout}"
         )
-        measurements.append(measure(layer, pass_name, args.baseline))
+        measurements.append(measure(layer, pass_name, baselines))
     text_progress(len(work), len(work), "done")
     suite = args.suite if "." not in args.suite else os.path.splitext(os.path.basename(args.suite))[0]
     table = report.rows(suite, measurements, peaks)

@@ -88,6 +88,9 @@ def _providers(
     if "torch" in baselines:
         providers["torch"] = torch_call
     if "inductor" in baselines:
+        # Every layer's closure shares one code object: without a reset, dynamo's recompile limit
+        # would quietly leave later layers running eager torch under the "inductor" name.
+        torch.compiler.reset()
         providers["inductor"] = torch.compile(torch_call, mode="max-autotune", dynamic=False)
     return providers
 
@@ -116,12 +119,14 @@ def measure(layer: SuiteLayer, pass_name: str, baselines: Iterable[str] = ("torc
     problem = layer.problem
     device = "cuda" if on_gpu() else "cpu"
     providers = _providers(problem, pass_name, ("torch", *baselines), device)
-    got, expected = providers["triton"](), providers["torch"]()  # also the warm-up
+    got, expected = providers["triton"](), providers["torch"]()  # also their warm-up
     error = relative_error(got, expected)
     times = {}
     for name, fn in providers.items():
         if name not in ("triton", *baselines):
             continue
+        if name not in ("triton", "torch"):
+            fn()  # warm-up: compiles now, not inside the timed run
         if device == "cuda":
             times[name], times[f"{name}_graph"] = _gpu_times(fn)
         else:
