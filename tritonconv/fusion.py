@@ -116,9 +116,10 @@ class _LeafTracer(fx.Tracer):
 Chain = tuple[str, str | None, str | None]  # names of (conv, batchnorm, activation)
 
 
-def find_chains(model: nn.Module, convs: set[str]) -> tuple[list[Chain], str | None]:
-    """(conv -> [BatchNorm2d] -> [activation] chains starting at the named convs, why fx tracing
-    failed or None). Sequential adjacency always counts; the fx graph adds what it can see."""
+def find_chains(model: nn.Module, convs: list[str]) -> tuple[list[Chain], str | None]:
+    """(conv -> [BatchNorm2d] -> [activation] chains starting at the named convs, in their order,
+    why fx tracing failed or None). Sequential adjacency always counts; the fx graph adds what it
+    can see."""
     chains: dict[str, Chain] = {}
     for name, module in model.named_modules():
         if isinstance(module, nn.Sequential):
@@ -151,7 +152,8 @@ def find_chains(model: nn.Module, convs: set[str]) -> tuple[list[Chain], str | N
             found = _chain(model, conv, following)
             if sum(part is not None for part in found) > sum(part is not None for part in chains.get(conv, (conv,))):
                 chains[conv] = found
-    return [chain for chain in chains.values() if chain[1] or chain[2]], trace_error
+    found = [chains[conv] for conv in convs if conv in chains]
+    return [chain for chain in found if chain[1] or chain[2]], trace_error
 
 
 def _join(prefix: str, name: str) -> str:

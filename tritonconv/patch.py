@@ -170,11 +170,11 @@ def patch(
 
 
 def _fuse(model: nn.Module, report: PatchReport) -> None:
-    convs = {
+    convs = [
         name for name, module in model.named_modules()
         if isinstance(module, _Served) and isinstance(module, nn.Conv2d) and fusion.FUSED_ACTIVATION not in vars(module)
         and fusion.FOLDED_BN not in vars(module)
-    }  # fmt: skip
+    ]  # fmt: skip
     chains, trace_error = fusion.find_chains(model, convs)
     if trace_error is not None:
         report.not_fused.append(f"torch.fx could not trace the model ({trace_error}); only Sequentials were searched")
