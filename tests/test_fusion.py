@@ -157,3 +157,14 @@ def test_conv2d_layer_with_an_activation():
     torch.testing.assert_close(layer(x), expected, **TOLERANCE)
     with pytest.raises(ValueError, match="activation must be None or one of"):
         tritonconv.Conv2d(4, 6, 3, activation="tanh")
+
+
+def test_a_fused_model_compiles_whole():
+    """Under torch.compile the folded weights, the conv (custom op) and the activation trace into one
+    graph (fullgraph) and give the eager fused model's result."""
+    reference, model = build(nn.SiLU()), build(nn.SiLU())
+    tritonconv.patch(model, fuse=True)
+    x = torch.randn(1, 3, 6, 6)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), reference(x), **TOLERANCE)
