@@ -114,6 +114,11 @@ class ConvProblem:
     def output_shape(self) -> tuple[int, int, int, int]:
         return (self.n, self.k, self.p, self.q)
 
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """The torch memory format of `layout`: what outputs are allocated in."""
+        return torch.channels_last if self.layout == CHANNELS_LAST else torch.contiguous_format
+
 
 def conv_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int) -> int:
     """o = floor((i + pad_begin + pad_end - d*(k-1) - 1) / s) + 1, the seed's formula with split padding."""

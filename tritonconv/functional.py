@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, is_channels_last_like, problem_from_tensors
+from .arithmetic import CONTIGUOUS, ConvProblem, is_channels_last_like, problem_from_tensors
 from .ops import conv2d_fwd
 from .ops.backward import conv2d_bias_grad, conv2d_dgrad, conv2d_wgrad
 from .ops.epilogue import ACTIVATIONS, Epilogue, activation_grad, saves_output
@@ -68,8 +68,7 @@ def _fused_forward(
     from_output = saves_output(activation, negative_slope)
     preactivation = None
     if activation and not from_output and for_backward:
-        memory_format = torch.channels_last if problem.layout == CHANNELS_LAST else torch.contiguous_format
-        preactivation = new_output(problem.output_shape, input, memory_format)
+        preactivation = new_output(problem.output_shape, input, problem.memory_format)
     epilogue = Epilogue(activation, negative_slope, residual, preactivation)
     output = conv2d_fwd(input, weight, bias, problem, epilogue=epilogue)
     return output, ((output if from_output else preactivation) if activation else None)

@@ -61,8 +61,7 @@ def conv2d_op(
 @conv2d_op.register_fake
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     problem = _problem(input, weight, bias, stride, padding, dilation, groups)
-    memory_format = torch.channels_last if problem.layout == "channels_last" else torch.contiguous_format
-    return _empty(problem.output_shape, input, memory_format)
+    return _empty(problem.output_shape, input, problem.memory_format)
 
 
 @torch.library.custom_op("tritonconv::conv2d_input_grad", mutates_args=())

@@ -25,10 +25,9 @@ from .timing import graph_ms, median_ms, relative_error, require_gpu, stamp
 def bench_layer(suite: str, layer: SuiteLayer, with_residual: bool, device: str = "cuda") -> dict:
     problem = layer.problem
     generator = torch.Generator().manual_seed(0)
-    channels_last = torch.channels_last if problem.layout == "channels_last" else torch.contiguous_format
 
     def tensor(shape):
-        return torch.randn(shape, generator=generator).to(device, problem.dtype).to(memory_format=channels_last)
+        return torch.randn(shape, generator=generator).to(device, problem.dtype).to(memory_format=problem.memory_format)
 
     x, weight, residual = tensor(problem.input_shape), tensor(problem.weight_shape), tensor(problem.output_shape)
     bias = torch.randn(problem.k, generator=generator).to(device, problem.dtype)

@@ -53,10 +53,9 @@ def on_gpu() -> bool:
 
 def _tensors(problem: ConvProblem, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
-    memory_format = torch.channels_last if problem.layout == CHANNELS_LAST else torch.contiguous_format
 
     def tensor(shape):
-        return torch.randn(shape, generator=generator).to(device, problem.dtype).to(memory_format=memory_format)
+        return torch.randn(shape, generator=generator).to(device, problem.dtype).to(memory_format=problem.memory_format)
 
     return tensor(problem.input_shape), tensor(problem.weight_shape), tensor(problem.output_shape)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..arithmetic import CHANNELS_LAST, ConvProblem, is_channels_last_like
+from ..arithmetic import ConvProblem, is_channels_last_like
 from ..dispatch import Plan, plan_forward
 from ..runtime import check_device, check_dtype_supported, new_output, on_device_of
 from . import conv1x1, depthwise, grouped_tile, implicit_gemm
@@ -36,8 +36,7 @@ def conv2d_fwd(
     """
     check_device(input, implicit_gemm.KERNEL)
     check_dtype_supported(input.dtype)
-    memory_format = torch.channels_last if problem.layout == CHANNELS_LAST else torch.contiguous_format
-    output = new_output(problem.output_shape, input, memory_format)
+    output = new_output(problem.output_shape, input, problem.memory_format)
     if output.numel() == 0:
         return output
     plan = plan or plan_forward(problem)

@@ -86,10 +86,9 @@ class Workload:
 def make_workload(problem: ConvProblem, pass_name: str, device: torch.device) -> Workload:
     generator = torch.Generator().manual_seed(0)
     channels_last = problem.layout == CHANNELS_LAST
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def tensor(shape):
-        return torch.randn(shape, generator=generator).to(device, problem.dtype).to(memory_format=memory_format)
+        return torch.randn(shape, generator=generator).to(device, problem.dtype).to(memory_format=problem.memory_format)
 
     x, weight, grad_output = tensor(problem.input_shape), tensor(problem.weight_shape), tensor(problem.output_shape)
     geometry = dict(stride=problem.stride, dilation=problem.dilation, groups=problem.groups)
