@@ -19,6 +19,8 @@ from collections.abc import Callable
 import torch
 
 from .arithmetic import CHANNELS_LAST, CONTIGUOUS
+from .bench.run import BASELINES
+from .dispatch import PASSES
 from .runtime import rerun_under_interpreter_without_gpu
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
@@ -57,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="MODULE:FACTORY, a function of no arguments that returns the model, e.g. torchvision.models:resnet50",
     )
     tune.add_argument("--input-shape", type=_shape, help="the model's example input, N,C,H,W (with --model)")
-    tune.add_argument("--pass", dest="passes", type=_csv(("fwd", "dgrad", "wgrad")), default=["fwd"])
+    tune.add_argument("--pass", dest="passes", type=_csv(PASSES), default=["fwd"])
     tune.add_argument("--dtype", type=_csv(DTYPES), default=["bfloat16"])
     tune.add_argument("--layout", type=_csv((CHANNELS_LAST, CONTIGUOUS)), default=[CHANNELS_LAST])
     tune.add_argument("--batch", type=int, help="override every layer's (or the model input's) batch size")
@@ -65,12 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--max-candidates", type=int, help="time at most this many configs per variant")
     bench = commands.add_parser("bench", help="time a suite against torch; write OUT.csv, OUT.png and OUT.md")
     bench.add_argument("--suite", required=True, help="a suite name (see `tritonconv suites`) or a CSV path")
-    bench.add_argument("--pass", dest="passes", type=_csv(("fwd", "dgrad", "wgrad")), default=["fwd", "dgrad", "wgrad"])
+    bench.add_argument("--pass", dest="passes", type=_csv(PASSES), default=list(PASSES))
     bench.add_argument("--dtype", type=_csv(DTYPES), default=["bfloat16"])
     bench.add_argument("--layout", type=_csv((CHANNELS_LAST, CONTIGUOUS)), default=[CHANNELS_LAST])
     bench.add_argument("--batch", type=int, help="override every layer's batch size")
     bench.add_argument(
-        "--baseline", type=_csv(("torch", "inductor")), default=["torch"],
+        "--baseline", type=_csv(BASELINES), default=["torch"],
         help="torch (cuDNN in benchmark mode), and optionally inductor (torch.compile, max-autotune)",
     )  # fmt: skip
     bench.add_argument("--out", required=True, help="OUT.csv; OUT.png and OUT.md are written beside it")

@@ -27,8 +27,8 @@ from ..ops.forward import conv2d_fwd
 from ..suites import SuiteLayer
 from ..tuning.fingerprint import device_slug
 from ..tuning.tuner import TOLERANCE, interpreted
+from .timing import graph_ms, median_ms, relative_error
 
-PASSES = ("fwd", "dgrad", "wgrad")
 BASELINES = ("torch", "inductor")
 PASS_INDEX = {"dgrad": 0, "wgrad": 1}
 
@@ -95,8 +95,6 @@ def _providers(
 
 
 def _gpu_times(fn: Callable[[], object]) -> tuple[float, float]:
-    from .timing import graph_ms, median_ms
-
     return median_ms(fn), graph_ms(fn)
 
 
@@ -104,13 +102,6 @@ def _interpreter_ms(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return (time.perf_counter() - start) * 1e3
-
-
-def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    """max |got - expected| / max |expected|, in float64 (0 when both are all zeros)."""
-    got, expected = got.double(), expected.double()
-    scale = expected.abs().max().item()
-    return (got - expected).abs().max().item() / scale if scale else (got - expected).abs().max().item()
 
 
 def measure(layer: SuiteLayer, pass_name: str, baselines: Iterable[str] = ("torch",)) -> Measurement:
