@@ -54,51 +54,34 @@ def conv2d_dgrad(
         return conv2d_fwd(grad_output, weight.transpose(0, 1), None, transposed, plan)
     if plan.variant == "depthwise":
         return depthwise_dgrad(grad_output, weight, problem, layout, plan)
-    config = plan.config
     grad_input = _gradient_buffer(problem.input_shape, grad_output, channels_last)
     if grad_input.numel() == 0:
         return grad_input
-    if dgrad_by_phase(problem):
-        _launch_phased_dgrad(grad_output, weight, grad_input, problem, config)
-        return grad_input
-    m = problem.n * problem.h * problem.w
-    flags = _flags(grad_output, needs_int64(grad_output, weight, grad_input) or m > 2**31 - 1 - config.block_m)
-    grid = (problem.groups * triton.cdiv(m, config.block_m) * triton.cdiv(problem.c_per_group, config.block_n),)
-    with on_device_of(grad_output):
-        _conv2d_dgrad_kernel[grid](
-            grad_output,
-            weight,
-            grad_input,
-            problem.n,
-            problem.h,
-            problem.w,
-            problem.p,
-            problem.q,
-            problem.c_per_group,
-            *grad_output.stride(),
-            *weight.stride(),
-            *grad_input.stride(),
-            K_PER_GROUP=problem.k_per_group,
-            **geometry_kwargs(problem),
-            GROUPS=problem.groups,
-            CHANNELS_INNER=flags.channels_inner,
-            INDEX_64=flags.index_64,
-            **flags.numeric_kwargs(),
-            **config.gemm_kwargs(),
-        )
+    _launch_general_dgrad(grad_output, weight, grad_input, problem, plan.config)
     return grad_input
 
 
-def _launch_phased_dgrad(
+def _launch_general_dgrad(
     grad_output: torch.Tensor, weight: torch.Tensor, grad_input: torch.Tensor, problem: ConvProblem,
     config: KernelConfig,
 ) -> None:  # fmt: skip
+    """The masking kernel over all N*H*W input pixels, or (`dgrad_by_phase`) the phased kernel over
+    each stride phase's pixels, one phase per grid row. Both take the same arguments; only the
+    masking kernel orders its reduction by layout (CHANNELS_INNER): the phased one's addresses suit
+    any layout."""
     stride_h, stride_w = problem.stride
-    m = problem.n * triton.cdiv(problem.h, stride_h) * triton.cdiv(problem.w, stride_w)
-    tiles = triton.cdiv(m, config.block_m) * triton.cdiv(problem.c_per_group, config.block_n)
+    phased = dgrad_by_phase(problem)
+    if phased:
+        kernel, phases = _conv2d_dgrad_phased_kernel, stride_h * stride_w
+        m = problem.n * triton.cdiv(problem.h, stride_h) * triton.cdiv(problem.w, stride_w)
+    else:
+        kernel, phases = _conv2d_dgrad_kernel, 1
+        m = problem.n * problem.h * problem.w
     flags = _flags(grad_output, needs_int64(grad_output, weight, grad_input) or m > 2**31 - 1 - config.block_m)
+    layout_kwargs = {} if phased else {"CHANNELS_INNER": flags.channels_inner}
+    tiles = triton.cdiv(m, config.block_m) * triton.cdiv(problem.c_per_group, config.block_n)
     with on_device_of(grad_output):
-        _conv2d_dgrad_phased_kernel[(problem.groups * tiles, stride_h * stride_w)](
+        kernel[(problem.groups * tiles, phases)](
             grad_output,
             weight,
             grad_input,
@@ -114,7 +97,8 @@ def _launch_phased_dgrad(
             K_PER_GROUP=problem.k_per_group,
             **geometry_kwargs(problem),
             GROUPS=problem.groups,
-            INDEX_64=flags.index_64,  # no CHANNELS_INNER: the phased kernel's addresses suit any layout
+            INDEX_64=flags.index_64,
+            **layout_kwargs,
             **flags.numeric_kwargs(),
             **config.gemm_kwargs(),
         )
