@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from . import library_ops
 from .arithmetic import CONTIGUOUS, ConvProblem, is_channels_last_like, problem_from_tensors
 from .ops import conv2d_fwd
 from .ops.backward import conv2d_bias_grad, conv2d_dgrad, conv2d_wgrad
@@ -137,8 +139,6 @@ def conv2d(
     if autocast_dtype is not None:
         input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
     if torch.compiler.is_compiling():  # torch.compile holds the custom op in its graph (library_ops.py)
-        from . import library_ops
-
         return library_ops.conv2d(input, weight, bias, stride, padding, dilation, groups)
     return _conv2d(input, weight, bias, problem_from_tensors(input, weight, bias, stride, padding, dilation, groups))
 
@@ -250,11 +250,21 @@ def conv1d(
         input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
     input_2d, weight_2d, geometry = as_conv2d(input, weight, stride, padding, dilation, groups)
     if torch.compiler.is_compiling():
-        from . import library_ops
-
         return library_ops.conv2d(input_2d, weight_2d, bias, *geometry).squeeze(-2)
-    problem = problem_from_tensors(input_2d, weight_2d, bias, *geometry)
-    return _conv2d(input_2d, weight_2d, bias, dataclasses.replace(problem, layout=CONTIGUOUS)).squeeze(-2)
+    return _conv2d(input_2d, weight_2d, bias, conv1d_problem(input_2d, weight_2d, bias, geometry)).squeeze(-2)
+
+
+def conv1d_problem(
+    input_2d: torch.Tensor, weight_2d: torch.Tensor, bias: torch.Tensor | None, geometry: tuple
+) -> ConvProblem:
+    """The 2-D problem that serves a conv1d, from `as_conv2d`'s views and geometry: contiguous
+    output whatever the input's strides, as torch's conv1d gives."""
+    return _contiguous(problem_from_tensors(input_2d, weight_2d, bias, *geometry))
+
+
+@functools.lru_cache(maxsize=4096)
+def _contiguous(problem: ConvProblem) -> ConvProblem:
+    return dataclasses.replace(problem, layout=CONTIGUOUS)
 
 
 def as_conv2d(

@@ -9,14 +9,21 @@ input, 'same' padding resolved, a 1-D conv as the 2-D one with H = 1 that serves
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 
 import torch
 from torch.overrides import TorchFunctionMode
 
-from ..arithmetic import CONTIGUOUS, ConvProblem, problem_from_tensors
-from ..functional import TORCH_CONV1D, TORCH_CONV2D, as_conv2d, autocast, autocast_dtype_for, torch_computes
+from ..arithmetic import ConvProblem, problem_from_tensors
+from ..functional import (
+    TORCH_CONV1D,
+    TORCH_CONV2D,
+    as_conv2d,
+    autocast,
+    autocast_dtype_for,
+    conv1d_problem,
+    torch_computes,
+)
 from .distributed import Shard
 from .session import TuneSummary, tune_problems
 from .tuner import Timer
@@ -47,7 +54,7 @@ def _problem_of_call(one_dimensional: bool, *args, **kwargs) -> ConvProblem:
     if not one_dimensional:
         return problem_from_tensors(input, weight, bias, *geometry)
     input, weight, geometry = as_conv2d(input, weight, *geometry)
-    return dataclasses.replace(problem_from_tensors(input, weight, bias, *geometry), layout=CONTIGUOUS)
+    return conv1d_problem(input, weight, bias, geometry)
 
 
 def record_problems(model: Callable, *example_inputs, **example_kwargs) -> list[ConvProblem]:
