@@ -51,12 +51,17 @@ class Plan:
     config_source: str
 
 
+def is_depthwise(problem: ConvProblem) -> bool:
+    """Groups of one input channel each (any channel multiplier K/groups)."""
+    return problem.groups > 1 and problem.c_per_group == 1
+
+
 def choose_variant(problem: ConvProblem) -> str:
     """Apply the rule in this module's docstring."""
     no_padding = problem.padding == (0, 0) and problem.padding_end == (0, 0)
     if problem.groups == 1 and problem.r == problem.s == 1 and no_padding:
         return "conv1x1"
-    if problem.groups > 1 and problem.c_per_group == 1:
+    if is_depthwise(problem):
         return "depthwise"
     if (
         problem.groups > 1
@@ -81,10 +86,6 @@ def applicable_variants(problem: ConvProblem) -> tuple[str, ...]:
 
 
 PASSES = ("fwd", "dgrad", "wgrad")
-
-
-def is_depthwise(problem: ConvProblem) -> bool:
-    return problem.groups > 1 and problem.c_per_group == 1
 
 
 def dgrad_is_conv1x1(problem: ConvProblem) -> bool:

@@ -16,11 +16,11 @@ from collections.abc import Iterable, Mapping
 import torch
 
 from ..arithmetic import ConvProblem, make_problem
-from ..dispatch import backward_variants, choose_variant
+from ..dispatch import backward_variants, choose_variant, is_depthwise
 
 
 def problem_class(problem: ConvProblem, pass_name: str) -> tuple:
-    grouping = "depthwise" if problem.c_per_group == 1 and problem.groups > 1 else problem.groups > 1
+    grouping = "depthwise" if is_depthwise(problem) else problem.groups > 1
     return (
         str(problem.dtype).removeprefix("torch."),
         problem.layout,
