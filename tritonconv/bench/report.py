@@ -9,18 +9,19 @@ what a program reaches, and on a CPU they do not exist.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import math
 import shlex
+import statistics
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 import torch
-import triton
 
 from .run import Measurement, device_name, on_gpu
+from .timing import median_ms, stamp
 
 SHAPE_COLUMNS = ("n", "c", "h", "w", "k", "r", "s", "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w",
                  "groups", "p", "q")  # fmt: skip
@@ -55,29 +56,20 @@ def measure_peaks(dtype: torch.dtype) -> Peaks:
 
 
 def _time(fn, gpu: bool) -> float:
+    """do_bench's median on a GPU; on a CPU the median of five wall-clock runs after a warm-up."""
     if gpu:
-        import triton.testing
-
-        return triton.testing.do_bench(fn, return_mode="median")
-    import time
-
+        return median_ms(fn)
     fn()
     runs = []
     for _ in range(5):
         start = time.perf_counter()
         fn()
         runs.append((time.perf_counter() - start) * 1e3)
-    return sorted(runs)[len(runs) // 2]
+    return statistics.median(runs)
 
 
 def rows(suite: str, measurements: Iterable[Measurement], peaks: dict[torch.dtype, Peaks]) -> pd.DataFrame:
     """The report table; `speedup` = torch_ms / triton_ms, `roofline_pct` = roofline_ms / triton_ms."""
-    stamp = {
-        "device": device_name(),
-        "torch_version": torch.__version__,
-        "triton_version": triton.__version__,
-        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
     table = []
     for m in measurements:
         problem = m.layer.problem
@@ -114,8 +106,8 @@ def rows(suite: str, measurements: Iterable[Measurement], peaks: dict[torch.dtyp
                 row[f"{provider}_graph_ms"] = m.times_ms[f"{provider}_graph"]
         if "torch_graph" in m.times_ms:
             row["graph_speedup"] = m.times_ms["torch_graph"] / m.times_ms["triton_graph"]
-        table.append({**row, **stamp})
-    return pd.DataFrame(table)
+        table.append(row)
+    return stamp(pd.DataFrame(table), device_name())
 
 
 def _shape(problem) -> tuple[int, ...]:

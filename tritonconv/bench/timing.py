@@ -84,10 +84,11 @@ def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     return difference / scale if scale else difference
 
 
-def stamp(table: pd.DataFrame) -> pd.DataFrame:
-    """Add device, versions and time, so every row says where its numbers came from."""
+def stamp(table: pd.DataFrame, device: str | None = None) -> pd.DataFrame:
+    """Add device (default: the current GPU's name), versions and time, so every row says where its
+    numbers came from."""
     return table.assign(
-        device=torch.cuda.get_device_name(),
+        device=device or torch.cuda.get_device_name(),
         torch_version=torch.__version__,
         triton_version=triton.__version__,
         timestamp=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
