@@ -135,20 +135,13 @@ def _bench(args: argparse.Namespace) -> int:
     result disagreed with torch beyond its dtype's tolerance."""
     from .bench import report
     from .bench.run import measure, on_gpu
-    from .suites import load_suite
     from .tuning.session import text_progress
 
     if on_gpu():
         torch.backends.cudnn.benchmark = True
     else:
         print("no GPU: kernels run in the Triton interpreter; its times are not GPU figures", file=sys.stderr)
-    work = [
-        (layer, pass_name)
-        for dtype in args.dtype
-        for layout in args.layout
-        for layer in load_suite(args.suite, batch=args.batch, dtype=DTYPES[dtype], layout=layout)
-        for pass_name in args.passes
-    ]
+    work = [(layer, pass_name) for layer in _suite_layers(args) for pass_name in args.passes]
     peaks = {DTYPES[dtype]: report.measure_peaks(DTYPES[dtype]) for dtype in args.dtype}
     baselines = list(dict.fromkeys(["torch", *args.baseline]))  # speedups are always against torch
     measurements = []
@@ -166,18 +159,23 @@ def _bench(args: argparse.Namespace) -> int:
     return 0 if table["correct"].all() else 1
 
 
+def _suite_layers(args: argparse.Namespace) -> list:
+    """The suite's layers in every --dtype and --layout, with --batch applied."""
+    from .suites import load_suite
+
+    return [
+        layer
+        for dtype in args.dtype
+        for layout in args.layout
+        for layer in load_suite(args.suite, batch=args.batch, dtype=DTYPES[dtype], layout=layout)
+    ]
+
+
 def _problems(args: argparse.Namespace) -> list:
     """The problems to tune: a suite's layers, or the convolutions a model runs on a random input of
     `--input-shape`, for every --dtype and --layout."""
     if args.suite:
-        from .suites import load_suite
-
-        return [
-            layer.problem
-            for dtype in args.dtype
-            for layout in args.layout
-            for layer in load_suite(args.suite, batch=args.batch, dtype=DTYPES[dtype], layout=layout)
-        ]
+        return [layer.problem for layer in _suite_layers(args)]
     from .tuning.model import record_problems
     from .tuning.tuner import interpreted
 
