@@ -45,8 +45,7 @@ class Epilogue:
         return {
             "HAS_RESIDUAL": self.residual is not None,
             "ACTIVATION": self.activation,
-            # only leaky_relu reads the slope: a constant elsewhere, so other activations compile once
-            "NEGATIVE_SLOPE": float(self.negative_slope) if self.activation == "leaky_relu" else 0.0,
+            "NEGATIVE_SLOPE": slope_constant(self.activation, self.negative_slope),
             "STORE_PREACTIVATION": self.preactivation is not None,
         }
 
@@ -60,6 +59,12 @@ class Epilogue:
 
 
 NO_EPILOGUE = Epilogue()
+
+
+def slope_constant(activation: str, negative_slope: float) -> float:
+    """The NEGATIVE_SLOPE constexpr: only leaky_relu reads it, so every other activation passes one
+    constant and compiles once whatever slope the caller gave."""
+    return float(negative_slope) if activation == "leaky_relu" else 0.0
 
 
 def saves_output(activation: str, negative_slope: float) -> bool:
@@ -91,7 +96,7 @@ def activation_grad(
             *saved.stride(),
             *grad.stride(),
             ACTIVATION=activation,
-            NEGATIVE_SLOPE=float(negative_slope) if activation == "leaky_relu" else 0.0,
+            NEGATIVE_SLOPE=slope_constant(activation, negative_slope),
             CHANNELS_INNER=channels_last,
             INDEX_64=needs_int64(grad_output, saved, grad) or grad.numel() > 2**31 - 1 - block,
             ACC_FP64=grad.dtype == torch.float64,
