@@ -20,6 +20,8 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
+from .swap import Swapped, derived_class, restore
+
 FOLDED_BN = "_tritonconv_fused_bn"
 FUSED_ACTIVATION = "_tritonconv_fused_activation"
 AFTER_BN = "_tritonconv_after_bn"
@@ -71,10 +73,8 @@ def folded_parameters(conv: nn.Module, weight: torch.Tensor, bias: torch.Tensor 
     return fold_batchnorm(weight, bias, bn)
 
 
-class _PassedThrough:
+class _PassedThrough(Swapped):
     """Mixin of a BatchNorm's or activation's class while its conv does its work."""
-
-    _tritonconv_original: type
 
     def forward(self, input):
         bn = self if isinstance(self, _BatchNorm) else self.__dict__.get(AFTER_BN)
@@ -82,23 +82,9 @@ class _PassedThrough:
             return input
         return super().forward(input)
 
-    def __reduce_ex__(self, protocol):
-        return _rebuild_passed_through, (type(self)._tritonconv_original,), self.__dict__
-
-
-_PASSED_THROUGH: dict[type, type] = {}
-
 
 def passed_through_class(original: type) -> type:
-    if original not in _PASSED_THROUGH:
-        namespace = {"_tritonconv_original": original, "__module__": original.__module__,
-                     "__qualname__": original.__qualname__, "__doc__": original.__doc__}  # fmt: skip
-        _PASSED_THROUGH[original] = type(original.__name__, (_PassedThrough, original), namespace)
-    return _PASSED_THROUGH[original]
-
-
-def _rebuild_passed_through(original: type) -> nn.Module:
-    return object.__new__(passed_through_class(original))
+    return derived_class(passed_through_class, (_PassedThrough,), original)
 
 
 class _LeafTracer(fx.Tracer):
@@ -218,6 +204,6 @@ def unfuse(model: nn.Module) -> None:
     """Undo every fusion: original classes back, fusion's attributes gone."""
     for module in model.modules():
         if isinstance(module, _PassedThrough):
-            module.__class__ = type(module)._tritonconv_original
+            restore(module)
         for attribute in (FOLDED_BN, FUSED_ACTIVATION, AFTER_BN):
             module.__dict__.pop(attribute, None)

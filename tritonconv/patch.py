@@ -29,6 +29,7 @@ from . import nn as tritonconv_nn
 from .arithmetic import SUPPORTED_DTYPES
 from .fallback import served_conv1d, served_conv2d
 from .functional import TORCH_CONV1D, TORCH_CONV2D
+from .swap import Swapped, derived_class, restore
 
 ModuleFilter = str | Sequence[str] | Callable[[str, nn.Module], bool]
 
@@ -61,12 +62,10 @@ class PatchReport:
         return self.table()
 
 
-class _Served:
-    """Mixin of every patched class: pickles and deep-copies as 'patch of the original class', so a
-    saved patched model loads patched, and `unpatch` works on the copy. A conv fused with its
-    BatchNorm and activation (`fusion.py`) folds and activates here."""
-
-    _tritonconv_original: type
+class _Served(Swapped):
+    """Mixin of every patched class (`swap.py`: a saved or copied patched model stays patched, and
+    `unpatch` works on the copy). A conv fused with its BatchNorm and activation (`fusion.py`)
+    folds and activates here."""
 
     def _conv_forward(self, input, weight, bias):
         weight, bias = fusion.folded_parameters(self, weight, bias)
@@ -76,32 +75,13 @@ class _Served:
         fused = fusion.fused_keywords(self)
         return super()._epilogue() if fused is None else fused
 
-    def __reduce_ex__(self, protocol):
-        return _rebuild, (type(self)._tritonconv_original,), self.__dict__
-
-
-_PATCHED_CLASSES: dict[type, type] = {}
-
 
 def patched_class(original: type) -> type:
     """The class a module of class `original` becomes: `_Served`, then tritonconv's layer, then
     `original` (whose own methods other than the convolution are kept). One per original class."""
-    if original not in _PATCHED_CLASSES:
-        two_d = issubclass(original, nn.Conv2d)
-        layer, served = (tritonconv_nn.Conv2d, served_conv2d) if two_d else (tritonconv_nn.Conv1d, served_conv1d)
-        namespace = {
-            "_convolve": staticmethod(served),
-            "_tritonconv_original": original,
-            "__module__": original.__module__,
-            "__qualname__": original.__qualname__,
-            "__doc__": original.__doc__,
-        }
-        _PATCHED_CLASSES[original] = type(original.__name__, (_Served, layer, original), namespace)
-    return _PATCHED_CLASSES[original]
-
-
-def _rebuild(original: type) -> nn.Module:
-    return object.__new__(patched_class(original))
+    two_d = issubclass(original, nn.Conv2d)
+    layer, served = (tritonconv_nn.Conv2d, served_conv2d) if two_d else (tritonconv_nn.Conv1d, served_conv1d)
+    return derived_class(patched_class, (_Served, layer), original, _convolve=staticmethod(served))
 
 
 def why_not_served(module: nn.Module) -> str | None:
@@ -193,7 +173,7 @@ def unpatch(model: nn.Module) -> list[str]:
     restored = []
     for name, module in model.named_modules():
         if isinstance(module, _Served):
-            module.__class__ = type(module)._tritonconv_original
+            restore(module)
             restored.append(name)
     return restored
 
