@@ -1,5 +1,7 @@
 """Backward through Triton: input, weight and bias gradients against torch's float64 autograd."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,11 +9,11 @@ from conv_reference import assert_grads_close, needs_runtime_loops, random_conv_
 from test_conv2d_fwd import FP64, SHAPE_IDS, SHAPES
 
 import tritonconv
-from tritonconv import functional
+from tritonconv import calls as backward
 from tritonconv.arithmetic import problem_from_tensors
 from tritonconv.config import dgrad_by_phase, wgrad_config
 from tritonconv.dispatch import Plan
-from tritonconv.ops import backward
+from tritonconv.prepared import PreparedConv
 
 pytestmark = needs_runtime_loops
 LAYOUTS = pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
@@ -52,9 +54,12 @@ def test_only_requested_gradients_are_computed(frozen, device, monkeypatch):
     """A frozen layer skips wgrad, a first layer skips dgrad: their kernels are never launched."""
     x, weight, bias = random_conv_inputs(2, 4, 6, 5, 6, 3, 3, device=device)
     launched = []
-    for name in ("conv2d_dgrad", "conv2d_wgrad", "conv2d_bias_grad"):
-        original = getattr(functional, name)
-        monkeypatch.setattr(functional, name, lambda *a, _n=name, _f=original, **k: launched.append(_n) or _f(*a, **k))
+    gradients = (("conv2d_dgrad", "input_grad"), ("conv2d_wgrad", "weight_grad"), ("conv2d_bias_grad", "bias_grad"))
+    for name, method in gradients:
+        original = getattr(PreparedConv, method)
+        monkeypatch.setattr(
+            PreparedConv, method, lambda *a, _n=name, _f=original, **k: launched.append(_n) or _f(*a, **k)
+        )
     leaves = {"input": x, "weight": weight, "bias": bias}
     for name, tensor in leaves.items():
         tensor.requires_grad_(name not in frozen.split("+"))
@@ -191,11 +196,14 @@ def test_training_steps_follow_torch(device):
 @pytest.mark.parametrize("stride, expected", [(1, "conv1x1"), (2, None)], ids=["stride1", "stride2"])
 def test_1x1_dgrad_runs_the_conv1x1_gemm(stride, expected, device, monkeypatch):
     """dX of a stride-1 1x1 conv is a 1x1 conv of dY with the transposed weight; strided ones are not."""
-    from tritonconv.ops import forward as fwd_module
+    from tritonconv import dispatch, registry
 
     used = []
-    original = fwd_module.FORWARD_LAUNCHERS["conv1x1"]
-    monkeypatch.setitem(fwd_module.FORWARD_LAUNCHERS, "conv1x1", lambda *a: used.append("conv1x1") or original(*a))
+    key = (registry.Pass.DGRAD, registry.Variant.CONV1X1)
+    original = registry.REGISTRY[key]
+    record = dataclasses.replace(original, prepare=lambda *a: used.append("conv1x1") or original.prepare(*a))
+    monkeypatch.setitem(registry.REGISTRY, key, record)
+    dispatch.forget_plans()
     x, weight, bias = random_conv_inputs(2, 24, 5, 7, 16, 1, 1, 1, True, torch.float32, device, channels_last=True)
     for t in (x, weight, bias):
         t.requires_grad_()

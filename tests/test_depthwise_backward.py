@@ -1,14 +1,19 @@
 """Depthwise backward: dgrad as a depthwise conv with the flipped weight, wgrad by its own kernel."""
 
+import dataclasses
+import functools
+
 import pytest
 import torch
 from conv_reference import needs_runtime_loops, random_conv_inputs
 from test_backward import run_shape
 
 import tritonconv
+from tritonconv import calls as backward
+from tritonconv import dispatch, registry
 from tritonconv.config import depthwise_wgrad_config
 from tritonconv.dispatch import Plan, backward_variants, heuristic_backward_config
-from tritonconv.ops import backward, depthwise_backward
+from tritonconv.ops import wgrad as wgrad_ops
 
 pytestmark = needs_runtime_loops
 LAYOUTS = pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
@@ -31,9 +36,12 @@ def test_depthwise_gradients_match_torch(shape, channels_last, device, monkeypat
     """Every gradient against float64 torch, and each pass took the route the rule gives it."""
     *geometry, as_depthwise_conv = shape
     routes = []
-    for name in ("depthwise_dgrad", "depthwise_wgrad"):
-        original = getattr(backward, name)
-        monkeypatch.setattr(backward, name, lambda *a, _n=name, _f=original: routes.append(_n) or _f(*a))
+    for name, pass_name in (("depthwise_dgrad", registry.Pass.DGRAD), ("depthwise_wgrad", registry.Pass.WGRAD)):
+        key = (pass_name, registry.Variant.DEPTHWISE)
+        spec = registry.REGISTRY[key]
+        record = functools.partial(recording_launcher, routes, name, spec.prepare)
+        monkeypatch.setitem(registry.REGISTRY, key, dataclasses.replace(spec, prepare=record))
+    dispatch.forget_plans()  # calls prepared before the launchers were wrapped would not show
     run_shape(tuple(geometry), torch.float32, channels_last, device)
     assert routes.count("depthwise_dgrad") == int(as_depthwise_conv)
     assert routes.count("depthwise_wgrad") == 1
@@ -53,7 +61,7 @@ def test_depthwise_wgrad_splits_and_is_reproducible(device):
 
     def wgrad(config):
         grad_weight = torch.full(problem.weight_shape, float("nan"), device=device)
-        depthwise_backward.depthwise_wgrad(x, grad_output, problem, grad_weight, config)
+        wgrad_ops.prepare_depthwise(x, grad_output, grad_weight, problem, config)(x, grad_output, grad_weight)
         return grad_weight
 
     first = wgrad(config)
@@ -85,3 +93,14 @@ def test_a_plan_picks_the_route_and_every_route_agrees(device):
         torch.testing.assert_close(results[pass_name, "depthwise"], results[pass_name, "implicit_gemm"])
         with pytest.raises(ValueError, match="does not compute this problem"):
             run(Plan("conv1x1", heuristic_backward_config(problem, pass_name, "implicit_gemm"), "test"))
+
+
+def recording_launcher(launched: list, name: str, prepare, *args):
+    """A route's launcher that notes `name` at each launch of what it prepares."""
+    run = prepare(*args)
+
+    def recorded(*tensors):
+        launched.append(name)
+        return run(*tensors)
+
+    return recorded

@@ -15,10 +15,10 @@ from test_conv2d_fwd import SHAPE_IDS, SHAPES, run_case
 
 import tritonconv
 from tritonconv.arithmetic import problem_from_tensors
+from tritonconv.calls import conv2d_fwd
 from tritonconv.config import heuristic_config
 from tritonconv.dispatch import Plan, applicable_variants
 from tritonconv.ops import depthwise
-from tritonconv.ops.forward import conv2d_fwd
 from tritonconv.runtime import supports_fp64_dot
 
 pytestmark = pytest.mark.gpu

@@ -53,8 +53,9 @@ def test_recording_sees_every_conv_as_tritonconv_would_run_it():
 
 def test_recording_compiles_no_kernel_and_leaves_the_model_as_it_was(monkeypatch):
     from tritonconv import functional
+    from tritonconv.prepared import PreparedConv
 
-    monkeypatch.setattr(functional, "conv2d_fwd", lambda *args: pytest.fail("a kernel ran while recording"))
+    monkeypatch.setattr(PreparedConv, "forward", lambda *args: pytest.fail("a kernel ran while recording"))
     model = MixedModel().train()
     record_problems(model, torch.randn(1, 3, 8, 8))
     assert model.training and not functional._shapes_only

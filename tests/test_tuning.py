@@ -1,5 +1,7 @@
 """The autotuner's parts on their own: config spaces and pruning, the noise-aware choice, the disk cache."""
 
+import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -366,12 +368,15 @@ def test_a_gradient_tunes_every_route_and_its_backward_launches_the_winner(
     explained = tritonconv.explain(x, weight, **geometry)["backward"][pass_name]
     assert explained == {"variant": routes[winner], "config": entry["config"], "config_source": "tuned cache"}
 
-    from tritonconv.ops import backward
+    from tritonconv import registry
 
     launched = []
-    for route, function in (("conv1x1", "conv2d_fwd"), ("depthwise", f"depthwise_{pass_name}")):
-        original = getattr(backward, function)
-        monkeypatch.setattr(backward, function, lambda *a, _r=route, _f=original: launched.append(_r) or _f(*a))
+    for route in ("conv1x1", "depthwise"):
+        key = (registry.Pass(pass_name), registry.Variant(route))
+        if key in registry.REGISTRY:
+            spec = registry.REGISTRY[key]
+            record = functools.partial(_record_launch, launched, route, spec.prepare)
+            monkeypatch.setitem(registry.REGISTRY, key, dataclasses.replace(spec, prepare=record))
     y = tritonconv.conv2d(x, weight, **geometry)
     grad_output = torch.randn_like(y)
     y.backward(grad_output)
@@ -409,3 +414,14 @@ def source_of_pass(x, weight, pass_name, **kwargs):
     explained = tritonconv.explain(x, weight, **kwargs)["backward"][pass_name]
     dispatch.forget_plans()
     return explained["config_source"]
+
+
+def _record_launch(launched: list, route: str, prepare, *args):
+    """A route's launcher that notes each launch it prepares."""
+    run = prepare(*args)
+
+    def recorded(*tensors):
+        launched.append(route)
+        return run(*tensors)
+
+    return recorded

@@ -1,16 +1,19 @@
 """The specialised forward variants (conv1x1, grouped_tile, depthwise), the dispatch rule and explain."""
 
+import dataclasses
+
 import pytest
 import torch
 from conv_reference import assert_conv2d_close, random_conv_inputs
 from test_conv2d_fwd import FP64, SHAPE_IDS, SHAPES
 
 import tritonconv
+from tritonconv import calls as fwd_module
+from tritonconv import dispatch, registry
 from tritonconv.arithmetic import problem_from_tensors
 from tritonconv.config import KernelConfig, heuristic_config
 from tritonconv.dispatch import GROUPED_TILE_MAX_CHANNELS, Plan, applicable_variants, choose_variant
 from tritonconv.ops import conv1x1, depthwise
-from tritonconv.ops import forward as fwd_module
 
 LAYOUTS = pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, FP64], ids=str)
@@ -74,13 +77,16 @@ def test_every_applicable_variant_agrees_with_torch(shape, device):
 def test_explain_agrees_with_what_runs(device, monkeypatch):
     """The launcher that actually runs receives exactly the variant and config explain reports."""
     launched = []
-    for variant, launcher in list(fwd_module.FORWARD_LAUNCHERS.items()):
+    for key, spec in list(registry.REGISTRY.items()):
+        if key[0] != registry.Pass.FWD:
+            continue
 
-        def record(*args, _variant=variant, _launcher=launcher):
+        def record(*args, _variant=key[1], _prepare=spec.prepare):
             launched.append((_variant, args[5]))
-            return _launcher(*args)
+            return _prepare(*args)
 
-        monkeypatch.setitem(fwd_module.FORWARD_LAUNCHERS, variant, record)
+        monkeypatch.setitem(registry.REGISTRY, key, dataclasses.replace(spec, prepare=record))
+    dispatch.forget_plans()  # calls prepared before the launchers were wrapped would not show
     for case, expected in RULE_CASES:
         _, c, h, w, k, r, s, stride, padding, dilation, groups = case
         x, weight, bias = random_conv_inputs(1, c, min(h, 7), min(w, 7), k, r, s, groups, device=device)

@@ -5,6 +5,7 @@ TRITON_INTERPRET=1 before the import.
 """
 
 from . import library_ops  # registers the tritonconv:: custom ops torch.compile sees
+from ._version import __version__
 from .arithmetic import ConvProblem, make_problem, problem_from_tensors
 from .dispatch import explain
 from .fallback import reset_stats, stats
@@ -12,8 +13,6 @@ from .functional import Conv2dFunction, conv1d, conv2d
 from .nn import Conv1d, Conv2d
 from .patch import PatchReport, patch, patch_torch, patched, unpatch, unpatch_torch
 from .tuning.model import tune_model
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Conv1d",

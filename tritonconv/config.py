@@ -45,9 +45,12 @@ class KernelConfig:
             "BLOCK_N": self.block_n,
             "BLOCK_K": self.block_k,
             "GROUP_M": self.group_m,
-            "num_warps": self.num_warps,
-            "num_stages": self.num_stages,
+            **self.options(),
         }
+
+    def options(self) -> dict[str, int]:
+        """The launch options every kernel takes besides its constexprs."""
+        return {"num_warps": self.num_warps, "num_stages": self.num_stages}
 
 
 def _clamp_pow2(value: int, low: int, high: int) -> int:
@@ -113,15 +116,24 @@ def dgrad_by_phase(problem: ConvProblem) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def dgrad_config(problem: ConvProblem) -> KernelConfig:
-    """Input gradient: M = N*H*W input pixels (per stride phase when phased), N = C/g, reduction
-    (K/g)*R*S; phased, a reduction tile holds output channels of one tap, so block_k fits K/g."""
-    if dgrad_by_phase(problem):
-        stride_h, stride_w = problem.stride
-        m = problem.n * triton.cdiv(problem.h, stride_h) * triton.cdiv(problem.w, stride_w)
-        return _gemm_config(problem.element_size, m, problem.c_per_group, problem.k_per_group)
+def dgrad_masking_config(problem: ConvProblem) -> KernelConfig:
+    """Input gradient by masking: M = N*H*W input pixels, N = C/g, reduction (K/g)*R*S."""
     m = problem.n * problem.h * problem.w
     return _gemm_config(problem.element_size, m, problem.c_per_group, problem.k_per_group * problem.r * problem.s)
+
+
+@functools.lru_cache(maxsize=4096)
+def dgrad_phased_config(problem: ConvProblem) -> KernelConfig:
+    """Input gradient by stride phase: M = the input pixels of one phase, N = C/g; a reduction tile
+    holds output channels of one tap, so block_k fits K/g."""
+    stride_h, stride_w = problem.stride
+    m = problem.n * triton.cdiv(problem.h, stride_h) * triton.cdiv(problem.w, stride_w)
+    return _gemm_config(problem.element_size, m, problem.c_per_group, problem.k_per_group)
+
+
+def dgrad_config(problem: ConvProblem) -> KernelConfig:
+    """The untimed input-gradient config of the general route the rule picks (`dgrad_by_phase`)."""
+    return dgrad_phased_config(problem) if dgrad_by_phase(problem) else dgrad_masking_config(problem)
 
 
 WGRAD_WORKSPACE_BYTES = 32 * 2**20

@@ -19,8 +19,9 @@ import torch
 
 from . import kernels
 from .arithmetic import SUPPORTED_DTYPES
-from .functional import TORCH_CONV1D, TORCH_CONV2D, autocast_dtype_for, conv1d, conv2d, torch_conv2d_with_epilogue
+from .functional import autocast_dtype_for, conv1d, conv2d, torch_conv2d_with_epilogue
 from .runtime import is_interpreted, supports_fp64_dot
+from .torch_reference import TORCH_CONV1D, TORCH_CONV2D
 
 logger = logging.getLogger("tritonconv")
 TRITONCONV = "tritonconv"

@@ -12,48 +12,44 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from . import library_ops
-from .arithmetic import CONTIGUOUS, ConvProblem, is_channels_last_like, problem_from_tensors
-from .ops import conv2d_fwd
-from .ops.backward import conv2d_bias_grad, conv2d_dgrad, conv2d_wgrad
-from .ops.epilogue import ACTIVATIONS, Epilogue, activation_grad, saves_output
-from .runtime import new_output
-
-# torch's own convolutions, as they were when tritonconv was imported: what tritonconv falls back on
-# and records through, even while `tritonconv.patch_torch()` has routed F.conv2d/conv1d to tritonconv.
-TORCH_CONV2D = F.conv2d
-TORCH_CONV1D = F.conv1d
+from .arithmetic import CONTIGUOUS, ConvProblem, problem_from_tensors
+from .autograd import conv_gradients, save_operands
+from .ops.epilogue import ACTIVATIONS, NO_EPILOGUE, Epilogue, saves_output, slope_constant
+from .prepared import PreparedConv, call_key, lookup, tensor_key
+from .torch_reference import TORCH_CONV1D, TORCH_CONV2D
 
 
 class Conv2dFunction(torch.autograd.Function):
-    """conv2d with a Triton backward. Thin on purpose: it saves only what the gradients asked for
-    need (the weight for dgrad, the input for wgrad, nothing for the bias) and launches only those
-    gradients' kernels, so a frozen layer skips wgrad and a first layer skips dgrad."""
+    """conv2d with a Triton backward, through a prepared call (`prepared.PreparedConv`): the
+    gradients' kernels are planned and prepared on the first backward and replayed after."""
 
     @staticmethod
-    def forward(ctx, input, weight, bias, problem: ConvProblem):
-        output = conv2d_fwd(input, weight, bias, problem)
-        needs_input, needs_weight = ctx.needs_input_grad[:2]
-        ctx.save_for_backward(input if needs_weight else None, weight if needs_input else None)
-        ctx.problem = problem
-        ctx.input_channels_last = is_channels_last_like(input)
-        ctx.weight_channels_last = is_channels_last_like(weight)
+    def forward(ctx, input, weight, bias, prepared: PreparedConv):
+        output = prepared.forward(input, weight, bias)
+        save_operands(ctx, input, weight)
+        ctx.prepared = prepared
         return output
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        return (*_conv_gradients(ctx, grad_output), None)
+        return (*conv_gradients(ctx, grad_output, ctx.prepared), None)
 
 
-def _conv_gradients(ctx, grad_output: torch.Tensor) -> tuple:
-    """(dX, dW, db) of the convolution for the gradients autograd asked for (None for the rest)."""
-    input, weight = ctx.saved_tensors[:2]
-    needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
-    problem = ctx.problem
-    grad_input = conv2d_dgrad(grad_output, weight, problem, ctx.input_channels_last) if needs_input else None
-    grad_weight = conv2d_wgrad(input, grad_output, problem, ctx.weight_channels_last) if needs_weight else None
-    grad_bias = conv2d_bias_grad(grad_output) if needs_bias else None
-    return grad_input, grad_weight, grad_bias
+def _fused_run(
+    prepared: PreparedConv,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    for_backward: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(output, what the activation's derivative reads: the output, the pre-activation, or None)."""
+    activation = prepared.epilogue.activation
+    from_output = prepared.keeps_output_for_backward
+    preactivation = prepared.new_output() if activation and not from_output and for_backward else None
+    output = prepared.forward(input, weight, bias, residual, preactivation)
+    return output, ((output if from_output else preactivation) if activation else None)
 
 
 def _fused_forward(
@@ -66,14 +62,9 @@ def _fused_forward(
     negative_slope: float,
     for_backward: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(output, what the activation's derivative reads: the output, the pre-activation, or None)."""
-    from_output = saves_output(activation, negative_slope)
-    preactivation = None
-    if activation and not from_output and for_backward:
-        preactivation = new_output(problem.output_shape, input, problem.memory_format)
-    epilogue = Epilogue(activation, negative_slope, residual, preactivation)
-    output = conv2d_fwd(input, weight, bias, problem, epilogue=epilogue)
-    return output, ((output if from_output else preactivation) if activation else None)
+    """`_fused_run` on a call prepared for these arguments alone (the planned path)."""
+    prepared = PreparedConv(problem, input, weight, Epilogue(activation, negative_slope))
+    return _fused_run(prepared, input, weight, bias, residual, for_backward)
 
 
 class FusedConv2dFunction(torch.autograd.Function):
@@ -82,27 +73,24 @@ class FusedConv2dFunction(torch.autograd.Function):
     The backward turns dY into dZ (Z = conv + bias + residual) in one Triton pass, from the output
     for relu and leaky_relu and from Z, written by the forward kernel beside Y, for the others; Z is
     written only when some gradient is needed. dZ is then the residual's gradient and feeds the
-    convolution's dgrad, wgrad and bias grad as in `Conv2dFunction`."""
+    convolution's gradients by the formula `Conv2dFunction` uses."""
 
     @staticmethod
-    def forward(ctx, input, weight, bias, residual, problem: ConvProblem, activation: str, negative_slope: float):
-        output, saved = _fused_forward(input, weight, bias, residual, problem, activation, negative_slope, True)
-        needs_input, needs_weight = ctx.needs_input_grad[:2]
-        ctx.save_for_backward(input if needs_weight else None, weight if needs_input else None, saved)
-        ctx.problem, ctx.activation, ctx.negative_slope = problem, activation, negative_slope
-        ctx.input_channels_last = is_channels_last_like(input)
-        ctx.weight_channels_last = is_channels_last_like(weight)
+    def forward(ctx, input, weight, bias, residual, prepared: PreparedConv):
+        output, saved = _fused_run(prepared, input, weight, bias, residual, for_backward=True)
+        save_operands(ctx, input, weight, saved)
+        ctx.prepared = prepared
         return output
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        saved = ctx.saved_tensors[2]
+        prepared = ctx.prepared
         grad_z = grad_output
-        if ctx.activation:
-            grad_z = activation_grad(grad_output, saved, ctx.activation, ctx.negative_slope)
+        if prepared.epilogue.activation:
+            grad_z = prepared.preactivation_grad(grad_output, ctx.saved_tensors[2])
         grad_residual = grad_z if ctx.needs_input_grad[3] else None
-        return (*_conv_gradients(ctx, grad_z), grad_residual, None, None, None)
+        return (*conv_gradients(ctx, grad_z, prepared), grad_residual, None)
 
 
 def conv2d(
@@ -130,6 +118,9 @@ def conv2d(
     `negative_slope`) and `residual` (a tensor of the output's shape and dtype, any strides) make the
     result `activation(conv2d(input, weight, bias) + residual)`, computed before the kernel stores
     its tile; `residual` receives its gradient too.
+
+    The first call with a given key (shapes, strides, dtypes, flags: `prepared.call_key`) plans and
+    prepares its kernels; later ones only allocate the output and launch.
     """
     if activation is not None or residual is not None:
         return _fused(input, weight, bias, (stride, padding, dilation, groups), activation, residual, negative_slope)
@@ -140,7 +131,38 @@ def conv2d(
         input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
     if torch.compiler.is_compiling():  # torch.compile holds the custom op in its graph (library_ops.py)
         return library_ops.conv2d(input, weight, bias, stride, padding, dilation, groups)
-    return _conv2d(input, weight, bias, problem_from_tensors(input, weight, bias, stride, padding, dilation, groups))
+    geometry = (stride, padding, dilation, groups)
+    try:
+        prepared = lookup(call_key(input, weight, bias, geometry), lambda: _prepare(input, weight, bias, geometry))
+    except TypeError as error:  # a geometry argument given as a list: the same call with tuples
+        if "unhashable" not in str(error):
+            raise
+        return conv2d(input, weight, bias, *(tuple(a) if isinstance(a, list) else a for a in geometry))
+    return _run(prepared, input, weight, bias)
+
+
+def _prepare(
+    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: tuple,
+    epilogue: Epilogue = NO_EPILOGUE, as_problem=problem_from_tensors,
+) -> tuple[PreparedConv, bool]:  # fmt: skip
+    """Validate the call as F.conv2d does (raising its errors), plan it and prepare its launches."""
+    problem = as_problem(input, weight, bias, *geometry)
+    batched_input = input if input.dim() == 4 else input.unsqueeze(0)
+    prepared = PreparedConv(problem, batched_input, weight, epilogue)
+    return prepared, prepared.final
+
+
+def _run(prepared: PreparedConv, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    batched = input.dim() == 4
+    if not batched:
+        input = input.unsqueeze(0)
+    if torch.is_grad_enabled() and (
+        input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    ):
+        output = Conv2dFunction.apply(input, weight, bias, prepared)
+    else:  # inference: no autograd node to build, so skip Function.apply's cost on every call
+        output = prepared.forward(input, weight, bias)
+    return output if batched else output.squeeze(0)
 
 
 def _fused(
@@ -161,34 +183,44 @@ def _fused(
     autocast_dtype = autocast_dtype_for(input)
     if autocast_dtype is not None:
         input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
-    problem = problem_from_tensors(input, weight, bias, *geometry)
     batched = input.dim() == 4
-    if residual is not None:
-        expected = problem.output_shape if batched else problem.output_shape[1:]
-        if tuple(residual.shape) != tuple(expected) or residual.dtype != input.dtype or residual.device != input.device:
-            raise RuntimeError(
-                f"residual must match the convolution's output: shape {list(expected)}, dtype {input.dtype}, device "
-                f"{input.device}; got shape {list(residual.shape)}, dtype {residual.dtype}, device {residual.device}"
-            )
-        residual = residual if batched else residual.unsqueeze(0)
+    residual_wants_grad = residual is not None and residual.requires_grad and torch.is_grad_enabled()
+    needs_grad = _needs_grad(input, weight, bias) or residual_wants_grad
+    activation = activation or ""
+    slope = slope_constant(activation, negative_slope)
+    keeps_z = needs_grad and bool(activation) and not saves_output(activation, negative_slope)
+    key = call_key(input, weight, bias, tuple(_hashable(a) for a in geometry),
+                   (activation, slope, negative_slope >= 0, tensor_key(residual), keeps_z))  # fmt: skip
+
+    def prepare() -> tuple[PreparedConv, bool]:
+        prepared, final = _prepare(input, weight, bias, geometry, Epilogue(activation, slope))
+        _check_residual(residual, prepared.problem, input, batched)
+        return prepared, final
+
+    prepared = lookup(key, prepare)
+    if residual is not None and not batched:
+        residual = residual.unsqueeze(0)
     batched_input = input if batched else input.unsqueeze(0)
-    arguments = (batched_input, weight, bias, residual, problem, activation or "", float(negative_slope))
-    if _needs_grad(input, weight, bias) or (
-        residual is not None and residual.requires_grad and torch.is_grad_enabled()
-    ):
-        output = FusedConv2dFunction.apply(*arguments)
+    if needs_grad:
+        output = FusedConv2dFunction.apply(batched_input, weight, bias, residual, prepared)
     else:
-        output = FusedConv2dFunction.forward(_NoGrad(), *arguments)
+        output = _fused_run(prepared, batched_input, weight, bias, residual, for_backward=False)[0]
     return output if batched else output.squeeze(0)
 
 
-class _NoGrad:
-    """The ctx of a fused forward run outside autograd: nothing needs a gradient, nothing is saved."""
+def _check_residual(residual: torch.Tensor | None, problem: ConvProblem, input: torch.Tensor, batched: bool) -> None:
+    if residual is None:
+        return
+    expected = problem.output_shape if batched else problem.output_shape[1:]
+    if tuple(residual.shape) != tuple(expected) or residual.dtype != input.dtype or residual.device != input.device:
+        raise RuntimeError(
+            f"residual must match the convolution's output: shape {list(expected)}, dtype {input.dtype}, device "
+            f"{input.device}; got shape {list(residual.shape)}, dtype {residual.dtype}, device {residual.device}"
+        )
 
-    needs_input_grad = (False,) * 7
 
-    def save_for_backward(self, *tensors) -> None:
-        pass
+def _hashable(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _with_torch_epilogue(
@@ -221,16 +253,6 @@ def torch_activation(output: torch.Tensor, activation: str, negative_slope: floa
     return F.leaky_relu(output, negative_slope)
 
 
-def _conv2d(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, problem: ConvProblem) -> torch.Tensor:
-    batched = input.dim() == 4
-    batched_input = input if batched else input.unsqueeze(0)
-    if _needs_grad(input, weight, bias):
-        output = Conv2dFunction.apply(batched_input, weight, bias, problem)
-    else:  # inference: no autograd node to build, so skip Function.apply's cost on every call
-        output = conv2d_fwd(batched_input, weight, bias, problem)
-    return output if batched else output.squeeze(0)
-
-
 def conv1d(
     input: torch.Tensor,
     weight: torch.Tensor,
@@ -251,7 +273,18 @@ def conv1d(
     input_2d, weight_2d, geometry = as_conv2d(input, weight, stride, padding, dilation, groups)
     if torch.compiler.is_compiling():
         return library_ops.conv2d(input_2d, weight_2d, bias, *geometry).squeeze(-2)
-    return _conv2d(input_2d, weight_2d, bias, conv1d_problem(input_2d, weight_2d, bias, geometry)).squeeze(-2)
+    prepared = lookup(
+        call_key(input_2d, weight_2d, bias, geometry, CONV1D_KEY),
+        lambda: _prepare(input_2d, weight_2d, bias, geometry, as_problem=_conv1d_problem),
+    )
+    return _run(prepared, input_2d, weight_2d, bias).squeeze(-2)
+
+
+CONV1D_KEY = ("conv1d",)  # a conv1d's output is contiguous whatever its input's strides: its own plans
+
+
+def _conv1d_problem(input_2d, weight_2d, bias, *geometry) -> ConvProblem:
+    return conv1d_problem(input_2d, weight_2d, bias, geometry)
 
 
 def conv1d_problem(

@@ -16,32 +16,49 @@ from typing import Optional
 
 import torch
 
-from .arithmetic import ConvProblem, is_channels_last_like, problem_from_tensors, resolve_padding, to_pair
-from .ops.backward import conv2d_bias_grad, conv2d_dgrad, conv2d_wgrad
-from .ops.forward import conv2d_fwd
+from .arithmetic import (
+    CHANNELS_LAST,
+    CONTIGUOUS,
+    ConvProblem,
+    make_problem,
+    problem_from_tensors,
+    resolve_padding,
+    to_pair,
+)
+from .arithmetic import is_channels_last_like as channels_last
+from .autograd import conv_gradients, save_operands
+from .calls import conv2d_bias_grad, conv2d_dgrad, conv2d_fwd, conv2d_wgrad, memory_format
+from .dispatch import plan_pass
+from .registry import Pass
 
 
 def _problem(
-    input: torch.Tensor,
+    input_shape: Sequence[int],
     weight: torch.Tensor,
-    bias: torch.Tensor | None,
+    has_bias: bool,
     stride: Sequence[int],
     padding: Sequence[int],
     dilation: Sequence[int],
     groups: int,
+    layout: str,
 ) -> ConvProblem:
-    problem = problem_from_tensors(input, weight, bias, tuple(stride), tuple(padding[:2]), tuple(dilation), groups)
+    n, c, h, w = input_shape
+    k, _, r, s = weight.shape
+    problem = make_problem(
+        n=n, c=c, h=h, w=w, k=k, r=r, s=s, stride=tuple(stride), padding=tuple(padding[:2]),
+        dilation=tuple(dilation), groups=groups, dtype=weight.dtype, layout=layout, has_bias=has_bias,
+    )  # fmt: skip
     if tuple(padding[2:]) != problem.padding_end:
         problem = dataclasses.replace(problem, padding_end=(padding[2], padding[3]))
     return problem
 
 
-def _empty(shape: Sequence[int], like: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
-    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format)
+def _layout(*tensors_channels_last: bool) -> str:
+    return CHANNELS_LAST if any(tensors_channels_last) else CONTIGUOUS
 
 
-def _memory_format(tensor: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if is_channels_last_like(tensor) else torch.contiguous_format
+def _empty(shape: Sequence[int], like: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format(channels_last))
 
 
 @torch.library.custom_op("tritonconv::conv2d", mutates_args=())
@@ -55,53 +72,68 @@ def conv2d_op(
     groups: int,
 ) -> torch.Tensor:
     """Forward of a batched (N, C, H, W) input."""
-    return conv2d_fwd(input, weight, bias, _problem(input, weight, bias, stride, padding, dilation, groups))
+    problem = _forward_problem(input, weight, bias, stride, padding, dilation, groups)
+    return conv2d_fwd(input, weight, bias, problem, plan_pass(problem, Pass.FWD))
+
+
+def _forward_problem(input, weight, bias, stride, padding, dilation, groups) -> ConvProblem:
+    """The forward's problem, validated as `F.conv2d` validates its arguments."""
+    problem = problem_from_tensors(input, weight, bias, tuple(stride), tuple(padding[:2]), tuple(dilation), groups)
+    if tuple(padding[2:]) != problem.padding_end:
+        problem = dataclasses.replace(problem, padding_end=(padding[2], padding[3]))
+    return problem
 
 
 @conv2d_op.register_fake
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
-    problem = _problem(input, weight, bias, stride, padding, dilation, groups)
-    return _empty(problem.output_shape, input, problem.memory_format)
+    problem = _forward_problem(input, weight, bias, stride, padding, dilation, groups)
+    return torch.empty(
+        problem.output_shape, dtype=input.dtype, device=input.device, memory_format=problem.memory_format
+    )
 
 
 @torch.library.custom_op("tritonconv::conv2d_input_grad", mutates_args=())
 def conv2d_input_grad_op(
     grad_output: torch.Tensor,
-    input: torch.Tensor,
     weight: torch.Tensor,
+    input_shape: list[int],
+    input_channels_last: bool,
     stride: list[int],
     padding: list[int],
     dilation: list[int],
     groups: int,
 ) -> torch.Tensor:
-    """dX; `input` gives only its shape and memory format (it is saved for dW anyway)."""
-    problem = _problem(input, weight, None, stride, padding, dilation, groups)
-    return conv2d_dgrad(grad_output, weight, problem, is_channels_last_like(input))
+    """dX: the input itself is not needed, only its shape and layout."""
+    problem = _problem(input_shape, weight, False, stride, padding, dilation, groups, _layout(input_channels_last))
+    return conv2d_dgrad(grad_output, weight, problem, input_channels_last, plan_pass(problem, Pass.DGRAD))
 
 
 @conv2d_input_grad_op.register_fake
-def _input_grad_fake(grad_output, input, weight, stride, padding, dilation, groups):
-    return _empty(input.shape, input, _memory_format(input))
+def _input_grad_fake(grad_output, weight, input_shape, input_channels_last, stride, padding, dilation, groups):
+    return _empty(input_shape, grad_output, input_channels_last)
 
 
 @torch.library.custom_op("tritonconv::conv2d_weight_grad", mutates_args=())
 def conv2d_weight_grad_op(
     grad_output: torch.Tensor,
     input: torch.Tensor,
-    weight: torch.Tensor,
+    weight_shape: list[int],
+    weight_channels_last: bool,
     stride: list[int],
     padding: list[int],
     dilation: list[int],
     groups: int,
 ) -> torch.Tensor:
-    """dW; `weight` gives only its shape and memory format."""
-    problem = _problem(input, weight, None, stride, padding, dilation, groups)
-    return conv2d_wgrad(input, grad_output, problem, is_channels_last_like(weight))
+    """dW: the weight itself is not needed, only its shape and layout."""
+    weight_like = torch.empty(weight_shape, dtype=input.dtype, device="meta")
+    layout = _layout(channels_last(input), weight_channels_last)
+    problem = _problem(input.shape, weight_like, False, stride, padding, dilation, groups, layout)
+    return conv2d_wgrad(input, grad_output, problem, weight_channels_last, plan_pass(problem, Pass.WGRAD))
 
 
 @conv2d_weight_grad_op.register_fake
-def _weight_grad_fake(grad_output, input, weight, stride, padding, dilation, groups):
-    return _empty(weight.shape, weight, _memory_format(weight))
+def _weight_grad_fake(grad_output, input, weight_shape, weight_channels_last, stride, padding, dilation, groups):
+    return _empty(weight_shape, input, weight_channels_last)
 
 
 @torch.library.custom_op("tritonconv::conv2d_bias_grad", mutates_args=())
@@ -114,19 +146,34 @@ def _bias_grad_fake(grad_output):
     return grad_output.new_empty((grad_output.shape[1],))
 
 
+class _OpGradients:
+    """The gradients as custom ops, so a compiled graph holds them as it holds the forward."""
+
+    def __init__(self, ctx, geometry: tuple):
+        self.ctx, self.geometry = ctx, geometry
+
+    def input_grad(self, grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx = self.ctx
+        return conv2d_input_grad_op(grad_output, weight, ctx.input_shape, ctx.input_channels_last, *self.geometry)
+
+    def weight_grad(self, input: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+        ctx = self.ctx
+        return conv2d_weight_grad_op(grad_output, input, ctx.weight_shape, ctx.weight_channels_last, *self.geometry)
+
+    def bias_grad(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return conv2d_bias_grad_op(grad_output)
+
+
 def _setup_context(ctx, inputs, output) -> None:
     input, weight, _, *geometry = inputs
-    ctx.save_for_backward(input, weight)
+    save_operands(ctx, input, weight)
     ctx.geometry = geometry
+    ctx.input_shape, ctx.input_channels_last = list(input.shape), channels_last(input)
+    ctx.weight_shape, ctx.weight_channels_last = list(weight.shape), channels_last(weight)
 
 
 def _backward(ctx, grad_output):
-    input, weight = ctx.saved_tensors
-    needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
-    grad_input = conv2d_input_grad_op(grad_output, input, weight, *ctx.geometry) if needs_input else None
-    grad_weight = conv2d_weight_grad_op(grad_output, input, weight, *ctx.geometry) if needs_weight else None
-    grad_bias = conv2d_bias_grad_op(grad_output) if needs_bias else None
-    return grad_input, grad_weight, grad_bias, None, None, None, None
+    return *conv_gradients(ctx, grad_output, _OpGradients(ctx, ctx.geometry)), None, None, None, None
 
 
 conv2d_op.register_autograd(_backward, setup_context=_setup_context)

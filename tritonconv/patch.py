@@ -28,8 +28,8 @@ from . import fusion
 from . import nn as tritonconv_nn
 from .arithmetic import SUPPORTED_DTYPES
 from .fallback import served_conv1d, served_conv2d
-from .functional import TORCH_CONV1D, TORCH_CONV2D
 from .swap import Swapped, derived_class, restore
+from .torch_reference import TORCH_CONV1D, TORCH_CONV2D
 
 ModuleFilter = str | Sequence[str] | Callable[[str, nn.Module], bool]
 

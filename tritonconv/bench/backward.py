@@ -18,7 +18,8 @@ import argparse
 import pandas as pd
 import torch
 
-from tritonconv.ops.backward import conv2d_dgrad, conv2d_wgrad
+from tritonconv.ops.epilogue import NO_EPILOGUE
+from tritonconv.prepared import PreparedConv
 
 from .forward import RESNET50_LAYERS
 from .timing import graph_ms, layer_tensors, median_ms, relative_error, require_gpu, stamp
@@ -27,9 +28,10 @@ from .timing import graph_ms, layer_tensors, median_ms, relative_error, require_
 def bench_layer(layer: tuple, batch: int, dtype: torch.dtype) -> list[dict]:
     tensors = layer_tensors(layer, batch, dtype)
     problem, x, weight, grad_output = tensors.problem, tensors.x, tensors.weight, tensors.grad_output
+    prepared = PreparedConv(problem, x, weight, NO_EPILOGUE)
     passes = {
-        "dgrad": (lambda: conv2d_dgrad(grad_output, weight, problem, channels_last=True), tensors.cudnn_backward(0)),
-        "wgrad": (lambda: conv2d_wgrad(x, grad_output, problem, channels_last=True), tensors.cudnn_backward(1)),
+        "dgrad": (lambda: prepared.input_grad(grad_output, weight), tensors.cudnn_backward(0)),
+        "wgrad": (lambda: prepared.weight_grad(x, grad_output), tensors.cudnn_backward(1)),
     }
     rows = []
     for pass_name, (ours, cudnn) in passes.items():

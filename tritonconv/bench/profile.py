@@ -30,10 +30,11 @@ import torch
 
 import tritonconv
 from tritonconv import kernels
+from tritonconv.calls import conv2d_wgrad
 from tritonconv.config import wgrad_config
-from tritonconv.dispatch import Plan
-from tritonconv.ops.backward import conv2d_dgrad, conv2d_wgrad
-from tritonconv.ops.forward import conv2d_fwd
+from tritonconv.ops.epilogue import NO_EPILOGUE
+from tritonconv.prepared import PreparedConv
+from tritonconv.registry import Plan, Variant
 
 from . import timing
 from .forward import RESNET50_LAYERS
@@ -81,19 +82,21 @@ def providers(layer: tuple, batch: int, dtype: torch.dtype) -> dict[str, Callabl
     tensors = layer_tensors(layer, batch, dtype)
     problem, x, weight, grad_output = tensors.problem, tensors.x, tensors.weight, tensors.grad_output
     stride, padding, k, r = tensors.stride, tensors.padding, problem.k, problem.r
+    prepared = PreparedConv(problem, x, weight, NO_EPILOGUE)  # planned once, as a repeated call is
     calls = {
         "fwd api": lambda: tritonconv.conv2d(x, weight, stride=stride, padding=padding),
-        "fwd op": lambda: conv2d_fwd(x, weight, None, problem),
+        "fwd op": lambda: prepared.forward(x, weight, None),
         "fwd cudnn": lambda: torch.nn.functional.conv2d(x, weight, stride=stride, padding=padding),
-        "dgrad op": lambda: conv2d_dgrad(grad_output, weight, problem, channels_last=True),
+        "dgrad op": lambda: prepared.input_grad(grad_output, weight),
         "dgrad cudnn": tensors.cudnn_backward(0),
-        "wgrad op": lambda: conv2d_wgrad(x, grad_output, problem, channels_last=True),
+        "wgrad op": lambda: prepared.weight_grad(x, grad_output),
         "wgrad cudnn": tensors.cudnn_backward(1),
     }
     if r == 1:
         strided_weight = torch.empty_strided(weight.shape, (1, k, k, k), device=x.device, dtype=dtype)
         strided_weight.copy_(weight)  # not unit-stride over channels: the 1x1 kernel's pointer path
-        calls["fwd op no-descriptor"] = lambda: conv2d_fwd(x, strided_weight, None, problem)
+        no_descriptor = PreparedConv(problem, x, strided_weight, NO_EPILOGUE)
+        calls["fwd op no-descriptor"] = lambda: no_descriptor.forward(x, strided_weight, None)
     return calls
 
 
@@ -147,8 +150,8 @@ def wgrad_sweep(layer: tuple, batch: int) -> pd.DataFrame:
             base, block_m=block_m, block_n=block_n, num_warps=num_warps, split_k=split_k, num_stages=num_stages
         )
         try:
-            plan = Plan("implicit_gemm", config, "sweep")
-            got = conv2d_wgrad(x, grad_output, problem, channels_last=True, plan=plan)
+            plan = Plan(Variant.IMPLICIT_GEMM, config, "sweep")
+            got = conv2d_wgrad(x, grad_output, problem, True, plan)
             error = ((got.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
             ms = graph_ms(lambda plan=plan: conv2d_wgrad(x, grad_output, problem, True, plan))
         except Exception as failure:  # out of resources: recorded, not fatal

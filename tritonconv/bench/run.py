@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from ..arithmetic import CHANNELS_LAST, ConvProblem
+from ..arithmetic import ConvProblem
 from ..dispatch import plan_pass
-from ..ops.backward import conv2d_dgrad, conv2d_wgrad
-from ..ops.forward import conv2d_fwd
+from ..ops.epilogue import NO_EPILOGUE
+from ..prepared import PreparedConv
 from ..suites import SuiteLayer
 from ..tuning.fingerprint import device_slug
 from ..tuning.tuner import TOLERANCE, interpreted
@@ -64,14 +64,14 @@ def _providers(
     problem: ConvProblem, pass_name: str, baselines: Iterable[str], device: str
 ) -> dict[str, Callable[[], torch.Tensor]]:
     x, weight, grad_output = _tensors(problem, device)
-    channels_last = problem.layout == CHANNELS_LAST
+    prepared = PreparedConv(problem, x, weight, NO_EPILOGUE)  # planned once, as a repeated call is
     geometry = dict(stride=problem.stride, padding=problem.padding, dilation=problem.dilation, groups=problem.groups)
     if pass_name == "fwd":
 
         def torch_call():
             return F.conv2d(x, weight, **geometry)
 
-        providers = {"triton": lambda: conv2d_fwd(x, weight, None, problem)}
+        providers = {"triton": lambda: prepared.forward(x, weight, None)}
     else:
         index = PASS_INDEX[pass_name]
         mask = [i == index for i in range(3)]
@@ -81,9 +81,9 @@ def _providers(
             return torch.ops.aten.convolution_backward(grad_output, x, weight, None, *flat, mask)[index]
 
         if pass_name == "dgrad":
-            providers = {"triton": lambda: conv2d_dgrad(grad_output, weight, problem, channels_last)}
+            providers = {"triton": lambda: prepared.input_grad(grad_output, weight)}
         else:
-            providers = {"triton": lambda: conv2d_wgrad(x, grad_output, problem, channels_last)}
+            providers = {"triton": lambda: prepared.weight_grad(x, grad_output)}
     if "torch" in baselines:
         providers["torch"] = torch_call
     if "inductor" in baselines:

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from tritonconv.arithmetic import make_problem
+from tritonconv.calls import conv2d_fwd
 from tritonconv.config import heuristic_config
 from tritonconv.dispatch import Plan, choose_variant
 from tritonconv.ops import depthwise
-from tritonconv.ops.forward import conv2d_fwd
 
 from .timing import channels_last_inputs, median_ms, relative_error, require_gpu, stamp
 

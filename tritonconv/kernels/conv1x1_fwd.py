@@ -11,6 +11,7 @@ import triton.language as tl
 
 from .epilogue import activate
 from .indexing import output_pixels, swizzled_tile
+from .tile import store_output, zero_accumulator
 
 
 @triton.jit
@@ -70,10 +71,7 @@ def _conv2d_fwd_1x1_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
     mask_n = offs_n < K
-    if ACC_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
 
     if USE_DESCRIPTORS:
         for k0 in range(0, C, BLOCK_K):
@@ -119,12 +117,8 @@ def _conv2d_fwd_1x1_kernel(
     else:
         y_row = image * stride_yn + out_h * stride_yp + out_w * stride_yq
         y_offs = y_row[:, None] + (out_channel * stride_yk)[None, :]
+        r_row = image * stride_rn + out_h * stride_rp + out_w * stride_rq
+        r_offs = r_row[:, None] + (out_channel * stride_rk)[None, :]
         mask_y = mask_m[:, None] & mask_n[None, :]
-        if HAS_RESIDUAL:
-            r_row = image * stride_rn + out_h * stride_rp + out_w * stride_rq
-            r_offs = r_row[:, None] + (out_channel * stride_rk)[None, :]
-            acc += tl.load(residual_ptr + r_offs, mask=mask_y, other=0.0).to(acc.dtype)
-        if STORE_PREACTIVATION:
-            tl.store(z_ptr + y_offs, acc.to(z_ptr.dtype.element_ty), mask=mask_y)
-        acc = activate(acc, ACTIVATION, NEGATIVE_SLOPE)
-        tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_y)
+        store_output(acc, y_ptr, y_offs, mask_y, residual_ptr, r_offs, z_ptr,
+                     HAS_RESIDUAL, STORE_PREACTIVATION, ACTIVATION, NEGATIVE_SLOPE)  # fmt: skip

@@ -14,7 +14,18 @@ reuse is left to the L1 cache; which is faster is the autotuner's call.
 import triton
 import triton.language as tl
 
-from .epilogue import activate
+from .tile import store_output, zero_accumulator
+
+
+@triton.jit
+def weight_tap(r, s, stride_wr, stride_ws, R: tl.constexpr, S: tl.constexpr, FLIP_TAPS: tl.constexpr):
+    """The weight offset of tap (r, s); FLIP_TAPS reads the kernel rotated by 180 degrees, which turns
+    this kernel into the input gradient of a stride-1 depthwise convolution without a flipped copy."""
+    if FLIP_TAPS:
+        offset = (R - 1 - r) * stride_wr + (S - 1 - s) * stride_ws
+    else:
+        offset = r * stride_wr + s * stride_ws
+    return offset
 
 
 @triton.jit
@@ -61,6 +72,7 @@ def _conv2d_fwd_depthwise_kernel(
     ACTIVATION: tl.constexpr,
     NEGATIVE_SLOPE: tl.constexpr,
     STORE_PREACTIVATION: tl.constexpr,
+    FLIP_TAPS: tl.constexpr,
     HALO_IN_REGISTERS: tl.constexpr,
     HALO_W: tl.constexpr,
     INDEX_64: tl.constexpr,
@@ -92,10 +104,7 @@ def _conv2d_fwd_depthwise_kernel(
     w_base = offs_k * stride_wk
     in_w0 = first_q * STRIDE_W - PAD_W
 
-    if ACC_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
     for r in range(R):
         in_h = out_h * STRIDE_H - PAD_H + r * DIL_H
         if HALO_IN_REGISTERS:
@@ -112,7 +121,8 @@ def _conv2d_fwd_depthwise_kernel(
                 window = tl.arange(0, BLOCK_M) * STRIDE_W + s * DIL_W
                 index = tl.broadcast_to(window[:, None], (BLOCK_M, BLOCK_N))
                 taps = tl.gather(halo, index, 0)
-                weight = tl.load(w_ptr + w_base + r * stride_wr + s * stride_ws, mask=mask_k, other=0.0)
+                w_tap = weight_tap(r, s, stride_wr, stride_ws, R, S, FLIP_TAPS)
+                weight = tl.load(w_ptr + w_base + w_tap, mask=mask_k, other=0.0)
                 acc += taps * weight.to(acc.dtype)[None, :]
         else:
             for s in range(S):
@@ -124,18 +134,15 @@ def _conv2d_fwd_depthwise_kernel(
                     mask=tap_ok[:, None] & mask_k[None, :],
                     other=0.0,
                 )
-                weight = tl.load(w_ptr + w_base + r * stride_wr + s * stride_ws, mask=mask_k, other=0.0)
+                w_tap = weight_tap(r, s, stride_wr, stride_ws, R, S, FLIP_TAPS)
+                weight = tl.load(w_ptr + w_base + w_tap, mask=mask_k, other=0.0)
                 acc += taps.to(acc.dtype) * weight.to(acc.dtype)[None, :]
 
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_k * stride_bias, mask=mask_k, other=0.0)
         acc += bias.to(acc.dtype)[None, :]
     y_offs = image * stride_yn + out_h * stride_yp + (offs_q * stride_yq)[:, None] + (offs_k * stride_yk)[None, :]
+    r_offs = image * stride_rn + out_h * stride_rp + (offs_q * stride_rq)[:, None] + (offs_k * stride_rk)[None, :]
     mask_y = mask_q[:, None] & mask_k[None, :]
-    if HAS_RESIDUAL:
-        r_offs = image * stride_rn + out_h * stride_rp + (offs_q * stride_rq)[:, None] + (offs_k * stride_rk)[None, :]
-        acc += tl.load(residual_ptr + r_offs, mask=mask_y, other=0.0).to(acc.dtype)
-    if STORE_PREACTIVATION:
-        tl.store(z_ptr + y_offs, acc.to(z_ptr.dtype.element_ty), mask=mask_y)
-    acc = activate(acc, ACTIVATION, NEGATIVE_SLOPE)
-    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_y)
+    store_output(acc, y_ptr, y_offs, mask_y, residual_ptr, r_offs, z_ptr,
+                 HAS_RESIDUAL, STORE_PREACTIVATION, ACTIVATION, NEGATIVE_SLOPE)  # fmt: skip

@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from .indexing import group_and_tile, output_pixels, reduction_taps
+from .tile import zero_accumulator
 
 
 @triton.jit
@@ -79,10 +80,7 @@ def _conv2d_dgrad_kernel(
     dy_row = image * stride_dyn + first_out_channel * stride_dyk
     w_col = group_channel * stride_wc
 
-    if ACC_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
     for k0 in range(0, GEMM_K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < GEMM_K

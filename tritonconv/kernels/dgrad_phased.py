@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from .indexing import group_and_tile, output_pixels
+from .tile import zero_accumulator
 
 
 @triton.jit
@@ -90,10 +91,7 @@ def _conv2d_dgrad_phased_kernel(
     dy_image = image * stride_dyn + first_out_channel * stride_dyk
     w_col = group_channel * stride_wc
 
-    if ACC_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
     for tap in range(R * S):
         tap_r = tap // S
         tap_s = tap % S

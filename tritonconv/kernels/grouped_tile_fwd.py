@@ -10,8 +10,8 @@ multiplies another group's channels (a block-diagonal tile would).
 import triton
 import triton.language as tl
 
-from .epilogue import activate
 from .indexing import output_pixels, reduction_taps
+from .tile import store_output
 
 
 @triton.jit
@@ -128,12 +128,8 @@ def _conv2d_fwd_grouped_tile_kernel(
         acc += bias.to(acc.dtype)[:, None, :]
     y_row = image * stride_yn + out_h * stride_yp + out_w * stride_yq  # [M]
     y_offs = y_row[None, :, None] + (out_channel * stride_yk)[:, None, :]
+    r_row = image * stride_rn + out_h * stride_rp + out_w * stride_rq
+    r_offs = r_row[None, :, None] + (out_channel * stride_rk)[:, None, :]
     mask_y = mask_gm & mask_n[None, None, :]
-    if HAS_RESIDUAL:
-        r_row = image * stride_rn + out_h * stride_rp + out_w * stride_rq
-        r_offs = r_row[None, :, None] + (out_channel * stride_rk)[:, None, :]
-        acc += tl.load(residual_ptr + r_offs, mask=mask_y, other=0.0).to(acc.dtype)
-    if STORE_PREACTIVATION:
-        tl.store(z_ptr + y_offs, acc.to(z_ptr.dtype.element_ty), mask=mask_y)
-    acc = activate(acc, ACTIVATION, NEGATIVE_SLOPE)
-    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_y)
+    store_output(acc, y_ptr, y_offs, mask_y, residual_ptr, r_offs, z_ptr,
+                 HAS_RESIDUAL, STORE_PREACTIVATION, ACTIVATION, NEGATIVE_SLOPE)  # fmt: skip

@@ -9,8 +9,8 @@ from the output pixel and the tap, and taps that fall in the padding are masked 
 import triton
 import triton.language as tl
 
-from .epilogue import activate
 from .indexing import group_and_tile, output_pixels, reduction_taps
+from .tile import store_output, zero_accumulator
 
 
 @triton.jit
@@ -97,10 +97,7 @@ def _conv2d_fwd_implicit_gemm_kernel(
     x_row = image * stride_xn + first_channel * stride_xc
     w_col = out_channel * stride_wk
 
-    if ACC_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
     for k0 in range(0, GEMM_K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < GEMM_K
@@ -124,12 +121,7 @@ def _conv2d_fwd_implicit_gemm_kernel(
         acc += bias.to(acc.dtype)[None, :]
     y_row = image * stride_yn + out_h * stride_yp + out_w * stride_yq
     y_offs = y_row[:, None] + (out_channel * stride_yk)[None, :]
+    r_offs = (image * stride_rn + out_h * stride_rp + out_w * stride_rq)[:, None] + (out_channel * stride_rk)[None, :]
     mask_y = mask_m[:, None] & mask_n[None, :]
-    if HAS_RESIDUAL:
-        r_row = image * stride_rn + out_h * stride_rp + out_w * stride_rq
-        residual = tl.load(residual_ptr + r_row[:, None] + (out_channel * stride_rk)[None, :], mask=mask_y, other=0.0)
-        acc += residual.to(acc.dtype)
-    if STORE_PREACTIVATION:
-        tl.store(z_ptr + y_offs, acc.to(z_ptr.dtype.element_ty), mask=mask_y)
-    acc = activate(acc, ACTIVATION, NEGATIVE_SLOPE)
-    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_y)
+    store_output(acc, y_ptr, y_offs, mask_y, residual_ptr, r_offs, z_ptr,
+                 HAS_RESIDUAL, STORE_PREACTIVATION, ACTIVATION, NEGATIVE_SLOPE)  # fmt: skip

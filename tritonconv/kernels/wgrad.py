@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 from .indexing import output_pixels, reduction_taps
+from .tile import zero_accumulator
 
 
 @triton.jit
@@ -32,7 +33,11 @@ def _conv2d_wgrad_partial_kernel(
     stride_dyk,
     stride_dyp,
     stride_dyq,
-    stride_part_split,
+    stride_out_split,
+    stride_out_k,
+    stride_out_c,
+    stride_out_r,
+    stride_out_s,
     C_PER_GROUP: tl.constexpr,
     R: tl.constexpr,
     S: tl.constexpr,
@@ -55,7 +60,8 @@ def _conv2d_wgrad_partial_kernel(
 ):
     """Partial dW of one (output channels x (c,r,s)) tile over output pixels [split*chunk, +chunk).
 
-    The workspace is [SPLIT, K, C/g, R, S] contiguous, so each partial lands at its weight index.
+    Partials are stored through (split, k, c, r, s) strides: a [SPLIT, K, C/g, R, S] fp32 workspace, or,
+    with one split, dW itself (its dtype, its layout).
 
     TAP_MAJOR (BLOCK_N divides C/g): a tile's columns are BLOCK_N consecutive channels of one tap
     (r, s). Then the input tile's rows are pixels shifted by one tap, so its addresses and its
@@ -92,10 +98,7 @@ def _conv2d_wgrad_partial_kernel(
         out_channel = out_channel.to(tl.int64)
         in_channel = in_channel.to(tl.int64)
 
-    if ACC_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
     for l0 in range(start, end, BLOCK_K):
         offs_l = l0 + tl.arange(0, BLOCK_K)
         mask_l = offs_l < end
@@ -122,8 +125,8 @@ def _conv2d_wgrad_partial_kernel(
             b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
 
-    weight_index = (channel * R + tap_r) * S + tap_s  # (c, r, s) in NCHW weight order
-    part_offs = split.to(tl.int64) * stride_part_split + (out_channel * CRS)[:, None] + weight_index[None, :]
+    weight_offs = channel * stride_out_c + tap_r * stride_out_r + tap_s * stride_out_s
+    part_offs = split.to(tl.int64) * stride_out_split + (out_channel * stride_out_k)[:, None] + weight_offs[None, :]
     tl.store(partial_ptr + part_offs, acc.to(partial_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
 
 
@@ -182,10 +185,7 @@ def _conv2d_bias_grad_kernel(
     channel = offs_k
     if INDEX_64:
         channel = channel.to(tl.int64)
-    if ACC_FP64:
-        acc = tl.zeros((BLOCK_L, BLOCK_K), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_L, BLOCK_K), dtype=tl.float32)
+    acc = zero_accumulator(BLOCK_L, BLOCK_K, ACC_FP64)
     for l0 in range(0, N * P * Q, BLOCK_L):
         offs_l = l0 + tl.arange(0, BLOCK_L)
         image, out_h, out_w = output_pixels(offs_l, P, Q, INDEX_64)
@@ -214,7 +214,11 @@ def _conv2d_wgrad_depthwise_kernel(
     stride_dyk,
     stride_dyp,
     stride_dyq,
-    stride_part_split,
+    stride_out_split,
+    stride_out_k,
+    stride_out_c,
+    stride_out_r,
+    stride_out_s,
     MULTIPLIER: tl.constexpr,
     R: tl.constexpr,
     S: tl.constexpr,
@@ -250,10 +254,7 @@ def _conv2d_wgrad_depthwise_kernel(
     if INDEX_64:
         offs_k = offs_k.to(tl.int64)
         in_channel = in_channel.to(tl.int64)
-    if ACC_FP64:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64)
-    else:
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
     for l0 in range(start, end, BLOCK_M):
         offs_l = l0 + tl.arange(0, BLOCK_M)
         image, out_h, out_w = output_pixels(offs_l, P, Q, INDEX_64)
@@ -266,5 +267,7 @@ def _conv2d_wgrad_depthwise_kernel(
         dy = tl.load(dy_ptr + dy_pixel[:, None] + (offs_k * stride_dyk)[None, :], mask=mask, other=0.0)
         x = tl.load(x_ptr + x_pixel[:, None] + (in_channel * stride_xc)[None, :], mask=mask, other=0.0)
         acc += dy.to(acc.dtype) * x.to(acc.dtype)
-    part_offs = split.to(tl.int64) * stride_part_split + offs_k * (R * S) + tap
+    part_offs = (
+        split.to(tl.int64) * stride_out_split + offs_k * stride_out_k + tap_r * stride_out_r + tap_s * stride_out_s
+    )
     tl.store(partial_ptr + part_offs, tl.sum(acc, axis=0).to(partial_ptr.dtype.element_ty), mask=mask_k)

@@ -1,5 +1,3 @@
-"""Launchers: allocate outputs, pick a config, build the grid and launch a kernel (one module per pass)."""
-
-from .forward import conv2d_fwd
-
-__all__ = ["conv2d_fwd"]
+"""Launchers: given a problem, a config and a call's tensors, prepare each kernel's launch (grid,
+scalars, constexprs) once; the returned `run` takes only the tensors. Which variant and config a
+call gets is decided above, in planning (`registry`, `dispatch`); nothing here imports it."""

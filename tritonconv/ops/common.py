@@ -8,6 +8,7 @@ import torch
 
 from ..arithmetic import ConvProblem
 from ..runtime import fp32_dot_precision, is_interpreted
+from .epilogue import Epilogue
 
 INT32_LIMIT = 2**31 - 1
 
@@ -82,6 +83,35 @@ def geometry_kwargs(problem: ConvProblem) -> dict[str, int]:
     }
 
 
-def bias_arguments(bias: torch.Tensor | None, placeholder: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(pointer, stride) for the kernels' bias slot; without a bias any tensor stands in, unread."""
-    return (placeholder, 0) if bias is None else (bias, bias.stride(0))
+def forward_strides(
+    x: torch.Tensor, weight_strides: tuple[int, ...], bias: torch.Tensor | None, y: torch.Tensor, epilogue: Epilogue
+) -> tuple[int, ...]:
+    """The stride arguments every forward kernel takes, in their order: input, the weight strides
+    the kernel reads, bias (0 without one), output, residual (zeros without one)."""
+    bias_stride = 0 if bias is None else bias.stride(0)
+    return (*x.stride(), *weight_strides, bias_stride, *y.stride(), *epilogue.residual_strides())
+
+
+def forward_constexprs(bias: torch.Tensor | None, epilogue: Epilogue) -> dict[str, object]:
+    """The bias and epilogue switches every forward kernel takes."""
+    return {"HAS_BIAS": bias is not None, **epilogue.kwargs()}
+
+
+def forward_pointers(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    y: torch.Tensor,
+    residual: torch.Tensor | None,
+    preactivation: torch.Tensor | None,
+) -> tuple[torch.Tensor, ...]:
+    """The forward kernels' six pointers; an absent bias, residual or pre-activation is stood in for
+    by a tensor the kernel never reads."""
+    return (
+        x,
+        weight,
+        weight if bias is None else bias,
+        y,
+        y if residual is None else residual,
+        y if preactivation is None else preactivation,
+    )

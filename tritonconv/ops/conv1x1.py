@@ -1,6 +1,8 @@
-"""Launch the 1x1 (GEMM) forward kernel on one batch chunk, through tensor descriptors when it can."""
+"""Prepare the 1x1 (GEMM) forward kernel's launch for one batch chunk, through tensor descriptors when it can."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import triton
@@ -9,8 +11,9 @@ from ..arithmetic import ConvProblem
 from ..config import KernelConfig
 from ..kernels import _conv2d_fwd_1x1_kernel
 from ..runtime import is_interpreted
-from .common import LaunchFlags, bias_arguments
-from .epilogue import NO_EPILOGUE, Epilogue
+from .common import LaunchFlags, forward_constexprs, forward_strides
+from .epilogue import Epilogue
+from .launch import KernelLaunch
 
 try:  # host-side tensor descriptors: Triton >= 3.4
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -49,7 +52,7 @@ def gemm_views(
     return views if _aligned(*views) else None
 
 
-def launch(
+def prepare(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
@@ -57,42 +60,41 @@ def launch(
     problem: ConvProblem,
     config: KernelConfig,
     flags: LaunchFlags,
-    epilogue: Epilogue = NO_EPILOGUE,
-) -> None:
+    epilogue: Epilogue,
+) -> Callable[..., None]:
+    """The launch, taking (x, weight, bias, y, residual, z); through tensor descriptors when
+    `gemm_views` allows, built per call over the same matrices (only their base pointers change)."""
     m = x.shape[0] * problem.p * problem.q
-    grid = (triton.cdiv(m, config.block_m) * triton.cdiv(problem.k, config.block_n),)
     views = None if epilogue.reads_or_writes_extra else gemm_views(x, weight, y, problem)
-    if views is not None:
-        x_mat, w_mat, y_mat = views
-        x_arg = TensorDescriptor.from_tensor(x_mat, [config.block_m, config.block_k])
-        w_arg = TensorDescriptor.from_tensor(w_mat, [config.block_n, config.block_k])
-        y_arg = TensorDescriptor.from_tensor(y_mat, [config.block_m, config.block_n])
-    else:
-        x_arg, w_arg, y_arg = x, weight, y
-    bias_ptr, bias_stride = bias_arguments(bias, weight)
-    KERNEL[grid](
-        x_arg,
-        w_arg,
-        bias_ptr,
-        y_arg,
-        *epilogue.pointers(y),
-        x.shape[0],
-        problem.k,
-        problem.p,
-        problem.q,
-        *x.stride(),
-        weight.stride(0),
-        weight.stride(1),
-        bias_stride,
-        *y.stride(),
-        *epilogue.residual_strides(),
-        C=problem.c,
-        STRIDE_H=problem.stride[0],
-        STRIDE_W=problem.stride[1],
-        HAS_BIAS=bias is not None,
-        **epilogue.kwargs(),
-        USE_DESCRIPTORS=views is not None,
-        INDEX_64=flags.index_64,
-        **flags.numeric_kwargs(),
-        **config.gemm_kwargs(),
+    launch = KernelLaunch(
+        KERNEL,
+        (triton.cdiv(m, config.block_m) * triton.cdiv(problem.k, config.block_n),),
+        (x.shape[0], problem.k, problem.p, problem.q,
+         *forward_strides(x, weight.stride()[:2], bias, y, epilogue)),
+        {
+            "C": problem.c,
+            "STRIDE_H": problem.stride[0],
+            "STRIDE_W": problem.stride[1],
+            **forward_constexprs(bias, epilogue),
+            "USE_DESCRIPTORS": views is not None,
+            "INDEX_64": flags.index_64,
+            **flags.numeric_kwargs(),
+            **config.gemm_kwargs(),
+        },
+    )  # fmt: skip
+    if views is None:
+        return launch
+    x_box, w_box, y_box = (
+        (list(view.shape), list(view.stride()), block)
+        for view, block in zip(
+            views,
+            ([config.block_m, config.block_k], [config.block_n, config.block_k], [config.block_m, config.block_n]),
+            strict=True,
+        )
     )
+
+    def through_descriptors(x, weight, bias, y, residual, z) -> None:
+        launch(TensorDescriptor(x, *x_box), TensorDescriptor(weight, *w_box), bias, TensorDescriptor(y, *y_box),
+               residual, z)  # fmt: skip
+
+    return through_descriptors

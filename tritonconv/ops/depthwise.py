@@ -1,4 +1,4 @@
-"""Launch the depthwise forward kernel on one batch chunk."""
+"""Prepare the depthwise forward kernel's launch for one batch chunk."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import triton.language as tl
 from ..arithmetic import ConvProblem
 from ..config import KernelConfig
 from ..kernels import _conv2d_fwd_depthwise_kernel
-from .common import LaunchFlags, bias_arguments, geometry_kwargs
-from .epilogue import NO_EPILOGUE, Epilogue
+from .common import LaunchFlags, forward_constexprs, forward_strides, geometry_kwargs
+from .epilogue import Epilogue
+from .launch import KernelLaunch
 
 KERNEL = _conv2d_fwd_depthwise_kernel
 HAS_GATHER = hasattr(tl, "gather")
@@ -21,7 +22,7 @@ def halo_width(problem: ConvProblem, block_m: int) -> int:
     return triton.next_power_of_2((block_m - 1) * problem.stride[1] + (problem.s - 1) * problem.dilation[1] + 1)
 
 
-def launch(
+def prepare(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
@@ -29,42 +30,29 @@ def launch(
     problem: ConvProblem,
     config: KernelConfig,
     flags: LaunchFlags,
-    epilogue: Epilogue = NO_EPILOGUE,
-) -> None:
-    """One program per (output row, column block, channel block); no batch limit beyond the grid's."""
+    epilogue: Epilogue,
+    flip_taps: bool = False,
+) -> KernelLaunch:
+    """One program per (output row, column block, channel block); no batch limit beyond the grid's.
+    `flip_taps` reads the weight spatially flipped (the input gradient's route), with no copy."""
     if config.halo_in_registers and not HAS_GATHER:
         raise RuntimeError("halo_in_registers needs tl.gather (Triton >= 3.3); use halo_in_registers=False")
-    grid = (x.shape[0] * problem.p, triton.cdiv(problem.q, config.block_m), triton.cdiv(problem.k, config.block_n))
-    bias_ptr, bias_stride = bias_arguments(bias, weight)
-    KERNEL[grid](
-        x,
-        weight,
-        bias_ptr,
-        y,
-        *epilogue.pointers(y),
-        x.shape[0],
-        problem.h,
-        problem.w,
-        problem.p,
-        problem.q,
-        problem.k,
-        *x.stride(),
-        weight.stride(0),
-        weight.stride(2),
-        weight.stride(3),
-        bias_stride,
-        *y.stride(),
-        *epilogue.residual_strides(),
-        MULTIPLIER=problem.k_per_group,
-        **geometry_kwargs(problem),
-        HAS_BIAS=bias is not None,
-        **epilogue.kwargs(),
-        HALO_IN_REGISTERS=config.halo_in_registers,
-        HALO_W=halo_width(problem, config.block_m),
-        INDEX_64=flags.index_64,
-        ACC_FP64=flags.acc_fp64,
-        BLOCK_M=config.block_m,
-        BLOCK_N=config.block_n,
-        num_warps=config.num_warps,
-        num_stages=config.num_stages,
-    )
+    return KernelLaunch(
+        KERNEL,
+        (x.shape[0] * problem.p, triton.cdiv(problem.q, config.block_m), triton.cdiv(problem.k, config.block_n)),
+        (x.shape[0], problem.h, problem.w, problem.p, problem.q, problem.k,
+         *forward_strides(x, (weight.stride(0), weight.stride(2), weight.stride(3)), bias, y, epilogue)),
+        {
+            "MULTIPLIER": problem.k_per_group,
+            **geometry_kwargs(problem),
+            **forward_constexprs(bias, epilogue),
+            "FLIP_TAPS": flip_taps,
+            "HALO_IN_REGISTERS": config.halo_in_registers,
+            "HALO_W": halo_width(problem, config.block_m),
+            "INDEX_64": flags.index_64,
+            "ACC_FP64": flags.acc_fp64,
+            "BLOCK_M": config.block_m,
+            "BLOCK_N": config.block_n,
+            **config.options(),
+        },
+    )  # fmt: skip

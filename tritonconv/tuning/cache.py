@@ -29,6 +29,18 @@ from ..arithmetic import ConvProblem
 CACHE_ENV = "TRITONCONV_CACHE_DIR"
 FORMAT = 1
 _reported: set[Path] = set()
+_generation = 0
+
+
+def generation() -> int:
+    """A number that changes whenever a cache entry is stored in this process (or `bump_generation`
+    is called): plans and prepared calls are keyed by it, so none outlives the entries it was read from."""
+    return _generation
+
+
+def bump_generation() -> None:
+    global _generation
+    _generation += 1
 
 
 def cache_dir() -> Path:
@@ -79,6 +91,7 @@ class TuningCache:
             merged.update(new_entries)
             self._write(merged)
             self._entries, self._stamp = merged, self._file_stamp()
+        bump_generation()
 
     def _file_stamp(self) -> tuple[int, int] | None:
         try:

@@ -12,21 +12,10 @@ import torch
 import triton
 
 from .. import kernels
+from .._version import __version__
+from ..registry import spec
 from ..runtime import is_interpreted
 from .space import space_digest
-
-# The kernel modules each (pass, variant) runs; indexing.py and epilogue.py are inlined into all of them.
-KERNEL_MODULES = {
-    ("fwd", "implicit_gemm"): ("implicit_gemm_fwd",),
-    ("fwd", "conv1x1"): ("conv1x1_fwd",),
-    ("fwd", "grouped_tile"): ("grouped_tile_fwd",),
-    ("fwd", "depthwise"): ("depthwise_fwd",),
-    ("dgrad", "implicit_gemm"): ("dgrad", "dgrad_phased"),
-    ("dgrad", "conv1x1"): ("conv1x1_fwd",),
-    ("dgrad", "depthwise"): ("depthwise_fwd",),
-    ("wgrad", "implicit_gemm"): ("wgrad",),
-    ("wgrad", "depthwise"): ("wgrad",),
-}
 
 
 def device_slug(device: torch.device | None = None) -> str:
@@ -39,18 +28,20 @@ def device_slug(device: torch.device | None = None) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + f"-sm{major}{minor}"
 
 
+# jit helpers inlined into every kernel: a change to them changes every kernel.
+SHARED_KERNEL_MODULES = ("indexing", "epilogue", "tile")
+
+
 @functools.cache
 def kernel_digest(pass_name: str, variant: str) -> str:
     """A short hash of the source of the kernels that serve (pass, variant)."""
     digest = hashlib.sha256()
-    for module in (*KERNEL_MODULES[(pass_name, variant)], "indexing", "epilogue"):
+    for module in (*spec(pass_name, variant).kernel_modules, *SHARED_KERNEL_MODULES):
         digest.update(inspect.getsource(importlib.import_module(f"{kernels.__name__}.{module}")).encode())
     return digest.hexdigest()[:12]
 
 
 def fingerprint(pass_name: str, variant: str) -> dict[str, str]:
-    from .. import __version__
-
     return {
         "triton": triton.__version__,
         "tritonconv": __version__,

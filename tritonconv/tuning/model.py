@@ -16,14 +16,13 @@ from torch.overrides import TorchFunctionMode
 
 from ..arithmetic import ConvProblem, problem_from_tensors
 from ..functional import (
-    TORCH_CONV1D,
-    TORCH_CONV2D,
     as_conv2d,
     autocast,
     autocast_dtype_for,
     conv1d_problem,
     torch_computes,
 )
+from ..torch_reference import TORCH_CONV1D, TORCH_CONV2D
 from .distributed import Shard
 from .session import TuneSummary, tune_problems
 from .tuner import Timer

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 import torch
 
 from ..arithmetic import ConvProblem, make_problem
-from ..dispatch import backward_variants, choose_variant, is_depthwise
+from ..registry import Pass, is_depthwise, routes, rule_variant
 
 
 def problem_class(problem: ConvProblem, pass_name: str) -> tuple:
@@ -24,7 +24,7 @@ def problem_class(problem: ConvProblem, pass_name: str) -> tuple:
     return (
         str(problem.dtype).removeprefix("torch."),
         problem.layout,
-        choose_variant(problem) if pass_name == "fwd" else backward_variants(problem, pass_name),
+        rule_variant(problem, pass_name) if pass_name == Pass.FWD else routes(problem, pass_name),
         problem.r,
         problem.s,
         tuple(problem.stride),
@@ -50,7 +50,8 @@ def _entry_problem(entry: Mapping) -> ConvProblem | None:
 
 
 def _sides(problem: ConvProblem) -> tuple[float, float, float]:
-    return (math.log2(problem.gemm_m), math.log2(problem.k_per_group), math.log2(problem.c_per_group))
+    """log2 of the GEMM's sides (an empty batch counts as one pixel)."""
+    return (math.log2(max(problem.gemm_m, 1)), math.log2(problem.k_per_group), math.log2(problem.c_per_group))
 
 
 def nearest_entry(

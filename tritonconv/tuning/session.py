@@ -11,12 +11,12 @@ from pathlib import Path
 
 from .. import suites
 from ..arithmetic import ConvProblem
-from ..dispatch import forget_plans
+from ..registry import tuned_variants
 from .cache import TuningCache, cache_dir, problem_key
 from .distributed import Shard
 from .fingerprint import device_slug, problem_fingerprint
 from .nearest import nearest_entry
-from .tuner import Timer, tf32_key, tune_problem, tuned_variants
+from .tuner import Timer, tf32_key, tune_problem
 
 
 @dataclass
@@ -124,9 +124,7 @@ def tune_problems(
         every_rank = shard.gather(outcomes)
         _store_by_device(cache, [item for rank, items in enumerate(every_rank) if rank != shard.rank for item in items])
         outcomes = [item for items in every_rank for item in items]
-    counts = Counter(outcome for outcome, _, _ in outcomes)
-    if counts["tuned"] or counts["failed"]:
-        forget_plans()
+    counts = Counter(outcome for outcome, _, _ in outcomes)  # stores bumped the cache generation: no stale plan
     return TuneSummary(counts["tuned"], counts["cached"], counts["failed"], distinct)
 
 

@@ -20,12 +20,11 @@ import torch.nn.functional as F
 
 from .. import kernels
 from ..arithmetic import CHANNELS_LAST, ConvProblem
+from ..calls import conv2d_dgrad, conv2d_fwd, conv2d_wgrad
 from ..config import KernelConfig
-from ..dispatch import Plan, backward_variants, choose_variant
-from ..functional import TORCH_CONV2D
-from ..ops.backward import conv2d_dgrad, conv2d_wgrad
-from ..ops.forward import conv2d_fwd
+from ..registry import Plan, tuned_variants
 from ..runtime import POISON_ENV, fp32_dot_precision, is_interpreted
+from ..torch_reference import TORCH_CONV2D
 from .fingerprint import device_slug, problem_fingerprint
 from .select import choose
 from .space import DEFAULT_SHARED_MEMORY, candidates
@@ -51,15 +50,6 @@ def interpreter_timer(fn: Callable[[], object]) -> Sequence[float]:
     start = time.perf_counter()
     fn()
     return [(time.perf_counter() - start) * 1e3]
-
-
-def tuned_variants(problem: ConvProblem, pass_name: str) -> list[str]:
-    """The forward tunes the variant the rule picks and, if different, the general kernel; a
-    backward pass tunes every route it has (`dispatch.backward_variants`), so the specialised
-    routes compete with the general kernels."""
-    if pass_name != "fwd":
-        return list(backward_variants(problem, pass_name))
-    return list(dict.fromkeys([choose_variant(problem), "implicit_gemm"]))
 
 
 @contextlib.contextmanager

@@ -1,0 +1,96 @@
+"""One kernel launch with everything decided but its pointers: what a planned call replays.
+
+A `KernelLaunch` holds a kernel, its grid, its scalar arguments (sizes and strides) and its
+constexprs, all fixed by the call's key (shapes, strides, dtypes, alignment, flags). Each call then
+passes only the pointers, which are the kernel's leading parameters by the project's argument order.
+
+On a GPU, after the first launch through the JIT (which compiles and caches the kernel), later
+launches go straight to the compiled kernel's own launcher, as the JIT itself does at its end, but
+without binding and specialising every argument again (vLLM's `CachedKernel` and FlagGems'
+`LibEntry` do the same). Where that launcher's calling convention is not the one known here (a
+Triton without `triton.knobs`, the interpreter), or while a launch hook is installed (a profiler),
+the ordinary JIT launch runs instead. `STUB`, set by the host benchmark, replaces the final launch
+so the host time of everything else can be measured on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from ..runtime import is_interpreted
+
+try:  # Triton >= 3.4: the launcher takes every parameter in order, and the hooks live in knobs
+    from triton import knobs as _knobs
+except ImportError:  # pragma: no cover - depends on the installed Triton
+    _knobs = None
+
+LAUNCH_OPTIONS = ("num_warps", "num_stages")
+
+# Replaces every launch when set (host benchmark only): called with the launch and its pointers.
+STUB: Callable[..., None] | None = None
+
+
+class KernelLaunch:
+    """`kernel[grid](*pointers, *scalars, **constexprs)`, with pointers given per call."""
+
+    __slots__ = ("_direct", "constexprs", "grid", "kernel", "scalars")
+
+    def __init__(self, kernel: object, grid: Sequence[int], scalars: Sequence[int], constexprs: Mapping[str, object]):
+        self.kernel = kernel
+        self.grid = tuple(grid)
+        self.scalars = tuple(scalars)
+        self.constexprs = dict(constexprs)
+        self._direct: Callable[..., None] | None = None
+
+    def __call__(self, *pointers: object) -> None:
+        if STUB is not None:
+            STUB(self, *pointers)
+            return
+        direct = self._direct
+        if direct is not None and not _hooks_installed():
+            direct(*pointers)
+            return
+        compiled = self.kernel[self.grid](*pointers, *self.scalars, **self.constexprs)
+        if direct is None and compiled is not None and not is_interpreted(self.kernel):
+            self._direct = _bind(self, compiled, len(pointers)) or _jit_only
+
+    @property
+    def bound(self) -> bool:
+        """True once later launches skip the JIT's argument binding."""
+        return self._direct not in (None, _jit_only)
+
+
+def _jit_only(*pointers: object) -> None:  # pragma: no cover - a marker, never called
+    raise AssertionError("KernelLaunch._jit_only is a marker")
+
+
+def _hooks_installed() -> bool:
+    runtime = _knobs.runtime
+    return bool(runtime.launch_enter_hook.calls or runtime.launch_exit_hook.calls)
+
+
+def _bind(launch: KernelLaunch, compiled: object, pointer_count: int) -> Callable[..., None] | None:
+    """The compiled kernel's launcher with the fixed arguments appended, or None where this
+    Triton's calling convention is not the known one (then every launch goes through the JIT)."""
+    if _knobs is None or not hasattr(_knobs.runtime.launch_enter_hook, "calls"):
+        return None
+    try:
+        from triton.runtime import driver
+
+        params = [param.name for param in launch.kernel.params]
+        constexpr_names = params[pointer_count + len(launch.scalars) :]
+        options = {name: value for name, value in launch.constexprs.items() if name in LAUNCH_OPTIONS}
+        if set(constexpr_names) != set(launch.constexprs) - set(options):
+            return None
+        tail = (*launch.scalars, *(launch.constexprs[name] for name in constexpr_names))
+        run, function, metadata = compiled.run, compiled.function, compiled.packed_metadata
+        device = driver.active.get_current_device()
+        current_stream = driver.active.get_current_stream
+        grid_0, grid_1, grid_2 = (*launch.grid, 1, 1)[:3]
+    except Exception:  # an internal that moved: the JIT launch stays correct
+        return None
+
+    def direct(*pointers: object) -> None:
+        run(grid_0, grid_1, grid_2, current_stream(device), function, metadata, None, None, None, *pointers, *tail)
+
+    return direct

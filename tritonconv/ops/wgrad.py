@@ -1,0 +1,149 @@
+"""Weight- and bias-gradient launches. `prepare_split_k` and `prepare_depthwise` return
+`run(input, grad_output, grad_weight)`, `prepare_bias_grad` returns `run(grad_output, grad_bias)`.
+
+Weight gradients reduce over all N*P*Q output pixels. The reduction is cut into chunks; each chunk's
+partial dW goes to its own row of an fp32 (fp64 for fp64) workspace, and one kernel then adds the
+rows in index order, so the result does not depend on which program finished first. With one chunk
+the partial kernel writes dW itself, and no workspace or second kernel is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import triton
+
+from ..arithmetic import ConvProblem
+from ..arithmetic import is_channels_last_like as channels_last
+from ..config import KernelConfig
+from ..kernels import (
+    _conv2d_bias_grad_kernel,
+    _conv2d_wgrad_depthwise_kernel,
+    _conv2d_wgrad_partial_kernel,
+    _sum_splits_kernel,
+)
+from .common import LaunchFlags, geometry_kwargs, needs_int64
+from .launch import KernelLaunch
+
+SUM_BLOCK = 1024
+WgradRun = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+def split_reduction(reduction: int, numel: int, split_k: int, block: int) -> tuple[int, int]:
+    """(splits, chunk): at most `split_k` chunks of whole `block`s, and a workspace whose split
+    stride stays within 32-bit offsets."""
+    split = max(1, min(split_k, (2**31 - 1) // numel))
+    chunk = triton.cdiv(triton.cdiv(reduction, split), block) * block
+    return triton.cdiv(reduction, chunk), chunk
+
+
+def prepare_split_k(
+    input: torch.Tensor, grad_output: torch.Tensor, grad_weight: torch.Tensor, problem: ConvProblem,
+    config: KernelConfig,
+) -> WgradRun:  # fmt: skip
+    """The general weight gradient: M = K/g, N = (C/g)*R*S, the N*P*Q reduction split `split_k` ways."""
+    reduction = problem.n * problem.p * problem.q
+    split, chunk = split_reduction(reduction, grad_weight.numel(), config.split_k, config.block_k)
+    tiles = triton.cdiv(problem.k_per_group, config.block_m) * triton.cdiv(problem.gemm_k, config.block_n)
+    index_64 = needs_int64(input, grad_output) or reduction > 2**31 - 1 - config.block_k
+    flags = LaunchFlags.for_call(input.dtype, _conv2d_wgrad_partial_kernel, index_64, channels_last(input))
+
+    def partial_launch(out_strides: tuple[int, ...]) -> KernelLaunch:
+        return KernelLaunch(
+            _conv2d_wgrad_partial_kernel,
+            (problem.groups * tiles, split),
+            (problem.n, problem.h, problem.w, problem.p, problem.q, problem.k_per_group, chunk,
+             *input.stride(), *grad_output.stride(), *out_strides),
+            {
+                "C_PER_GROUP": problem.c_per_group,
+                **geometry_kwargs(problem),
+                "GROUPS": problem.groups,
+                "TAP_MAJOR": problem.c_per_group % config.block_n == 0,
+                "CHANNELS_INNER": flags.channels_inner,
+                "INDEX_64": flags.index_64,
+                **flags.numeric_kwargs(),
+                "BLOCK_M": config.block_m,
+                "BLOCK_N": config.block_n,
+                "BLOCK_K": config.block_k,
+                **config.options(),
+            },
+        )  # fmt: skip
+
+    return _split_or_direct(partial_launch, split, grad_weight, problem)
+
+
+def prepare_depthwise(
+    input: torch.Tensor, grad_output: torch.Tensor, grad_weight: torch.Tensor, problem: ConvProblem,
+    config: KernelConfig,
+) -> WgradRun:  # fmt: skip
+    """Depthwise weight gradient without tl.dot: dY times the tap-shifted input, elementwise, summed
+    over pixels, BLOCK_N channels of one tap per program, the pixels split `split_k` ways."""
+    reduction = problem.n * problem.p * problem.q
+    split, chunk = split_reduction(reduction, grad_weight.numel(), config.split_k, config.block_m)
+    index_64 = needs_int64(input, grad_output) or reduction > 2**31 - 1 - config.block_m
+
+    def partial_launch(out_strides: tuple[int, ...]) -> KernelLaunch:
+        return KernelLaunch(
+            _conv2d_wgrad_depthwise_kernel,
+            (triton.cdiv(problem.k, config.block_n), problem.r * problem.s, split),
+            (problem.n, problem.h, problem.w, problem.p, problem.q, problem.k, chunk,
+             *input.stride(), *grad_output.stride(), *out_strides),
+            {
+                "MULTIPLIER": problem.k_per_group,
+                **geometry_kwargs(problem),
+                "INDEX_64": index_64,
+                "ACC_FP64": input.dtype == torch.float64,
+                "BLOCK_M": config.block_m,
+                "BLOCK_N": config.block_n,
+                "num_warps": config.num_warps,
+            },
+        )  # fmt: skip
+
+    return _split_or_direct(partial_launch, split, grad_weight, problem)
+
+
+def _split_or_direct(
+    partial_launch: Callable[[tuple[int, ...]], KernelLaunch], split: int, grad_weight: torch.Tensor,
+    problem: ConvProblem,
+) -> WgradRun:  # fmt: skip
+    """With one chunk, the partial kernel stores dW itself (its dtype, through its strides): one
+    launch and no workspace. Otherwise it fills a [split, K, C/g, R, S] workspace that the ordered
+    sum reduces into dW."""
+    if split == 1:
+        direct = partial_launch((0, *grad_weight.stride()))
+        return lambda input, grad_output, grad_weight: direct(input, grad_output, grad_weight)
+    numel = grad_weight.numel()
+    acc_dtype = torch.float64 if grad_weight.dtype == torch.float64 else torch.float32
+    c, r, s = problem.c_per_group, problem.r, problem.s
+    partials = partial_launch((numel, c * r * s, r * s, s, 1))
+    summed = KernelLaunch(
+        _sum_splits_kernel,
+        (triton.cdiv(numel, SUM_BLOCK),),
+        (split, numel, numel, *grad_weight.stride()),
+        {"C_PER_GROUP": c, "R": r, "S": s, "BLOCK": SUM_BLOCK},
+    )
+
+    def run(input, grad_output, grad_weight) -> None:
+        workspace = torch.empty((split, numel), dtype=acc_dtype, device=grad_weight.device)
+        partials(input, grad_output, workspace)
+        summed(workspace, grad_weight)
+
+    return run
+
+
+def prepare_bias_grad(grad_output: torch.Tensor, grad_bias: torch.Tensor) -> Callable[..., None]:
+    """db = grad_output summed over batch and pixels, in its dtype, one Triton reduction."""
+    n, k, p, q = grad_output.shape
+    block_k = min(64, triton.next_power_of_2(k))
+    return KernelLaunch(
+        _conv2d_bias_grad_kernel,
+        (triton.cdiv(k, block_k),),
+        (n, k, p, q, *grad_output.stride(), grad_bias.stride(0)),
+        {
+            "INDEX_64": needs_int64(grad_output) or n * p * q > 2**31 - 1 - 64,
+            "ACC_FP64": grad_output.dtype == torch.float64,
+            "BLOCK_L": 64,
+            "BLOCK_K": block_k,
+        },
+    )

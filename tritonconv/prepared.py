@@ -1,0 +1,218 @@
+"""Plan once, then launch directly: everything a convolution call with a given key needs, resolved
+on the first call with that key and replayed by every later one.
+
+The key (`call_key`) names all that decides what runs and how it is launched: shapes, strides,
+dtypes, devices and 16-byte alignment of every operand, the convolution's geometry, the epilogue,
+TF32, the autotune mode, output poisoning and the tuning cache's generation. A call whose key was
+seen before does three things: look the key up, allocate the output, launch the prepared kernels
+with the call's pointers. Autocast is resolved before the key is built (the cast operands' dtype
+is in it), so changing any of these re-plans and no stale launch can happen (tested).
+
+The first call validates the arguments exactly as `F.conv2d` does (errors are never cached), plans
+every pass it runs (`dispatch.plan_pass`), and prepares each launch (`ops/`); the gradients' routes
+are planned and prepared on the first backward, per grad_output layout.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+
+import torch
+
+from .arithmetic import ConvProblem, is_channels_last_like
+from .calls import check_runnable, memory_format
+from .dispatch import AUTOTUNE_ENV, plan_and_finality
+from .ops.activation_grad import prepare_activation_grad
+from .ops.epilogue import Epilogue, saves_output
+from .ops.wgrad import prepare_bias_grad
+from .registry import Pass, spec
+from .runtime import POISON_ENV
+from .tuning import cache as tuning_cache
+
+MAX_PREPARED = 4096
+_prepared: dict[tuple, PreparedConv] = {}
+_built = 0
+
+
+def call_key(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    geometry: tuple,
+    epilogue: tuple = (),
+) -> tuple:
+    """Everything about a call that changes what runs or how it is launched (module docstring)."""
+    bias_key = None if bias is None else (bias.shape, bias.stride(), bias.dtype, bias.device, bias.data_ptr() & 15)
+    return (
+        input.shape, input.stride(), input.dtype, input.device, input.data_ptr() & 15,
+        weight.shape, weight.stride(), weight.dtype, weight.device, weight.data_ptr() & 15,
+        bias_key, geometry, epilogue, torch.backends.cudnn.allow_tf32, os.environ.get(AUTOTUNE_ENV),
+        os.environ.get(POISON_ENV), tuning_cache._generation,
+    )  # fmt: skip
+
+
+def tensor_key(tensor: torch.Tensor | None) -> tuple | None:
+    """A tensor operand's part of a key: what its launch depends on, not its values."""
+    if tensor is None:
+        return None
+    return (tensor.shape, tensor.stride(), tensor.dtype, tensor.device, tensor.data_ptr() & 15)
+
+
+def lookup(key: tuple, build: Callable[[], tuple[PreparedConv, bool]]) -> PreparedConv:
+    """The prepared call of `key`, built (and kept, when its plans are final) on first use."""
+    prepared = _prepared.get(key)
+    if prepared is None:
+        global _built
+        prepared, final = build()
+        _built += 1
+        if final:
+            if len(_prepared) >= MAX_PREPARED:
+                _prepared.clear()
+            _prepared[key] = prepared
+    return prepared
+
+
+def builds() -> int:
+    """How many prepared calls this process has built: a re-plan shows as one more."""
+    return _built
+
+
+class PreparedConv:
+    """One key's convolution: the problem, the forward's prepared launch and output allocation, and
+    the backward's, prepared on first use per grad_output layout."""
+
+    def __init__(self, problem: ConvProblem, input: torch.Tensor, weight: torch.Tensor, epilogue: Epilogue):
+        check_runnable(input)
+        self.problem = problem
+        self.forward_plan, self.final = plan_and_finality(problem, Pass.FWD)
+        self.poison = os.environ.get(POISON_ENV, "0") == "1"
+        self.epilogue = epilogue
+        self.input_channels_last = is_channels_last_like(input)
+        self.weight_channels_last = is_channels_last_like(weight)
+        output = torch.empty(problem.output_shape, device="meta", memory_format=problem.memory_format)
+        self._output = (output.shape, output.stride(), input.dtype, input.device)
+        self._device = input.device if input.device.type == "cuda" else None
+        self._forward: Callable | None = None
+        self._gradients: dict[tuple, tuple] = {}
+
+    def _new(self, allocation: tuple) -> torch.Tensor:
+        shape, strides, dtype, device = allocation
+        tensor = torch.empty_strided(shape, strides, dtype=dtype, device=device)
+        if self.poison:
+            tensor.fill_(math.nan)
+        return tensor
+
+    def _launch(self, run: Callable, *tensors: torch.Tensor | None) -> None:
+        """Launch on the operands' GPU: Triton launches on the current device, not the tensors'."""
+        device = self._device
+        if device is not None and device.index != torch.cuda.current_device():
+            with torch.cuda.device(device):
+                run(*tensors)
+        else:
+            run(*tensors)
+
+    def new_output(self) -> torch.Tensor:
+        """A tensor shaped and laid out like the output (the fused forward keeps Z in one)."""
+        return self._new(self._output)
+
+    def forward(
+        self,
+        input: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        residual: torch.Tensor | None = None,
+        preactivation: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Y (4-D) for the call's tensors; `preactivation`, when the epilogue keeps one, receives Z."""
+        output = self._new(self._output)
+        if output.numel() == 0:
+            return output
+        run = self._forward
+        if run is None:
+            plan = self.forward_plan
+            epilogue = Epilogue(self.epilogue.activation, self.epilogue.negative_slope, residual, preactivation)
+            run = spec(Pass.FWD, plan.variant).prepare(input, weight, bias, output, self.problem, plan.config, epilogue)
+            self._forward = run
+        self._launch(run, input, weight, bias, output, residual, preactivation)
+        return output
+
+    def _gradient(self, pass_name: Pass, operand: torch.Tensor, prepare: Callable[[], tuple]) -> tuple:
+        key = (pass_name, operand.stride(), operand.dtype, operand.data_ptr() & 15)
+        entry = self._gradients.get(key)
+        if entry is None:
+            entry = prepare()
+            self._gradients[key] = entry
+        return entry
+
+    def input_grad(self, grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """dX, laid out like the input."""
+
+        def prepare() -> tuple:
+            problem = self.problem
+            grad_input = torch.empty(problem.input_shape, dtype=grad_output.dtype, device=grad_output.device,
+                                     memory_format=memory_format(self.input_channels_last))  # fmt: skip
+            plan = plan_and_finality(problem, Pass.DGRAD)[0]
+            run = spec(Pass.DGRAD, plan.variant).prepare(grad_output, weight, grad_input, problem, plan.config)
+            return run, _allocation(grad_input)
+
+        if math.prod(self.problem.input_shape) == 0:
+            return torch.empty(self.problem.input_shape, dtype=grad_output.dtype, device=grad_output.device)
+        run, allocation = self._gradient(Pass.DGRAD, grad_output, prepare)
+        grad_input = self._new(allocation)
+        self._launch(run, grad_output, weight, grad_input)
+        return grad_input
+
+    def weight_grad(self, input: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+        """dW, laid out like the weight."""
+
+        def prepare() -> tuple:
+            problem = self.problem
+            grad_weight = torch.empty(problem.weight_shape, dtype=input.dtype, device=input.device,
+                                      memory_format=memory_format(self.weight_channels_last))  # fmt: skip
+            plan = plan_and_finality(problem, Pass.WGRAD)[0]
+            run = spec(Pass.WGRAD, plan.variant).prepare(input, grad_output, grad_weight, problem, plan.config)
+            return run, _allocation(grad_weight)
+
+        problem = self.problem
+        if problem.n * problem.p * problem.q == 0:
+            return torch.zeros(problem.weight_shape, dtype=input.dtype, device=input.device,
+                               memory_format=memory_format(self.weight_channels_last))  # fmt: skip
+        run, allocation = self._gradient(Pass.WGRAD, grad_output, prepare)
+        grad_weight = self._new(allocation)
+        self._launch(run, input, grad_output, grad_weight)
+        return grad_weight
+
+    def bias_grad(self, grad_output: torch.Tensor) -> torch.Tensor:
+        def prepare() -> tuple:
+            grad_bias = torch.empty((grad_output.shape[1],), dtype=grad_output.dtype, device=grad_output.device)
+            return prepare_bias_grad(grad_output, grad_bias), _allocation(grad_bias)
+
+        run, allocation = self._gradient("bias", grad_output, prepare)
+        grad_bias = self._new(allocation)
+        self._launch(run, grad_output, grad_bias)
+        return grad_bias
+
+    def preactivation_grad(self, grad_output: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
+        """dZ = dY * activation'(Z), laid out like dY (see `ops/activation_grad.py`)."""
+
+        def prepare() -> tuple:
+            grad = torch.empty(grad_output.shape, dtype=grad_output.dtype, device=grad_output.device,
+                               memory_format=memory_format(is_channels_last_like(grad_output)))  # fmt: skip
+            epilogue = self.epilogue
+            run = prepare_activation_grad(grad_output, saved, grad, epilogue.activation, epilogue.negative_slope)
+            return run, _allocation(grad)
+
+        run, allocation = self._gradient("activation", grad_output, prepare)
+        grad = self._new(allocation)
+        self._launch(run, grad_output, saved, grad)
+        return grad
+
+    @property
+    def keeps_output_for_backward(self) -> bool:
+        return saves_output(self.epilogue.activation, self.epilogue.negative_slope)
+
+
+def _allocation(tensor: torch.Tensor) -> tuple:
+    return tensor.shape, tensor.stride(), tensor.dtype, tensor.device

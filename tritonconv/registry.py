@@ -1,0 +1,323 @@
+"""Every kernel route tritonconv has, one spec each: the single place that says what a variant is.
+
+A `VariantSpec` names, for one (pass, variant):
+- `applies`: the problems its kernel computes correctly (the autotuner may time any of them);
+- `preferred`: the problems the untimed rule sends to it (the first preferred spec in `SPECS`
+  order wins, so the rule for a pass reads top to bottom);
+- `prepare`: its launcher, which builds the launch for a call's tensors (`ops/`);
+- `kernel_modules`: the `kernels/` modules it runs (their source is part of a tuned entry's
+  fingerprint);
+- `space`, `heuristic` and `clamp`: its config space as data, its untimed config, and how a config
+  of the space is fitted to a problem.
+
+Planning (`dispatch`), the tuner, the fingerprint and `explain` read this table and nothing else.
+Adding a variant is a kernel, a launcher and one spec here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+import triton
+
+from .arithmetic import CONTIGUOUS, ConvProblem, dgrad_as_conv1x1, dgrad_as_depthwise, dilated_reach
+from .config import (
+    KernelConfig,
+    depthwise_wgrad_config,
+    dgrad_by_phase,
+    dgrad_masking_config,
+    dgrad_phased_config,
+    heuristic_config,
+    wgrad_config,
+)
+from .ops import conv1x1, depthwise, dgrad, grouped_tile, implicit_gemm, wgrad
+from .ops.forward import prepare_forward
+
+
+class Pass(StrEnum):
+    FWD = "fwd"
+    DGRAD = "dgrad"
+    WGRAD = "wgrad"
+
+
+class Variant(StrEnum):
+    IMPLICIT_GEMM = "implicit_gemm"
+    CONV1X1 = "conv1x1"
+    GROUPED_TILE = "grouped_tile"
+    DEPTHWISE = "depthwise"
+    STRIDE_PHASED = "stride_phased"
+
+
+GROUPED_TILE_MAX_CHANNELS = 32
+
+GEMM_AXES = {
+    "block_m": (64, 128, 256),
+    "block_n": (32, 64, 128, 256),
+    "block_k": (32, 64, 128),
+    "group_m": (8,),
+    "num_warps": (4, 8),
+    "num_stages": (2, 3, 4, 5),
+}
+DEPTHWISE_AXES = {
+    "block_m": (8, 16, 32, 64),
+    "block_n": (16, 32, 64, 128),
+    "halo_in_registers": (False, True),
+    "num_warps": (2, 4, 8),
+    "num_stages": (1,),
+}
+GROUPED_TILE_AXES = {
+    "block_m": (32, 64, 128),
+    "block_n": (16, 32),
+    "block_k": (16, 32, 64),
+    "block_g": (1, 2, 4, 8),
+    "num_warps": (4, 8),
+    "num_stages": (2, 3),
+}
+WGRAD_AXES = {
+    "block_m": (64, 128),
+    "block_n": (64, 128),
+    "block_k": (32, 64),
+    "split_k": (1, 2, 4, 8, 16, 32),
+    "num_warps": (4, 8),
+    "num_stages": (3, 4),
+}
+DEPTHWISE_WGRAD_AXES = {  # block_m pixels by block_n channels of one tap, no tl.dot
+    "block_m": (16, 32, 64, 128),
+    "block_n": (16, 32, 64, 128),
+    "split_k": (1, 4, 16, 64),
+    "num_warps": (2, 4, 8),
+    "num_stages": (1,),
+}
+
+
+# ---- when a route applies -------------------------------------------------------------------
+
+
+def no_padding(problem: ConvProblem) -> bool:
+    return problem.padding == (0, 0) and problem.padding_end == (0, 0)
+
+
+def is_conv1x1(problem: ConvProblem) -> bool:
+    """1x1 kernel, groups == 1, no padding (any stride; dilation is moot at 1x1): a plain GEMM."""
+    return problem.groups == 1 and problem.r == problem.s == 1 and no_padding(problem)
+
+
+def is_depthwise(problem: ConvProblem) -> bool:
+    """Groups of one input channel each (any channel multiplier K/groups)."""
+    return problem.groups > 1 and problem.c_per_group == 1
+
+
+def is_small_grouped(problem: ConvProblem) -> bool:
+    """Groups too small to fill a tensor-core tile alone: one grouped_tile program covers several."""
+    return (
+        problem.groups > 1
+        and problem.c_per_group <= GROUPED_TILE_MAX_CHANNELS
+        and problem.k_per_group <= GROUPED_TILE_MAX_CHANNELS
+    )
+
+
+def dgrad_is_conv1x1(problem: ConvProblem) -> bool:
+    return is_conv1x1(problem) and problem.stride == (1, 1)
+
+
+def dgrad_is_depthwise_conv(problem: ConvProblem) -> bool:
+    """Stride 1, one output channel per input channel, and padding no wider than the dilated kernel
+    on any side (so the transposed padding dil*(k-1) - pad is not negative)."""
+    if not is_depthwise(problem) or problem.k_per_group != 1 or problem.stride != (1, 1):
+        return False
+    reach = dilated_reach(problem)
+    pads = (*problem.padding, *problem.padding_end)
+    return all(pad <= reach[index % 2] for index, pad in enumerate(pads))
+
+
+def is_strided(problem: ConvProblem) -> bool:
+    return problem.stride != (1, 1)
+
+
+def always(problem: ConvProblem) -> bool:
+    return True
+
+
+# ---- fitting a config to a problem ------------------------------------------------------------
+
+
+def _fit(block: int, size: int, smallest: int) -> int:
+    """A block no larger than the power of two covering `size`, and no smaller than `smallest`."""
+    return max(smallest, min(block, triton.next_power_of_2(max(size, 1))))
+
+
+def _gemm_clamp(sides: Callable[[ConvProblem], tuple[int, int, int]]) -> Callable[..., KernelConfig]:
+    """Fit block_m/n/k to the (M, N, reduction) GEMM a route computes for one group."""
+
+    def clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
+        m, n, k = sides(problem)
+        return dataclasses.replace(
+            config, block_m=_fit(config.block_m, m, 16), block_n=_fit(config.block_n, n, 16),
+            block_k=_fit(config.block_k, k, 16),
+        )  # fmt: skip
+
+    return clamp
+
+
+def _forward_sides(problem: ConvProblem) -> tuple[int, int, int]:
+    return problem.gemm_m, problem.k_per_group, problem.gemm_k
+
+
+def _masking_dgrad_sides(problem: ConvProblem) -> tuple[int, int, int]:
+    return problem.n * problem.h * problem.w, problem.c_per_group, problem.k_per_group * problem.r * problem.s
+
+
+def _phased_dgrad_sides(problem: ConvProblem) -> tuple[int, int, int]:
+    """Pixels of one stride phase; a reduction tile holds output channels of one tap."""
+    rows, columns = (triton.cdiv(size, step) for size, step in zip((problem.h, problem.w), problem.stride, strict=True))
+    return problem.n * rows * columns, problem.c_per_group, problem.k_per_group
+
+
+def _grouped_tile_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
+    config = _gemm_clamp(_forward_sides)(config, problem)
+    return dataclasses.replace(config, block_g=min(config.block_g, triton.next_power_of_2(problem.groups)))
+
+
+def _depthwise_clamp(width: Callable[[ConvProblem], int]) -> Callable[..., KernelConfig]:
+    """One output row per program: block_m columns of `width`, block_n channels."""
+
+    def clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
+        return dataclasses.replace(
+            config, block_m=_fit(config.block_m, width(problem), 8), block_n=_fit(config.block_n, problem.k, 16)
+        )
+
+    return clamp
+
+
+def _wgrad_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
+    """M = K/g, N = (C/g)*R*S; the reduction is N*P*Q, and more splits than blocks of it are empty programs."""
+    reduction = problem.n * problem.p * problem.q
+    return dataclasses.replace(
+        config, block_m=_fit(config.block_m, problem.k_per_group, 16), block_n=_fit(config.block_n, problem.gemm_k, 16),
+        split_k=max(1, min(config.split_k, triton.cdiv(reduction, config.block_k))),
+    )  # fmt: skip
+
+
+def _depthwise_wgrad_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
+    """Pixels by channels, the pixels split."""
+    reduction = problem.n * problem.p * problem.q
+    block_m = _fit(config.block_m, reduction, 16)
+    return dataclasses.replace(
+        config, block_m=block_m, block_n=_fit(config.block_n, problem.k, 16),
+        split_k=max(1, min(config.split_k, triton.cdiv(reduction, block_m))),
+    )  # fmt: skip
+
+
+# ---- the table ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What will run for a pass of a problem: the variant, its launch config, and where the config
+    came from ('heuristic', 'tuned cache', ...; see `dispatch.plan_pass`)."""
+
+    variant: Variant
+    config: KernelConfig
+    config_source: str
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One kernel route of one pass; see the module docstring for each field."""
+
+    pass_name: Pass
+    variant: Variant
+    applies: Callable[[ConvProblem], bool]
+    preferred: Callable[[ConvProblem], bool]
+    prepare: Callable
+    kernel_modules: tuple[str, ...]
+    space: Mapping[str, tuple]
+    heuristic: Callable[[ConvProblem], KernelConfig]
+    clamp: Callable[[KernelConfig, ConvProblem], KernelConfig]
+
+    @property
+    def key(self) -> tuple[Pass, Variant]:
+        return self.pass_name, self.variant
+
+
+def _forward(prepare_variant: Callable, **options: object) -> Callable:
+    """A forward variant's launcher: `prepare(x, weight, bias, y, problem, config, epilogue)`."""
+    return functools.partial(prepare_forward, prepare_variant, **options)
+
+
+def _forward_heuristic(variant: Variant) -> Callable[[ConvProblem], KernelConfig]:
+    return lambda problem: heuristic_config(problem, variant)
+
+
+SPECS: tuple[VariantSpec, ...] = (
+    VariantSpec(Pass.FWD, Variant.CONV1X1, is_conv1x1, is_conv1x1, _forward(conv1x1.prepare), ("conv1x1_fwd",),
+                GEMM_AXES, _forward_heuristic(Variant.CONV1X1), _gemm_clamp(_forward_sides)),
+    VariantSpec(Pass.FWD, Variant.DEPTHWISE, lambda problem: problem.c_per_group == 1, is_depthwise,
+                _forward(depthwise.prepare), ("depthwise_fwd",), DEPTHWISE_AXES,
+                _forward_heuristic(Variant.DEPTHWISE), _depthwise_clamp(lambda problem: problem.q)),
+    VariantSpec(Pass.FWD, Variant.GROUPED_TILE, always, is_small_grouped, _forward(grouped_tile.prepare),
+                ("grouped_tile_fwd",), GROUPED_TILE_AXES, _forward_heuristic(Variant.GROUPED_TILE),
+                _grouped_tile_clamp),
+    VariantSpec(Pass.FWD, Variant.IMPLICIT_GEMM, always, always, _forward(implicit_gemm.prepare),
+                ("implicit_gemm_fwd",), GEMM_AXES, _forward_heuristic(Variant.IMPLICIT_GEMM),
+                _gemm_clamp(_forward_sides)),
+    # dX of a stride-1 1x1 conv: the conv1x1 GEMM on dY and the transposed weight.
+    VariantSpec(Pass.DGRAD, Variant.CONV1X1, dgrad_is_conv1x1, dgrad_is_conv1x1, dgrad.prepare_conv1x1_route,
+                ("conv1x1_fwd",), GEMM_AXES,
+                lambda problem: heuristic_config(dgrad_as_conv1x1(problem, CONTIGUOUS), Variant.CONV1X1),
+                _gemm_clamp(_masking_dgrad_sides)),
+    # dX of a stride-1 depthwise conv: the depthwise kernel on dY and the flipped weight.
+    VariantSpec(Pass.DGRAD, Variant.DEPTHWISE, dgrad_is_depthwise_conv, dgrad_is_depthwise_conv,
+                dgrad.prepare_depthwise_route, ("depthwise_fwd",), DEPTHWISE_AXES,
+                lambda problem: heuristic_config(dgrad_as_depthwise(problem, CONTIGUOUS), Variant.DEPTHWISE),
+                _depthwise_clamp(lambda problem: problem.w)),
+    VariantSpec(Pass.DGRAD, Variant.STRIDE_PHASED, is_strided, dgrad_by_phase, dgrad.prepare_phased,
+                ("dgrad_phased",), GEMM_AXES, dgrad_phased_config, _gemm_clamp(_phased_dgrad_sides)),
+    VariantSpec(Pass.DGRAD, Variant.IMPLICIT_GEMM, always, always, dgrad.prepare_masking, ("dgrad",), GEMM_AXES,
+                dgrad_masking_config, _gemm_clamp(_masking_dgrad_sides)),
+    VariantSpec(Pass.WGRAD, Variant.DEPTHWISE, is_depthwise, is_depthwise, wgrad.prepare_depthwise, ("wgrad",),
+                DEPTHWISE_WGRAD_AXES, depthwise_wgrad_config, _depthwise_wgrad_clamp),
+    VariantSpec(Pass.WGRAD, Variant.IMPLICIT_GEMM, always, always, wgrad.prepare_split_k, ("wgrad",), WGRAD_AXES,
+                wgrad_config, _wgrad_clamp),
+)  # fmt: skip
+REGISTRY: dict[tuple[Pass, Variant], VariantSpec] = {spec.key: spec for spec in SPECS}
+
+
+def spec(pass_name: str, variant: str) -> VariantSpec:
+    """The spec of (pass, variant); KeyError naming the known ones otherwise."""
+    try:
+        return REGISTRY[Pass(pass_name), Variant(variant)]
+    except (KeyError, ValueError):
+        known = ", ".join(f"{p}/{v}" for p, v in REGISTRY)
+        raise KeyError(f"no kernel route for pass {pass_name!r} and variant {variant!r}; known: {known}") from None
+
+
+def pass_specs(pass_name: str) -> tuple[VariantSpec, ...]:
+    return tuple(s for s in SPECS if s.pass_name == pass_name)
+
+
+@functools.lru_cache(maxsize=4096)
+def rule_variant(problem: ConvProblem, pass_name: str) -> Variant:
+    """The untimed rule's choice: the first spec of the pass (in `SPECS` order) that prefers the problem."""
+    return next(s.variant for s in pass_specs(Pass(pass_name)) if s.preferred(problem))
+
+
+@functools.lru_cache(maxsize=4096)
+def routes(problem: ConvProblem, pass_name: str) -> tuple[Variant, ...]:
+    """Every variant of the pass whose kernel computes `problem`, the rule's choice first."""
+    chosen = rule_variant(problem, pass_name)
+    others = (s.variant for s in pass_specs(Pass(pass_name)) if s.applies(problem) and s.variant != chosen)
+    return (chosen, *others)
+
+
+def tuned_variants(problem: ConvProblem, pass_name: str) -> list[Variant]:
+    """What the autotuner times: the forward, the rule's choice and, if different, the general
+    kernel (the other forward variants serve any problem but are never faster off their class);
+    a backward pass, every route it has, so the specialised routes compete with the general ones."""
+    if Pass(pass_name) != Pass.FWD:
+        return list(routes(problem, pass_name))
+    return list(dict.fromkeys([rule_variant(problem, pass_name), Variant.IMPLICIT_GEMM]))
