@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -27,7 +27,7 @@ from .dispatch import AUTOTUNE_ENV, plan_and_finality
 from .ops.activation_grad import prepare_activation_grad
 from .ops.epilogue import Epilogue, saves_output
 from .ops.wgrad import prepare_bias_grad
-from .registry import Pass, spec
+from .registry import Pass, Plan, spec
 from .runtime import POISON_ENV
 from .tuning import cache as tuning_cache
 
@@ -83,10 +83,19 @@ class PreparedConv:
     """One key's convolution: the problem, the forward's prepared launch and output allocation, and
     the backward's, prepared on first use per grad_output layout."""
 
-    def __init__(self, problem: ConvProblem, input: torch.Tensor, weight: torch.Tensor, epilogue: Epilogue):
+    def __init__(
+        self,
+        problem: ConvProblem,
+        input: torch.Tensor,
+        weight: torch.Tensor,
+        epilogue: Epilogue,
+        plans: Mapping[Pass, Plan] | None = None,
+    ):
+        """`plans` pins a pass's plan (tests and benches); the others are planned as usual."""
         check_runnable(input)
         self.problem = problem
-        self.forward_plan, self.final = plan_and_finality(problem, Pass.FWD)
+        self.plans = dict(plans or {})
+        self.forward_plan, self.final = self._plan(Pass.FWD)
         self.poison = os.environ.get(POISON_ENV, "0") == "1"
         self.epilogue = epilogue
         self.input_channels_last = is_channels_last_like(input)
@@ -96,6 +105,11 @@ class PreparedConv:
         self._device = input.device if input.device.type == "cuda" else None
         self._forward: Callable | None = None
         self._gradients: dict[tuple, tuple] = {}
+
+    def _plan(self, pass_name: Pass) -> tuple[Plan, bool]:
+        if pass_name in self.plans:
+            return self.plans[pass_name], True
+        return plan_and_finality(self.problem, pass_name)
 
     def _new(self, allocation: tuple) -> torch.Tensor:
         shape, strides, dtype, device = allocation
@@ -153,7 +167,7 @@ class PreparedConv:
             problem = self.problem
             grad_input = torch.empty(problem.input_shape, dtype=grad_output.dtype, device=grad_output.device,
                                      memory_format=memory_format(self.input_channels_last))  # fmt: skip
-            plan = plan_and_finality(problem, Pass.DGRAD)[0]
+            plan = self._plan(Pass.DGRAD)[0]
             run = spec(Pass.DGRAD, plan.variant).prepare(grad_output, weight, grad_input, problem, plan.config)
             return run, _allocation(grad_input)
 
@@ -171,7 +185,7 @@ class PreparedConv:
             problem = self.problem
             grad_weight = torch.empty(problem.weight_shape, dtype=input.dtype, device=input.device,
                                       memory_format=memory_format(self.weight_channels_last))  # fmt: skip
-            plan = plan_and_finality(problem, Pass.WGRAD)[0]
+            plan = self._plan(Pass.WGRAD)[0]
             run = spec(Pass.WGRAD, plan.variant).prepare(input, grad_output, grad_weight, problem, plan.config)
             return run, _allocation(grad_weight)
 

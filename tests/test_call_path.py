@@ -1,0 +1,251 @@
+"""The call path: one-way imports, prepared calls that replay bit for bit what planning launches, and
+a re-plan whenever anything in a call's key changes."""
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conv_reference import needs_runtime_loops
+
+import tritonconv
+from tritonconv import calls, dispatch, prepared, registry
+from tritonconv.ops.epilogue import NO_EPILOGUE
+from tritonconv.registry import Pass, Plan, Variant
+from tritonconv.tuning import cache as tuning_cache
+
+PACKAGE = Path(tritonconv.__file__).parent
+
+# From the bottom up; a module may import its own layer or lower ones, never a higher one.
+LAYERS = [
+    ("foundation", ("_version", "arithmetic", "runtime", "config", "torch_reference", "suites", "kernels")),
+    ("launchers", ("ops",)),
+    ("planning", ("registry", "tuning.space", "tuning.fingerprint", "tuning.cache", "tuning.select",
+                  "tuning.nearest", "tuning.tuner", "tuning.distributed", "tuning.session", "tuning", "dispatch",
+                  "calls", "prepared")),
+    ("front ends", ("autograd", "functional", "library_ops", "nn", "fallback", "patch", "fusion", "swap")),
+    ("tools", ("tuning.model", "bench", "cli", "demo", "__main__", "")),
+]  # fmt: skip
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module (dotted, relative to the package) -> the package's modules it imports at module level."""
+    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        imported = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".") if package else []
+                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+                target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+                for alias in node.names:
+                    child = f"{target}.{alias.name}".lstrip(".")
+                    imported.add(child if child in modules else target)
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tritonconv"):
+                target = node.module.removeprefix("tritonconv").lstrip(".")
+                for alias in node.names:
+                    child = f"{target}.{alias.name}".lstrip(".")
+                    imported.add(child if child in modules else target)
+        graph[name] = {module for module in imported if module in modules and module != name}
+    return graph
+
+
+def layer_of(module: str) -> int:
+    best = None
+    for rank, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            matches = module == prefix or (prefix and module.startswith(prefix + "."))
+            if matches and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), rank)
+    assert best is not None, f"{module} has no layer in LAYERS"
+    return best[1]
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = import_graph()
+    assert len(graph) > 40, "the walk found the package's modules"
+    state: dict[str, int] = {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        state[module] = 1
+        for child in sorted(graph[module]):
+            if state.get(child) == 1:
+                cycle = [*trail[trail.index(child) :], child] if child in trail else [module, child]
+                pytest.fail(f"import cycle: {' -> '.join(cycle)}")
+            if child not in state:
+                visit(child, [*trail, child])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+
+
+def test_nothing_imports_upward():
+    upward = [
+        f"{module} ({LAYERS[layer_of(module)][0]}) imports {child} ({LAYERS[layer_of(child)][0]})"
+        for module, children in import_graph().items()
+        for child in children
+        if layer_of(child) > layer_of(module)
+    ]
+    assert upward == []
+
+
+# ---- prepared calls replay bit for bit ---------------------------------------------------------
+
+# (pass, variant): (n, c, h, w, k, r, s, stride, padding, groups)
+ROUTE_PROBLEMS = {
+    (Pass.FWD, Variant.IMPLICIT_GEMM): (2, 4, 6, 5, 8, 3, 3, 1, 1, 1),
+    (Pass.FWD, Variant.CONV1X1): (2, 16, 5, 6, 16, 1, 1, 1, 0, 1),
+    (Pass.FWD, Variant.GROUPED_TILE): (2, 8, 5, 5, 8, 3, 3, 1, 1, 2),
+    (Pass.FWD, Variant.DEPTHWISE): (2, 8, 6, 6, 8, 3, 3, 1, 1, 8),
+    (Pass.DGRAD, Variant.CONV1X1): (2, 16, 5, 6, 16, 1, 1, 1, 0, 1),
+    (Pass.DGRAD, Variant.DEPTHWISE): (2, 8, 6, 6, 8, 3, 3, 1, 1, 8),
+    (Pass.DGRAD, Variant.STRIDE_PHASED): (2, 4, 7, 6, 16, 3, 3, 2, 1, 1),
+    (Pass.DGRAD, Variant.IMPLICIT_GEMM): (2, 4, 6, 5, 8, 3, 3, 1, 1, 1),
+    (Pass.WGRAD, Variant.DEPTHWISE): (2, 8, 6, 6, 8, 3, 3, 1, 1, 8),
+    (Pass.WGRAD, Variant.IMPLICIT_GEMM): (2, 4, 6, 5, 8, 3, 3, 2, 1, 1),
+}
+
+
+def test_every_route_has_a_replay_case():
+    assert set(ROUTE_PROBLEMS) == set(registry.REGISTRY)
+
+
+def _operands(problem, device, channels_last):
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return [
+        torch.randn(shape, device=device).to(memory_format=fmt)
+        for shape in (problem.input_shape, problem.weight_shape, problem.output_shape)
+    ]
+
+
+@needs_runtime_loops
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("route", list(ROUTE_PROBLEMS), ids=lambda route: "/".join(route))
+def test_a_prepared_call_replays_the_planned_launch_bit_for_bit(route, channels_last, device):
+    """The first call prepares the launch; a later call with fresh tensors of the same key replays it
+    with only the pointers changed, and must give exactly what planning and launching anew gives."""
+    pass_name, variant = route
+    n, c, h, w, k, r, s, stride, padding, groups = ROUTE_PROBLEMS[route]
+    layout = "channels_last" if channels_last else "contiguous"
+    problem = tritonconv.make_problem(n=n, c=c, h=h, w=w, k=k, r=r, s=s, stride=stride, padding=padding,
+                                      groups=groups, layout=layout)  # fmt: skip
+    route_spec = registry.spec(pass_name, variant)
+    assert route_spec.applies(problem)
+    configs = [route_spec.heuristic(problem)]
+    if pass_name == Pass.WGRAD:  # one split writes dW directly; several go through the workspace
+        configs = [dataclasses.replace(configs[0], split_k=split) for split in (1, 3)]
+    for config in configs:
+        plan = Plan(variant, config, "test")
+        first = _operands(problem, device, channels_last)
+        call = prepared.PreparedConv(problem, first[0], first[1], NO_EPILOGUE, plans={pass_name: plan})
+        replay = {
+            Pass.FWD: lambda x, weight, dy, call=call: call.forward(x, weight, None),
+            Pass.DGRAD: lambda x, weight, dy, call=call: call.input_grad(dy, weight),
+            Pass.WGRAD: lambda x, weight, dy, call=call: call.weight_grad(x, dy),
+        }[pass_name]
+        planned = {
+            Pass.FWD: lambda x, weight, dy, plan=plan: calls.conv2d_fwd(x, weight, None, problem, plan),
+            Pass.DGRAD: lambda x, weight, dy, plan=plan: calls.conv2d_dgrad(dy, weight, problem, channels_last, plan),
+            Pass.WGRAD: lambda x, weight, dy, plan=plan: calls.conv2d_wgrad(x, dy, problem, channels_last, plan),
+        }[pass_name]
+        torch.testing.assert_close(replay(*first), planned(*first))  # the first call prepares
+        fresh = _operands(problem, device, channels_last)
+        got, expected = replay(*fresh), planned(*fresh)
+        assert got.stride() == expected.stride()
+        assert torch.equal(got, expected), f"{pass_name}/{variant} {config}: the replay differs"
+        assert not torch.equal(got, replay(*first)), "the replay read the new tensors"
+
+
+# ---- a changed key re-plans ------------------------------------------------------------------
+
+
+def _reference(x, weight, bias, **geometry):
+    return F.conv2d(x.double(), weight.double(), bias.double(), **geometry)
+
+
+def test_changing_anything_in_the_key_re_plans(device, restore_tf32, tmp_path, monkeypatch):
+    """Same shapes, one thing changed between two calls: a new plan each time, and a right answer."""
+    x = torch.randn(2, 8, 6, 7, device=device)
+    weight, bias = torch.randn(16, 8, 3, 3, device=device), torch.randn(16, device=device)
+
+    def run(x=x, weight=weight, bias=bias, **extra):
+        before = prepared.builds()
+        y = tritonconv.conv2d(x, weight, bias, padding=1, **extra)
+        return y, prepared.builds() - before
+
+    run()
+    y, built = run(x.clone(), weight.clone(), bias.clone())
+    assert built == 0, "same key, new tensors: the prepared call is replayed"
+    torch.testing.assert_close(y.double(), _reference(x, weight, bias, padding=1), rtol=1e-4, atol=1e-4)
+
+    wide = torch.randn(2, 8, 6, 9, device=device)[..., 1:8]  # same shape, other strides
+    wide.copy_(x)
+    changes = {
+        "strides": lambda: run(wide),
+        "dtype": lambda: run(x.double(), weight.double(), bias.double()),
+        "memory format": lambda: run(x.to(memory_format=torch.channels_last)),
+        "tf32": lambda: (setattr(torch.backends.cudnn, "allow_tf32", not torch.backends.cudnn.allow_tf32), run())[1],
+        "autocast": lambda: _under_autocast(device, run),
+        "epilogue": lambda: run(activation="relu"),
+        "tuning cache": lambda: (tuning_cache.TuningCache(tmp_path / "c.json").store({}), run())[1],
+    }
+    for change, call in changes.items():
+        y, built = call()
+        assert built == 1, f"changing {change} must re-plan"
+        expected = _reference(x, weight, bias, padding=1)
+        if change == "epilogue":
+            expected = expected.relu()
+        atol = 0.25 if change == "autocast" else 1e-2  # bf16 operands: 8 bits over a 72-term sum
+        torch.testing.assert_close(y.double(), expected, rtol=5e-2, atol=atol, msg=change)
+
+
+def _under_autocast(device, run):
+    with torch.autocast(device, dtype=torch.bfloat16):
+        y, built = run()
+    assert y.dtype == torch.bfloat16
+    return y, built
+
+
+def test_the_key_names_the_device_and_the_autotune_mode(monkeypatch):
+    x, weight = torch.randn(1, 4, 5, 5), torch.randn(8, 4, 3, 3)
+    geometry = (1, 1, 1, 1)
+    here = prepared.call_key(x, weight, None, geometry)
+    elsewhere = prepared.call_key(x.to("meta"), weight.to("meta"), None, geometry)
+    assert here != elsewhere
+    monkeypatch.setenv(dispatch.AUTOTUNE_ENV, "off")
+    assert prepared.call_key(x, weight, None, geometry) != here
+
+
+def test_a_wgrad_of_one_split_launches_once_and_a_split_one_twice(device):
+    """No workspace and no reduction pass when the N*P*Q reduction is not split."""
+    from tritonconv.ops import launch
+
+    problem = tritonconv.make_problem(n=2, c=4, h=8, w=8, k=8, r=3, s=3, padding=1)
+    x, weight, grad_output = _operands(problem, device, False)
+    for split, expected in ((1, 1), (2, 2)):
+        plan = Plan(
+            Variant.IMPLICIT_GEMM,
+            dataclasses.replace(registry.spec("wgrad", "implicit_gemm").heuristic(problem), split_k=split),
+            "t",
+        )
+        call = prepared.PreparedConv(problem, x, weight, NO_EPILOGUE, plans={Pass.WGRAD: plan})
+        launched = []
+        launch.STUB = lambda kernel_launch, *pointers: launched.append(kernel_launch)
+        try:
+            call.weight_grad(x, grad_output)
+        finally:
+            launch.STUB = None
+        assert len(launched) == expected

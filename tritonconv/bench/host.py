@@ -1,0 +1,149 @@
+"""Host time per call: what tritonconv's Python path and launch cost, pass by pass, on a suite's layers.
+
+For each layer it times, in steady state (the call's key already prepared):
+- `fwd`: `tritonconv.conv2d(x, w, stride=, padding=)` without autograd;
+- `fused fwd`: the same with a bias, `activation='relu'` and a residual;
+- `dgrad`, `wgrad`, `bias grad`: the gradient calls autograd's backward makes on the prepared call;
+- `train step`: forward with autograd and `backward()`, all three gradients (autograd's own
+  engine included);
+and counts the kernel launches of each. Without a GPU every launch is replaced by a stub
+(`ops.launch.STUB`) that takes the launch and its pointers, so everything but the launch itself is
+timed; the reference is `F.conv2d` on meta tensors (aten's dispatch and shape checks, no compute).
+With a GPU the launches are real and the reference is `F.conv2d` (cuDNN) on the same tensors.
+
+Each figure is the median over `--repeats` batches of `--calls` calls of the mean per call.
+
+Usage: python -m tritonconv.bench.host [--suite resnet50] [--batch N] [--dtype bfloat16] [--out CSV]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+import tritonconv
+from tritonconv.ops import launch
+from tritonconv.prepared import call_key, lookup
+from tritonconv.suites import load_suite
+from tritonconv.tuning.fingerprint import device_slug
+
+from .timing import stamp
+
+
+def host_us(fn: Callable[[], object], calls: int, repeats: int) -> float:
+    """Median over `repeats` batches of the mean host microseconds per call of `fn`."""
+    for _ in range(20):
+        fn()
+    synchronize = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    means = []
+    for _ in range(repeats):
+        synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        means.append((time.perf_counter() - start) / calls * 1e6)
+    synchronize()
+    return statistics.median(means)
+
+
+class LaunchCounter:
+    """The launch stub: counts each kernel launched, launches nothing."""
+
+    def __init__(self) -> None:
+        self.launches: Counter[str] = Counter()
+
+    def __call__(self, kernel_launch: launch.KernelLaunch, *pointers: object) -> None:
+        self.launches[kernel_launch.kernel.__name__ if hasattr(kernel_launch.kernel, "__name__") else "kernel"] += 1
+
+    def per_call(self, fn: Callable[[], object]) -> str:
+        """The kernels one call of `fn` launches, as 'name=count; ...'."""
+        self.launches.clear()
+        fn()
+        return "; ".join(f"{name}={count}" for name, count in sorted(self.launches.items()))
+
+
+def layer_calls(problem, device: str, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
+    """The timed calls of one layer, keyed by pass."""
+    shape = dict(dtype=dtype, device=device)
+    cl = torch.channels_last
+    x = torch.randn(problem.input_shape, **shape).to(memory_format=cl)
+    weight = torch.randn(problem.weight_shape, **shape).to(memory_format=cl)
+    bias = torch.randn(problem.k, **shape)
+    residual = torch.randn(problem.output_shape, **shape).to(memory_format=cl)
+    grad_output = torch.randn(problem.output_shape, **shape).to(memory_format=cl)
+    geometry = dict(stride=problem.stride, padding=problem.padding, dilation=problem.dilation, groups=problem.groups)
+    tritonconv.conv2d(x, weight, **geometry)  # prepares the key
+    key_geometry = (problem.stride, problem.padding, problem.dilation, problem.groups)
+    prepared = lookup(call_key(x, weight, None, key_geometry), lambda: (_ for _ in ()).throw(AssertionError))
+    leaves = [t.detach().requires_grad_() for t in (x, weight, bias)]
+
+    def train_step() -> None:
+        for leaf in leaves:  # no gradient accumulation: that is torch's add, not tritonconv's path
+            leaf.grad = None
+        tritonconv.conv2d(*leaves, **geometry).backward(grad_output)
+
+    def forward() -> object:
+        with torch.no_grad():
+            return tritonconv.conv2d(x, weight, **geometry)
+
+    def fused() -> object:
+        with torch.no_grad():
+            return tritonconv.conv2d(x, weight, bias, **geometry, activation="relu", residual=residual)
+
+    calls = {
+        "fwd": forward,
+        "fused fwd": fused,
+        "dgrad": lambda: prepared.input_grad(grad_output, weight),
+        "wgrad": lambda: prepared.weight_grad(x, grad_output),
+        "bias grad": lambda: prepared.bias_grad(grad_output),
+        "train step": train_step,
+    }
+    if device == "cuda":
+        calls["torch fwd (cuDNN)"] = lambda: F.conv2d(x, weight, **geometry)
+    else:
+        meta = [torch.empty_like(t, device="meta") for t in (x, weight)]
+        calls["torch fwd (meta)"] = lambda: F.conv2d(*meta, **geometry)
+    return calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", default="resnet50")
+    parser.add_argument("--batch", type=int, default=None, help="default: the suite's on a GPU, 1 without")
+    parser.add_argument("--dtype", default="bfloat16", choices=("float16", "bfloat16", "float32"))
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", default="host.csv")
+    args = parser.parse_args()
+    on_gpu = torch.cuda.is_available() and device_slug() != "interpreter"
+    device = "cuda" if on_gpu else "cpu"
+    batch = args.batch if args.batch is not None else (None if on_gpu else 1)
+    counter = LaunchCounter()
+    rows = []
+    for layer in load_suite(args.suite, batch=batch, dtype=getattr(torch, args.dtype)):
+        calls = layer_calls(layer.problem, device, layer.problem.dtype)
+        for pass_name, fn in calls.items():
+            launch.STUB = None if on_gpu else counter
+            kernels = "" if pass_name.startswith("torch") or on_gpu else counter.per_call(fn)
+            microseconds = host_us(fn, args.calls, args.repeats)
+            launch.STUB = None
+            rows.append({"layer": layer.name, "pass": pass_name, "host_us": microseconds, "launches": kernels,
+                         "launch": "real" if on_gpu else "stub", "batch": layer.problem.n, "dtype": args.dtype})  # fmt: skip
+            print(f"{layer.name:>20s} {pass_name:>18s} {microseconds:8.2f} us  {kernels}", flush=True)
+    table = stamp(pd.DataFrame(rows), torch.cuda.get_device_name() if on_gpu else "cpu (launch stubbed)")
+    table.to_csv(args.out, index=False)
+    summary = table.groupby("pass", sort=False)["host_us"].median()
+    print("\nmedian host us per call over the layers:")
+    print(summary.to_string(float_format=lambda v: f"{v:.2f}"))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
