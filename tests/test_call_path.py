@@ -243,7 +243,7 @@ def test_a_wgrad_of_one_split_launches_once_and_a_split_one_twice(device):
         )
         call = prepared.PreparedConv(problem, x, weight, NO_EPILOGUE, plans={Pass.WGRAD: plan})
         launched = []
-        launch.STUB = lambda kernel_launch, *pointers: launched.append(kernel_launch)
+        launch.STUB = lambda kernel_launch, *pointers, launched=launched: launched.append(kernel_launch)
         try:
             call.weight_grad(x, grad_output)
         finally:

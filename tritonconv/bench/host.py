@@ -135,7 +135,8 @@ def main() -> None:
             microseconds = host_us(fn, args.calls, args.repeats)
             launch.STUB = None
             rows.append({"layer": layer.name, "pass": pass_name, "host_us": microseconds, "launches": kernels,
-                         "launch": "real" if on_gpu else "stub", "batch": layer.problem.n, "dtype": args.dtype})  # fmt: skip
+                         "launch": "real" if on_gpu else "stub", "batch": layer.problem.n,
+                         "dtype": args.dtype})  # fmt: skip
             print(f"{layer.name:>20s} {pass_name:>18s} {microseconds:8.2f} us  {kernels}", flush=True)
     table = stamp(pd.DataFrame(rows), torch.cuda.get_device_name() if on_gpu else "cpu (launch stubbed)")
     table.to_csv(args.out, index=False)
