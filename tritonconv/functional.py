@@ -16,6 +16,7 @@ from .arithmetic import CONTIGUOUS, ConvProblem, problem_from_tensors
 from .autograd import conv_gradients, save_operands
 from .ops.epilogue import ACTIVATIONS, NO_EPILOGUE, Epilogue, saves_output, slope_constant
 from .prepared import PreparedConv, call_key, lookup, tensor_key
+from .prepared import _prepared as PREPARED
 from .torch_reference import TORCH_CONV1D, TORCH_CONV2D
 
 
@@ -133,7 +134,8 @@ def conv2d(
         return library_ops.conv2d(input, weight, bias, stride, padding, dilation, groups)
     geometry = (stride, padding, dilation, groups)
     try:
-        prepared = lookup(call_key(input, weight, bias, geometry), lambda: _prepare(input, weight, bias, geometry))
+        key = call_key(input, weight, bias, geometry)
+        prepared = PREPARED.get(key) or lookup(key, lambda: _prepare(input, weight, bias, geometry))
     except TypeError as error:  # a geometry argument given as a list: the same call with tuples
         if "unhashable" not in str(error):
             raise

@@ -48,9 +48,13 @@ def call_key(
     return (
         input.shape, input.stride(), input.dtype, input.device, input.data_ptr() & 15,
         weight.shape, weight.stride(), weight.dtype, weight.device, weight.data_ptr() & 15,
-        bias_key, geometry, epilogue, torch.backends.cudnn.allow_tf32, os.environ.get(AUTOTUNE_ENV),
+        bias_key, geometry, epilogue, _cudnn_allows_tf32(), os.environ.get(AUTOTUNE_ENV),
         os.environ.get(POISON_ENV), tuning_cache._generation,
     )  # fmt: skip
+
+
+# torch's TF32 switch for convolutions, read without the `torch.backends` property's Python layers.
+_cudnn_allows_tf32 = getattr(torch._C, "_get_cudnn_allow_tf32", lambda: torch.backends.cudnn.allow_tf32)
 
 
 def tensor_key(tensor: torch.Tensor | None) -> tuple | None:
