@@ -164,3 +164,15 @@ def loops_to_runtime_bounds() -> bool:
 needs_runtime_loops = pytest.mark.skipif(
     not loops_to_runtime_bounds(), reason="this Triton interpreter cannot loop to a runtime bound (Triton <= 3.6)"
 )
+
+
+def recording_launcher(launched: list, name: str, prepare, *args):
+    """A route's launcher (`registry.VariantSpec.prepare`) that notes `name` at each launch of what
+    it prepares, so a test sees which routes a call really ran."""
+    run = prepare(*args)
+
+    def recorded(*tensors):
+        launched.append(name)
+        return run(*tensors)
+
+    return recorded

@@ -5,7 +5,7 @@ import functools
 
 import pytest
 import torch
-from conv_reference import needs_runtime_loops, random_conv_inputs
+from conv_reference import needs_runtime_loops, random_conv_inputs, recording_launcher
 from test_backward import run_shape
 
 import tritonconv
@@ -93,14 +93,3 @@ def test_a_plan_picks_the_route_and_every_route_agrees(device):
         torch.testing.assert_close(results[pass_name, "depthwise"], results[pass_name, "implicit_gemm"])
         with pytest.raises(ValueError, match="does not compute this problem"):
             run(Plan("conv1x1", heuristic_backward_config(problem, pass_name, "implicit_gemm"), "test"))
-
-
-def recording_launcher(launched: list, name: str, prepare, *args):
-    """A route's launcher that notes `name` at each launch of what it prepares."""
-    run = prepare(*args)
-
-    def recorded(*tensors):
-        launched.append(name)
-        return run(*tensors)
-
-    return recorded

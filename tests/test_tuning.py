@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 import triton
-from conv_reference import needs_runtime_loops
+from conv_reference import needs_runtime_loops, recording_launcher
 
 import tritonconv
 from tritonconv.tuning import cache as tuning_cache
@@ -375,7 +375,7 @@ def test_a_gradient_tunes_every_route_and_its_backward_launches_the_winner(
         key = (registry.Pass(pass_name), registry.Variant(route))
         if key in registry.REGISTRY:
             spec = registry.REGISTRY[key]
-            record = functools.partial(_record_launch, launched, route, spec.prepare)
+            record = functools.partial(recording_launcher, launched, route, spec.prepare)
             monkeypatch.setitem(registry.REGISTRY, key, dataclasses.replace(spec, prepare=record))
     y = tritonconv.conv2d(x, weight, **geometry)
     grad_output = torch.randn_like(y)
@@ -414,14 +414,3 @@ def source_of_pass(x, weight, pass_name, **kwargs):
     explained = tritonconv.explain(x, weight, **kwargs)["backward"][pass_name]
     dispatch.forget_plans()
     return explained["config_source"]
-
-
-def _record_launch(launched: list, route: str, prepare, *args):
-    """A route's launcher that notes each launch it prepares."""
-    run = prepare(*args)
-
-    def recorded(*tensors):
-        launched.append(route)
-        return run(*tensors)
-
-    return recorded

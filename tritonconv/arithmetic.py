@@ -187,7 +187,7 @@ def make_problem(
     Every convolution call describes its problem, so results are memoised on the (hashable) arguments:
     a model's calls repeat a handful of problems, and validation is pure.
     """
-    args = (n, c, h, w, k, r, s, _hashable(stride), _hashable(padding), _hashable(dilation), groups, dtype, layout)
+    args = (n, c, h, w, k, r, s, hashable(stride), hashable(padding), hashable(dilation), groups, dtype, layout)
     try:
         return _cached_problem(*args, has_bias)
     except TypeError as error:
@@ -196,7 +196,8 @@ def make_problem(
     return _build_problem(n, c, h, w, k, r, s, stride, padding, dilation, groups, dtype, layout, has_bias)
 
 
-def _hashable(value: object) -> object:
+def hashable(value: object) -> object:
+    """A list argument as the tuple it means, so calls can be keyed on it."""
     return tuple(value) if isinstance(value, list) else value
 
 

@@ -131,11 +131,6 @@ def dgrad_phased_config(problem: ConvProblem) -> KernelConfig:
     return _gemm_config(problem.element_size, m, problem.c_per_group, problem.k_per_group)
 
 
-def dgrad_config(problem: ConvProblem) -> KernelConfig:
-    """The untimed input-gradient config of the general route the rule picks (`dgrad_by_phase`)."""
-    return dgrad_phased_config(problem) if dgrad_by_phase(problem) else dgrad_masking_config(problem)
-
-
 WGRAD_WORKSPACE_BYTES = 32 * 2**20
 
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from . import library_ops
-from .arithmetic import CONTIGUOUS, ConvProblem, problem_from_tensors
+from .arithmetic import CONTIGUOUS, ConvProblem, hashable, problem_from_tensors
 from .autograd import conv_gradients, save_operands
 from .ops.epilogue import ACTIVATIONS, NO_EPILOGUE, Epilogue, saves_output, slope_constant
 from .prepared import PreparedConv, call_key, lookup, tensor_key
@@ -139,7 +139,7 @@ def conv2d(
     except TypeError as error:  # a geometry argument given as a list: the same call with tuples
         if "unhashable" not in str(error):
             raise
-        return conv2d(input, weight, bias, *(tuple(a) if isinstance(a, list) else a for a in geometry))
+        return conv2d(input, weight, bias, *(hashable(a) for a in geometry))
     return _run(prepared, input, weight, bias)
 
 
@@ -191,7 +191,7 @@ def _fused(
     activation = activation or ""
     slope = slope_constant(activation, negative_slope)
     keeps_z = needs_grad and bool(activation) and not saves_output(activation, negative_slope)
-    key = call_key(input, weight, bias, tuple(_hashable(a) for a in geometry),
+    key = call_key(input, weight, bias, tuple(hashable(a) for a in geometry),
                    (activation, slope, negative_slope >= 0, tensor_key(residual), keeps_z))  # fmt: skip
 
     def prepare() -> tuple[PreparedConv, bool]:
@@ -219,10 +219,6 @@ def _check_residual(residual: torch.Tensor | None, problem: ConvProblem, input: 
             f"residual must match the convolution's output: shape {list(expected)}, dtype {input.dtype}, device "
             f"{input.device}; got shape {list(residual.shape)}, dtype {residual.dtype}, device {residual.device}"
         )
-
-
-def _hashable(value: object) -> object:
-    return tuple(value) if isinstance(value, list) else value
 
 
 def _with_torch_epilogue(

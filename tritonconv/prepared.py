@@ -44,11 +44,10 @@ def call_key(
     epilogue: tuple = (),
 ) -> tuple:
     """Everything about a call that changes what runs or how it is launched (module docstring)."""
-    bias_key = None if bias is None else (bias.shape, bias.stride(), bias.dtype, bias.device, bias.data_ptr() & 15)
     return (
         input.shape, input.stride(), input.dtype, input.device, input.data_ptr() & 15,
         weight.shape, weight.stride(), weight.dtype, weight.device, weight.data_ptr() & 15,
-        bias_key, geometry, epilogue, _cudnn_allows_tf32(), os.environ.get(AUTOTUNE_ENV),
+        tensor_key(bias), geometry, epilogue, _cudnn_allows_tf32(), os.environ.get(AUTOTUNE_ENV),
         os.environ.get(POISON_ENV), tuning_cache._generation,
     )  # fmt: skip
 
@@ -164,16 +163,23 @@ class PreparedConv:
             self._gradients[key] = entry
         return entry
 
+    def _planned_gradient(
+        self, pass_name: Pass, shape: tuple[int, ...], channels_last: bool, *operands: torch.Tensor
+    ) -> tuple:
+        """(run, allocation) of a gradient pass's planned route, prepared for these operands (the
+        first one gives the gradient's dtype and device) and a gradient laid out as asked."""
+        like = operands[0]
+        gradient = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format(channels_last))
+        plan = self._plan(pass_name)[0]
+        run = spec(pass_name, plan.variant).prepare(*operands, gradient, self.problem, plan.config)
+        return run, _allocation(gradient)
+
     def input_grad(self, grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """dX, laid out like the input."""
 
         def prepare() -> tuple:
-            problem = self.problem
-            grad_input = torch.empty(problem.input_shape, dtype=grad_output.dtype, device=grad_output.device,
-                                     memory_format=memory_format(self.input_channels_last))  # fmt: skip
-            plan = self._plan(Pass.DGRAD)[0]
-            run = spec(Pass.DGRAD, plan.variant).prepare(grad_output, weight, grad_input, problem, plan.config)
-            return run, _allocation(grad_input)
+            shape, channels_last = self.problem.input_shape, self.input_channels_last
+            return self._planned_gradient(Pass.DGRAD, shape, channels_last, grad_output, weight)
 
         if math.prod(self.problem.input_shape) == 0:
             return torch.empty(self.problem.input_shape, dtype=grad_output.dtype, device=grad_output.device)
@@ -186,12 +192,8 @@ class PreparedConv:
         """dW, laid out like the weight."""
 
         def prepare() -> tuple:
-            problem = self.problem
-            grad_weight = torch.empty(problem.weight_shape, dtype=input.dtype, device=input.device,
-                                      memory_format=memory_format(self.weight_channels_last))  # fmt: skip
-            plan = self._plan(Pass.WGRAD)[0]
-            run = spec(Pass.WGRAD, plan.variant).prepare(input, grad_output, grad_weight, problem, plan.config)
-            return run, _allocation(grad_weight)
+            shape, channels_last = self.problem.weight_shape, self.weight_channels_last
+            return self._planned_gradient(Pass.WGRAD, shape, channels_last, input, grad_output)
 
         problem = self.problem
         if problem.n * problem.p * problem.q == 0:
