@@ -14,6 +14,7 @@ import tritonconv
 from tritonconv import calls, dispatch, prepared, registry
 from tritonconv.ops.epilogue import NO_EPILOGUE
 from tritonconv.registry import Pass, Plan, Variant
+from tritonconv.runtime import POISON_ENV
 from tritonconv.tuning import cache as tuning_cache
 
 PACKAGE = Path(tritonconv.__file__).parent
@@ -169,6 +170,57 @@ def test_a_prepared_call_replays_the_planned_launch_bit_for_bit(route, channels_
         assert not torch.equal(got, replay(*first)), "the replay read the new tensors"
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_the_custom_ops_replay_prepared_calls_bit_for_bit(channels_last, device):
+    """torch.compile's ops (forward, dX, dW) prepare once per key, as eager calls do, and a replay
+    with fresh tensors gives exactly what the planned path gives."""
+    problem = tritonconv.make_problem(n=2, c=4, h=7, w=6, k=8, r=3, s=3, stride=2, padding=1,
+                                      layout="channels_last" if channels_last else "contiguous")  # fmt: skip
+    geometry = ([2, 2], [1, 1, 1, 1], [1, 1], 1)
+    ops = torch.ops.tritonconv
+    replays = {
+        Pass.FWD: lambda x, weight, dy: ops.conv2d(x, weight, None, *geometry),
+        Pass.DGRAD: lambda x, weight, dy: ops.conv2d_input_grad(dy, weight, list(x.shape), channels_last, *geometry),
+        Pass.WGRAD: lambda x, weight, dy: ops.conv2d_weight_grad(dy, x, list(weight.shape), channels_last, *geometry),
+    }
+    planned = {
+        Pass.FWD: lambda x, weight, dy: calls.conv2d_fwd(x, weight, None, problem, dispatch.plan_pass(problem, "fwd")),
+        Pass.DGRAD: lambda x, weight, dy: calls.conv2d_dgrad(dy, weight, problem, channels_last,
+                                                             dispatch.plan_pass(problem, "dgrad")),
+        Pass.WGRAD: lambda x, weight, dy: calls.conv2d_wgrad(x, dy, problem, channels_last,
+                                                             dispatch.plan_pass(problem, "wgrad")),
+    }  # fmt: skip
+    for pass_name, replay in replays.items():
+        first = _operands(problem, device, channels_last)
+        torch.testing.assert_close(replay(*first), planned[pass_name](*first))
+        fresh = _operands(problem, device, channels_last)
+        before = prepared.builds()
+        got = replay(*fresh)
+        assert prepared.builds() == before, f"{pass_name}: the op's second call with the same key re-planned"
+        expected = planned[pass_name](*fresh)
+        assert got.stride() == expected.stride() and torch.equal(got, expected), f"{pass_name}: the replay differs"
+
+
+def test_a_gradient_route_planned_before_tuning_could_run_is_not_kept(device, monkeypatch):
+    """A plan that is not final (mode 'on' while tuning is forbidden, e.g. during CUDA-graph capture)
+    serves the call that asked for it and is planned again on the next backward."""
+    problem = tritonconv.make_problem(n=1, c=4, h=5, w=5, k=4, r=3, s=3, padding=1)
+    x, weight, grad_output = _operands(problem, device, False)
+    call = prepared.PreparedConv(problem, x, weight, NO_EPILOGUE)
+    planned = []
+
+    def not_final(problem, pass_name):
+        planned.append(pass_name)
+        return dispatch.heuristic_plan(problem, pass_name), pass_name != Pass.DGRAD
+
+    monkeypatch.setattr(prepared, "plan_and_finality", not_final)
+    first = call.input_grad(grad_output, weight)
+    assert torch.equal(call.input_grad(grad_output, weight), first)
+    call.weight_grad(x, grad_output)
+    call.weight_grad(x, grad_output)
+    assert planned == [Pass.DGRAD, Pass.DGRAD, Pass.WGRAD]
+
+
 # ---- a changed key re-plans ------------------------------------------------------------------
 
 
@@ -226,7 +278,13 @@ def test_the_key_names_the_device_and_the_autotune_mode(monkeypatch):
     elsewhere = prepared.call_key(x.to("meta"), weight.to("meta"), None, geometry)
     assert here != elsewhere
     monkeypatch.setenv(dispatch.AUTOTUNE_ENV, "off")
-    assert prepared.call_key(x, weight, None, geometry) != here
+    autotune_off = prepared.call_key(x, weight, None, geometry)
+    assert autotune_off != here
+    keys = []
+    for poison in ("0", "1", "0"):  # read per call, at a dict lookup's cost (runtime.environment_reader)
+        monkeypatch.setenv(POISON_ENV, poison)
+        keys.append(prepared.call_key(x, weight, None, geometry))
+    assert keys[0] != keys[1] and keys[0] == keys[2]
 
 
 def test_a_wgrad_of_one_split_launches_once_and_a_split_one_twice(device):

@@ -11,6 +11,7 @@ Calling `tritonconv.conv2d` directly never falls back: it raises, as an explicit
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -32,13 +33,18 @@ def unservable_reason(input: object, weight: object) -> str | None:
     """Why tritonconv cannot take a call with these operands, or None when it can try."""
     if not isinstance(input, torch.Tensor) or not isinstance(weight, torch.Tensor):
         return "an operand is not a tensor"
-    dtype = autocast_dtype_for(input) or input.dtype
+    return _dtype_device_reason(autocast_dtype_for(input) or input.dtype, input.device.type)
+
+
+@functools.cache
+def _dtype_device_reason(dtype: torch.dtype, device: str) -> str | None:
+    """The part of `unservable_reason` fixed for the process by the dtype and device type (the
+    interpreter and Triton's version do not change), so a patched model's calls look it up."""
     if dtype not in SUPPORTED_DTYPES:
         return f"dtype {dtype} is not supported (float16, bfloat16, float32, float64 are)"
     if dtype == torch.float64 and not supports_fp64_dot():
         return "float64 needs Triton >= 3.5 (fp64 tl.dot)"
     interpreted = is_interpreted(kernels._conv2d_fwd_implicit_gemm_kernel)
-    device = input.device.type
     if device == "cuda" and interpreted:
         return "a CUDA tensor while tritonconv's kernels run in the interpreter (TRITON_INTERPRET=1)"
     if device == "cpu" and not interpreted:

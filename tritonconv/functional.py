@@ -364,8 +364,14 @@ def torch_computes() -> Iterator[None]:
         _shapes_only = previous
 
 
+# One C call that is False outside every autocast region: the common case costs no more than that.
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
+
+
 def autocast_dtype_for(input: torch.Tensor) -> torch.dtype | None:
     """The dtype autocast would run F.conv2d in on `input`'s device, or None outside autocast."""
+    if not _any_autocast():
+        return None
     device_type = input.device.type
     if device_type not in ("cuda", "cpu") or not torch.is_autocast_enabled(device_type):
         return None

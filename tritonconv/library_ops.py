@@ -11,7 +11,7 @@ kernel pads one more element at the end.
 """
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Optional
 
 import torch
@@ -27,8 +27,9 @@ from .arithmetic import (
 )
 from .arithmetic import is_channels_last_like as channels_last
 from .autograd import conv_gradients, save_operands
-from .calls import conv2d_bias_grad, conv2d_dgrad, conv2d_fwd, conv2d_wgrad, memory_format
-from .dispatch import plan_pass
+from .calls import conv2d_bias_grad, memory_format
+from .ops.epilogue import NO_EPILOGUE
+from .prepared import PreparedConv, call_key, flags_key, lookup, tensor_key
 from .registry import Pass
 
 
@@ -71,9 +72,18 @@ def conv2d_op(
     dilation: list[int],
     groups: int,
 ) -> torch.Tensor:
-    """Forward of a batched (N, C, H, W) input."""
-    problem = _forward_problem(input, weight, bias, stride, padding, dilation, groups)
-    return conv2d_fwd(input, weight, bias, problem, plan_pass(problem, Pass.FWD))
+    """Forward of a batched (N, C, H, W) input, through a call prepared per key (`prepared.py`)."""
+    geometry = (tuple(stride), tuple(padding), tuple(dilation), groups)
+
+    def prepare() -> tuple[PreparedConv, bool]:
+        problem = _forward_problem(input, weight, bias, stride, padding, dilation, groups)
+        prepared = PreparedConv(problem, input, weight, NO_EPILOGUE)
+        return prepared, prepared.final
+
+    return lookup(call_key(input, weight, bias, geometry, LIBRARY_OP_KEY), prepare).forward(input, weight, bias)
+
+
+LIBRARY_OP_KEY = ("library op",)  # the op's geometry is normalized (four paddings): keys of its own
 
 
 def _forward_problem(input, weight, bias, stride, padding, dilation, groups) -> ConvProblem:
@@ -92,6 +102,18 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
     )
 
 
+def _gradient_call(
+    key: tuple, like: torch.Tensor, problem: Callable[[], ConvProblem], input_channels_last: bool,
+    weight_channels_last: bool,
+) -> PreparedConv:  # fmt: skip
+    """The gradient op's prepared call for `key` (its operands, shapes, layouts and flags)."""
+
+    def prepare() -> tuple[PreparedConv, bool]:
+        return PreparedConv.for_gradients(problem(), like, input_channels_last, weight_channels_last), True
+
+    return lookup((*key, flags_key()), prepare)
+
+
 @torch.library.custom_op("tritonconv::conv2d_input_grad", mutates_args=())
 def conv2d_input_grad_op(
     grad_output: torch.Tensor,
@@ -104,8 +126,15 @@ def conv2d_input_grad_op(
     groups: int,
 ) -> torch.Tensor:
     """dX: the input itself is not needed, only its shape and layout."""
-    problem = _problem(input_shape, weight, False, stride, padding, dilation, groups, _layout(input_channels_last))
-    return conv2d_dgrad(grad_output, weight, problem, input_channels_last, plan_pass(problem, Pass.DGRAD))
+    geometry = (stride, padding, dilation, groups)
+
+    def problem() -> ConvProblem:
+        return _problem(input_shape, weight, False, *geometry, _layout(input_channels_last))
+
+    key = (Pass.DGRAD, tensor_key(grad_output), tensor_key(weight), tuple(input_shape), input_channels_last,
+           _hashable(geometry))  # fmt: skip
+    prepared = _gradient_call(key, grad_output, problem, input_channels_last, channels_last(weight))
+    return prepared.input_grad(grad_output, weight)
 
 
 @conv2d_input_grad_op.register_fake
@@ -125,10 +154,17 @@ def conv2d_weight_grad_op(
     groups: int,
 ) -> torch.Tensor:
     """dW: the weight itself is not needed, only its shape and layout."""
-    weight_like = torch.empty(weight_shape, dtype=input.dtype, device="meta")
-    layout = _layout(channels_last(input), weight_channels_last)
-    problem = _problem(input.shape, weight_like, False, stride, padding, dilation, groups, layout)
-    return conv2d_wgrad(input, grad_output, problem, weight_channels_last, plan_pass(problem, Pass.WGRAD))
+    geometry = (stride, padding, dilation, groups)
+
+    def problem() -> ConvProblem:
+        weight_like = torch.empty(weight_shape, dtype=input.dtype, device="meta")
+        layout = _layout(channels_last(input), weight_channels_last)
+        return _problem(input.shape, weight_like, False, *geometry, layout)
+
+    key = (Pass.WGRAD, tensor_key(grad_output), tensor_key(input), tuple(weight_shape), weight_channels_last,
+           _hashable(geometry))  # fmt: skip
+    prepared = _gradient_call(key, input, problem, channels_last(input), weight_channels_last)
+    return prepared.weight_grad(input, grad_output)
 
 
 @conv2d_weight_grad_op.register_fake
@@ -144,6 +180,11 @@ def conv2d_bias_grad_op(grad_output: torch.Tensor) -> torch.Tensor:
 @conv2d_bias_grad_op.register_fake
 def _bias_grad_fake(grad_output):
     return grad_output.new_empty((grad_output.shape[1],))
+
+
+def _hashable(geometry: tuple) -> tuple:
+    stride, padding, dilation, groups = geometry
+    return tuple(stride), tuple(padding), tuple(dilation), groups
 
 
 class _OpGradients:

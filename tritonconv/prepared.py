@@ -25,10 +25,10 @@ from .arithmetic import ConvProblem, is_channels_last_like
 from .calls import check_runnable, memory_format
 from .dispatch import AUTOTUNE_ENV, plan_and_finality
 from .ops.activation_grad import prepare_activation_grad
-from .ops.epilogue import Epilogue, saves_output
+from .ops.epilogue import NO_EPILOGUE, Epilogue, saves_output
 from .ops.wgrad import prepare_bias_grad
 from .registry import Pass, Plan, spec
-from .runtime import POISON_ENV
+from .runtime import POISON_ENV, environment_reader
 from .tuning import cache as tuning_cache
 
 MAX_PREPARED = 4096
@@ -47,13 +47,21 @@ def call_key(
     return (
         input.shape, input.stride(), input.dtype, input.device, input.data_ptr() & 15,
         weight.shape, weight.stride(), weight.dtype, weight.device, weight.data_ptr() & 15,
-        tensor_key(bias), geometry, epilogue, _cudnn_allows_tf32(), os.environ.get(AUTOTUNE_ENV),
-        os.environ.get(POISON_ENV), tuning_cache._generation,
+        tensor_key(bias), geometry, epilogue, _cudnn_allows_tf32(), _autotune_mode(), _poison(),
+        tuning_cache._generation,
     )  # fmt: skip
+
+
+def flags_key() -> tuple:
+    """The part of `call_key` that is not the call's arguments: TF32, the autotune mode, output
+    poisoning and the tuning cache's generation (for keys of calls made with other arguments)."""
+    return _cudnn_allows_tf32(), _autotune_mode(), _poison(), tuning_cache._generation
 
 
 # torch's TF32 switch for convolutions, read without the `torch.backends` property's Python layers.
 _cudnn_allows_tf32 = getattr(torch._C, "_get_cudnn_allow_tf32", lambda: torch.backends.cudnn.allow_tf32)
+_autotune_mode = environment_reader(AUTOTUNE_ENV)
+_poison = environment_reader(POISON_ENV)
 
 
 def tensor_key(tensor: torch.Tensor | None) -> tuple | None:
@@ -96,16 +104,41 @@ class PreparedConv:
     ):
         """`plans` pins a pass's plan (tests and benches); the others are planned as usual."""
         check_runnable(input)
+        self._describe(problem, input, is_channels_last_like(input), is_channels_last_like(weight), epilogue, plans)
+        self.forward_plan, self.final = self._plan(Pass.FWD)
+
+    @classmethod
+    def for_gradients(
+        cls, problem: ConvProblem, like: torch.Tensor, input_channels_last: bool, weight_channels_last: bool
+    ) -> PreparedConv:
+        """A call that only computes gradients (the gradient custom ops, which see neither the
+        input nor the weight whole): the forward is neither planned nor prepared. `like` gives the
+        dtype and device."""
+        check_runnable(like)
+        prepared = cls.__new__(cls)
+        prepared._describe(problem, like, input_channels_last, weight_channels_last, NO_EPILOGUE, None)
+        prepared.forward_plan, prepared.final = None, True
+        return prepared
+
+    def _describe(
+        self,
+        problem: ConvProblem,
+        like: torch.Tensor,
+        input_channels_last: bool,
+        weight_channels_last: bool,
+        epilogue: Epilogue,
+        plans: Mapping[Pass, Plan] | None,
+    ) -> None:
         self.problem = problem
         self.plans = dict(plans or {})
-        self.forward_plan, self.final = self._plan(Pass.FWD)
         self.poison = os.environ.get(POISON_ENV, "0") == "1"
         self.epilogue = epilogue
-        self.input_channels_last = is_channels_last_like(input)
-        self.weight_channels_last = is_channels_last_like(weight)
+        self.input_channels_last = input_channels_last
+        self.weight_channels_last = weight_channels_last
         output = torch.empty(problem.output_shape, device="meta", memory_format=problem.memory_format)
-        self._output = (output.shape, output.stride(), input.dtype, input.device)
-        self._device = input.device if input.device.type == "cuda" else None
+        self._output = (output.shape, output.stride(), like.dtype, like.device)
+        self._output_empty = output.numel() == 0
+        self._device = like.device if like.device.type == "cuda" else None
         self._forward: Callable | None = None
         self._gradients: dict[tuple, tuple] = {}
 
@@ -144,7 +177,7 @@ class PreparedConv:
     ) -> torch.Tensor:
         """Y (4-D) for the call's tensors; `preactivation`, when the epilogue keeps one, receives Z."""
         output = self._new(self._output)
-        if output.numel() == 0:
+        if self._output_empty:
             return output
         run = self._forward
         if run is None:
@@ -156,23 +189,27 @@ class PreparedConv:
         return output
 
     def _gradient(self, pass_name: Pass, operand: torch.Tensor, prepare: Callable[[], tuple]) -> tuple:
+        """(run, allocation) of a gradient pass, prepared once per layout of `operand` (grad_output)
+        and kept when its plan is final."""
         key = (pass_name, operand.stride(), operand.dtype, operand.data_ptr() & 15)
         entry = self._gradients.get(key)
         if entry is None:
-            entry = prepare()
-            self._gradients[key] = entry
+            run, allocation, final = prepare()
+            entry = run, allocation
+            if final:
+                self._gradients[key] = entry
         return entry
 
     def _planned_gradient(
         self, pass_name: Pass, shape: tuple[int, ...], channels_last: bool, *operands: torch.Tensor
     ) -> tuple:
-        """(run, allocation) of a gradient pass's planned route, prepared for these operands (the
-        first one gives the gradient's dtype and device) and a gradient laid out as asked."""
+        """(run, allocation, final) of a gradient pass's planned route, prepared for these operands
+        (the first one gives the gradient's dtype and device) and a gradient laid out as asked."""
         like = operands[0]
         gradient = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format(channels_last))
-        plan = self._plan(pass_name)[0]
+        plan, final = self._plan(pass_name)
         run = spec(pass_name, plan.variant).prepare(*operands, gradient, self.problem, plan.config)
-        return run, _allocation(gradient)
+        return run, _allocation(gradient), final
 
     def input_grad(self, grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """dX, laid out like the input."""
@@ -207,7 +244,7 @@ class PreparedConv:
     def bias_grad(self, grad_output: torch.Tensor) -> torch.Tensor:
         def prepare() -> tuple:
             grad_bias = torch.empty((grad_output.shape[1],), dtype=grad_output.dtype, device=grad_output.device)
-            return prepare_bias_grad(grad_output, grad_bias), _allocation(grad_bias)
+            return prepare_bias_grad(grad_output, grad_bias), _allocation(grad_bias), True
 
         run, allocation = self._gradient("bias", grad_output, prepare)
         grad_bias = self._new(allocation)
@@ -222,7 +259,7 @@ class PreparedConv:
                                memory_format=memory_format(is_channels_last_like(grad_output)))  # fmt: skip
             epilogue = self.epilogue
             run = prepare_activation_grad(grad_output, saved, grad, epilogue.activation, epilogue.negative_slope)
-            return run, _allocation(grad)
+            return run, _allocation(grad), True
 
         run, allocation = self._gradient("activation", grad_output, prepare)
         grad = self._new(allocation)

@@ -1,9 +1,13 @@
 """Host time per call: what tritonconv's Python path and launch cost, pass by pass, on a suite's layers.
 
 For each layer it times, in steady state (the call's key already prepared):
-- `fwd`: `tritonconv.conv2d(x, w, stride=, padding=)` without autograd;
+- `fwd`: `tritonconv.conv2d(x, w, stride=, padding=)` on operands that need no gradient (no autograd);
+- `patched module fwd`: an `nn.Conv2d` holding the layer, after `tritonconv.patch` (frozen
+  parameters); the reference is the same module unpatched;
 - `fused fwd`: the same with a bias, `activation='relu'` and a residual;
 - `dgrad`, `wgrad`, `bias grad`: the gradient calls autograd's backward makes on the prepared call;
+- `backward`: `output.backward(grad_output)` through a retained graph of one convolution, all
+  three gradients, autograd's engine included;
 - `train step`: forward with autograd and `backward()`, all three gradients (autograd's own
   engine included);
 and counts the kernel launches of each. Without a GPU every launch is replaced by a stub
@@ -65,8 +69,26 @@ class LaunchCounter:
     def per_call(self, fn: Callable[[], object]) -> str:
         """The kernels one call of `fn` launches, as 'name=count; ...'."""
         self.launches.clear()
-        fn()
+        previous, launch.STUB = launch.STUB, self
+        try:
+            fn()
+        finally:
+            launch.STUB = previous
         return "; ".join(f"{name}={count}" for name, count in sorted(self.launches.items()))
+
+
+def no_launch(kernel_launch: launch.KernelLaunch, *pointers: object) -> None:
+    """The launch stub while timing: takes the launch and its pointers, does nothing (counting
+    launches would add its own cost to every figure)."""
+
+
+def as_module(problem, weight: torch.Tensor, device: str | torch.device) -> torch.nn.Conv2d:
+    """The layer as an `nn.Conv2d` holding `weight`, its parameters frozen (no autograd)."""
+    module = torch.nn.Conv2d(problem.c, problem.k, problem.weight_shape[2:], stride=problem.stride,
+                             padding=problem.padding, dilation=problem.dilation, groups=problem.groups, bias=False,
+                             device="meta")  # fmt: skip
+    module.weight = torch.nn.Parameter(weight.to(device), requires_grad=False)
+    return module
 
 
 def layer_calls(problem, device: str, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
@@ -84,32 +106,48 @@ def layer_calls(problem, device: str, dtype: torch.dtype) -> dict[str, Callable[
     prepared = lookup(call_key(x, weight, None, key_geometry), lambda: (_ for _ in ()).throw(AssertionError))
     leaves = [t.detach().requires_grad_() for t in (x, weight, bias)]
 
-    def train_step() -> None:
+    def clear_gradients() -> None:
         for leaf in leaves:  # no gradient accumulation: that is torch's add, not tritonconv's path
             leaf.grad = None
+
+    def train_step() -> None:
+        clear_gradients()
         tritonconv.conv2d(*leaves, **geometry).backward(grad_output)
 
-    def forward() -> object:
-        with torch.no_grad():
-            return tritonconv.conv2d(x, weight, **geometry)
+    graph = tritonconv.conv2d(*leaves, **geometry)
 
-    def fused() -> object:
-        with torch.no_grad():
-            return tritonconv.conv2d(x, weight, bias, **geometry, activation="relu", residual=residual)
+    def backward() -> None:
+        clear_gradients()
+        graph.backward(grad_output, retain_graph=True)
 
+    module = as_module(problem, weight, device)
+    tritonconv.patch(module)
     calls = {
-        "fwd": forward,
-        "fused fwd": fused,
+        "fwd": lambda: tritonconv.conv2d(x, weight, **geometry),  # operands that need no gradient: no autograd
+        "patched module fwd": lambda: module(x),
+        "fused fwd": lambda: tritonconv.conv2d(x, weight, bias, **geometry, activation="relu", residual=residual),
         "dgrad": lambda: prepared.input_grad(grad_output, weight),
         "wgrad": lambda: prepared.weight_grad(x, grad_output),
         "bias grad": lambda: prepared.bias_grad(grad_output),
+        "backward": backward,
         "train step": train_step,
     }
-    if device == "cuda":
-        calls["torch fwd (cuDNN)"] = lambda: F.conv2d(x, weight, **geometry)
-    else:
-        meta = [torch.empty_like(t, device="meta") for t in (x, weight)]
-        calls["torch fwd (meta)"] = lambda: F.conv2d(*meta, **geometry)
+
+    reference = "cuDNN" if device == "cuda" else "meta"
+    torch_leaves = [t.detach().to(reference if reference == "meta" else device).requires_grad_() for t in leaves]
+    torch_graph = F.conv2d(*torch_leaves, **geometry)
+    torch_grad_output = grad_output.to(torch_graph.device)
+
+    def torch_backward() -> None:
+        for leaf in torch_leaves:
+            leaf.grad = None
+        torch_graph.backward(torch_grad_output, retain_graph=True)
+
+    torch_operands = [leaf.detach() for leaf in torch_leaves[:2]]
+    calls[f"torch fwd ({reference})"] = lambda: F.conv2d(*torch_operands, **geometry)
+    torch_module, torch_input = as_module(problem, torch_operands[1], torch_operands[1].device), torch_operands[0]
+    calls[f"torch module fwd ({reference})"] = lambda: torch_module(torch_input)
+    calls[f"torch backward ({reference})"] = torch_backward
     return calls
 
 
@@ -130,8 +168,8 @@ def main() -> None:
     for layer in load_suite(args.suite, batch=batch, dtype=getattr(torch, args.dtype)):
         calls = layer_calls(layer.problem, device, layer.problem.dtype)
         for pass_name, fn in calls.items():
-            launch.STUB = None if on_gpu else counter
             kernels = "" if pass_name.startswith("torch") or on_gpu else counter.per_call(fn)
+            launch.STUB = None if on_gpu else no_launch
             microseconds = host_us(fn, args.calls, args.repeats)
             launch.STUB = None
             rows.append({"layer": layer.name, "pass": pass_name, "host_us": microseconds, "launches": kernels,
