@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 # Without an NVIDIA GPU, take torch's CPU build (on disk here) instead of a multi-GB CUDA build.
 HAS_NVIDIA_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 CPU_TORCH ?= torch==2.13.0
+# `make gpu-report PY=python3` on a GPU machine without network uses its own Python, no venv to set up.
+SETUP := $(if $(filter $(VENV)/bin/python,$(PY)),setup,)
 
-.PHONY: setup test test-gpu lint format demo bench bench-kernels clean
+.PHONY: setup test test-gpu lint format kernels-check gpu-report demo bench bench-kernels clean
 
 setup: $(VENV)/.installed
 
@@ -22,7 +24,7 @@ endif
 test: setup
 	$(PY) -m pytest -q
 
-test-gpu: setup
+test-gpu: $(SETUP)
 	$(PY) -m pytest -q -m gpu
 
 lint: setup
@@ -32,6 +34,23 @@ lint: setup
 format: setup
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
+
+# Every kernel route compiled for Hopper (sm_90) without a GPU: fails on a compile error, a spill, too
+# much shared memory or a tl.dot without wgmma at a chosen config; writes reports/static/sm90_triton<v>.csv.
+kernels-check: setup
+	env -u TRITON_INTERPRET $(PY) -m tritonconv.cli check-kernels --arch sm90
+
+# The one command to run when a GPU is lent: GPU tests, tuning into the shipped table, suite benchmarks
+# against cuDNN and Inductor, host time and profile, static-vs-driver registers, into reports/<gpu>/.
+# Each step fits a 10-minute command; run it again until it says no steps are left. DRY_RUN=1: the plan.
+# On a lent GPU (no network): make gpu-report PY=python3
+gpu-report: $(SETUP)
+ifeq ($(DRY_RUN),1)
+	$(PY) -m tritonconv.gpu_report --dry-run $(if $(HAS_NVIDIA_GPU),,--device nvidia-h100-80gb-hbm3-sm90)
+else
+	@test "$(HAS_NVIDIA_GPU)" = 1 || { echo "make gpu-report needs an NVIDIA GPU; DRY_RUN=1 prints its plan"; exit 2; }
+	$(PY) -m tritonconv.gpu_report
+endif
 
 # The demo tunes then benchmarks a suite: smoke through the interpreter without a GPU, ResNet-50 with
 # one (tuning a few configs per layer to keep it short). Its report goes to demo-out/, never reports/.

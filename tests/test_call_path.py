@@ -21,13 +21,14 @@ PACKAGE = Path(tritonconv.__file__).parent
 
 # From the bottom up; a module may import its own layer or lower ones, never a higher one.
 LAYERS = [
-    ("foundation", ("_version", "arithmetic", "runtime", "config", "torch_reference", "suites", "kernels")),
+    ("foundation", ("_version", "arithmetic", "runtime", "config", "torch_reference", "suites", "kernels",
+                    "static_compile")),
     ("launchers", ("ops",)),
     ("planning", ("registry", "tuning.space", "tuning.fingerprint", "tuning.cache", "tuning.select",
                   "tuning.nearest", "tuning.tuner", "tuning.distributed", "tuning.session", "tuning", "dispatch",
                   "calls", "prepared")),
     ("front ends", ("autograd", "functional", "library_ops", "nn", "fallback", "patch", "fusion", "swap")),
-    ("tools", ("tuning.model", "bench", "cli", "demo", "__main__", "")),
+    ("tools", ("tuning.model", "bench", "kernel_gate", "gpu_report", "cli", "demo", "__main__", "")),
 ]  # fmt: skip
 
 

@@ -196,3 +196,14 @@ def test_fused_epilogue_in_bf16_channels_last(layer, activation, with_residual, 
     theirs = torch.autograd.grad(expected, wide, grad)
     for mine, reference in zip(ours, theirs, strict=True):
         assert (mine.float() - reference).abs().max().item() <= 3e-2 * reference.abs().max().item()
+
+
+def test_the_compile_only_register_counts_match_the_drivers():
+    """What the compile gate reads from a cubin is what the driver reports for the loaded kernel."""
+    from tritonconv import kernel_gate
+
+    items = kernel_gate.gate_items(("smoke",), (torch.bfloat16,))[:6]
+    table = kernel_gate.against_driver(items, None)
+    assert len(table) >= 6
+    assert (table["driver_registers"] == table["cubin_registers"]).all(), table
+    assert ((table["driver_spills"] > 0) == (table["cubin_spill_bytes"] > 0)).all(), table

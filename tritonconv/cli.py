@@ -21,7 +21,7 @@ import torch
 from .arithmetic import CHANNELS_LAST, CONTIGUOUS
 from .bench.run import BASELINES
 from .dispatch import PASSES
-from .runtime import rerun_under_interpreter_without_gpu
+from .runtime import rerun_compiled, rerun_under_interpreter_without_gpu
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 
@@ -76,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch (cuDNN in benchmark mode), and optionally inductor (torch.compile, max-autotune)",
     )  # fmt: skip
     bench.add_argument("--out", required=True, help="OUT.csv; OUT.png and OUT.md are written beside it")
+    gate = commands.add_parser(
+        "check-kernels",
+        help="compile every kernel route for a GPU that need not be here; fail on spills, shared memory, no wgmma",
+    )
+    gate.add_argument("--arch", default="sm90", choices=("sm90",))
+    gate.add_argument("--suite", dest="suites", type=_csv(_suite_names()), default=["smoke", "resnet50"])
+    gate.add_argument("--dtype", type=_csv(("float16", "bfloat16")), default=["bfloat16", "float16"])
+    gate.add_argument("--space", action="store_true", help="also every candidate of each route's tuning space")
+    gate.add_argument("--jobs", type=int, help="compiling processes (default: one per core)")
+    gate.add_argument("--out", help="CSV (default: reports/static/<arch>_triton<version>.csv)")
     compare = commands.add_parser("compare", help="what got faster or slower between two bench CSVs")
     compare.add_argument("old")
     compare.add_argument("new")
@@ -97,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(compare(args.old, args.new, args.noise)[1])
         return 0
+    if args.command == "check-kernels":
+        rerun_compiled("tritonconv.cli")
+        return _check_kernels(args)
     if args.command == "bench":
         rerun_under_interpreter_without_gpu("tritonconv.cli")
         return _bench(args)
@@ -128,6 +141,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cache: {cache.path}")
         print(summary.line())
     return 0
+
+
+def _check_kernels(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import kernel_gate
+
+    items = kernel_gate.gate_items(args.suites, [DTYPES[name] for name in args.dtype], args.space, args.arch)
+    print(f"compiling {len(items)} routes x configs for {args.arch} ...", file=sys.stderr, flush=True)
+    table = kernel_gate.check(items, args.arch, args.jobs)
+    out = Path(args.out or kernel_gate.default_report(args.arch))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    failed = kernel_gate.failures(table)
+    for row in failed.to_dict("records"):
+        print(f"FAIL {row['suite']} {row['layer']} {row['pass']} {row['dtype']} {row['variant']} {row['kernel']} "
+              f"[{row['config']}]: {row['verdict']}", file=sys.stderr)  # fmt: skip
+    print(kernel_gate.summary(table))
+    print(f"wrote {out}")
+    return 1 if len(failed) else 0
+
+
+def _suite_names() -> tuple[str, ...]:
+    from .suites import available_suites
+
+    return tuple(available_suites())
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ when nothing better is known.
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import triton
 
@@ -98,7 +98,28 @@ def heuristic_config(problem: ConvProblem, variant: str = "implicit_gemm") -> Ke
         block_g = _clamp_pow2(problem.groups, 1, max(1, 64 // block_n))
         block_m = _clamp_pow2(problem.gemm_m, 16, 64)
         return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, block_g=block_g, num_stages=2)
-    return _gemm_config(problem.element_size, problem.gemm_m, problem.gemm_n, problem.gemm_k)
+    config = _gemm_config(problem.element_size, problem.gemm_m, problem.gemm_n, problem.gemm_k)
+    if variant == "implicit_gemm" and triton.cdiv(problem.gemm_k, config.block_k) == 2:
+        return replace(config, block_k=_fit_gathered_tile(config.block_m, config.block_k, config.num_warps))
+    return config
+
+
+# Elements of a gathered operand tile (addresses and masks computed per element) one thread can hold
+# without spilling, from the Hopper compile gate (`tritonconv check-kernels`, reports/static/).
+GATHERED_ELEMENTS_PER_THREAD = 32
+
+
+def _fit_gathered_tile(rows: int, block_k: int, num_warps: int) -> int:
+    """The largest block_k (from `block_k` down, at least 16) whose rows x block_k gathered tile
+    holds at most GATHERED_ELEMENTS_PER_THREAD elements per thread.
+
+    The implicit-GEMM forward needs it when its constexpr reduction takes exactly two steps: the
+    compiler unrolls them, so both steps' gathered tiles are live (sm_90, 3x3 with C = 8: 128x16x64
+    tiles at 4 warps spill 224 bytes under Triton 3.9 and 312 under 3.6; at block_k 32, none)."""
+    threads = 32 * num_warps
+    while block_k > 16 and rows * block_k > GATHERED_ELEMENTS_PER_THREAD * threads:
+        block_k //= 2
+    return block_k
 
 
 PHASED_DGRAD_MIN_CHANNELS = 16
@@ -132,6 +153,13 @@ def dgrad_phased_config(problem: ConvProblem) -> KernelConfig:
 
 
 WGRAD_WORKSPACE_BYTES = 32 * 2**20
+# A weight gradient whose reduction columns are not whole channel blocks of one tap gathers every
+# (channel, tap) column on its own. On sm_90 (the compile gate, `tritonconv check-kernels`) 128-wide
+# or 64-deep gathered tiles spilled (ResNet-50 conv1 7x7, C = 3, 64x128x64 at 4 warps: 104 bytes
+# under Triton 3.9; at 64x128x32, 16 bytes under 3.6); 64x64x32 spilled under neither, nor did
+# the smoke suite's 3x3 and 5x5 stems.
+FLAT_WGRAD_BLOCK_N = 64
+FLAT_WGRAD_BLOCK_K = 32
 
 
 @functools.lru_cache(maxsize=4096)
@@ -149,9 +177,11 @@ def wgrad_config(problem: ConvProblem, target_programs: int = 264) -> KernelConf
     channel_block = tap_major_block(problem.c_per_group, max_mn)
     if channel_block:
         block_n = channel_block
+    else:  # every column gathers its own (channel, tap): a smaller gathered tile
+        block_n, block_k = min(block_n, FLAT_WGRAD_BLOCK_N), min(block_k, FLAT_WGRAD_BLOCK_K)
     tiles = problem.groups * triton.cdiv(problem.k_per_group, block_m) * triton.cdiv(problem.gemm_k, block_n)
-    split_k = _wgrad_splits(problem, tiles, block_k, target_programs)
     num_warps = 8 if block_m * block_n >= 128 * 128 else 4
+    split_k = _wgrad_splits(problem, tiles, block_k, target_programs)
     return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k, num_warps=num_warps)
 
 

@@ -35,8 +35,8 @@ def check_device(tensor: torch.Tensor, kernel: object) -> None:
                 "pass CPU tensors or unset TRITON_INTERPRET before importing tritonconv"
             )
         return
-    if tensor.device.type == "cpu" and is_interpreted(kernel):
-        return
+    if tensor.device.type == "cpu" and (is_interpreted(kernel) or _target_capability is not None):
+        return  # the interpreter runs CPU tensors; a compile-only run prepares launches with them
     raise RuntimeError(
         f"tritonconv runs on CUDA tensors, but got a tensor on {tensor.device}; for CPU tensors set "
         "TRITON_INTERPRET=1 before importing tritonconv (the Triton interpreter, slow, for testing)"
@@ -52,6 +52,30 @@ def on_device_of(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     if tensor.device.type != "cuda" or tensor.device.index == torch.cuda.current_device():
         return contextlib.nullcontext()
     return torch.cuda.device(tensor.device)
+
+
+_target_capability: tuple[int, int] | None = None
+
+
+def device_capability(device: torch.device) -> tuple[int, int] | None:
+    """The compute capability launches for `device` are prepared for: the GPU's own, or the target
+    a compile-only run set (`target_capability`); None for a CPU tensor outside such a run."""
+    if _target_capability is not None:
+        return _target_capability
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_capability(device)
+
+
+@contextlib.contextmanager
+def target_capability(capability: tuple[int, int]):
+    """Prepare launches as for a GPU of `capability` (compile-only runs: `static_compile.py`)."""
+    global _target_capability
+    previous, _target_capability = _target_capability, capability
+    try:
+        yield
+    finally:
+        _target_capability = previous
 
 
 def supports_fp64_dot(triton_version: str | None = None) -> bool:
@@ -128,4 +152,13 @@ def rerun_under_interpreter_without_gpu(module: str) -> None:
     if torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET", "0") == "1":
         return
     env = dict(os.environ, TRITON_INTERPRET="1")
+    os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], env)
+
+
+def rerun_compiled(module: str) -> None:
+    """For compile-only entry points: restart once without TRITON_INTERPRET, whose kernels do not
+    compile (Triton decides when `tritonconv` is imported, so only a fresh process can switch)."""
+    if os.environ.get("TRITON_INTERPRET", "0") != "1":
+        return
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
     os.execve(sys.executable, [sys.executable, "-m", module, *sys.argv[1:]], env)

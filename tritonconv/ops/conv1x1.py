@@ -10,7 +10,7 @@ import triton
 from ..arithmetic import ConvProblem
 from ..config import KernelConfig
 from ..kernels import _conv2d_fwd_1x1_kernel
-from ..runtime import is_interpreted
+from ..runtime import device_capability, is_interpreted
 from .common import LaunchFlags, forward_constexprs, forward_strides
 from .epilogue import Epilogue
 from .launch import KernelLaunch
@@ -29,7 +29,8 @@ def _descriptors_usable(device: torch.device) -> bool:
         return False
     if is_interpreted(KERNEL):
         return True
-    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+    capability = device_capability(device)
+    return capability is not None and capability[0] >= 9
 
 
 def _aligned(*tensors: torch.Tensor) -> bool:

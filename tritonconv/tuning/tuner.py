@@ -1,6 +1,8 @@
 """Tune one problem: time every pruned candidate of its space once checked, keep the winner.
 
-Each candidate first runs on a NaN-poisoned output and is compared with torch's result on the same
+On a GPU each candidate's kernels are first compiled without running, and a candidate that spills
+registers or needs more shared memory than a block gets is dropped untimed (`static_reason`). Each
+remaining candidate runs on a NaN-poisoned output and is compared with torch's result on the same
 inputs; a config that fails to compile, runs out of resources or computes a wrong answer is recorded
 with its reason and never timed or chosen. The rest are timed (`triton.testing.do_bench` samples on
 a GPU, which clears L2 before each; any injected timer in tests) and `select.choose` picks.
@@ -18,10 +20,11 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from .. import kernels
+from .. import kernels, static_compile
 from ..arithmetic import CHANNELS_LAST, ConvProblem
 from ..calls import conv2d_dgrad, conv2d_fwd, conv2d_wgrad
 from ..config import KernelConfig
+from ..ops import launch
 from ..registry import Plan, tuned_variants
 from ..runtime import POISON_ENV, fp32_dot_precision, is_interpreted
 from ..torch_reference import TORCH_CONV2D
@@ -141,7 +144,9 @@ def tune_problem(
         for config in _sample(candidates(problem, pass_name, variant, shared_memory), max_candidates):
             index = len(tried)
             tried.append((variant, config))
-            reason = _gate(workload, variant, config, problem.dtype)
+            reason = static_reason(workload, variant, config, shared_memory) or _gate(
+                workload, variant, config, problem.dtype
+            )
             if reason is not None:
                 failed.append({"variant": variant, "config": config.as_dict(), "reason": reason})
                 continue
@@ -178,6 +183,31 @@ def problem_fields(problem: ConvProblem) -> dict:
         "padding_end": list(problem.padding_end), "dilation": list(problem.dilation), "groups": problem.groups,
         "dtype": str(problem.dtype).removeprefix("torch."), "layout": problem.layout,
     }  # fmt: skip
+
+
+def static_reason(workload: Workload, variant: str, config: KernelConfig, shared_memory: int) -> str | None:
+    """Why a candidate is unfit before anything runs: its kernels, compiled for this GPU but not
+    launched, spill registers or need more shared memory than a block gets. None when they are fit,
+    or where nothing compiles (the interpreter); a compile error is left to `_gate`, which records it."""
+    if interpreted():
+        return None
+    captured: list[tuple[launch.KernelLaunch, tuple]] = []
+    previous, launch.STUB = launch.STUB, lambda kernel_launch, *pointers: captured.append((kernel_launch, pointers))
+    try:
+        workload.run(variant, config)
+        for kernel_launch, pointers in captured:
+            arguments = (*pointers, *kernel_launch.scalars)
+            compiled = static_compile.compile_launch(
+                kernel_launch.kernel, kernel_launch.grid, arguments, kernel_launch.constexprs
+            )
+            problems = static_compile.resource_problems(static_compile.usage(compiled), shared_memory)
+            if problems:
+                return f"statically unfit ({kernel_launch.kernel.__name__}): {'; '.join(problems)}"
+    except Exception:  # compile errors and the like: `_gate` runs the candidate and records them
+        return None
+    finally:
+        launch.STUB = previous
+    return None
 
 
 def _gate(workload: Workload, variant: str, config: KernelConfig, dtype: torch.dtype) -> str | None:

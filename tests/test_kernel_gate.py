@@ -1,0 +1,94 @@
+"""The compile-only Hopper gate: it covers every registered route, fails a config that spills or
+needs too much shared memory, and the tuner drops such a candidate before timing it."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import torch
+
+import tritonconv
+from tritonconv import kernel_gate, registry
+from tritonconv.tuning import tuner
+
+# Runs in a process without TRITON_INTERPRET (interpreted kernels do not compile for a GPU).
+PLANTED = textwrap.dedent(
+    """
+    import dataclasses, json, torch
+    from tritonconv import kernel_gate, static_compile
+    from tritonconv.arithmetic import make_problem
+    from tritonconv.config import KernelConfig
+    from tritonconv.registry import spec
+    from tritonconv.tuning import tuner
+
+    problem = make_problem(n=4, c=64, h=16, w=16, k=256, r=3, s=3, padding=1, dtype=torch.bfloat16,
+                           layout="channels_last")
+    chosen = spec("fwd", "implicit_gemm").heuristic(problem)
+    planted = {
+        "heuristic": chosen,
+        "spilling": KernelConfig(block_m=256, block_n=128, block_k=64, num_warps=4, num_stages=2),
+        "oversized": KernelConfig(block_m=128, block_n=256, block_k=128, num_warps=8, num_stages=4),
+    }
+    items = [kernel_gate.GateItem("planted", name, problem, "fwd", "implicit_gemm", config, "heuristic")
+             for name, config in planted.items()]
+    table = kernel_gate.check(items, jobs=1)
+    verdicts = dict(zip(table["layer"], table["verdict"]))
+    with static_compile.compiling_for("sm90"):
+        workload = tuner.make_workload(problem, "fwd", torch.device("cpu"))
+        dropped = {name: tuner.static_reason(workload, "implicit_gemm", config, static_compile.HOPPER_SHARED_MEMORY)
+                   for name, config in planted.items()}
+    print(json.dumps({"verdicts": verdicts, "failures": len(kernel_gate.failures(table)), "dropped": dropped}))
+    """
+)
+
+
+def test_the_gate_fails_a_planted_spilling_or_oversized_config_and_the_tuner_drops_them():
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", PLANTED], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    verdicts, dropped = found["verdicts"], found["dropped"]
+    assert verdicts["heuristic"] == "ok", verdicts
+    assert "spills" in verdicts["spilling"], verdicts
+    assert "shared memory" in verdicts["oversized"], verdicts
+    assert found["failures"] == 2
+    assert dropped["heuristic"] is None
+    assert "spills" in dropped["spilling"] and "shared memory" in dropped["oversized"], dropped
+
+
+def test_the_gate_compiles_every_registered_route():
+    """The smoke suite alone reaches every (pass, variant) of the registry, and the bias gradient."""
+    items = kernel_gate.gate_items(("smoke",), (torch.bfloat16,))
+    covered = {(item.pass_name, item.variant) for item in items}
+    assert set(registry.REGISTRY) <= covered, set(registry.REGISTRY) - covered
+    assert (kernel_gate.BIAS_GRAD, "reduction") in covered
+    assert all(item.source == "heuristic" for item in items)
+    assert len(kernel_gate.gate_items(("smoke",), (torch.bfloat16,), space=True)) > len(items)
+
+
+def test_a_2d_dot_kernel_at_a_wgmma_tile_must_issue_wgmma():
+    kernel = tritonconv.kernels._conv2d_fwd_implicit_gemm_kernel
+    without = kernel_gate.static_compile.StaticUsage(128, 0, 1024, wgmma=False, mma_sync=True, tma=False)
+    assert kernel_gate.verdict(kernel, {"BLOCK_M": 128, "num_warps": 4}, without) == "tl.dot without wgmma"
+    assert kernel_gate.verdict(kernel, {"BLOCK_M": 32, "num_warps": 4}, without) == "ok"  # too few rows for wgmma
+    grouped = tritonconv.kernels._conv2d_fwd_grouped_tile_kernel  # a 3-D dot: mma.sync by design
+    assert kernel_gate.verdict(grouped, {"BLOCK_M": 128, "num_warps": 4}, without) == "ok"
+
+
+def test_the_tuner_never_times_a_statically_unfit_candidate(monkeypatch):
+    problem = tritonconv.make_problem(n=1, c=4, h=5, w=5, k=8, r=3, s=3, padding=1)
+    timed = []
+    unfit = {}
+
+    def static_reason(workload, variant, config, shared_memory):
+        if not unfit:
+            unfit[config] = "statically unfit (k): spills 8 bytes"
+        return unfit.get(config)
+
+    monkeypatch.setattr(tuner, "static_reason", static_reason)
+    entry = tuner.tune_problem(problem, "fwd", timer=lambda fn: timed.append(fn()) or [1.0], max_candidates=3)
+    assert [failure["reason"] for failure in entry["failed"]] == list(unfit.values())
+    assert len(timed) == entry["candidates"] - 1
+    assert entry["config"] != next(iter(unfit)).as_dict()
