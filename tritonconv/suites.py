@@ -21,6 +21,7 @@ class SuiteLayer:
     name: str
     count: int
     problem: ConvProblem
+    suite: str = ""  # the suite's name (a CSV's file name without .csv)
 
 
 def suites_folder() -> Path:
@@ -56,5 +57,5 @@ def load_suite(
             s=int(row.s), stride=(int(row.stride_h), int(row.stride_w)), padding=(int(row.pad_h), int(row.pad_w)),
             dilation=(int(row.dil_h), int(row.dil_w)), groups=int(row.groups), dtype=dtype, layout=layout,
         )  # fmt: skip
-        layers.append(SuiteLayer(str(row.layer), int(row.count), problem))
+        layers.append(SuiteLayer(str(row.layer), int(row.count), problem, path.stem))
     return layers

@@ -1,77 +1,44 @@
-"""Backward passes against cuDNN's on ResNet-50 layers (bf16, channels_last, GPU), and reproducibility.
+"""Backward passes against cuDNN's on a suite's layers (ResNet-50 by default), and reproducibility.
 
-dgrad and wgrad each time tritonconv's Triton kernel against the cuDNN backward torch's autograd runs
-(`aten::convolution_backward` on the real input, weight and grad_output, all channels_last, asking
-for one gradient), on the same tensors. Each is timed twice: the do_bench median (host work
-included, what a Python caller sees) and the median of CUDA-graph replays (the GPU's time alone).
-`torch.nn.grad.conv2d_input` and `conv2d_weight` are not the baseline: they pass an expanded
-stand-in for the missing tensor, whose layout can send cuDNN down a slower path than autograd takes.
-Each result is checked against cuDNN's, and each pass is run twice to show the runs are bitwise equal.
-
-Usage: python -m tritonconv.bench.backward [--batch N] [--out CSV]
+A run of the bench harness (`harness.py`): for dgrad and wgrad, providers `triton` (tritonconv's
+prepared gradient call) and `torch`, the cuDNN backward autograd runs (`aten::convolution_backward`
+on the real input, weight and grad_output, asking for one gradient), on the same tensors.
+`torch.nn.grad.conv2d_input`/`conv2d_weight` are not the baseline: they pass an expanded stand-in
+for the missing tensor, whose layout can send cuDNN down a slower path than autograd takes. Each
+result is checked against cuDNN's, and run twice to show the runs are bitwise equal.
+Usage: python -m tritonconv.bench.backward [--suite resnet50] [--batch N] [--dtype bfloat16] [--out CSV]
 """
 
 from __future__ import annotations
 
-import argparse
-
 import pandas as pd
-import torch
 
-from tritonconv.ops.epilogue import NO_EPILOGUE
-from tritonconv.prepared import PreparedConv
-
-from .forward import RESNET50_LAYERS
-from .timing import graph_ms, layer_tensors, median_ms, relative_error, require_gpu, stamp
+from ..registry import Pass
+from ..suites import SuiteLayer
+from . import harness
+from .study import main_for
 
 
-def bench_layer(layer: tuple, batch: int, dtype: torch.dtype) -> list[dict]:
-    tensors = layer_tensors(layer, batch, dtype)
-    problem, x, weight, grad_output = tensors.problem, tensors.x, tensors.weight, tensors.grad_output
-    prepared = PreparedConv(problem, x, weight, NO_EPILOGUE)
-    passes = {
-        "dgrad": (lambda: prepared.input_grad(grad_output, weight), tensors.cudnn_backward(0)),
-        "wgrad": (lambda: prepared.weight_grad(x, grad_output), tensors.cudnn_backward(1)),
-    }
+def study(layers: list[SuiteLayer]) -> pd.DataFrame:
+    """One row per layer and gradient pass, in the report's columns."""
     rows = []
-    for pass_name, (ours, cudnn) in passes.items():
-        got = ours()
-        reproducible = torch.equal(got, ours())
-        triton_ms, cudnn_ms = median_ms(ours), median_ms(cudnn)
-        triton_graph_ms, cudnn_graph_ms = graph_ms(ours), graph_ms(cudnn)
-        rows.append(
-            {
-                "layer": layer[0],
-                "pass": pass_name,
-                "triton_ms": triton_ms,
-                "cudnn_ms": cudnn_ms,
-                "speedup": cudnn_ms / triton_ms,
-                "triton_graph_ms": triton_graph_ms,
-                "cudnn_graph_ms": cudnn_graph_ms,
-                "graph_speedup": cudnn_graph_ms / triton_graph_ms,
-                "triton_tflops": problem.flops / triton_ms / 1e9,
-                "max_rel_err": relative_error(got, cudnn()),
-                "bitwise_reproducible": reproducible,
-            }
-        )
-    return rows
+    for layer in layers:
+        for pass_name in (Pass.DGRAD, Pass.WGRAD):
+            case = harness.make_case(layer, pass_name)
+            measured = harness.measure(case, ("triton", "torch"), reproducibility=True)
+            ours, cudnn = (next(row for row in measured if row["provider"] == name) for name in ("triton", "torch"))
+            rows.append({
+                "layer": layer.name, "pass": str(pass_name), "triton_ms": ours["ms"], "cudnn_ms": cudnn["ms"],
+                "speedup": cudnn["ms"] / ours["ms"], "triton_graph_ms": ours["graph_ms"],
+                "cudnn_graph_ms": cudnn["graph_ms"], "graph_speedup": cudnn["graph_ms"] / ours["graph_ms"],
+                "triton_tflops": layer.problem.flops / ours["ms"] / 1e9, "max_rel_err": ours["max_rel_err"],
+                "bitwise_reproducible": ours["bitwise_reproducible"],
+            })  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
-    parser.add_argument("--out", help="also write the table to this CSV file")
-    args = parser.parse_args()
-    require_gpu("tritonconv.bench.backward")
-    dtype = getattr(torch, args.dtype)
-    table = pd.DataFrame([row for layer in RESNET50_LAYERS for row in bench_layer(layer, args.batch, dtype)])
-    print(table.to_string(index=False))
-    table = stamp(table)
-    print(f"\n{table['device'][0]}, torch {torch.__version__}, triton {table['triton_version'][0]}")
-    if args.out:
-        table.to_csv(args.out, index=False)
-        print(f"wrote {args.out}")
+    main_for("tritonconv.bench.backward", __doc__, study, default_suites="resnet50")
 
 
 if __name__ == "__main__":

@@ -1,82 +1,41 @@
-"""Fused epilogue against cuDNN plus torch's separate ops, on a suite's layers (GPU).
+"""Fused epilogue against cuDNN plus torch's separate ops, on a suite's layers.
 
-For each layer: tritonconv's conv + bias + relu (+ residual) in one kernel against `F.conv2d` with
-bias followed by torch's add and relu, same tensors (bf16 channels_last by default), one process,
-`torch.backends.cudnn.benchmark = True`. Both results are compared before timing. Times are
-`triton.testing.do_bench` medians and CUDA-graph replay medians.
-
-Usage: python -m tritonconv.bench.epilogue [--suite resnet50,mobilenetv2] [--batch N] [--out FILE.csv]
+A run of the bench harness (`harness.py`): providers `fused` (tritonconv's conv + bias + relu
+(+ residual) in one kernel) and `unfused` (`F.conv2d` with bias, then torch's add and relu), same
+tensors, one process, both results compared before timing, do_bench and CUDA-graph medians.
+Usage: python -m tritonconv.bench.epilogue [--suite resnet50,mobilenetv2] [--batch N] [--out CSV]
 """
 
 from __future__ import annotations
 
-import argparse
-
 import pandas as pd
-import torch
-import torch.nn.functional as F
 
-import tritonconv
-from tritonconv.suites import SuiteLayer, load_suite
-
-from .timing import graph_ms, median_ms, relative_error, require_gpu, stamp
+from ..registry import Pass
+from ..suites import SuiteLayer
+from . import harness
+from .study import main_for
 
 
-def bench_layer(suite: str, layer: SuiteLayer, with_residual: bool, device: str = "cuda") -> dict:
-    problem = layer.problem
-    generator = torch.Generator().manual_seed(0)
-
-    def tensor(shape):
-        return torch.randn(shape, generator=generator).to(device, problem.dtype).to(memory_format=problem.memory_format)
-
-    x, weight, residual = tensor(problem.input_shape), tensor(problem.weight_shape), tensor(problem.output_shape)
-    bias = torch.randn(problem.k, generator=generator).to(device, problem.dtype)
-    residual = residual if with_residual else None
-    geometry = dict(stride=problem.stride, padding=problem.padding, dilation=problem.dilation, groups=problem.groups)
-
-    def fused():
-        return tritonconv.conv2d(x, weight, bias, **geometry, activation="relu", residual=residual)
-
-    def separate():
-        out = F.conv2d(x, weight, bias, **geometry)
-        return F.relu(out if residual is None else out + residual)
-
-    error = relative_error(fused(), separate())
-    fused_ms, separate_ms = median_ms(fused), median_ms(separate)
-    fused_graph_ms, separate_graph_ms = graph_ms(fused), graph_ms(separate)
-    return {
-        "suite": suite,
-        "layer": layer.name,
-        "count": layer.count,
-        "epilogue": "bias+relu+residual" if with_residual else "bias+relu",
-        "fused_ms": fused_ms,
-        "torch_ms": separate_ms,
-        "speedup": separate_ms / fused_ms,
-        "fused_graph_ms": fused_graph_ms,
-        "torch_graph_ms": separate_graph_ms,
-        "graph_speedup": separate_graph_ms / fused_graph_ms,
-        "max_rel_err": error,
-    }
+def study(layers: list[SuiteLayer]) -> pd.DataFrame:
+    """Two rows per layer (bias+relu, bias+relu+residual), in the report's columns."""
+    rows = []
+    for layer in layers:
+        for with_residual in (False, True):
+            case = harness.make_case(layer, Pass.FWD, with_residual=with_residual)
+            measured = {row["provider"]: row for row in harness.measure(case, ("fused", "unfused"), "unfused")}
+            fused, torch_ops = measured["fused"], measured["unfused"]
+            rows.append({
+                "suite": layer.suite, "layer": layer.name, "count": layer.count,
+                "epilogue": "bias+relu+residual" if with_residual else "bias+relu",
+                "fused_ms": fused["ms"], "torch_ms": torch_ops["ms"], "speedup": torch_ops["ms"] / fused["ms"],
+                "fused_graph_ms": fused["graph_ms"], "torch_graph_ms": torch_ops["graph_ms"],
+                "graph_speedup": torch_ops["graph_ms"] / fused["graph_ms"], "max_rel_err": fused["max_rel_err"],
+            })  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", default="resnet50,mobilenetv2")
-    parser.add_argument("--batch", type=int)
-    parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--out", default="epilogue.csv")
-    args = parser.parse_args()
-    require_gpu("tritonconv.bench.epilogue")
-    dtype = getattr(torch, args.dtype)
-    rows = [
-        bench_layer(suite, layer, with_residual)
-        for suite in args.suite.split(",")
-        for layer in load_suite(suite, batch=args.batch, dtype=dtype)
-        for with_residual in (False, True)
-    ]
-    table = stamp(pd.DataFrame(rows))
-    table.to_csv(args.out, index=False)
-    print(table.to_string(index=False))
+    table, _ = main_for("tritonconv.bench.epilogue", __doc__, study, default_suites="resnet50,mobilenetv2")
     for (suite, epilogue), group in table.groupby(["suite", "epilogue"]):
         print(f"{suite} {epilogue}: summed graph ms fused {group['fused_graph_ms'].sum():.3f}, "
               f"torch {group['torch_graph_ms'].sum():.3f}")  # fmt: skip

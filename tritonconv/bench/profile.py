@@ -11,8 +11,11 @@ With --host-profile it also prints where the host time of one forward and one in
 goes (cProfile over 200 calls), and with --wgrad-sweep the kernel time of a grid of weight-gradient
 configs on two 3x3 layers (each checked against cuDNN first).
 
-Usage: python -m tritonconv.bench.profile [--batch N] [--layers NAME,...] [--host-profile] [--wgrad-sweep]
-       [--out CSV]
+The layers are the suite's (`--suite`, ResNet-50 by default), named by `--layers`; their tensors
+and calls come from the bench harness (`harness.py`).
+
+Usage: python -m tritonconv.bench.profile [--suite resnet50] [--batch N] [--layers NAME,...] [--host-profile]
+       [--wgrad-sweep] [--out CSV]
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ from tritonconv.calls import conv2d_wgrad
 from tritonconv.config import wgrad_config
 from tritonconv.ops.epilogue import NO_EPILOGUE
 from tritonconv.prepared import PreparedConv
-from tritonconv.registry import Plan, Variant
+from tritonconv.registry import Pass, Plan, Variant
 
-from . import timing
-from .forward import RESNET50_LAYERS
-from .timing import layer_tensors, median_ms, require_gpu, stamp
+from ..suites import SuiteLayer, load_suite
+from . import harness
+from .timing import median_ms, require_gpu, stamp
 
 DEFAULT_LAYERS = ("conv1 7x7 s2", "l1.b1.c1 1x1", "l1.c2 3x3", "l2.c3 1x1", "l3.b2-6.c2 3x3", "l4.b1.ds 1x1 s2")
 
@@ -69,35 +72,26 @@ def kernel_us(fn: Callable[[], object], calls: int = 20) -> dict[str, float]:
     return totals
 
 
-def graph_ms(fn: Callable[[], object]) -> float:
-    """`timing.graph_ms`, or NaN with the reason printed when the call cannot be captured."""
-    try:
-        return timing.graph_ms(fn)
-    except Exception as error:  # a call that cannot be captured says so in the table
-        print(f"  (graph capture failed: {type(error).__name__}: {error})")
-        return float("nan")
-
-
-def providers(layer: tuple, batch: int, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
-    tensors = layer_tensors(layer, batch, dtype)
-    problem, x, weight, grad_output = tensors.problem, tensors.x, tensors.weight, tensors.grad_output
-    stride, padding, k, r = tensors.stride, tensors.padding, problem.k, problem.r
-    prepared = PreparedConv(problem, x, weight, NO_EPILOGUE)  # planned once, as a repeated call is
-    calls = {
-        "fwd api": lambda: tritonconv.conv2d(x, weight, stride=stride, padding=padding),
-        "fwd op": lambda: prepared.forward(x, weight, None),
-        "fwd cudnn": lambda: torch.nn.functional.conv2d(x, weight, stride=stride, padding=padding),
-        "dgrad op": lambda: prepared.input_grad(grad_output, weight),
-        "dgrad cudnn": tensors.cudnn_backward(0),
-        "wgrad op": lambda: prepared.weight_grad(x, grad_output),
-        "wgrad cudnn": tensors.cudnn_backward(1),
-    }
-    if r == 1:
-        strided_weight = torch.empty_strided(weight.shape, (1, k, k, k), device=x.device, dtype=dtype)
+def providers(layer: SuiteLayer) -> dict[str, Callable[[], object]]:
+    """Every pass's calls on one layer, tritonconv's and cuDNN's, on the harness's shared tensors."""
+    cases = {pass_name: harness.make_case(layer, pass_name) for pass_name in (Pass.FWD, Pass.DGRAD, Pass.WGRAD)}
+    forward = cases[Pass.FWD]
+    x, weight, geometry, problem = forward.x, forward.weight, forward.geometry, forward.problem
+    calls = {"fwd api": lambda: tritonconv.conv2d(x, weight, **geometry)}
+    for pass_name, case in cases.items():
+        calls[f"{pass_name} op"] = harness.PROVIDERS["triton"](case)
+        calls[f"{pass_name} cudnn"] = harness.PROVIDERS["torch"](case)
+    if problem.r == 1:
+        k = problem.k
+        strided_weight = torch.empty_strided(weight.shape, (1, k, k, k), device=x.device, dtype=weight.dtype)
         strided_weight.copy_(weight)  # not unit-stride over channels: the 1x1 kernel's pointer path
         no_descriptor = PreparedConv(problem, x, strided_weight, NO_EPILOGUE)
         calls["fwd op no-descriptor"] = lambda: no_descriptor.forward(x, strided_weight, None)
-    return calls
+    return {name: calls[name] for name in sorted(calls, key=_PROVIDER_ORDER.index)}
+
+
+_PROVIDER_ORDER = ["fwd api", "fwd op", "fwd cudnn", "dgrad op", "dgrad cudnn", "wgrad op", "wgrad cudnn",
+                   "fwd op no-descriptor"]  # fmt: skip
 
 
 def compiled_kernels() -> pd.DataFrame:
@@ -137,11 +131,11 @@ def host_profile(calls: dict[str, Callable[[], object]], names: tuple[str, ...] 
         pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
 
 
-def wgrad_sweep(layer: tuple, batch: int) -> pd.DataFrame:
+def wgrad_sweep(layer: SuiteLayer) -> pd.DataFrame:
     """Kernel time (CUDA graph replay) of a grid of wgrad configs on one layer, each checked first."""
-    tensors = layer_tensors(layer, batch, torch.bfloat16)
-    problem, x, grad_output = tensors.problem, tensors.x, tensors.grad_output
-    expected = tensors.cudnn_backward(1)()
+    case = harness.make_case(layer, Pass.WGRAD)
+    problem, x, grad_output = case.problem, case.x, case.grad_output
+    expected = harness.PROVIDERS["torch"](case)()
     base = wgrad_config(problem)
     rows = []
     grid = itertools.product([(128, 128), (64, 128), (128, 64)], [4, 8], [2, 4, 8, 16], [3, 4])
@@ -153,42 +147,43 @@ def wgrad_sweep(layer: tuple, batch: int) -> pd.DataFrame:
             plan = Plan(Variant.IMPLICIT_GEMM, config, "sweep")
             got = conv2d_wgrad(x, grad_output, problem, True, plan)
             error = ((got.float() - expected.float()).abs().max() / expected.float().abs().max()).item()
-            ms = graph_ms(lambda plan=plan: conv2d_wgrad(x, grad_output, problem, True, plan))
+            ms = harness.graph_ms(lambda plan=plan: conv2d_wgrad(x, grad_output, problem, True, plan))
         except Exception as failure:  # out of resources: recorded, not fatal
             error, ms = float("nan"), float("nan")
             print(f"  {config}: {type(failure).__name__}")
-        rows.append({"layer": layer[0], **config.as_dict(), "graph_ms": ms, "max_rel_err": error})
+        rows.append({"layer": layer.name, **config.as_dict(), "graph_ms": ms, "max_rel_err": error})
     table = pd.DataFrame(rows).sort_values("graph_ms")
-    print(f"\nwgrad sweep, {layer[0]} (heuristic: {base}):")
+    print(f"\nwgrad sweep, {layer.name} (heuristic: {base}):")
     print(table.head(8).to_string(index=False))
     return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--layers", default=",".join(DEFAULT_LAYERS))
+    parser.add_argument("--suite", default="resnet50")
+    parser.add_argument("--batch", type=int, help="override every layer's batch size (default: the suite's)")
+    parser.add_argument("--layers", default=",".join(DEFAULT_LAYERS), help="the suite's layer names")
     parser.add_argument("--host-profile", action="store_true")
     parser.add_argument("--wgrad-sweep", action="store_true")
     parser.add_argument("--out", help="also write the table to this CSV file")
     args = parser.parse_args()
     require_gpu("tritonconv.bench.profile")
+    layers = {layer.name: layer for layer in load_suite(args.suite, batch=args.batch, dtype=torch.bfloat16)}
     if args.host_profile:
-        host_profile(providers(RESNET50_LAYERS[2], args.batch, torch.bfloat16))
-    wanted = args.layers.split(",")
+        host_profile(providers(layers["l1.c2 3x3"]))
     rows = []
-    for layer in [layer for layer in RESNET50_LAYERS if layer[0] in wanted]:
-        for provider, fn in providers(layer, args.batch, torch.bfloat16).items():
+    for name in args.layers.split(","):
+        for provider, fn in providers(layers[name]).items():
             kernel_times = kernel_us(fn)
             rows.append(
                 {
-                    "layer": layer[0],
+                    "layer": name,
                     "provider": provider,
                     "bench_ms": median_ms(fn),
-                    "graph_ms": graph_ms(fn),
+                    "graph_ms": harness.graph_ms(fn),
                     "host_us": host_us(fn),
                     "gpu_us": sum(kernel_times.values()),
-                    "kernels": "; ".join(f"{name[:40]}={us:.1f}" for name, us in kernel_times.items()),
+                    "kernels": "; ".join(f"{kernel[:40]}={us:.1f}" for kernel, us in kernel_times.items()),
                 }
             )
             print(pd.DataFrame(rows[-1:]).to_string(index=False, header=len(rows) == 1), flush=True)
@@ -199,9 +194,7 @@ def main() -> None:
     if args.out:
         table.to_csv(args.out, index=False)
     if args.wgrad_sweep:
-        sweeps = [
-            wgrad_sweep(layer, args.batch) for layer in RESNET50_LAYERS if layer[0] in ("l1.c2 3x3", "l3.b2-6.c2 3x3")
-        ]
+        sweeps = [wgrad_sweep(layers[name]) for name in ("l1.c2 3x3", "l3.b2-6.c2 3x3")]
         if args.out:
             stamp(pd.concat(sweeps)).to_csv(args.out.removesuffix(".csv") + "_wgrad_sweep.csv", index=False)
 

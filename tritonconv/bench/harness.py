@@ -1,0 +1,207 @@
+"""One harness for every benchmark: a suite's layers, one pass, named providers fed the same tensors.
+
+A `Case` is one (layer, pass) with its tensors (input, weight, grad_output, bias, and a residual when
+the case has one) and the call tritonconv prepares for them. A provider turns a case into the call
+it times, or None where it does not apply (a plain GEMM only for stride-1 1x1 layers, say):
+- `triton`: tritonconv's planned call (tuned, shipped or heuristic), the pass's prepared launch;
+- `triton api`: the forward through `tritonconv.conv2d` itself (the key lookup included);
+- `triton:<variant>` (`variant_provider`): one forward route at its heuristic config;
+- `torch`: what autograd runs, `F.conv2d` or `aten::convolution_backward` for the one gradient;
+- `inductor`: that torch call under `torch.compile(mode="max-autotune")`;
+- `torch.matmul`: the plain GEMM a stride-1 1x1 forward is;
+- `fused` / `unfused`: conv + bias + relu (+ residual) in tritonconv's epilogue, or torch's conv
+  followed by its add and relu.
+`measure` checks every provider against a reference provider, then times each: on a GPU the
+`triton.testing.do_bench` median (warm-up first, L2 flushed; host work included) and the median of
+CUDA-graph replays (the GPU's time alone); in the interpreter one wall-clock run, which says nothing
+about kernels. The studies (`forward`, `backward`, `variants`, `epilogue`, `profile`) and the suite
+report (`run.py`) are choices of suite, pass and providers over this.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from ..functional import conv2d as tritonconv_conv2d
+from ..ops.epilogue import NO_EPILOGUE
+from ..prepared import PreparedConv
+from ..registry import Pass, Plan, spec
+from ..suites import SuiteLayer
+from ..tuning.tuner import interpreted
+from . import timing
+
+Call = Callable[[], torch.Tensor]
+Provider = Callable[["Case"], Call | None]
+GRADIENT_INDEX = {Pass.DGRAD: 0, Pass.WGRAD: 1}
+
+
+def on_gpu() -> bool:
+    return torch.cuda.is_available() and not interpreted()
+
+
+@dataclasses.dataclass
+class Case:
+    """One layer and pass, with the tensors every provider shares."""
+
+    layer: SuiteLayer
+    pass_name: str
+    x: torch.Tensor
+    weight: torch.Tensor
+    grad_output: torch.Tensor
+    bias: torch.Tensor
+    residual: torch.Tensor | None
+    prepared: PreparedConv
+
+    @property
+    def problem(self):
+        return self.layer.problem
+
+    @property
+    def geometry(self) -> dict:
+        problem = self.problem
+        return dict(stride=problem.stride, padding=problem.padding, dilation=problem.dilation, groups=problem.groups)
+
+
+def make_case(layer: SuiteLayer, pass_name: str, with_residual: bool = False, device: str | None = None) -> Case:
+    """Seeded random tensors for the layer, in its dtype and memory format, on the GPU when there is one."""
+    problem = layer.problem
+    device = device or ("cuda" if on_gpu() else "cpu")
+    generator = torch.Generator().manual_seed(0)
+
+    def tensor(shape):
+        return torch.randn(shape, generator=generator).to(device, problem.dtype).to(memory_format=problem.memory_format)
+
+    x, weight, grad_output = tensor(problem.input_shape), tensor(problem.weight_shape), tensor(problem.output_shape)
+    bias = torch.randn(problem.k, generator=generator).to(device, problem.dtype)
+    residual = tensor(problem.output_shape) if with_residual else None
+    prepared = PreparedConv(problem, x, weight, NO_EPILOGUE)  # planned once, as a repeated call is
+    return Case(layer, pass_name, x, weight, grad_output, bias, residual, prepared)
+
+
+def _triton(case: Case) -> Call:
+    prepared, x, weight, grad_output = case.prepared, case.x, case.weight, case.grad_output
+    if case.pass_name == Pass.FWD:
+        return lambda: prepared.forward(x, weight, None)
+    if case.pass_name == Pass.DGRAD:
+        return lambda: prepared.input_grad(grad_output, weight)
+    return lambda: prepared.weight_grad(x, grad_output)
+
+
+def _triton_api(case: Case) -> Call | None:
+    x, weight, geometry = case.x, case.weight, case.geometry
+    return (lambda: tritonconv_conv2d(x, weight, **geometry)) if case.pass_name == Pass.FWD else None
+
+
+def _torch(case: Case) -> Call:
+    x, weight, geometry = case.x, case.weight, case.geometry
+    if case.pass_name == Pass.FWD:
+        return lambda: F.conv2d(x, weight, **geometry)
+    index = GRADIENT_INDEX[case.pass_name]
+    mask = [i == index for i in range(3)]
+    problem = case.problem
+    flat = (list(problem.stride), list(problem.padding), list(problem.dilation), False, [0, 0], problem.groups)
+    return lambda: torch.ops.aten.convolution_backward(case.grad_output, x, weight, None, *flat, mask)[index]
+
+
+def _inductor(case: Case) -> Call:
+    # Every layer's closure shares one code object: without a reset, dynamo's recompile limit would
+    # quietly leave later layers running eager torch under the "inductor" name.
+    torch.compiler.reset()
+    return torch.compile(_torch(case), mode="max-autotune", dynamic=False)
+
+
+def _matmul(case: Case) -> Call | None:
+    """The stride-1 1x1 forward as the plain [N*H*W, C] x [C, K] GEMM, reshaped back to NCHW."""
+    problem = case.problem
+    if case.pass_name != Pass.FWD or (problem.r, problem.s, problem.stride, problem.groups) != (1, 1, (1, 1), 1):
+        return None
+    x_mat = case.x.permute(0, 2, 3, 1).reshape(-1, problem.c)
+    w_mat = case.weight[:, :, 0, 0].t()
+    n, k, p, q = problem.output_shape
+    return lambda: (x_mat @ w_mat).reshape(n, p, q, k).permute(0, 3, 1, 2)
+
+
+def _fused(case: Case) -> Call:
+    x, weight, bias, residual, geometry = case.x, case.weight, case.bias, case.residual, case.geometry
+    return lambda: tritonconv_conv2d(x, weight, bias, **geometry, activation="relu", residual=residual)
+
+
+def _unfused(case: Case) -> Call:
+    x, weight, bias, residual, geometry = case.x, case.weight, case.bias, case.residual, case.geometry
+
+    def separate() -> torch.Tensor:
+        out = F.conv2d(x, weight, bias, **geometry)
+        return F.relu(out if residual is None else out + residual)
+
+    return separate
+
+
+def variant_provider(variant: str, **config_changes: object) -> Provider:
+    """A forward route pinned at its heuristic config (with `config_changes`), where it applies."""
+
+    def provide(case: Case) -> Call | None:
+        route = spec(Pass.FWD, variant)
+        if case.pass_name != Pass.FWD or not route.applies(case.problem):
+            return None
+        config = dataclasses.replace(route.heuristic(case.problem), **config_changes)
+        plan = Plan(variant, config, "heuristic")
+        pinned = PreparedConv(case.problem, case.x, case.weight, NO_EPILOGUE, plans={Pass.FWD: plan})
+        return lambda: pinned.forward(case.x, case.weight, None)
+
+    return provide
+
+
+PROVIDERS: dict[str, Provider] = {
+    "triton": _triton,
+    "triton api": _triton_api,
+    "torch": _torch,
+    "inductor": _inductor,
+    "torch.matmul": _matmul,
+    "fused": _fused,
+    "unfused": _unfused,
+}
+
+
+def graph_ms(fn: Callable[[], object]) -> float:
+    """`timing.graph_ms`, or NaN (with the reason printed) for a call that cannot be captured."""
+    try:
+        return timing.graph_ms(fn)
+    except Exception as error:
+        print(f"  (graph capture failed: {type(error).__name__}: {error})")
+        return float("nan")
+
+
+def time_call(fn: Callable[[], object]) -> tuple[float, float]:
+    """(median ms, CUDA-graph median ms) on a GPU; (one wall-clock ms, NaN) in the interpreter."""
+    if on_gpu():
+        return timing.median_ms(fn), graph_ms(fn)
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3, float("nan")
+
+
+def measure(
+    case: Case, providers: Mapping[str, Provider] | Iterable[str], reference: str = "torch",
+    reproducibility: bool = False,
+) -> list[dict]:  # fmt: skip
+    """One row per applicable provider: `provider`, `ms`, `graph_ms`, `max_rel_err` against the
+    `reference` provider's result (checked before anything is timed) and, with `reproducibility`,
+    whether two runs were bitwise equal."""
+    if not isinstance(providers, Mapping):
+        providers = {name: PROVIDERS[name] for name in providers}
+    calls = {name: call for name, provider in providers.items() if (call := provider(case)) is not None}
+    expected = calls[reference]() if reference in calls else PROVIDERS[reference](case)()
+    rows = []
+    for name, call in calls.items():
+        got = call()  # also the warm-up: a compile happens here, not in the timed run
+        row = {"provider": name, "max_rel_err": timing.relative_error(got, expected)}
+        if reproducibility:
+            row["bitwise_reproducible"] = torch.equal(got, call())
+        row["ms"], row["graph_ms"] = time_call(call)
+        rows.append(row)
+    return rows
