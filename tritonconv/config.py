@@ -122,6 +122,18 @@ def _fit_gathered_tile(rows: int, block_k: int, num_warps: int) -> int:
     return block_k
 
 
+def tma_config(problem: ConvProblem) -> KernelConfig:
+    """The TMA-fed forward (`kernels/tma_fwd.py`): M = N*P*Q pixels in boxes, N = K; its reduction
+    steps over one tap's C channels at a time, so block_k fits C, not C*R*S."""
+    return _gemm_config(problem.element_size, problem.gemm_m, problem.k, problem.c)
+
+
+def tma_dgrad_config(problem: ConvProblem) -> KernelConfig:
+    """The TMA-fed stride-1 input gradient: M = N*H*W input pixels, N = C, each step over one tap's
+    K channels of dY."""
+    return _gemm_config(problem.element_size, problem.n * problem.h * problem.w, problem.c, problem.k)
+
+
 PHASED_DGRAD_MIN_CHANNELS = 16
 
 

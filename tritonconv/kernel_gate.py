@@ -180,7 +180,8 @@ def _expects_wgmma(kernel: object, constexprs: dict) -> bool:
     if kernel.__name__ in BATCHED_DOT_KERNELS or not _has_dot(kernel):
         return False
     warps = constexprs.get("num_warps", 4)
-    return warps % 4 == 0 and constexprs.get("BLOCK_M", 0) % (WGMMA_ROWS * (warps // 4)) == 0
+    rows = constexprs.get("BLOCK_M") or constexprs.get("BLOCK_P", 0) * constexprs.get("BLOCK_Q", 0)  # a box of pixels
+    return warps % 4 == 0 and rows > 0 and rows % (WGMMA_ROWS * (warps // 4)) == 0
 
 
 def _has_dot(kernel: object) -> bool:

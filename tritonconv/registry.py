@@ -8,7 +8,9 @@ A `VariantSpec` names, for one (pass, variant):
 - `kernel_modules`: the `kernels/` modules it runs (their source is part of a tuned entry's
   fingerprint);
 - `space`, `heuristic` and `clamp`: its config space as data, its untimed config, and how a config
-  of the space is fitted to a problem.
+  of the space is fitted to a problem;
+- `competes`: a forward route the tuner times wherever it applies though the rule never picks it
+  (a new kernel not yet measured on a GPU).
 
 Planning (`dispatch`), the tuner, the fingerprint and `explain` read this table and nothing else.
 Adding a variant is a kernel, a launcher and one spec here.
@@ -24,7 +26,7 @@ from enum import StrEnum
 
 import triton
 
-from .arithmetic import CONTIGUOUS, ConvProblem, dgrad_as_conv1x1, dgrad_as_depthwise, dilated_reach
+from .arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, dgrad_as_conv1x1, dgrad_as_depthwise, dilated_reach
 from .config import (
     KernelConfig,
     depthwise_wgrad_config,
@@ -32,9 +34,12 @@ from .config import (
     dgrad_masking_config,
     dgrad_phased_config,
     heuristic_config,
+    tma_config,
+    tma_dgrad_config,
     wgrad_config,
 )
-from .ops import conv1x1, depthwise, dgrad, grouped_tile, implicit_gemm, wgrad
+from .ops import conv1x1, depthwise, dgrad, grouped_tile, implicit_gemm, tma, wgrad
+from .ops.descriptors import TensorDescriptor
 from .ops.forward import prepare_forward
 
 
@@ -50,6 +55,7 @@ class Variant(StrEnum):
     GROUPED_TILE = "grouped_tile"
     DEPTHWISE = "depthwise"
     STRIDE_PHASED = "stride_phased"
+    TMA = "tma"
 
 
 GROUPED_TILE_MAX_CHANNELS = 32
@@ -142,6 +148,29 @@ def always(problem: ConvProblem) -> bool:
     return True
 
 
+def never(problem: ConvProblem) -> bool:
+    return False
+
+
+def tma_applies(problem: ConvProblem) -> bool:
+    """Stride 1, one group, channels_last, and channel rows a descriptor can address (16-byte
+    multiples: C a multiple of 8 in 16-bit dtypes, of 4 in fp32). The launcher falls back to the
+    pointer kernel for tensors it cannot address (an NCHW weight, a strided view, no TMA)."""
+    return (
+        problem.stride == (1, 1)
+        and problem.groups == 1
+        and problem.layout == CHANNELS_LAST
+        and problem.element_size in (2, 4)
+        and problem.c * problem.element_size % 16 == 0
+        and TensorDescriptor is not None
+    )
+
+
+def tma_dgrad_applies(problem: ConvProblem) -> bool:
+    """As `tma_applies`, with dY's rows (K channels) addressable too."""
+    return tma_applies(problem) and problem.k * problem.element_size % 16 == 0
+
+
 # ---- fitting a config to a problem ------------------------------------------------------------
 
 
@@ -165,6 +194,14 @@ def _gemm_clamp(sides: Callable[[ConvProblem], tuple[int, int, int]]) -> Callabl
 
 def _forward_sides(problem: ConvProblem) -> tuple[int, int, int]:
     return problem.gemm_m, problem.k_per_group, problem.gemm_k
+
+
+def _tma_sides(problem: ConvProblem) -> tuple[int, int, int]:
+    return problem.gemm_m, problem.k_per_group, problem.c_per_group
+
+
+def _tma_dgrad_sides(problem: ConvProblem) -> tuple[int, int, int]:
+    return problem.n * problem.h * problem.w, problem.c_per_group, problem.k_per_group
 
 
 def _masking_dgrad_sides(problem: ConvProblem) -> tuple[int, int, int]:
@@ -238,6 +275,7 @@ class VariantSpec:
     space: Mapping[str, tuple]
     heuristic: Callable[[ConvProblem], KernelConfig]
     clamp: Callable[[KernelConfig, ConvProblem], KernelConfig]
+    competes: bool = False  # a forward route the tuner times wherever it applies, though the rule never picks it
 
     @property
     def key(self) -> tuple[Pass, Variant]:
@@ -262,6 +300,9 @@ SPECS: tuple[VariantSpec, ...] = (
     VariantSpec(Pass.FWD, Variant.GROUPED_TILE, always, is_small_grouped, _forward(grouped_tile.prepare),
                 ("grouped_tile_fwd",), GROUPED_TILE_AXES, _forward_heuristic(Variant.GROUPED_TILE),
                 _grouped_tile_clamp),
+    # Stride-1 convolutions fed by tensor descriptors (TMA): not the rule's choice until measured on a GPU.
+    VariantSpec(Pass.FWD, Variant.TMA, tma_applies, never, _forward(tma.prepare), ("tma_fwd", "implicit_gemm_fwd"),
+                GEMM_AXES, tma_config, _gemm_clamp(_tma_sides), competes=True),
     VariantSpec(Pass.FWD, Variant.IMPLICIT_GEMM, always, always, _forward(implicit_gemm.prepare),
                 ("implicit_gemm_fwd",), GEMM_AXES, _forward_heuristic(Variant.IMPLICIT_GEMM),
                 _gemm_clamp(_forward_sides)),
@@ -277,6 +318,9 @@ SPECS: tuple[VariantSpec, ...] = (
                 _depthwise_clamp(lambda problem: problem.w)),
     VariantSpec(Pass.DGRAD, Variant.STRIDE_PHASED, is_strided, dgrad_by_phase, dgrad.prepare_phased,
                 ("dgrad_phased",), GEMM_AXES, dgrad_phased_config, _gemm_clamp(_phased_dgrad_sides)),
+    # dX of a stride-1 conv by the TMA-fed forward kernel, roles swapped: not the rule's choice until measured.
+    VariantSpec(Pass.DGRAD, Variant.TMA, tma_dgrad_applies, never, tma.prepare_dgrad, ("tma_fwd", "dgrad"),
+                GEMM_AXES, tma_dgrad_config, _gemm_clamp(_tma_dgrad_sides)),
     VariantSpec(Pass.DGRAD, Variant.IMPLICIT_GEMM, always, always, dgrad.prepare_masking, ("dgrad",), GEMM_AXES,
                 dgrad_masking_config, _gemm_clamp(_masking_dgrad_sides)),
     VariantSpec(Pass.WGRAD, Variant.DEPTHWISE, is_depthwise, is_depthwise, wgrad.prepare_depthwise, ("wgrad",),
@@ -320,4 +364,5 @@ def tuned_variants(problem: ConvProblem, pass_name: str) -> list[Variant]:
     a backward pass, every route it has, so the specialised routes compete with the general ones."""
     if Pass(pass_name) != Pass.FWD:
         return list(routes(problem, pass_name))
-    return list(dict.fromkeys([rule_variant(problem, pass_name), Variant.IMPLICIT_GEMM]))
+    competing = [s.variant for s in pass_specs(Pass.FWD) if s.competes and s.applies(problem)]
+    return list(dict.fromkeys([rule_variant(problem, pass_name), Variant.IMPLICIT_GEMM, *competing]))

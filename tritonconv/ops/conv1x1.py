@@ -10,31 +10,12 @@ import triton
 from ..arithmetic import ConvProblem
 from ..config import KernelConfig
 from ..kernels import _conv2d_fwd_1x1_kernel
-from ..runtime import device_capability, is_interpreted
 from .common import LaunchFlags, forward_constexprs, forward_strides
+from .descriptors import TensorDescriptor, aligned, descriptors_usable, rebased
 from .epilogue import Epilogue
 from .launch import KernelLaunch
 
-try:  # host-side tensor descriptors: Triton >= 3.4
-    from triton.tools.tensor_descriptor import TensorDescriptor
-except ImportError:  # pragma: no cover - depends on the installed Triton
-    TensorDescriptor = None
-
 KERNEL = _conv2d_fwd_1x1_kernel
-
-
-def _descriptors_usable(device: torch.device) -> bool:
-    """TMA exists from Hopper (sm_90) on; the interpreter emulates descriptors anywhere."""
-    if TensorDescriptor is None:
-        return False
-    if is_interpreted(KERNEL):
-        return True
-    capability = device_capability(device)
-    return capability is not None and capability[0] >= 9
-
-
-def _aligned(*tensors: torch.Tensor) -> bool:
-    return all(t.data_ptr() % 16 == 0 and all(s * t.element_size() % 16 == 0 for s in t.stride()[:-1]) for t in tensors)
 
 
 def gemm_views(
@@ -42,7 +23,7 @@ def gemm_views(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """[M, C], [K, C] and [M, K] views of input, weight and output when they are dense matrices with
     a unit inner stride and 16-byte aligned rows, the shapes a tensor descriptor (TMA) can address."""
-    if problem.stride != (1, 1) or x.element_size() not in (2, 4) or not _descriptors_usable(x.device):
+    if problem.stride != (1, 1) or x.element_size() not in (2, 4) or not descriptors_usable(x.device, KERNEL):
         return None
     n, c, h, w = x.shape
     k = weight.shape[0]
@@ -50,7 +31,7 @@ def gemm_views(
     if x.stride() != dense_nhwc or y.stride() != (h * w * k, 1, w * k, k) or weight.stride(1) != 1:
         return None
     views = (x.permute(0, 2, 3, 1).reshape(n * h * w, c), weight[:, :, 0, 0], y.permute(0, 2, 3, 1).reshape(-1, k))
-    return views if _aligned(*views) else None
+    return views if aligned(*views) else None
 
 
 def prepare(
@@ -95,16 +76,6 @@ def prepare(
     )
 
     def through_descriptors(x, weight, bias, y, residual, z) -> None:
-        launch(_rebased(x_desc, x), _rebased(w_desc, weight), bias, _rebased(y_desc, y), residual, z)
+        launch(rebased(x_desc, x), rebased(w_desc, weight), bias, rebased(y_desc, y), residual, z)
 
     return through_descriptors
-
-
-def _rebased(descriptor: TensorDescriptor, base: torch.Tensor) -> TensorDescriptor:
-    """`descriptor` over `base`'s memory instead of its own base's. Shape, strides and 16-byte
-    alignment are those the descriptor was validated with (the call key fixes them), so the
-    constructor's checks are not run again on every call."""
-    rebased = object.__new__(TensorDescriptor)
-    rebased.__dict__.update(descriptor.__dict__)
-    rebased.base = base
-    return rebased

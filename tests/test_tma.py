@@ -1,0 +1,173 @@
+"""The TMA-fed stride-1 forward (`kernels/tma_fwd.py`) against the float64 reference, through the
+interpreter: borders, dilation, ragged tiles, channel counts, batch, dtypes and the fused tail; the
+fallback to the pointer kernel; a planted off-by-one that the checks catch; and the descriptors'
+zero fill at negative coordinates, which is the padding."""
+
+import contextlib
+import dataclasses
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+from conv_reference import assert_conv2d_close, random_conv_inputs
+
+import tritonconv
+from tritonconv import dispatch, prepared, registry
+from tritonconv.ops import tma
+from tritonconv.ops.descriptors import TensorDescriptor
+from tritonconv.ops.epilogue import NO_EPILOGUE, Epilogue
+from tritonconv.ops.launch import KernelLaunch
+from tritonconv.registry import Pass, Plan, Variant
+
+pytestmark = pytest.mark.skipif(TensorDescriptor is None, reason="this Triton has no host tensor descriptors")
+
+# (n, c, h, w, k, r, s, padding, dilation): what each case pins down
+CASES = {
+    "3x3 pad 1, four borders": (2, 16, 7, 9, 24, 3, 3, 1, 1),
+    "5x5 pad 2 on a 4x5 input": (1, 8, 4, 5, 16, 5, 5, 2, 1),
+    "dilation 2, pad 2": (1, 24, 6, 7, 16, 3, 3, 2, 2),
+    "no padding, ragged boxes": (1, 16, 9, 19, 16, 3, 3, 0, 1),
+    "C = 40, K = 24: ragged channel blocks": (2, 40, 5, 5, 24, 3, 3, 1, 1),
+    "1x3 kernel, rectangular padding": (1, 8, 5, 6, 8, 1, 3, (0, 1), 1),
+}
+
+
+def _run_tma(x, weight, bias, padding, dilation, config_changes=None, epilogue=NO_EPILOGUE, residual=None):
+    """The TMA route at its heuristic config (with `config_changes`), and which kernels it launched."""
+    problem = tritonconv.problem_from_tensors(x, weight, bias, 1, padding, dilation, 1)
+    route = registry.spec(Pass.FWD, Variant.TMA)
+    assert route.applies(problem)
+    config = dataclasses.replace(route.heuristic(problem), **(config_changes or {}))
+    call = prepared.PreparedConv(problem, x, weight, epilogue, plans={Pass.FWD: Plan(Variant.TMA, config, "test")})
+    with kernels_launched() as launched:
+        return call.forward(x, weight, bias, residual), launched
+
+
+@contextlib.contextmanager
+def kernels_launched():
+    """The names of the kernels launched within the block, in order."""
+    launched = []
+    original = KernelLaunch.__call__
+
+    def noting(self, *pointers):
+        launched.append(self.kernel.__name__)
+        return original(self, *pointers)
+
+    KernelLaunch.__call__ = noting
+    try:
+        yield launched
+    finally:
+        KernelLaunch.__call__ = original
+
+
+def _inputs(n, c, h, w, k, r, s, dtype=torch.float32, device="cpu", seed=0):
+    x, weight, bias = random_conv_inputs(n, c, h, w, k, r, s, dtype=dtype, device=device, channels_last=True, seed=seed)
+    return x, weight.to(memory_format=torch.channels_last), bias
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_the_tma_forward_matches_the_reference(case, device):
+    n, c, h, w, k, r, s, padding, dilation = CASES[case]
+    x, weight, bias = _inputs(n, c, h, w, k, r, s, device=device)
+    y, launched = _run_tma(x, weight, bias, padding, dilation, {"block_n": 16, "block_k": 16})
+    assert launched == ["_conv2d_fwd_tma_kernel"]
+    assert_conv2d_close(y, x, weight, bias, padding=padding, dilation=dilation)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_the_tma_forward_in_16_bit(dtype, device):
+    x, weight, bias = _inputs(2, 24, 6, 6, 32, 3, 3, dtype=dtype, device=device)
+    y, launched = _run_tma(x, weight, bias, 1, 1)
+    assert launched == ["_conv2d_fwd_tma_kernel"]
+    assert_conv2d_close(y, x, weight, bias, padding=1)
+
+
+def test_the_tma_forward_runs_the_fused_tail(device):
+    x, weight, bias = _inputs(1, 16, 5, 6, 16, 3, 3, device=device)
+    residual = torch.randn(1, 16, 5, 6, device=device).to(memory_format=torch.channels_last)
+    y, launched = _run_tma(x, weight, bias, 1, 1, epilogue=Epilogue("relu", 0.0), residual=residual)
+    assert launched == ["_conv2d_fwd_tma_kernel"]
+    expected = torch.relu(torch.nn.functional.conv2d(x.double(), weight.double(), bias.double(), padding=1) + residual)
+    torch.testing.assert_close(y.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_tensors_a_descriptor_cannot_address_take_the_pointer_kernel(device):
+    """An NCHW weight or a strided input view: the same route, served by the implicit-GEMM kernel."""
+    x, weight, bias = _inputs(1, 16, 6, 6, 16, 3, 3, device=device)
+    nchw_weight = weight.contiguous()
+    y, launched = _run_tma(x, nchw_weight, bias, 1, 1)
+    assert launched == ["_conv2d_fwd_implicit_gemm_kernel"]
+    assert_conv2d_close(y, x, nchw_weight, bias, padding=1)
+
+
+def test_a_planted_off_by_one_is_caught(device, monkeypatch):
+    """Mutation check: the launch shifted one row (PAD_H + 1) must fail the reference comparison."""
+    n, c, h, w, k, r, s, padding, dilation = CASES["3x3 pad 1, four borders"]
+    x, weight, bias = _inputs(n, c, h, w, k, r, s, device=device)
+    original = tma.KernelLaunch
+
+    def shifted(kernel, grid, scalars, constexprs):
+        return original(kernel, grid, scalars, {**constexprs, "PAD_H": constexprs["PAD_H"] + 1})
+
+    monkeypatch.setattr(tma, "KernelLaunch", shifted)
+    y, _ = _run_tma(x, weight, bias, padding, dilation)
+    with pytest.raises(AssertionError, match="exceeds bound"):
+        assert_conv2d_close(y, x, weight, bias, padding=padding)
+
+
+@triton.jit
+def _load_box(desc, out_ptr, H0: tl.constexpr, W0: tl.constexpr):
+    box = desc.load([0, H0, W0, 0]).reshape(32)
+    tl.store(out_ptr + tl.arange(0, 32), box)
+
+
+def test_descriptor_loads_zero_fill_outside_the_tensor_negative_coordinates_included(device):
+    """What the padding rests on: a box at (-1, -1) reads zeros for the row and column outside."""
+    x = torch.arange(1, 1 + 3 * 4 * 4, dtype=torch.float32, device=device).reshape(1, 3, 4, 4)
+    descriptor = TensorDescriptor.from_tensor(x, [1, 2, 4, 4])
+    out = torch.full((32,), float("nan"), device=device)
+    _load_box[(1,)](descriptor, out, -1, -1)
+    box = out.reshape(2, 4, 4)
+    assert (box[0] == 0).all(), "row -1 is outside: zeros"
+    assert (box[1, 0] == 0).all(), "column -1 is outside: zeros"
+    assert torch.equal(box[1, 1:], x[0, 0, :3])
+
+
+def test_the_tuner_times_the_tma_route_where_it_applies():
+    problem = tritonconv.make_problem(n=1, c=16, h=8, w=8, k=16, r=3, s=3, padding=1, layout="channels_last")
+    assert Variant.TMA in registry.tuned_variants(problem, Pass.FWD)
+    assert dispatch.choose_variant(problem) != Variant.TMA, "the rule does not pick it before a GPU measured it"
+    strided = dataclasses.replace(problem, stride=(2, 2))
+    assert Variant.TMA not in registry.routes(strided, Pass.FWD)
+    nchw = dataclasses.replace(problem, layout="contiguous")
+    assert Variant.TMA not in registry.routes(nchw, Pass.FWD)
+
+
+DGRAD_CASES = {
+    "3x3 pad 1": (2, 16, 7, 9, 24, 3, 3, 1, 1),
+    "5x5 pad 2, C = 8": (1, 8, 4, 5, 16, 5, 5, 2, 1),
+    "dilation 2, K = 40": (1, 24, 6, 7, 40, 3, 3, 2, 2),
+    "no padding, ragged": (1, 16, 9, 19, 16, 3, 3, 0, 1),
+    "'same' with an even kernel": (1, 16, 6, 6, 16, 4, 4, "same", 1),
+}
+
+
+@pytest.mark.parametrize("case", DGRAD_CASES, ids=list(DGRAD_CASES))
+def test_the_tma_input_gradient_matches_the_reference(case, device):
+    """dX of a stride-1 conv by the forward kernel with the roles swapped and the taps reversed."""
+    n, c, h, w, k, r, s, padding, dilation = DGRAD_CASES[case]
+    x, weight, _ = _inputs(n, c, h, w, k, r, s, device=device)
+    problem = tritonconv.problem_from_tensors(x, weight, None, 1, padding, dilation, 1)
+    route = registry.spec(Pass.DGRAD, Variant.TMA)
+    assert route.applies(problem)
+    config = dataclasses.replace(route.heuristic(problem), block_n=16, block_k=16)
+    grad_output = torch.randn(problem.output_shape, device=device).to(memory_format=torch.channels_last)
+    call = prepared.PreparedConv(problem, x, weight, NO_EPILOGUE, plans={Pass.DGRAD: Plan(Variant.TMA, config, "t")})
+    with kernels_launched() as launched:
+        grad_input = call.input_grad(grad_output, weight)
+    assert launched == ["_conv2d_fwd_tma_kernel"]
+    x64 = x.double().requires_grad_()
+    torch.nn.functional.conv2d(x64, weight.double(), padding=padding, dilation=dilation).backward(grad_output.double())
+    assert grad_input.stride() == x.stride()
+    torch.testing.assert_close(grad_input.double(), x64.grad, rtol=1e-5, atol=1e-5)

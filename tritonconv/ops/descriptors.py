@@ -1,0 +1,41 @@
+"""Host-side tensor descriptors (TMA on Hopper): whether a call can use them, and re-pointing a
+prepared descriptor at a new call's tensor without validating it again."""
+
+from __future__ import annotations
+
+import torch
+
+from ..runtime import device_capability, is_interpreted
+
+try:  # host-side tensor descriptors: Triton >= 3.4
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # pragma: no cover - depends on the installed Triton
+    TensorDescriptor = None
+
+
+def descriptors_usable(device: torch.device, kernel: object) -> bool:
+    """TMA exists from Hopper (sm_90) on; the interpreter emulates descriptors anywhere."""
+    if TensorDescriptor is None:
+        return False
+    if is_interpreted(kernel):
+        return True
+    capability = device_capability(device)
+    return capability is not None and capability[0] >= 9
+
+
+def aligned(*tensors: torch.Tensor) -> bool:
+    """A descriptor's base and every stride but the last (which must be 1) are 16-byte aligned."""
+    return all(
+        t.data_ptr() % 16 == 0 and t.stride()[-1] == 1 and all(s * t.element_size() % 16 == 0 for s in t.stride()[:-1])
+        for t in tensors
+    )
+
+
+def rebased(descriptor: TensorDescriptor, base: torch.Tensor) -> TensorDescriptor:
+    """`descriptor` over `base`'s memory instead of its own base's. Shape, strides and 16-byte
+    alignment are those the descriptor was validated with (the call key fixes them), so the
+    constructor's checks are not run again on every call."""
+    moved = object.__new__(TensorDescriptor)
+    moved.__dict__.update(descriptor.__dict__)
+    moved.base = base
+    return moved

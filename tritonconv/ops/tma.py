@@ -1,0 +1,142 @@
+"""Prepare the TMA-fed stride-1 kernel's launches (`kernels/tma_fwd.py`): the forward, and the input
+gradient (the same kernel, roles swapped); or the pointer kernels' where descriptors cannot address
+the call's tensors.
+
+Descriptors need dense NHWC activations and a dense channels_last weight (read as its tap-major
+[K, R*S, C] view), rows 16-byte aligned (channels a multiple of 8 in 16-bit dtypes), and a GPU with
+TMA (Hopper on) or the interpreter. Anything else (an NCHW weight, a strided view, an older GPU) is
+served by the general kernel of the pass at the same config, so the route is always correct.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import triton
+
+from ..arithmetic import ConvProblem
+from ..config import KernelConfig
+from ..kernels import _conv2d_fwd_tma_kernel
+from . import dgrad, implicit_gemm
+from .common import LaunchFlags, forward_constexprs, needs_int64
+from .descriptors import TensorDescriptor, aligned, descriptors_usable, rebased
+from .epilogue import NO_EPILOGUE, Epilogue
+from .launch import KernelLaunch
+
+KERNEL = _conv2d_fwd_tma_kernel
+LARGEST_BOX_WIDTH = 16
+
+
+def box_shape(p: int, q: int, block_m: int) -> tuple[int, int]:
+    """(BLOCK_P, BLOCK_Q): output rows by columns of the M tile, as wide as the output (up to 16)
+    and no taller than it."""
+    block_q = min(triton.next_power_of_2(q), LARGEST_BOX_WIDTH, block_m)
+    return min(block_m // block_q, triton.next_power_of_2(p)), block_q
+
+
+def _nhwc(tensor: torch.Tensor) -> torch.Tensor | None:
+    """A dense channels_last activation as its [N, H, W, C] view, if a descriptor can address it."""
+    _, c, h, w = tensor.shape
+    if tensor.stride() != (h * w * c, 1, w * c, c):
+        return None
+    view = tensor.permute(0, 2, 3, 1)
+    return view if aligned(view) else None
+
+
+def _tap_major(weight: torch.Tensor) -> torch.Tensor | None:
+    """A dense channels_last weight as its [K, R*S, C] view, if a descriptor can address it."""
+    k, c, r, s = weight.shape
+    if weight.stride() != (r * s * c, 1, s * c, c):
+        return None
+    view = weight.permute(0, 2, 3, 1).reshape(k, r * s, c)
+    return view if aligned(view) else None
+
+
+def _views(source: torch.Tensor, weight: torch.Tensor, problem: ConvProblem) -> tuple | None:
+    if problem.stride != (1, 1) or problem.groups != 1 or source.element_size() not in (2, 4):
+        return None
+    if not descriptors_usable(source.device, KERNEL):
+        return None
+    views = _nhwc(source), _tap_major(weight)
+    return None if None in views else views
+
+
+def _descriptor_launch(
+    source_view: torch.Tensor, weight_view: torch.Tensor, output: torch.Tensor, bias: torch.Tensor | None,
+    problem: ConvProblem, config: KernelConfig, flags: LaunchFlags, epilogue: Epilogue, transposed: bool,
+) -> tuple[KernelLaunch, TensorDescriptor, TensorDescriptor]:  # fmt: skip
+    """The kernel's launch computing `output` ([N, channels, P, Q], any strides) from the source's
+    boxes, and the two descriptors it reads."""
+    n, channels, p, q = output.shape
+    block_p, block_q = box_shape(p, q, config.block_m)
+    weight_box = [config.block_k, 1, config.block_n] if transposed else [config.block_n, 1, config.block_k]
+    source_desc = TensorDescriptor.from_tensor(source_view, [1, block_p, block_q, config.block_k])
+    weight_desc = TensorDescriptor.from_tensor(weight_view, weight_box)
+    boxes = n * triton.cdiv(p, block_p) * triton.cdiv(q, block_q)
+    launch = KernelLaunch(
+        KERNEL,
+        (boxes * triton.cdiv(channels, config.block_n),),
+        (n, p, q, channels, 0 if bias is None else bias.stride(0), *output.stride(), *epilogue.residual_strides()),
+        {
+            "C": source_view.shape[-1],
+            "R": problem.r,
+            "S": problem.s,
+            "PAD_H": problem.padding[0],
+            "PAD_W": problem.padding[1],
+            "DIL_H": problem.dilation[0],
+            "DIL_W": problem.dilation[1],
+            "TRANSPOSED": transposed,
+            **forward_constexprs(bias, epilogue),
+            "INDEX_64": flags.index_64,
+            **flags.numeric_kwargs(),
+            "BLOCK_P": block_p,
+            "BLOCK_Q": block_q,
+            "BLOCK_N": config.block_n,
+            "BLOCK_K": config.block_k,
+            "GROUP_M": config.group_m,
+            **config.options(),
+        },
+    )  # fmt: skip
+    return launch, source_desc, weight_desc
+
+
+def prepare(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    y: torch.Tensor,
+    problem: ConvProblem,
+    config: KernelConfig,
+    flags: LaunchFlags,
+    epilogue: Epilogue,
+) -> Callable[..., None]:
+    """The forward's launch, taking (x, weight, bias, y, residual, z)."""
+    views = _views(x, weight, problem)
+    if views is None:
+        return implicit_gemm.prepare(x, weight, bias, y, problem, config, flags, epilogue)
+    launch, x_desc, w_desc = _descriptor_launch(*views, y, bias, problem, config, flags, epilogue, transposed=False)
+
+    def through_descriptors(x, weight, bias, y, residual, z) -> None:
+        launch(rebased(x_desc, x), rebased(w_desc, weight), bias, y, residual, z)
+
+    return through_descriptors
+
+
+def prepare_dgrad(
+    grad_output: torch.Tensor, weight: torch.Tensor, grad_input: torch.Tensor, problem: ConvProblem,
+    config: KernelConfig,
+) -> Callable[..., None]:  # fmt: skip
+    """The stride-1 input gradient's launch, taking (grad_output, weight, grad_input): the forward
+    kernel with dY as its input and the taps reversed."""
+    views = _views(grad_output, weight, problem)
+    if views is None:
+        return dgrad.prepare_masking(grad_output, weight, grad_input, problem, config)
+    flags = LaunchFlags.for_call(grad_output.dtype, KERNEL, needs_int64(grad_output, weight, grad_input), True)
+    launch, dy_desc, w_desc = _descriptor_launch(*views, grad_input, None, problem, config, flags, NO_EPILOGUE,
+                                                 transposed=True)  # fmt: skip
+
+    def through_descriptors(grad_output, weight, grad_input) -> None:
+        launch(rebased(dy_desc, grad_output), rebased(w_desc, weight), weight, grad_input, grad_input, grad_input)
+
+    return through_descriptors
