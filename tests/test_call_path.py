@@ -120,6 +120,7 @@ ROUTE_PROBLEMS = {
     (Pass.DGRAD, Variant.TMA): (2, 8, 6, 5, 16, 3, 3, 1, 1, 1),
     (Pass.WGRAD, Variant.DEPTHWISE): (2, 8, 6, 6, 8, 3, 3, 1, 1, 8),
     (Pass.WGRAD, Variant.IMPLICIT_GEMM): (2, 4, 6, 5, 8, 3, 3, 2, 1, 1),
+    (Pass.WGRAD, Variant.TMA): (2, 8, 6, 5, 16, 3, 3, 1, 1, 1),
 }
 
 
@@ -135,7 +136,7 @@ def _operands(problem, device, channels_last):
     ]
 
 
-CHANNELS_LAST_ONLY = {(Pass.FWD, Variant.TMA), (Pass.DGRAD, Variant.TMA)}  # descriptors address NHWC rows
+CHANNELS_LAST_ONLY = {(pass_name, Variant.TMA) for pass_name in Pass}  # descriptors address NHWC rows
 REPLAY_CASES = [(route, layout) for route in ROUTE_PROBLEMS for layout in (False, True)
                 if layout or route not in CHANNELS_LAST_ONLY]  # fmt: skip
 

@@ -171,3 +171,36 @@ def test_the_tma_input_gradient_matches_the_reference(case, device):
     torch.nn.functional.conv2d(x64, weight.double(), padding=padding, dilation=dilation).backward(grad_output.double())
     assert grad_input.stride() == x.stride()
     torch.testing.assert_close(grad_input.double(), x64.grad, rtol=1e-5, atol=1e-5)
+
+
+WGRAD_CASES = {
+    "3x3 pad 1, 2 images": (2, 16, 7, 9, 24, 3, 3, 1, 1),
+    "5x5 pad 2, C = 8": (1, 8, 4, 5, 16, 5, 5, 2, 1),
+    "dilation 2, C = 24, K = 40": (1, 24, 6, 7, 40, 3, 3, 2, 2),
+    "no padding, ragged boxes": (1, 16, 9, 19, 16, 3, 3, 0, 1),
+    "'same' with an even kernel": (1, 16, 6, 6, 16, 4, 4, "same", 1),
+}
+
+
+@pytest.mark.parametrize("split_k", [1, 3], ids=["direct", "split"])
+@pytest.mark.parametrize("case", WGRAD_CASES, ids=list(WGRAD_CASES))
+def test_the_tma_weight_gradient_matches_the_reference(case, split_k, device):
+    """dW by (K x C) tiles at one tap, reduced over output-pixel boxes: directly, or split and summed."""
+    n, c, h, w, k, r, s, padding, dilation = WGRAD_CASES[case]
+    x, weight, _ = _inputs(n, c, h, w, k, r, s, device=device)
+    problem = tritonconv.problem_from_tensors(x, weight, None, 1, padding, dilation, 1)
+    route = registry.spec(Pass.WGRAD, Variant.TMA)
+    assert route.applies(problem)
+    config = route.clamp(dataclasses.replace(route.heuristic(problem), block_m=16, block_n=16, block_k=16,
+                                             split_k=split_k), problem)  # fmt: skip
+    grad_output = torch.randn(problem.output_shape, device=device).to(memory_format=torch.channels_last)
+    call = prepared.PreparedConv(problem, x, weight, NO_EPILOGUE, plans={Pass.WGRAD: Plan(Variant.TMA, config, "t")})
+    with kernels_launched() as launched:
+        grad_weight = call.weight_grad(x, grad_output)
+    expected_kernels = ["_conv2d_wgrad_tma_kernel"] + (["_sum_splits_kernel"] if config.split_k > 1 else [])
+    assert launched == expected_kernels
+    assert grad_weight.stride() == weight.stride()
+    weight64 = weight.double().requires_grad_()
+    torch.nn.functional.conv2d(x.double(), weight64, padding=padding, dilation=dilation).backward(grad_output.double())
+    torch.testing.assert_close(grad_weight.double(), weight64.grad, rtol=1e-5, atol=1e-4)
+    assert torch.equal(call.weight_grad(x, grad_output), grad_weight), "not bitwise reproducible"

@@ -134,6 +134,19 @@ def tma_dgrad_config(problem: ConvProblem) -> KernelConfig:
     return _gemm_config(problem.element_size, problem.n * problem.h * problem.w, problem.c, problem.k)
 
 
+def tma_wgrad_config(problem: ConvProblem, target_programs: int = 264) -> KernelConfig:
+    """The TMA-fed stride-1 weight gradient: M = K, N = C at one tap, block_k output pixels per
+    reduction step (a box), the boxes split so that about `target_programs` programs run (see
+    `wgrad_config`)."""
+    max_mn, _ = _tile_caps(problem.element_size)
+    block_m, block_n = _clamp_pow2(problem.k, 16, max_mn), _clamp_pow2(problem.c, 16, max_mn)
+    block_k = _clamp_pow2(problem.p * problem.q, 16, 64)
+    tiles = triton.cdiv(problem.k, block_m) * problem.r * problem.s * triton.cdiv(problem.c, block_n)
+    split_k = _wgrad_splits(problem, tiles, block_k, target_programs)
+    num_warps = 8 if block_m * block_n >= 128 * 128 else 4
+    return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k, num_warps=num_warps)
+
+
 PHASED_DGRAD_MIN_CHANNELS = 16
 
 

@@ -36,6 +36,7 @@ from .config import (
     heuristic_config,
     tma_config,
     tma_dgrad_config,
+    tma_wgrad_config,
     wgrad_config,
 )
 from .ops import conv1x1, depthwise, dgrad, grouped_tile, implicit_gemm, tma, wgrad
@@ -239,6 +240,15 @@ def _wgrad_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
     )  # fmt: skip
 
 
+def _tma_wgrad_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
+    """M = K, N = C at one tap, block_k pixels per box; more splits than boxes are empty programs."""
+    block_k = _fit(config.block_k, problem.p * problem.q, 16)
+    boxes = problem.n * triton.cdiv(problem.p * problem.q, block_k)
+    block_m, block_n = _fit(config.block_m, problem.k_per_group, 16), _fit(config.block_n, problem.c_per_group, 16)
+    split_k = max(1, min(config.split_k, boxes))
+    return dataclasses.replace(config, block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k)
+
+
 def _depthwise_wgrad_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
     """Pixels by channels, the pixels split."""
     reduction = problem.n * problem.p * problem.q
@@ -325,6 +335,9 @@ SPECS: tuple[VariantSpec, ...] = (
                 dgrad_masking_config, _gemm_clamp(_masking_dgrad_sides)),
     VariantSpec(Pass.WGRAD, Variant.DEPTHWISE, is_depthwise, is_depthwise, wgrad.prepare_depthwise, ("wgrad",),
                 DEPTHWISE_WGRAD_AXES, depthwise_wgrad_config, _depthwise_wgrad_clamp),
+    # dW of a stride-1 conv fed by descriptors, K x C per tap: not the rule's choice until measured on a GPU.
+    VariantSpec(Pass.WGRAD, Variant.TMA, tma_dgrad_applies, never, tma.prepare_wgrad, ("tma_wgrad", "wgrad"),
+                WGRAD_AXES, tma_wgrad_config, _tma_wgrad_clamp),
     VariantSpec(Pass.WGRAD, Variant.IMPLICIT_GEMM, always, always, wgrad.prepare_split_k, ("wgrad",), WGRAD_AXES,
                 wgrad_config, _wgrad_clamp),
 )  # fmt: skip

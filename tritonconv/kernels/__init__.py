@@ -8,6 +8,7 @@ from .epilogue import _activation_grad_kernel
 from .grouped_tile_fwd import _conv2d_fwd_grouped_tile_kernel
 from .implicit_gemm_fwd import _conv2d_fwd_implicit_gemm_kernel
 from .tma_fwd import _conv2d_fwd_tma_kernel
+from .tma_wgrad import _conv2d_wgrad_tma_kernel
 from .wgrad import (
     _conv2d_bias_grad_kernel,
     _conv2d_wgrad_depthwise_kernel,
@@ -27,5 +28,6 @@ __all__ = [
     "_conv2d_fwd_tma_kernel",
     "_conv2d_wgrad_depthwise_kernel",
     "_conv2d_wgrad_partial_kernel",
+    "_conv2d_wgrad_tma_kernel",
     "_sum_splits_kernel",
 ]

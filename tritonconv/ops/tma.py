@@ -1,6 +1,6 @@
-"""Prepare the TMA-fed stride-1 kernel's launches (`kernels/tma_fwd.py`): the forward, and the input
-gradient (the same kernel, roles swapped); or the pointer kernels' where descriptors cannot address
-the call's tensors.
+"""Prepare the TMA-fed stride-1 kernels' launches: the forward and the input gradient (one kernel,
+`kernels/tma_fwd.py`, roles swapped for dX) and the weight gradient (`kernels/tma_wgrad.py`); or
+the pointer kernels' where descriptors cannot address the call's tensors.
 
 Descriptors need dense NHWC activations and a dense channels_last weight (read as its tap-major
 [K, R*S, C] view), rows 16-byte aligned (channels a multiple of 8 in 16-bit dtypes), and a GPU with
@@ -17,14 +17,15 @@ import triton
 
 from ..arithmetic import ConvProblem
 from ..config import KernelConfig
-from ..kernels import _conv2d_fwd_tma_kernel
-from . import dgrad, implicit_gemm
+from ..kernels import _conv2d_fwd_tma_kernel, _conv2d_wgrad_tma_kernel
+from . import dgrad, implicit_gemm, wgrad
 from .common import LaunchFlags, forward_constexprs, needs_int64
 from .descriptors import TensorDescriptor, aligned, descriptors_usable, rebased
 from .epilogue import NO_EPILOGUE, Epilogue
 from .launch import KernelLaunch
 
 KERNEL = _conv2d_fwd_tma_kernel
+WGRAD_KERNEL = _conv2d_wgrad_tma_kernel
 LARGEST_BOX_WIDTH = 16
 
 
@@ -53,12 +54,14 @@ def _tap_major(weight: torch.Tensor) -> torch.Tensor | None:
     return view if aligned(view) else None
 
 
-def _views(source: torch.Tensor, weight: torch.Tensor, problem: ConvProblem) -> tuple | None:
+def _views(source: torch.Tensor, other: torch.Tensor, problem: ConvProblem, weight_like: bool = True) -> tuple | None:
+    """The descriptors' views of an activation and of the weight (or, for the weight gradient, of a
+    second activation: dY), or None where descriptors cannot address them."""
     if problem.stride != (1, 1) or problem.groups != 1 or source.element_size() not in (2, 4):
         return None
     if not descriptors_usable(source.device, KERNEL):
         return None
-    views = _nhwc(source), _tap_major(weight)
+    views = _nhwc(source), (_tap_major(other) if weight_like else _nhwc(other))
     return None if None in views else views
 
 
@@ -140,3 +143,51 @@ def prepare_dgrad(
         launch(rebased(dy_desc, grad_output), rebased(w_desc, weight), weight, grad_input, grad_input, grad_input)
 
     return through_descriptors
+
+
+def prepare_wgrad(
+    input: torch.Tensor, grad_output: torch.Tensor, grad_weight: torch.Tensor, problem: ConvProblem,
+    config: KernelConfig,
+) -> Callable[..., None]:  # fmt: skip
+    """The stride-1 weight gradient's launches, taking (input, grad_output, grad_weight): block_m of
+    K by block_n of C at one tap per program, the output-pixel boxes (block_k pixels each) split
+    `split_k` ways and summed in order."""
+    views = _views(input, grad_output, problem, weight_like=False)
+    if views is None:
+        return wgrad.prepare_split_k(input, grad_output, grad_weight, problem, config)
+    x_view, dy_view = views
+    block_p, block_q = box_shape(problem.p, problem.q, config.block_k)
+    x_desc = TensorDescriptor.from_tensor(x_view, [1, block_p, block_q, config.block_n])
+    dy_desc = TensorDescriptor.from_tensor(dy_view, [1, block_p, block_q, config.block_m])
+    boxes = problem.n * triton.cdiv(problem.p, block_p) * triton.cdiv(problem.q, block_q)
+    workspace_limit = (2**31 - 1) // grad_weight.numel()  # the workspace's split offsets stay 32-bit
+    chunk = triton.cdiv(boxes, max(1, min(config.split_k, boxes, workspace_limit)))
+    split = triton.cdiv(boxes, chunk)
+    tiles = triton.cdiv(problem.k, config.block_m) * problem.r * problem.s * triton.cdiv(problem.c, config.block_n)
+    flags = LaunchFlags.for_call(input.dtype, WGRAD_KERNEL, False, True)
+
+    def partial_launch(out_strides: tuple[int, ...]) -> Callable[..., None]:
+        launch = KernelLaunch(
+            WGRAD_KERNEL,
+            (tiles, split),
+            (problem.p, problem.q, boxes, chunk, *out_strides),
+            {
+                "K": problem.k,
+                "C": problem.c,
+                "R": problem.r,
+                "S": problem.s,
+                "PAD_H": problem.padding[0],
+                "PAD_W": problem.padding[1],
+                "DIL_H": problem.dilation[0],
+                "DIL_W": problem.dilation[1],
+                **flags.numeric_kwargs(),
+                "BLOCK_M": config.block_m,
+                "BLOCK_N": config.block_n,
+                "BLOCK_P": block_p,
+                "BLOCK_Q": block_q,
+                **config.options(),
+            },
+        )  # fmt: skip
+        return lambda input, grad_output, out: launch(rebased(x_desc, input), rebased(dy_desc, grad_output), out)
+
+    return wgrad.split_or_direct(partial_launch, split, grad_weight, problem)

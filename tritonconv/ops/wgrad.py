@@ -70,7 +70,7 @@ def prepare_split_k(
             },
         )  # fmt: skip
 
-    return _split_or_direct(partial_launch, split, grad_weight, problem)
+    return split_or_direct(partial_launch, split, grad_weight, problem)
 
 
 def prepare_depthwise(
@@ -100,11 +100,11 @@ def prepare_depthwise(
             },
         )  # fmt: skip
 
-    return _split_or_direct(partial_launch, split, grad_weight, problem)
+    return split_or_direct(partial_launch, split, grad_weight, problem)
 
 
-def _split_or_direct(
-    partial_launch: Callable[[tuple[int, ...]], KernelLaunch], split: int, grad_weight: torch.Tensor,
+def split_or_direct(
+    partial_launch: Callable[[tuple[int, ...]], Callable[..., None]], split: int, grad_weight: torch.Tensor,
     problem: ConvProblem,
 ) -> WgradRun:  # fmt: skip
     """With one chunk, the partial kernel stores dW itself (its dtype, through its strides): one
