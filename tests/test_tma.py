@@ -101,19 +101,37 @@ def test_tensors_a_descriptor_cannot_address_take_the_pointer_kernel(device):
     assert_conv2d_close(y, x, nchw_weight, bias, padding=1)
 
 
-def test_a_planted_off_by_one_is_caught(device, monkeypatch):
-    """Mutation check: the launch shifted one row (PAD_H + 1) must fail the reference comparison."""
-    n, c, h, w, k, r, s, padding, dilation = CASES["3x3 pad 1, four borders"]
-    x, weight, bias = _inputs(n, c, h, w, k, r, s, device=device)
+@pytest.mark.parametrize("pass_name", [Pass.FWD, Pass.DGRAD, Pass.WGRAD])
+def test_a_planted_off_by_one_is_caught(pass_name, device, monkeypatch):
+    """Mutation check: every TMA route launched one row off (PAD_H + 1) must fail the comparison
+    these tests make, and the same route unshifted must pass it."""
+    x, weight, _ = _inputs(2, 16, 7, 9, 24, 3, 3, device=device)
+    problem = tritonconv.problem_from_tensors(x, weight, None, 1, 1, 1, 1)
+    grad_output = torch.randn(problem.output_shape, device=device).to(memory_format=torch.channels_last)
+    x64, weight64 = x.double().requires_grad_(), weight.double().requires_grad_()
+    reference = torch.nn.functional.conv2d(x64, weight64, padding=1)
+    reference.backward(grad_output.double())
+    expected = {Pass.FWD: reference.detach(), Pass.DGRAD: x64.grad, Pass.WGRAD: weight64.grad}[pass_name]
+
+    def result():
+        route = registry.spec(pass_name, Variant.TMA)
+        config = dataclasses.replace(route.heuristic(problem), block_m=16, block_n=16, block_k=16)
+        call = prepared.PreparedConv(problem, x, weight, NO_EPILOGUE, plans={pass_name: Plan(Variant.TMA, config, "t")})
+        if pass_name == Pass.FWD:
+            return call.forward(x, weight, None).double()
+        if pass_name == Pass.DGRAD:
+            return call.input_grad(grad_output, weight).double()
+        return call.weight_grad(x, grad_output).double()
+
+    torch.testing.assert_close(result(), expected, rtol=1e-5, atol=1e-4)
     original = tma.KernelLaunch
 
     def shifted(kernel, grid, scalars, constexprs):
         return original(kernel, grid, scalars, {**constexprs, "PAD_H": constexprs["PAD_H"] + 1})
 
     monkeypatch.setattr(tma, "KernelLaunch", shifted)
-    y, _ = _run_tma(x, weight, bias, padding, dilation)
-    with pytest.raises(AssertionError, match="exceeds bound"):
-        assert_conv2d_close(y, x, weight, bias, padding=padding)
+    with pytest.raises(AssertionError, match="not close"):
+        torch.testing.assert_close(result(), expected, rtol=1e-5, atol=1e-4)
 
 
 @triton.jit
