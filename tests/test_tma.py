@@ -108,10 +108,7 @@ def test_a_planted_off_by_one_is_caught(pass_name, device, monkeypatch):
     x, weight, _ = _inputs(2, 16, 7, 9, 24, 3, 3, device=device)
     problem = tritonconv.problem_from_tensors(x, weight, None, 1, 1, 1, 1)
     grad_output = torch.randn(problem.output_shape, device=device).to(memory_format=torch.channels_last)
-    x64, weight64 = x.double().requires_grad_(), weight.double().requires_grad_()
-    reference = torch.nn.functional.conv2d(x64, weight64, padding=1)
-    reference.backward(grad_output.double())
-    expected = {Pass.FWD: reference.detach(), Pass.DGRAD: x64.grad, Pass.WGRAD: weight64.grad}[pass_name]
+    expected = float64_results(x, weight, grad_output, padding=1)[pass_name]
 
     def result():
         route = registry.spec(pass_name, Variant.TMA)
@@ -162,19 +159,27 @@ def test_the_tuner_times_the_tma_route_where_it_applies():
     assert Variant.TMA not in registry.routes(nchw, Pass.FWD)
 
 
-DGRAD_CASES = {
-    "3x3 pad 1": (2, 16, 7, 9, 24, 3, 3, 1, 1),
+GRADIENT_CASES = {
+    "3x3 pad 1, 2 images": (2, 16, 7, 9, 24, 3, 3, 1, 1),
     "5x5 pad 2, C = 8": (1, 8, 4, 5, 16, 5, 5, 2, 1),
-    "dilation 2, K = 40": (1, 24, 6, 7, 40, 3, 3, 2, 2),
-    "no padding, ragged": (1, 16, 9, 19, 16, 3, 3, 0, 1),
+    "dilation 2, C = 24, K = 40": (1, 24, 6, 7, 40, 3, 3, 2, 2),
+    "no padding, ragged boxes": (1, 16, 9, 19, 16, 3, 3, 0, 1),
     "'same' with an even kernel": (1, 16, 6, 6, 16, 4, 4, "same", 1),
 }
 
 
-@pytest.mark.parametrize("case", DGRAD_CASES, ids=list(DGRAD_CASES))
+def float64_results(x, weight, grad_output, **geometry) -> dict:
+    """torch's forward and both gradients in float64, keyed by pass."""
+    x64, weight64 = x.double().requires_grad_(), weight.double().requires_grad_()
+    y = torch.nn.functional.conv2d(x64, weight64, **geometry)
+    y.backward(grad_output.double())
+    return {Pass.FWD: y.detach(), Pass.DGRAD: x64.grad, Pass.WGRAD: weight64.grad}
+
+
+@pytest.mark.parametrize("case", GRADIENT_CASES, ids=list(GRADIENT_CASES))
 def test_the_tma_input_gradient_matches_the_reference(case, device):
     """dX of a stride-1 conv by the forward kernel with the roles swapped and the taps reversed."""
-    n, c, h, w, k, r, s, padding, dilation = DGRAD_CASES[case]
+    n, c, h, w, k, r, s, padding, dilation = GRADIENT_CASES[case]
     x, weight, _ = _inputs(n, c, h, w, k, r, s, device=device)
     problem = tritonconv.problem_from_tensors(x, weight, None, 1, padding, dilation, 1)
     route = registry.spec(Pass.DGRAD, Variant.TMA)
@@ -185,26 +190,16 @@ def test_the_tma_input_gradient_matches_the_reference(case, device):
     with kernels_launched() as launched:
         grad_input = call.input_grad(grad_output, weight)
     assert launched == ["_conv2d_fwd_tma_kernel"]
-    x64 = x.double().requires_grad_()
-    torch.nn.functional.conv2d(x64, weight.double(), padding=padding, dilation=dilation).backward(grad_output.double())
     assert grad_input.stride() == x.stride()
-    torch.testing.assert_close(grad_input.double(), x64.grad, rtol=1e-5, atol=1e-5)
-
-
-WGRAD_CASES = {
-    "3x3 pad 1, 2 images": (2, 16, 7, 9, 24, 3, 3, 1, 1),
-    "5x5 pad 2, C = 8": (1, 8, 4, 5, 16, 5, 5, 2, 1),
-    "dilation 2, C = 24, K = 40": (1, 24, 6, 7, 40, 3, 3, 2, 2),
-    "no padding, ragged boxes": (1, 16, 9, 19, 16, 3, 3, 0, 1),
-    "'same' with an even kernel": (1, 16, 6, 6, 16, 4, 4, "same", 1),
-}
+    expected = float64_results(x, weight, grad_output, padding=padding, dilation=dilation)[Pass.DGRAD]
+    torch.testing.assert_close(grad_input.double(), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("split_k", [1, 3], ids=["direct", "split"])
-@pytest.mark.parametrize("case", WGRAD_CASES, ids=list(WGRAD_CASES))
+@pytest.mark.parametrize("case", GRADIENT_CASES, ids=list(GRADIENT_CASES))
 def test_the_tma_weight_gradient_matches_the_reference(case, split_k, device):
     """dW by (K x C) tiles at one tap, reduced over output-pixel boxes: directly, or split and summed."""
-    n, c, h, w, k, r, s, padding, dilation = WGRAD_CASES[case]
+    n, c, h, w, k, r, s, padding, dilation = GRADIENT_CASES[case]
     x, weight, _ = _inputs(n, c, h, w, k, r, s, device=device)
     problem = tritonconv.problem_from_tensors(x, weight, None, 1, padding, dilation, 1)
     route = registry.spec(Pass.WGRAD, Variant.TMA)
@@ -218,7 +213,6 @@ def test_the_tma_weight_gradient_matches_the_reference(case, split_k, device):
     expected_kernels = ["_conv2d_wgrad_tma_kernel"] + (["_sum_splits_kernel"] if config.split_k > 1 else [])
     assert launched == expected_kernels
     assert grad_weight.stride() == weight.stride()
-    weight64 = weight.double().requires_grad_()
-    torch.nn.functional.conv2d(x.double(), weight64, padding=padding, dilation=dilation).backward(grad_output.double())
-    torch.testing.assert_close(grad_weight.double(), weight64.grad, rtol=1e-5, atol=1e-4)
+    expected = float64_results(x, weight, grad_output, padding=padding, dilation=dilation)[Pass.WGRAD]
+    torch.testing.assert_close(grad_weight.double(), expected, rtol=1e-5, atol=1e-4)
     assert torch.equal(call.weight_grad(x, grad_output), grad_weight), "not bitwise reproducible"

@@ -71,11 +71,14 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 def geometry_kwargs(problem: ConvProblem) -> dict[str, int]:
     """Kernel size, stride, leading padding and dilation as the kernels' constexpr keywords."""
+    return {"STRIDE_H": problem.stride[0], "STRIDE_W": problem.stride[1], **tap_kwargs(problem)}
+
+
+def tap_kwargs(problem: ConvProblem) -> dict[str, int]:
+    """Kernel size, leading padding and dilation: where each tap reads (the stride-1 kernels' geometry)."""
     return {
         "R": problem.r,
         "S": problem.s,
-        "STRIDE_H": problem.stride[0],
-        "STRIDE_W": problem.stride[1],
         "PAD_H": problem.padding[0],
         "PAD_W": problem.padding[1],
         "DIL_H": problem.dilation[0],

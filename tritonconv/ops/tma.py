@@ -19,7 +19,7 @@ from ..arithmetic import ConvProblem
 from ..config import KernelConfig
 from ..kernels import _conv2d_fwd_tma_kernel, _conv2d_wgrad_tma_kernel
 from . import dgrad, implicit_gemm, wgrad
-from .common import LaunchFlags, forward_constexprs, needs_int64
+from .common import LaunchFlags, forward_constexprs, needs_int64, tap_kwargs
 from .descriptors import TensorDescriptor, aligned, descriptors_usable, rebased
 from .epilogue import NO_EPILOGUE, Epilogue
 from .launch import KernelLaunch
@@ -83,12 +83,7 @@ def _descriptor_launch(
         (n, p, q, channels, 0 if bias is None else bias.stride(0), *output.stride(), *epilogue.residual_strides()),
         {
             "C": source_view.shape[-1],
-            "R": problem.r,
-            "S": problem.s,
-            "PAD_H": problem.padding[0],
-            "PAD_W": problem.padding[1],
-            "DIL_H": problem.dilation[0],
-            "DIL_W": problem.dilation[1],
+            **tap_kwargs(problem),
             "TRANSPOSED": transposed,
             **forward_constexprs(bias, epilogue),
             "INDEX_64": flags.index_64,
@@ -174,12 +169,7 @@ def prepare_wgrad(
             {
                 "K": problem.k,
                 "C": problem.c,
-                "R": problem.r,
-                "S": problem.s,
-                "PAD_H": problem.padding[0],
-                "PAD_W": problem.padding[1],
-                "DIL_H": problem.dilation[0],
-                "DIL_W": problem.dilation[1],
+                **tap_kwargs(problem),
                 **flags.numeric_kwargs(),
                 "BLOCK_M": config.block_m,
                 "BLOCK_N": config.block_n,
