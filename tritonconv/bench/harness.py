@@ -5,7 +5,8 @@ the case has one) and the call tritonconv prepares for them. A provider turns a 
 it times, or None where it does not apply (a plain GEMM only for stride-1 1x1 layers, say):
 - `triton`: tritonconv's planned call (tuned, shipped or heuristic), the pass's prepared launch;
 - `triton api`: the forward through `tritonconv.conv2d` itself (the key lookup included);
-- `triton:<variant>` (`variant_provider`): one forward route at its heuristic config;
+- `variant_provider(variant)`: one forward route pinned at its heuristic config (the variants study
+  names it after the variant);
 - `torch`: what autograd runs, `F.conv2d` or `aten::convolution_backward` for the one gradient;
 - `inductor`: that torch call under `torch.compile(mode="max-autotune")`;
 - `torch.matmul`: the plain GEMM a stride-1 1x1 forward is;
