@@ -42,7 +42,7 @@ class PlainSubclass(nn.Conv2d):
 
 
 class CustomForward(nn.Conv2d):
-    """A user subclass with its own forward: left alone."""
+    """A user subclass with its own forward: kept, its functional convolution routed."""
 
     def forward(self, x):
         return super().forward(x) * 2
@@ -91,10 +91,11 @@ def test_patch_reports_every_conv_and_swaps_only_what_it_serves():
         ["stem.0", "blocks.0.shared", "blocks.0.frozen", "blocks.1.shared", "blocks.1.frozen",
          "heads.circular", "heads.replicate", "sequence"]
     )  # fmt: skip
+    assert report.routed == ["heads.custom"]
     reasons = {name: reason for name, _, reason in report.skipped}
-    assert reasons["heads.custom"].startswith("custom forward")
-    assert reasons["heads.up"].startswith("transposed convolution")
-    assert "left alone" in str(report) and "8 patched, 2 left alone" in str(report)
+    assert list(reasons) == ["heads.up"] and reasons["heads.up"].startswith("transposed convolution")
+    assert "left alone" in str(report) and "8 patched, 1 routed, 1 left alone" in str(report)
+    assert type(model.heads["custom"]).forward is not CustomForward.forward  # routed around its own forward
     for name in report.patched:
         module = model.get_submodule(name)
         assert isinstance(module, (tritonconv.Conv2d, tritonconv.Conv1d)), name
@@ -117,7 +118,7 @@ def test_patched_model_gives_the_same_outputs_and_gradients_and_hooks_fire():
     x = torch.randn(2, 3, 8, 8, requires_grad=True)
     expected, got = reference(x), model(x)
     served = tritonconv.stats()  # every conv the model ran went through tritonconv, none to torch
-    assert served["conv2d"] == {"tritonconv": 9, "torch": 0, "fallbacks": {}}
+    assert served["conv2d"] == {"tritonconv": 10, "torch": 0, "fallbacks": {}}  # the custom forward's too
     assert served["conv1d"] == {"tritonconv": 1, "torch": 0, "fallbacks": {}}
     torch.testing.assert_close(got, expected, **TOLERANCE)
     grad = torch.randn_like(expected)
@@ -157,8 +158,8 @@ def test_unpatch_leaves_no_trace():
     model = build()
     classes = conv_classes(model)
     attributes = {name: set(vars(module)) for name, module in model.named_modules()}
-    patched = tritonconv.patch(model).patched
-    assert sorted(tritonconv.unpatch(model)) == sorted(patched)
+    report = tritonconv.patch(model)
+    assert sorted(tritonconv.unpatch(model)) == sorted(report.patched + report.routed)
     assert conv_classes(model) == classes
     assert {name: set(vars(module)) for name, module in model.named_modules()} == attributes
     assert not any(isinstance(m, (tritonconv.Conv2d, tritonconv.Conv1d)) for m in model.modules())
@@ -172,7 +173,8 @@ def test_include_and_exclude_by_pattern_or_predicate():
     assert reasons["stem.0"] == "not included" and reasons["blocks.0.frozen"] == "excluded"
     tritonconv.unpatch(model)
     only_1x1 = tritonconv.patch(model, include=lambda name, module: module.kernel_size == (1, 1))
-    assert sorted(only_1x1.patched) == ["blocks.0.frozen", "blocks.1.frozen"]  # heads.custom: custom forward
+    assert sorted(only_1x1.patched) == ["blocks.0.frozen", "blocks.1.frozen"]
+    assert only_1x1.routed == ["heads.custom"]  # 1x1 too, with a forward of its own
     again = {name: reason for name, _, reason in tritonconv.patch(model).skipped}
     assert again["blocks.0.frozen"] == "already patched" and "blocks.0.shared" not in again
 

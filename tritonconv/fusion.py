@@ -1,9 +1,15 @@
 """`patch(model, fuse=True)`: fold a BatchNorm that follows a conv into its weights, and run the
 activation that follows (ReLU, SiLU, GELU, LeakyReLU) in the conv's epilogue.
 
+A norm-act module counts as a BatchNorm with its activation: a `BatchNorm2d` subclass with an `act`
+module it applies after normalizing (timm's `BatchNormAct2d`, inside its `ConvNormAct`/`ConvBnAct`
+wrappers). Its BatchNorm is folded; its activation runs in the epilogue when the epilogue has it, and
+after the conv as usual when not (hard-swish, say).
+
 Chains are found in `nn.Sequential`s (a conv, then a BatchNorm2d and/or an activation, adjacent)
-and, where the model traces, in its `torch.fx` graph (a conv whose only user is the BatchNorm, whose
-only user is the activation). Each module in a chain must be called from that one place only.
+and in `torch.fx` graphs (a conv whose only user is the BatchNorm, whose only user is the
+activation): the whole model's where it traces, else each module that holds a conv (a wrapper such
+as `ConvNormAct`), traced on its own. Each module in a chain must be called from that one place only.
 
 Nothing is rewritten: the conv (already patched) remembers its BatchNorm and activation, and those
 modules' classes are swapped in place for ones that pass their input through while the conv does
@@ -73,14 +79,28 @@ def folded_parameters(conv: nn.Module, weight: torch.Tensor, bias: torch.Tensor 
     return fold_batchnorm(weight, bias, bn)
 
 
+def is_norm_act(module: nn.Module) -> bool:
+    """A BatchNorm2d subclass that applies an `act` module of its own after normalizing (timm's
+    `BatchNormAct2d`; its `drop`, if any, runs before the activation)."""
+    return (
+        isinstance(module, nn.BatchNorm2d)
+        and type(module) is not nn.BatchNorm2d
+        and isinstance(getattr(module, "act", None), nn.Module)
+    )
+
+
 class _PassedThrough(Swapped):
-    """Mixin of a BatchNorm's or activation's class while its conv does its work."""
+    """Mixin of a BatchNorm's or activation's class while its conv does its work. A folded norm-act
+    still applies its own activation (a passed-through one when the epilogue took it over)."""
 
     def forward(self, input):
         bn = self if isinstance(self, _BatchNorm) else self.__dict__.get(AFTER_BN)
-        if bn is None or not bn.training:
-            return input
-        return super().forward(input)
+        if bn is not None and bn.training:
+            return super().forward(input)
+        if bn is self and is_norm_act(self):
+            drop = getattr(self, "drop", None)
+            return self.act(input if drop is None else drop(input))
+        return input
 
 
 def passed_through_class(original: type) -> type:
@@ -115,31 +135,40 @@ def find_chains(model: nn.Module, convs: list[str]) -> tuple[list[Chain], str | 
                 if conv in convs:
                     following = [_join(name, n) for n, _ in children[index + 1 : index + 3]]
                     chains[conv] = _chain(model, conv, following)
-    trace_error = None
-    try:
-        graph = _LeafTracer().trace(model)
-    except Exception as error:  # models with data-dependent control flow do not trace
-        trace_error = f"{type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}"
-    else:
-        calls = {}
-        for node in graph.nodes:
-            if node.op == "call_module":
-                calls.setdefault(node.target, []).append(node)
-        for conv in convs:
-            nodes = calls.get(conv, [])
-            if len(nodes) != 1:
-                continue
-            following, node = [], nodes[0]
-            while len(following) < 2 and len(node.users) == 1:
-                (node,) = node.users
-                if node.op != "call_module" or len(calls.get(node.target, [])) != 1:
-                    break
-                following.append(node.target)
-            found = _chain(model, conv, following)
-            if sum(part is not None for part in found) > sum(part is not None for part in chains.get(conv, (conv,))):
-                chains[conv] = found
+    trace_error = _graph_chains(model, "", model, convs, chains)
+    if trace_error is not None:  # trace each module that holds a conv (a ConvNormAct, say) on its own
+        for name, module in model.named_modules():
+            if name and any(_join(name, child) in convs for child, _ in module.named_children()):
+                _graph_chains(model, name, module, convs, chains)
     found = [chains[conv] for conv in convs if conv in chains]
     return [chain for chain in found if chain[1] or chain[2]], trace_error
+
+
+def _graph_chains(model: nn.Module, prefix: str, root: nn.Module, convs: list[str], chains: dict) -> str | None:
+    """Add the chains `root`'s fx graph shows (module names prefixed to be `model`'s) to `chains`,
+    where they are longer than what is there; return why `root` did not trace, or None."""
+    try:
+        graph = _LeafTracer().trace(root)
+    except Exception as error:  # models with data-dependent control flow do not trace
+        return f"{type(error).__name__}: {str(error).splitlines()[0][:120] if str(error) else ''}"
+    calls = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls.setdefault(_join(prefix, node.target), []).append(node)
+    for conv in convs:
+        nodes = calls.get(conv, [])
+        if len(nodes) != 1:
+            continue
+        following, node = [], nodes[0]
+        while len(following) < 2 and len(node.users) == 1:
+            (node,) = node.users
+            if node.op != "call_module" or len(calls.get(_join(prefix, node.target), [])) != 1:
+                break
+            following.append(_join(prefix, node.target))
+        found = _chain(model, conv, following)
+        if sum(part is not None for part in found) > sum(part is not None for part in chains.get(conv, (conv,))):
+            chains[conv] = found
+    return None
 
 
 def _join(prefix: str, name: str) -> str:
@@ -154,11 +183,13 @@ def _chain(model: nn.Module, conv_name: str, following: list[str]) -> Chain:
     if rest and _used_once(model, rest[0]):
         candidate = model.get_submodule(rest[0])
         if (
-            type(candidate) is nn.BatchNorm2d
+            (type(candidate) is nn.BatchNorm2d or is_norm_act(candidate))
             and isinstance(conv, nn.Conv2d)
             and candidate.num_features == conv.out_channels
         ):
             bn_name = rest.pop(0)
+            if is_norm_act(candidate):  # its own activation, if the epilogue has it; nothing after it is adjacent
+                return conv_name, bn_name, f"{bn_name}.act" if activation_of(candidate.act) is not None else None
         elif isinstance(candidate, _BatchNorm):
             return conv_name, None, None  # another normalization in between: nothing after it is adjacent
     if rest and _used_once(model, rest[0]) and activation_of(model.get_submodule(rest[0])) is not None:

@@ -7,6 +7,11 @@ class and from `tritonconv.Conv2d` (or `Conv1d`), keeps the original's name, and
 original, so `unpatch` restores it exactly. Patched modules fall back to torch for calls tritonconv
 cannot serve (`fallback.py`).
 
+A conv subclass with a forward of its own that calls the functional convolution itself (timm's
+`Conv2dSame`, `StdConv2d`; Hugging Face's `WeightStandardizedConv2d`) keeps its forward; its class
+is swapped for one that routes the functional convolutions it makes to tritonconv while it runs
+(`routing.py`), and `unpatch` restores it too.
+
 `patch_torch()` / `unpatch_torch()` / `patched()` route the functional forms instead
 (`torch.nn.functional.conv2d`/`conv1d`, `torch.conv2d`/`conv1d`), for code that calls them; code
 that imported the function itself before patching keeps torch's.
@@ -28,6 +33,7 @@ from . import fusion
 from . import nn as tritonconv_nn
 from .arithmetic import SUPPORTED_DTYPES
 from .fallback import served_conv1d, served_conv2d
+from .routing import functional_convs_routed
 from .swap import Swapped, derived_class, restore
 from .torch_reference import TORCH_CONV1D, TORCH_CONV2D
 
@@ -36,7 +42,8 @@ ModuleFilter = str | Sequence[str] | Callable[[str, nn.Module], bool]
 
 @dataclass
 class PatchReport:
-    """What `patch` did: the names of the modules it patched, the convolution modules it left alone
+    """What `patch` did: the names of the modules it serves directly (`patched`), those whose own
+    forward's functional convolutions it routes (`routed`), the convolution modules it left alone
     with the reason (name, class, reason), and with `fuse=True` the chains it fused and the ones it
     did not, with why."""
 
@@ -44,9 +51,11 @@ class PatchReport:
     skipped: list[tuple[str, str, str]] = field(default_factory=list)
     fused: list[str] = field(default_factory=list)
     not_fused: list[str] = field(default_factory=list)
+    routed: list[str] = field(default_factory=list)
 
     def table(self) -> str:
         rows = [(name, "patched", "") for name in self.patched]
+        rows += [(name, "routed", ROUTED_WHY) for name in self.routed]
         rows += [(name, "left alone", f"{kind}: {reason}") for name, kind, reason in self.skipped]
         if not rows:
             return "no convolution modules found"
@@ -54,7 +63,7 @@ class PatchReport:
         width = max(len(name) for name, _, _ in rows)
         lines = [f"{'module':<{width}}  {'status':<10}  why", f"{'-' * width}  {'-' * 10}  ---"]
         lines += [f"{name:<{width}}  {status:<10}  {why}".rstrip() for name, status, why in rows]
-        lines.append(f"{len(self.patched)} patched, {len(self.skipped)} left alone")
+        lines.append(f"{len(self.patched)} patched, {len(self.routed)} routed, {len(self.skipped)} left alone")
         lines += [f"fused: {chain}" for chain in self.fused] + [f"not fused: {why}" for why in self.not_fused]
         return "\n".join(lines)
 
@@ -76,6 +85,31 @@ class _Served(Swapped):
         return super()._epilogue() if fused is None else fused
 
 
+ROUTED_WHY = "custom forward: the functional convolutions it calls go to tritonconv while it runs"
+
+
+class _Routed(Swapped):
+    """Mixin of a conv subclass whose own forward calls the functional convolution: that forward
+    runs as written, with its functional convolutions routed to tritonconv."""
+
+    def forward(self, *args, **kwargs):
+        if torch.compiler.is_compiling():  # torch.compile compiles the forward as written
+            return super().forward(*args, **kwargs)
+        with functional_convs_routed():
+            return super().forward(*args, **kwargs)
+
+
+def routed_class(original: type) -> type:
+    return derived_class(routed_class, (_Routed,), original)
+
+
+def has_custom_forward(module: nn.Module) -> bool:
+    """True when the module's class overrides `forward` or `_conv_forward` of nn.Conv1d/nn.Conv2d."""
+    base = nn.Conv2d if isinstance(module, nn.Conv2d) else nn.Conv1d
+    cls = type(module)
+    return cls.forward is not base.forward or cls._conv_forward is not base._conv_forward
+
+
 def patched_class(original: type) -> type:
     """The class a module of class `original` becomes: `_Served`, then tritonconv's layer, then
     `original` (whose own methods other than the convolution are kept). One per original class."""
@@ -86,7 +120,7 @@ def patched_class(original: type) -> type:
 
 def why_not_served(module: nn.Module) -> str | None:
     """Why `patch` leaves a convolution module alone, or None if it can serve it."""
-    if isinstance(module, _Served):
+    if isinstance(module, (_Served, _Routed)):
         return "already patched"
     if isinstance(module, (tritonconv_nn.Conv2d, tritonconv_nn.Conv1d)):
         return "already a tritonconv layer"
@@ -96,10 +130,6 @@ def why_not_served(module: nn.Module) -> str | None:
         return "lazy module not yet initialised (run one forward first)"
     if not isinstance(module, (nn.Conv1d, nn.Conv2d)):
         return f"{len(module.kernel_size)}-D convolution (tritonconv serves 1-D and 2-D)"
-    base = nn.Conv2d if isinstance(module, nn.Conv2d) else nn.Conv1d
-    cls = type(module)
-    if cls.forward is not base.forward or cls._conv_forward is not base._conv_forward:
-        return f"custom forward ({cls.__qualname__} overrides {base.__name__}'s)"
     if module.weight.dtype not in SUPPORTED_DTYPES:
         return f"dtype {module.weight.dtype} is not supported"
     return None
@@ -120,7 +150,9 @@ def patch(
     fuse: bool = False,
 ) -> PatchReport:
     """Make every `nn.Conv2d` and `nn.Conv1d` in `model` (the model itself included) that tritonconv
-    can serve a tritonconv layer, in place, and report what was patched and what was left alone.
+    can serve a tritonconv layer, in place, and report what was patched and what was left alone. A
+    conv subclass with a forward of its own keeps it, and the functional convolutions it calls are
+    routed to tritonconv while it runs (`routed` in the report).
 
     `include` and `exclude` take module-name patterns (`fnmatch`, e.g. `'layer1.*'`), a list of
     them, or a predicate `(name, module) -> bool`: only included modules are patched (all, when
@@ -139,7 +171,10 @@ def patch(
             reason = "not included"
         if reason is None and exclude is not None and _matches(exclude, name, module):
             reason = "excluded"
-        if reason is None:
+        if reason is None and has_custom_forward(module):
+            module.__class__ = routed_class(type(module))
+            report.routed.append(name)
+        elif reason is None:
             module.__class__ = patched_class(type(module))
             report.patched.append(name)
         else:
@@ -172,7 +207,7 @@ def unpatch(model: nn.Module) -> list[str]:
     fusion.unfuse(model)
     restored = []
     for name, module in model.named_modules():
-        if isinstance(module, _Served):
+        if isinstance(module, (_Served, _Routed)):
             restore(module)
             restored.append(name)
     return restored
