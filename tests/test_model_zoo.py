@@ -134,3 +134,24 @@ def test_the_report_says_how_each_module_is_served():
     assert "custom forward" in table
     assert "se.reduce" in table and "patched" in table
     assert "conv_pw + bn3 (BatchNorm folded)" in table
+
+
+def test_a_real_hugging_face_bit_is_served_whole_by_patch_alone():
+    """Hugging Face's own BiT (its `WeightStandardizedConv2d` everywhere, 'SAME' padding), tiny."""
+    transformers = pytest.importorskip("transformers", reason="transformers is a dev dependency (pyproject.toml)")
+    config = transformers.BitConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                    num_groups=2, layer_type="preactivation", global_padding="SAME")  # fmt: skip
+    torch.manual_seed(0)
+    reference = transformers.BitModel(config)
+    model = copy.deepcopy(reference)
+    report = tritonconv.patch(model)
+    assert not report.patched and not report.skipped and len(report.routed) == 9
+    fallback.reset_stats()
+    x = torch.randn(2, 3, 15, 15)
+    got, expected = model(x).last_hidden_state, reference(x).last_hidden_state
+    assert tritonconv.stats()["conv2d"] == {"tritonconv": 9, "torch": 0, "fallbacks": {}}
+    torch.testing.assert_close(got, expected, **TOLERANCE)
+    got.sum().backward()
+    expected.sum().backward()
+    for (name, ref), param in zip(reference.named_parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(param.grad, ref.grad, **TOLERANCE, msg=name)
