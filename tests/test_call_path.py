@@ -27,7 +27,8 @@ LAYERS = [
     ("planning", ("registry", "tuning.space", "tuning.fingerprint", "tuning.cache", "tuning.select",
                   "tuning.nearest", "tuning.tuner", "tuning.distributed", "tuning.session", "tuning", "dispatch",
                   "calls", "prepared")),
-    ("front ends", ("autograd", "functional", "library_ops", "nn", "fallback", "routing", "patch", "fusion", "swap")),
+    ("front ends", ("autograd", "functional", "library_ops", "nn", "fallback", "routing", "patch", "fusion", "swap",
+                    "transposed")),
     ("tools", ("tuning.model", "bench", "kernel_gate", "gpu_report", "cli", "demo", "__main__", "")),
 ]  # fmt: skip
 

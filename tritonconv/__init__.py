@@ -12,6 +12,7 @@ from .fallback import reset_stats, stats
 from .functional import Conv2dFunction, conv1d, conv2d
 from .nn import Conv1d, Conv2d
 from .patch import PatchReport, patch, patch_torch, patched, unpatch, unpatch_torch
+from .transposed import conv_transpose1d, conv_transpose2d
 from .tuning.model import tune_model
 
 __all__ = [
@@ -23,6 +24,8 @@ __all__ = [
     "__version__",
     "conv1d",
     "conv2d",
+    "conv_transpose1d",
+    "conv_transpose2d",
     "explain",
     "library_ops",
     "make_problem",

@@ -111,9 +111,9 @@ class PreparedConv:
     def for_gradients(
         cls, problem: ConvProblem, like: torch.Tensor, input_channels_last: bool, weight_channels_last: bool
     ) -> PreparedConv:
-        """A call that only computes gradients (the gradient custom ops, which see neither the
-        input nor the weight whole): the forward is neither planned nor prepared. `like` gives the
-        dtype and device."""
+        """A call made for its gradient passes (the gradient custom ops, which see neither the input
+        nor the weight whole; transposed convolutions, whose forward is this one's input gradient):
+        the forward is planned and prepared only if it runs. `like` gives the dtype and device."""
         check_runnable(like)
         prepared = cls.__new__(cls)
         prepared._describe(problem, like, input_channels_last, weight_channels_last, NO_EPILOGUE, None)
@@ -181,6 +181,8 @@ class PreparedConv:
             return output
         run = self._forward
         if run is None:
+            if self.forward_plan is None:  # a call made for its gradients (`for_gradients`) runs a forward too
+                self.forward_plan = self._plan(Pass.FWD)[0]
             plan = self.forward_plan
             epilogue = Epilogue(self.epilogue.activation, self.epilogue.negative_slope, residual, preactivation)
             run = spec(Pass.FWD, plan.variant).prepare(input, weight, bias, output, self.problem, plan.config, epilogue)

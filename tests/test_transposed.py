@@ -1,0 +1,133 @@
+"""`tritonconv.conv_transpose2d` / `conv_transpose1d` against torch's in float64: forward and every
+gradient, every argument, both layouts, unbatched inputs, and torch's own errors."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conv_reference import needs_runtime_loops
+
+import tritonconv
+
+TOLERANCE = dict(rtol=1e-5, atol=1e-5)
+# (in channels, out channels, kernel, stride, padding, output_padding, groups, dilation)
+CASES = {
+    "3x3 s2 p1 op1": (8, 16, 3, 2, 1, 1, 1, 1),
+    "4x4 s2 p1 (DCGAN)": (16, 8, 4, 2, 1, 0, 1, 1),
+    "1x1": (8, 4, 1, 1, 0, 0, 1, 1),
+    "groups 2, dilation 2": (8, 16, 3, 1, 0, 0, 2, 2),
+    "depthwise s2": (8, 8, 3, 2, 1, 1, 8, 1),
+    "rectangular everything": (8, 12, (3, 2), (2, 3), (1, 0), (1, 2), 4, (1, 2)),
+    "output padding under dilation": (4, 4, 3, 1, 1, 1, 1, 2),
+}
+
+
+def _reference(x, weight, bias, grad_output, **geometry):
+    leaves = [t.detach().double().requires_grad_() for t in (x, weight, bias)]
+    y = F.conv_transpose2d(*leaves, **geometry)
+    y.backward(grad_output.double())
+    return y.detach(), *(leaf.grad for leaf in leaves)
+
+
+@needs_runtime_loops
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_conv_transpose2d_matches_torch_with_every_gradient(case, channels_last, device):
+    c_in, c_out, kernel, stride, padding, output_padding, groups, dilation = CASES[case]
+    kernel = kernel if isinstance(kernel, tuple) else (kernel, kernel)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, c_in, 5, 6, generator=generator).to(device)
+    weight = torch.randn(c_in, c_out // groups, *kernel, generator=generator).to(device)
+    bias = torch.randn(c_out, generator=generator).to(device)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    geometry = dict(stride=stride, padding=padding, output_padding=output_padding, groups=groups, dilation=dilation)
+    leaves = [t.detach().requires_grad_() for t in (x, weight, bias)]
+    y = tritonconv.conv_transpose2d(*leaves, **geometry)
+    expected = F.conv_transpose2d(x, weight, bias, **geometry)
+    assert y.shape == expected.shape and y.stride() == expected.stride(), (y.stride(), expected.stride())
+    grad_output = torch.randn(y.shape, generator=generator).to(device)
+    y.backward(grad_output)
+    reference = _reference(x, weight, bias, grad_output, **geometry)
+    for name, got, want in zip(("output", "input", "weight", "bias"), (y, *(leaf.grad for leaf in leaves)), reference,
+                               strict=True):  # fmt: skip
+        torch.testing.assert_close(got.double(), want, **TOLERANCE, msg=name)
+
+
+@needs_runtime_loops
+def test_conv_transpose1d_and_unbatched_inputs(device):
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 9, generator=generator).to(device).requires_grad_()
+    weight = torch.randn(4, 3, 3, generator=generator).to(device).requires_grad_()
+    y = tritonconv.conv_transpose1d(x, weight, None, 2, 1, 1, 1, 2)
+    expected = F.conv_transpose1d(x.double(), weight.double(), None, 2, 1, 1, 1, 2)
+    torch.testing.assert_close(y.double(), expected, **TOLERANCE)
+    assert y.is_contiguous()
+    y.sum().backward()
+    x_grad, weight_grad = torch.autograd.grad(expected.sum(), (x, weight))
+    torch.testing.assert_close(x.grad.double(), x_grad.double(), **TOLERANCE)
+    torch.testing.assert_close(weight.grad.double(), weight_grad.double(), **TOLERANCE)
+    unbatched = torch.randn(4, 5, 5, generator=generator).to(device)
+    weight_2d = torch.randn(4, 2, 3, 3, generator=generator).to(device)
+    with torch.no_grad():
+        got = tritonconv.conv_transpose2d(unbatched, weight_2d, stride=2)
+    torch.testing.assert_close(got, F.conv_transpose2d(unbatched, weight_2d, stride=2), **TOLERANCE)
+    got_1d = tritonconv.conv_transpose1d(unbatched[:, 0], weight)
+    torch.testing.assert_close(got_1d, F.conv_transpose1d(unbatched[:, 0], weight), **TOLERANCE)
+
+
+ERRORS = {
+    "input channels": ((1, 3, 5, 5), (4, 2, 3, 3), None, {}),
+    "groups not dividing": ((1, 4, 5, 5), (4, 2, 3, 3), None, {"groups": 3}),
+    "output padding too large": ((1, 4, 5, 5), (4, 2, 3, 3), None, {"stride": 2, "output_padding": 2}),
+    "bias size": ((1, 4, 5, 5), (4, 2, 3, 3), (3,), {}),
+    "input dims": ((4, 5), (4, 2, 3, 3), None, {}),
+    "negative output": ((1, 4, 1, 1), (4, 2, 3, 3), None, {"padding": 3}),
+    "weight dims": ((1, 4, 5, 5), (4, 2, 3), None, {}),
+    "zero stride": ((1, 4, 5, 5), (4, 2, 3, 3), None, {"stride": 0}),
+    "zero groups": ((1, 4, 5, 5), (4, 2, 3, 3), None, {"groups": 0}),
+    "unbatched channels": ((3, 5, 5), (4, 2, 3, 3), None, {}),
+}
+
+
+@pytest.mark.parametrize("case", ERRORS, ids=list(ERRORS))
+def test_errors_are_torchs(case, device):
+    x_shape, weight_shape, bias_shape, geometry = ERRORS[case]
+    args = [torch.randn(x_shape, device=device), torch.randn(weight_shape, device=device),
+            None if bias_shape is None else torch.randn(bias_shape, device=device)]  # fmt: skip
+    with pytest.raises(Exception) as theirs:
+        F.conv_transpose2d(*args, **geometry)
+    with pytest.raises(type(theirs.value)) as ours:
+        tritonconv.conv_transpose2d(*args, **geometry)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_dtype_mismatch_is_refused_as_torch_refuses_it():
+    x, weight = torch.randn(1, 4, 5, 5), torch.randn(4, 2, 3, 3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="expected scalar type Float but found Double"):
+        tritonconv.conv_transpose2d(x, weight)
+
+
+def test_every_pass_runs_tritonconvs_kernels_and_no_torch_convolution(monkeypatch):
+    """Forward through the dgrad routes, dx through the forward routes, dW through wgrad."""
+    from tritonconv.ops import launch
+
+    launched = []
+    original = launch.KernelLaunch.__call__
+
+    def noting(self, *pointers):
+        launched.append(self.kernel.__name__)
+        return original(self, *pointers)
+
+    monkeypatch.setattr(launch.KernelLaunch, "__call__", noting)
+    monkeypatch.setattr(F, "conv2d", None)  # a torch convolution would fail loudly
+    monkeypatch.setattr(F, "conv_transpose2d", None)
+    x = torch.randn(1, 4, 5, 5, requires_grad=True)
+    weight = torch.randn(4, 8, 3, 3, requires_grad=True)
+    bias = torch.randn(8, requires_grad=True)
+    y = tritonconv.conv_transpose2d(x, weight, bias, stride=2, padding=1)
+    forward_kernels = list(launched)
+    y.sum().backward()
+    assert forward_kernels and all("dgrad" in name for name in forward_kernels), forward_kernels
+    backward_kernels = launched[len(forward_kernels) :]
+    assert any("fwd" in name for name in backward_kernels) and any("wgrad" in name for name in backward_kernels)
+    assert "_conv2d_bias_grad_kernel" in backward_kernels

@@ -1,0 +1,208 @@
+"""Transposed convolutions, `F.conv_transpose2d`/`conv_transpose1d` with their exact semantics, through
+the convolution kernels tritonconv already has.
+
+A transposed convolution of x (N, C_in, H, W) with weight (C_in, C_out/g, kH, kW) is the input
+gradient of the convolution whose input is the transposed output (N, C_out, H_out, W_out), whose
+weight is that same tensor (as a conv weight it is (K = C_in, C/g = C_out/g, R, S)) and whose output
+is x. So its forward runs the dgrad routes (masking, stride phases, 1x1, depthwise, TMA), and its
+gradients are that convolution's forward (for x) and weight gradient (with the roles of input and
+grad_output swapped), all through one prepared call (`prepared.PreparedConv.for_gradients`).
+
+Arguments are validated by torch's own meta kernel on first use of a key, so every error is
+torch's. The bias is added after the kernel by torch. Under torch.compile torch's own transposed
+convolution runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from .arithmetic import CHANNELS_LAST, CONTIGUOUS, hashable, is_channels_last_like, make_problem, to_pair
+from .functional import autocast, autocast_dtype_for
+from .prepared import PreparedConv, call_key, lookup
+
+TORCH_CONV_TRANSPOSE2D = F.conv_transpose2d
+TORCH_CONV_TRANSPOSE1D = F.conv_transpose1d
+TRANSPOSE_KEY = ("transposed",)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransposedCall:
+    """A key's prepared underlying convolution, and how many rows and columns of zeros x lacks to be
+    that convolution's output: an output_padding reaching past the stride (allowed under dilation)
+    makes the convolution's output larger than x; x then takes that many zeros at its end."""
+
+    prepared: PreparedConv
+    missing: tuple[int, int]
+
+    def padded(self, x: torch.Tensor) -> torch.Tensor:
+        missing_h, missing_w = self.missing
+        return x if not (missing_h or missing_w) else F.pad(x, (0, missing_w, 0, missing_h))
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """The transposed convolution: the underlying convolution's input gradient, plus the bias."""
+        output = self.prepared.input_grad(self.padded(x), weight)
+        if bias is not None:
+            output += bias.view(1, -1, 1, 1)
+        return output
+
+    def input_grad(self, grad_output: torch.Tensor, weight: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """dx: the underlying convolution's forward of grad_output, without the rows x lacks."""
+        grad = self.prepared.forward(grad_output, weight, None)
+        return grad if grad.shape == shape else grad[..., : shape[-2], : shape[-1]]
+
+
+class ConvTranspose2dFunction(torch.autograd.Function):
+    """The forward is the dgrad of the underlying convolution; its gradients are that convolution's
+    forward (dx) and weight gradient (dW, with grad_output as its input and x as its dY), and the
+    bias's is the sum of grad_output."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, call: TransposedCall):
+        needs_input, needs_weight = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(input if needs_weight else None, weight if needs_input else None)
+        ctx.call, ctx.input_shape = call, input.shape
+        return call.forward(input, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        call = ctx.call
+        needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        return (
+            call.input_grad(grad_output, weight, ctx.input_shape) if needs_input else None,
+            call.prepared.weight_grad(grad_output, call.padded(input)) if needs_weight else None,
+            call.prepared.bias_grad(grad_output) if needs_bias else None,
+            None,
+        )
+
+
+def conv_transpose2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    output_padding: int | Sequence[int] = 0,
+    groups: int = 1,
+    dilation: int | Sequence[int] = 1,
+) -> torch.Tensor:
+    """2-D transposed convolution with exactly `torch.nn.functional.conv_transpose2d`'s semantics
+    (batched or unbatched input, any layout; the output takes torch's memory format), computed by
+    tritonconv's kernels and differentiable in input, weight and bias."""
+    if torch.compiler.is_compiling():
+        return TORCH_CONV_TRANSPOSE2D(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    autocast_dtype = autocast_dtype_for(input)
+    if autocast_dtype is not None:
+        input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
+    geometry = tuple(hashable(a) for a in (stride, padding, output_padding, groups, dilation))
+    call = lookup(call_key(input, weight, bias, geometry, TRANSPOSE_KEY),
+                  lambda: _prepare(input, weight, bias, geometry))  # fmt: skip
+    batched = input.dim() == 4
+    x = input if batched else input.unsqueeze(0)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))
+    output = ConvTranspose2dFunction.apply(x, weight, bias, call) if needs_grad else call.forward(x, weight, bias)
+    return output if batched else output.squeeze(0)
+
+
+def _prepare(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: tuple) -> tuple:
+    """Validate the call as torch does (its meta kernel raises its own errors) and prepare the
+    underlying convolution, whose input is the transposed output."""
+    stride, padding, output_padding, groups, dilation = geometry
+    check_like_torch(TORCH_CONV_TRANSPOSE2D, input, weight, bias, geometry)
+    _check_kernel_arguments(input, weight, bias, stride, output_padding, dilation)
+    meta = [None if t is None else t.to("meta") for t in (input, weight, bias)]
+    output = TORCH_CONV_TRANSPOSE2D(*meta, stride, padding, output_padding, groups, dilation)
+    batched = output if output.dim() == 4 else output.unsqueeze(0)
+    n, c_out, h_out, w_out = batched.shape
+    c_in, _, r, s = weight.shape
+    like = input if input.dim() == 4 else input.unsqueeze(0)
+    # torch's rule for a convolution's output (the meta kernel does not follow it): channels_last when
+    # the input or the weight is.
+    channels_last = is_channels_last_like(like) or is_channels_last_like(weight)
+    problem = make_problem(n=n, c=c_out, h=h_out, w=w_out, k=c_in, r=r, s=s, stride=stride, padding=padding,
+                           dilation=dilation, groups=groups, dtype=input.dtype,
+                           layout=CHANNELS_LAST if channels_last else CONTIGUOUS)  # fmt: skip
+    prepared = PreparedConv.for_gradients(problem, like, channels_last, is_channels_last_like(weight))
+    missing = (problem.p - like.shape[2], problem.q - like.shape[3])
+    return TransposedCall(prepared, missing), True
+
+
+def check_like_torch(
+    torch_function, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: tuple,
+    batched_dim: int = 4,
+) -> None:  # fmt: skip
+    """Raise exactly what `torch_function` raises for these arguments, without computing anything.
+
+    torch's meta kernels skip most argument checks, so the checks run on CPU stand-ins that hold no
+    data (a scalar expanded to each shape): first with an empty batch, which computes nothing; only
+    if that raises, again with the call's own shapes, which raises the same error naming them."""
+    if len({t.device for t in (input, weight, bias) if t is not None}) > 1:
+        torch_function(input, weight, bias, *geometry)  # torch's device error, raised before any work
+
+    def stand_in(tensor: torch.Tensor | None, shape: tuple | None = None) -> torch.Tensor | None:
+        if tensor is None:
+            return None
+        return torch.zeros((), dtype=tensor.dtype).expand(tensor.shape if shape is None else shape)
+
+    empty_batch = (0, *input.shape[1:]) if input.dim() == batched_dim else (0, *input.shape)
+    known_rank = input.dim() in (batched_dim - 1, batched_dim)
+    try:
+        torch_function(stand_in(input, empty_batch if known_rank else None), stand_in(weight), stand_in(bias),
+                       *geometry)  # fmt: skip
+    except Exception:
+        torch_function(stand_in(input), stand_in(weight), stand_in(bias), *geometry)
+        raise
+
+
+SCALAR_TYPE_NAMES = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half", torch.bfloat16: "BFloat16"}
+
+
+def _check_kernel_arguments(input, weight, bias, stride, output_padding, dilation) -> None:
+    """The checks torch makes in its kernels rather than before them (an empty batch skips them)."""
+    for other in (weight, bias):
+        if other is not None and other.dtype != input.dtype:
+            raise RuntimeError(
+                f"expected scalar type {SCALAR_TYPE_NAMES.get(input.dtype, input.dtype)} but found "
+                f"{SCALAR_TYPE_NAMES.get(other.dtype, other.dtype)}"
+            )
+    oph, opw = to_pair(output_padding, "output_padding")
+    (sh, sw), (dh, dw) = to_pair(stride, "stride"), to_pair(dilation, "dilation")
+    if not ((oph < sh or oph < dh) and (opw < sw or opw < dw)):
+        raise RuntimeError(
+            "output padding must be smaller than either stride or dilation, but got "
+            f"output_padding_height: {oph} output_padding_width: {opw} stride_height: {sh} stride_width: {sw} "
+            f"dilation_height: {dh} dilation_width: {dw}"
+        )
+
+
+def conv_transpose1d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    output_padding: int | Sequence[int] = 0,
+    groups: int = 1,
+    dilation: int | Sequence[int] = 1,
+) -> torch.Tensor:
+    """1-D transposed convolution with `F.conv_transpose1d`'s semantics, as the 2-D one with H = 1."""
+    if torch.compiler.is_compiling() or input.dim() not in (2, 3) or weight.dim() != 3:
+        return TORCH_CONV_TRANSPOSE1D(input, weight, bias, stride, padding, output_padding, groups, dilation)
+    geometry = (stride, padding, output_padding, groups, dilation)
+    check_like_torch(TORCH_CONV_TRANSPOSE1D, input, weight, bias, geometry, batched_dim=3)
+    stride_2d, dilation_2d = (1, _single(stride)), (1, _single(dilation))
+    padding_2d, output_padding_2d = (0, _single(padding)), (0, _single(output_padding))
+    output = conv_transpose2d(input.unsqueeze(-2), weight.unsqueeze(-2), bias, stride_2d, padding_2d,
+                              output_padding_2d, groups, dilation_2d)  # fmt: skip
+    return output.squeeze(-2).contiguous()  # torch's conv_transpose1d output is contiguous
+
+
+def _single(value: int | Sequence[int]) -> int:
+    return value[0] if isinstance(value, Sequence) else value
