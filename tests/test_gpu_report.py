@@ -27,9 +27,9 @@ def test_steps_resume_where_the_last_run_stopped_and_rerun_when_the_code_changes
 
     def step(name: str, seconds: float = 0.0, code: int = 0) -> gpu_report.Step:
         script = f"import time; time.sleep({seconds}); open({str(log)!r}, 'a').write({name!r} + '\\n'); exit({code})"
-        return gpu_report.Step(name, (sys.executable, "-c", script), limit_s=30)
+        return gpu_report.Step(name, (sys.executable, "-c", script), limit_s=10)
 
-    plan = [step("a"), step("b", seconds=1.5), step("c"), step("broken", code=3)]
+    plan = [step("a"), step("b", seconds=3), step("c"), step("broken", code=3)]
     monkeypatch.setattr(gpu_report, "ROOT", tmp_path)
     monkeypatch.setattr(gpu_report, "steps", lambda device: plan)
     monkeypatch.setattr(gpu_report, "code_version", lambda: "v1")
@@ -39,8 +39,9 @@ def test_steps_resume_where_the_last_run_stopped_and_rerun_when_the_code_changes
 
     assert gpu_report.run("gpu", budget_s=0, dry_run=True) == 0 and ran() == []
     assert "a" in capsys.readouterr().out
-    # A step starts only with its whole limit (30 s) left: after b, 31 s minus b's 1.5 s is not enough.
-    assert gpu_report.run("gpu", budget_s=31) == 0
+    # A step starts only with its whole limit (10 s) left: b starts (a takes well under 2 s), and after
+    # b's 3 s, 12 s minus that is not enough for c.
+    assert gpu_report.run("gpu", budget_s=12) == 0
     assert ran() == ["a", "b"]
     assert "2 steps left" in capsys.readouterr().out
     assert gpu_report.run("gpu", budget_s=600) == 1  # `broken` fails: a non-zero exit

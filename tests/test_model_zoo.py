@@ -131,7 +131,7 @@ def test_the_report_says_how_each_module_is_served():
     model = model_zoo.TFEfficientNetStyle().eval()
     table = str(tritonconv.patch(model, fuse=True))
     assert any(line.split()[:2] == ["conv_stem", "routed"] for line in table.splitlines()), table
-    assert "custom forward" in table
+    assert "functional convolutions it calls go to tritonconv" in table
     assert "se.reduce" in table and "patched" in table
     assert "conv_pw + bn3 (BatchNorm folded)" in table
 

@@ -131,3 +131,79 @@ def test_every_pass_runs_tritonconvs_kernels_and_no_torch_convolution(monkeypatc
     backward_kernels = launched[len(forward_kernels) :]
     assert any("fwd" in name for name in backward_kernels) and any("wgrad" in name for name in backward_kernels)
     assert "_conv2d_bias_grad_kernel" in backward_kernels
+
+
+class DCGANGenerator(torch.nn.Module):
+    """The DCGAN generator's shape: a latent vector up to an image by 4x4 stride-2 transposed convs."""
+
+    def __init__(self, latent=8, width=8):
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.ConvTranspose2d(latent, width * 4, 4, 1, 0, bias=False), torch.nn.BatchNorm2d(width * 4),
+            torch.nn.ReLU(), torch.nn.ConvTranspose2d(width * 4, width * 2, 4, 2, 1, bias=False),
+            torch.nn.BatchNorm2d(width * 2), torch.nn.ReLU(), torch.nn.ConvTranspose2d(width * 2, 3, 4, 2, 1),
+            torch.nn.Tanh(),
+        )  # fmt: skip
+
+    def forward(self, z):
+        return self.net(z)
+
+
+class SmallUNet(torch.nn.Module):
+    """Two levels: down by a stride-2 conv, up by a stride-2 transposed conv given `output_size`, a skip."""
+
+    def __init__(self, width=4):
+        super().__init__()
+        self.down1 = torch.nn.Conv2d(3, width, 3, padding=1)
+        self.down2 = torch.nn.Conv2d(width, width * 2, 3, stride=2, padding=1)
+        self.up = torch.nn.ConvTranspose2d(width * 2, width, 3, stride=2, padding=1)
+        self.head = torch.nn.Conv1d(width * 2, 2, 1)
+
+    def forward(self, x):
+        skip = torch.relu(self.down1(x))
+        low = torch.relu(self.down2(skip))
+        up = self.up(low, output_size=skip.shape[-2:])  # odd sizes: output_size picks the output padding
+        n, _, h, w = skip.shape
+        return self.head(torch.cat([up, skip], 1).flatten(2)).view(n, 2, h, w)
+
+
+@needs_runtime_loops
+@pytest.mark.parametrize("build, shape", [(DCGANGenerator, (2, 8, 1, 1)), (SmallUNet, (2, 3, 9, 7))],
+                         ids=["dcgan", "unet"])  # fmt: skip
+def test_patched_decoders_match_torch_and_leave_no_transposed_conv_alone(build, shape):
+    from tritonconv import fallback
+
+    torch.manual_seed(0)
+    reference = build()
+    model = __import__("copy").deepcopy(reference)
+    report = tritonconv.patch(model)
+    assert not report.skipped, report
+    transposed = [n for n, m in model.named_modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    assert transposed and set(transposed) <= set(report.routed)
+    fallback.reset_stats()
+    x = torch.randn(shape)
+    got, expected = model(x), reference(x)
+    assert tritonconv.stats()["conv_transpose2d"]["tritonconv"] == len(transposed)
+    assert tritonconv.stats()["conv_transpose2d"]["torch"] == 0
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    got.square().sum().backward()
+    expected.square().sum().backward()
+    for (name, ref), param in zip(reference.named_parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(param.grad, ref.grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def test_conv_transpose_layers_are_drop_ins():
+    torch.manual_seed(0)
+    for ours, theirs, x in (
+        (tritonconv.ConvTranspose2d(4, 3, 3, stride=2, padding=1), torch.nn.ConvTranspose2d(4, 3, 3, stride=2,
+                                                                                                 padding=1),
+         torch.randn(1, 4, 5, 5)),
+        (tritonconv.ConvTranspose1d(4, 3, 3, stride=2, padding=1), torch.nn.ConvTranspose1d(4, 3, 3, stride=2,
+                                                                                                 padding=1),
+         torch.randn(1, 4, 5)),
+    ):  # fmt: skip
+        theirs.load_state_dict(ours.state_dict())
+        size = [10] * (x.dim() - 2)
+        torch.testing.assert_close(ours(x, output_size=size), theirs(x, output_size=size), **TOLERANCE)
+        torch.testing.assert_close(ours(x), theirs(x), **TOLERANCE)
+        assert tritonconv.patch(ours).skipped[0][2] == "already a tritonconv layer"

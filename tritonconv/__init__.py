@@ -10,7 +10,7 @@ from .arithmetic import ConvProblem, make_problem, problem_from_tensors
 from .dispatch import explain
 from .fallback import reset_stats, stats
 from .functional import Conv2dFunction, conv1d, conv2d
-from .nn import Conv1d, Conv2d
+from .nn import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from .patch import PatchReport, patch, patch_torch, patched, unpatch, unpatch_torch
 from .transposed import conv_transpose1d, conv_transpose2d
 from .tuning.model import tune_model
@@ -20,6 +20,8 @@ __all__ = [
     "Conv2d",
     "Conv2dFunction",
     "ConvProblem",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
     "PatchReport",
     "__version__",
     "conv1d",

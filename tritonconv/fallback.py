@@ -23,6 +23,7 @@ from .arithmetic import SUPPORTED_DTYPES
 from .functional import autocast_dtype_for, conv1d, conv2d, torch_conv2d_with_epilogue
 from .runtime import is_interpreted, supports_fp64_dot
 from .torch_reference import TORCH_CONV1D, TORCH_CONV2D
+from .transposed import TORCH_CONV_TRANSPOSE1D, TORCH_CONV_TRANSPOSE2D, conv_transpose1d, conv_transpose2d
 
 logger = logging.getLogger("tritonconv")
 TRITONCONV = "tritonconv"
@@ -89,6 +90,18 @@ def served_conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, gro
 def served_conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> torch.Tensor:
     """`F.conv1d`, served by tritonconv where it can be."""
     return serve("conv1d", conv1d, TORCH_CONV1D, input, weight, bias, stride, padding, dilation, groups)
+
+
+def served_conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """`F.conv_transpose2d`, served by tritonconv where it can be."""
+    return serve("conv_transpose2d", conv_transpose2d, TORCH_CONV_TRANSPOSE2D, input, weight, bias, stride, padding,
+                 output_padding, groups, dilation)  # fmt: skip
+
+
+def served_conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """`F.conv_transpose1d`, served by tritonconv where it can be."""
+    return serve("conv_transpose1d", conv_transpose1d, TORCH_CONV_TRANSPOSE1D, input, weight, bias, stride, padding,
+                 output_padding, groups, dilation)  # fmt: skip
 
 
 def stats() -> dict[str, dict]:

@@ -1,5 +1,5 @@
-"""`tritonconv.Conv2d` and `tritonconv.Conv1d`: `torch.nn` convolutions whose convolution runs
-through tritonconv's kernels (1-D through the 2-D kernels with H = 1)."""
+"""`tritonconv.Conv2d`, `Conv1d`, `ConvTranspose2d` and `ConvTranspose1d`: `torch.nn` convolutions
+whose convolution runs through tritonconv's kernels (1-D through the 2-D kernels with H = 1)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from .functional import conv1d, conv2d
 from .ops.epilogue import ACTIVATIONS
+from .transposed import conv_transpose1d, conv_transpose2d
 
 
 class _TritonConvolution:
@@ -61,3 +62,28 @@ class Conv1d(_TritonConvolution, torch.nn.Conv1d):
     """Drop-in for `torch.nn.Conv1d`, in the same way `Conv2d` is for `nn.Conv2d`."""
 
     _convolve = staticmethod(conv1d)
+
+
+class ConvTranspose2d(torch.nn.ConvTranspose2d):
+    """Drop-in for `torch.nn.ConvTranspose2d` (same constructor, parameters, `state_dict` keys and
+    `forward(input, output_size=None)`), computed by `tritonconv.conv_transpose2d`."""
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            raise ValueError("Only `zeros` padding mode is supported for ConvTranspose2d")
+        output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size, 2,
+                                              self.dilation)  # fmt: skip
+        return conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups,
+                                self.dilation)  # fmt: skip
+
+
+class ConvTranspose1d(torch.nn.ConvTranspose1d):
+    """Drop-in for `torch.nn.ConvTranspose1d`, in the same way as `ConvTranspose2d`."""
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            raise ValueError("Only `zeros` padding mode is supported for ConvTranspose1d")
+        output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size, 1,
+                                              self.dilation)  # fmt: skip
+        return conv_transpose1d(input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups,
+                                self.dilation)  # fmt: skip

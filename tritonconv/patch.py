@@ -32,10 +32,11 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from . import fusion
 from . import nn as tritonconv_nn
 from .arithmetic import SUPPORTED_DTYPES
-from .fallback import served_conv1d, served_conv2d
+from .fallback import served_conv1d, served_conv2d, served_conv_transpose1d, served_conv_transpose2d
 from .routing import functional_convs_routed
 from .swap import Swapped, derived_class, restore
 from .torch_reference import TORCH_CONV1D, TORCH_CONV2D
+from .transposed import TORCH_CONV_TRANSPOSE1D, TORCH_CONV_TRANSPOSE2D
 
 ModuleFilter = str | Sequence[str] | Callable[[str, nn.Module], bool]
 
@@ -85,7 +86,7 @@ class _Served(Swapped):
         return super()._epilogue() if fused is None else fused
 
 
-ROUTED_WHY = "custom forward: the functional convolutions it calls go to tritonconv while it runs"
+ROUTED_WHY = "its own forward runs; the functional convolutions it calls go to tritonconv"
 
 
 class _Routed(Swapped):
@@ -104,7 +105,10 @@ def routed_class(original: type) -> type:
 
 
 def has_custom_forward(module: nn.Module) -> bool:
-    """True when the module's class overrides `forward` or `_conv_forward` of nn.Conv1d/nn.Conv2d."""
+    """True when the module is a transposed convolution (served through its forward's functional
+    call) or its class overrides `forward` or `_conv_forward` of nn.Conv1d/nn.Conv2d."""
+    if isinstance(module, _ConvTransposeNd):
+        return True
     base = nn.Conv2d if isinstance(module, nn.Conv2d) else nn.Conv1d
     cls = type(module)
     return cls.forward is not base.forward or cls._conv_forward is not base._conv_forward
@@ -122,13 +126,12 @@ def why_not_served(module: nn.Module) -> str | None:
     """Why `patch` leaves a convolution module alone, or None if it can serve it."""
     if isinstance(module, (_Served, _Routed)):
         return "already patched"
-    if isinstance(module, (tritonconv_nn.Conv2d, tritonconv_nn.Conv1d)):
+    if isinstance(module, (tritonconv_nn.Conv2d, tritonconv_nn.Conv1d, tritonconv_nn.ConvTranspose2d,
+                           tritonconv_nn.ConvTranspose1d)):  # fmt: skip
         return "already a tritonconv layer"
-    if isinstance(module, _ConvTransposeNd):
-        return "transposed convolution (tritonconv has no kernel for it)"
     if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
         return "lazy module not yet initialised (run one forward first)"
-    if not isinstance(module, (nn.Conv1d, nn.Conv2d)):
+    if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)):
         return f"{len(module.kernel_size)}-D convolution (tritonconv serves 1-D and 2-D)"
     if module.weight.dtype not in SUPPORTED_DTYPES:
         return f"dtype {module.weight.dtype} is not supported"
@@ -213,18 +216,22 @@ def unpatch(model: nn.Module) -> list[str]:
     return restored
 
 
-_ROUTES = (
-    (torch.nn.functional, "conv2d", served_conv2d, TORCH_CONV2D),
-    (torch.nn.functional, "conv1d", served_conv1d, TORCH_CONV1D),
-    (torch, "conv2d", served_conv2d, TORCH_CONV2D),
-    (torch, "conv1d", served_conv1d, TORCH_CONV1D),
+_ROUTES = tuple(
+    (owner, name, served, original)
+    for owner in (torch.nn.functional, torch)
+    for name, served, original in (
+        ("conv2d", served_conv2d, TORCH_CONV2D),
+        ("conv1d", served_conv1d, TORCH_CONV1D),
+        ("conv_transpose2d", served_conv_transpose2d, TORCH_CONV_TRANSPOSE2D),
+        ("conv_transpose1d", served_conv_transpose1d, TORCH_CONV_TRANSPOSE1D),
+    )
 )
 
 
 def patch_torch() -> None:
-    """Route `F.conv2d`, `F.conv1d`, `torch.conv2d` and `torch.conv1d` through tritonconv (with
-    torch as the fallback). Every `nn.Conv1d`/`nn.Conv2d` calls `F.conv*d`, so unpatched modules
-    follow too."""
+    """Route `F.conv2d`, `F.conv1d`, `F.conv_transpose2d`, `F.conv_transpose1d` and their `torch.*`
+    forms through tritonconv (with torch as the fallback). torch's conv modules call these, so
+    unpatched modules follow too."""
     for owner, name, served, _ in _ROUTES:
         setattr(owner, name, served)
 

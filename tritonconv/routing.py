@@ -1,13 +1,15 @@
 """Route the functional convolutions one module makes to tritonconv while that module runs, and
 nothing else: how `patch` serves conv subclasses whose own forward calls `F.conv2d` (timm's
-`Conv2dSame` and `StdConv2d`, Hugging Face's `WeightStandardizedConv2d`).
+`Conv2dSame` and `StdConv2d`, Hugging Face's `WeightStandardizedConv2d`) and torch's transposed
+convolution modules (whose forward, `output_size` included, stays torch's).
 
-While at least one routed module is running, `F.conv2d`, `F.conv1d`, `torch.conv2d` and
-`torch.conv1d` are dispatchers; a dispatcher sends a call to tritonconv (with torch as the fallback,
-`fallback.py`) only from a thread that is inside a routed module's forward, and to torch's own
-function otherwise. When the last routed module returns, torch's functions are put back. Code that
-imported the function object itself before (rather than calling it through its module) is not
-routed, and neither is anything under torch.compile (which compiles the module's own forward).
+While at least one routed module is running, `F.conv2d`, `F.conv1d`, `F.conv_transpose2d`,
+`F.conv_transpose1d` and their `torch.*` forms are dispatchers; a dispatcher sends a call to
+tritonconv (with torch as the fallback, `fallback.py`) only from a thread that is inside a routed
+module's forward, and to torch's own function otherwise. When the last routed module returns,
+torch's functions are put back. Code that imported the function object itself before (rather than
+calling it through its module) is not routed, and neither is anything under torch.compile (which
+compiles the module's own forward).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from .fallback import served_conv1d, served_conv2d
+from .fallback import served_conv1d, served_conv2d, served_conv_transpose1d, served_conv_transpose2d
 from .torch_reference import TORCH_CONV1D, TORCH_CONV2D
+from .transposed import TORCH_CONV_TRANSPOSE1D, TORCH_CONV_TRANSPOSE2D
 
 _local = threading.local()
 _lock = threading.Lock()
@@ -38,11 +41,17 @@ def _dispatcher(served: Callable, original: Callable) -> Callable:
 
 _DISPATCH_CONV2D = _dispatcher(served_conv2d, TORCH_CONV2D)
 _DISPATCH_CONV1D = _dispatcher(served_conv1d, TORCH_CONV1D)
-_ROUTES = (
-    (torch.nn.functional, "conv2d", _DISPATCH_CONV2D, TORCH_CONV2D),
-    (torch.nn.functional, "conv1d", _DISPATCH_CONV1D, TORCH_CONV1D),
-    (torch, "conv2d", _DISPATCH_CONV2D, TORCH_CONV2D),
-    (torch, "conv1d", _DISPATCH_CONV1D, TORCH_CONV1D),
+_DISPATCH_TRANSPOSE2D = _dispatcher(served_conv_transpose2d, TORCH_CONV_TRANSPOSE2D)
+_DISPATCH_TRANSPOSE1D = _dispatcher(served_conv_transpose1d, TORCH_CONV_TRANSPOSE1D)
+_ROUTES = tuple(
+    (owner, name, dispatcher, original)
+    for owner in (torch.nn.functional, torch)
+    for name, dispatcher, original in (
+        ("conv2d", _DISPATCH_CONV2D, TORCH_CONV2D),
+        ("conv1d", _DISPATCH_CONV1D, TORCH_CONV1D),
+        ("conv_transpose2d", _DISPATCH_TRANSPOSE2D, TORCH_CONV_TRANSPOSE2D),
+        ("conv_transpose1d", _DISPATCH_TRANSPOSE1D, TORCH_CONV_TRANSPOSE1D),
+    )
 )
 
 
