@@ -13,6 +13,7 @@ from torch import nn
 import tritonconv
 from tritonconv import fallback, fusion, routing
 from tritonconv.patch import torch_is_patched
+from tritonconv.torch_reference import TORCH_CONV2D
 
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 CUSTOM_FORWARD_MODELS = {
@@ -35,7 +36,7 @@ def test_patch_alone_serves_every_conv_of_custom_forward_models(name):
     x = torch.randn(2, 3, 15, 13, requires_grad=True)  # odd sizes: uneven 'same' padding
     got, expected = model(x), reference(x)
     assert tritonconv.stats()["conv2d"] == {"tritonconv": conv_calls, "torch": 0, "fallbacks": {}}
-    assert not routing.routes_installed() and F.conv2d is routing.TORCH_CONV2D, "routing outlived the forward"
+    assert not routing.routes_installed() and F.conv2d is TORCH_CONV2D, "routing outlived the forward"
     torch.testing.assert_close(got, expected, **TOLERANCE)
     grad = torch.randn_like(expected)
     got.backward(grad)
@@ -83,7 +84,7 @@ def test_a_routed_module_inside_patched_keeps_the_global_routing():
     with tritonconv.patched():
         conv(torch.randn(1, 2, 5, 5))
         assert torch_is_patched()
-    assert F.conv2d is routing.TORCH_CONV2D
+    assert F.conv2d is TORCH_CONV2D
 
 
 FUSION_MODELS = {

@@ -104,6 +104,20 @@ def served_conv_transpose1d(input, weight, bias=None, stride=1, padding=0, outpu
                  output_padding, groups, dilation)  # fmt: skip
 
 
+# Where torch keeps each functional convolution, and tritonconv's served form of it with torch's
+# own: what `patch_torch()` and the routing of a module's calls (`routing.py`) swap.
+FUNCTIONAL_CONVS = tuple(
+    (owner, name, served, original)
+    for owner in (torch.nn.functional, torch)
+    for name, served, original in (
+        ("conv2d", served_conv2d, TORCH_CONV2D),
+        ("conv1d", served_conv1d, TORCH_CONV1D),
+        ("conv_transpose2d", served_conv_transpose2d, TORCH_CONV_TRANSPOSE2D),
+        ("conv_transpose1d", served_conv_transpose1d, TORCH_CONV_TRANSPOSE1D),
+    )
+)
+
+
 def stats() -> dict[str, dict]:
     """Calls through patched modules and functions since the last `reset_stats()`, per op:
     `{'conv2d': {'tritonconv': 120, 'torch': 3, 'fallbacks': {reason: 3}}, ...}`."""

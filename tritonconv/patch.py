@@ -32,11 +32,9 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from . import fusion
 from . import nn as tritonconv_nn
 from .arithmetic import SUPPORTED_DTYPES
-from .fallback import served_conv1d, served_conv2d, served_conv_transpose1d, served_conv_transpose2d
+from .fallback import FUNCTIONAL_CONVS, served_conv1d, served_conv2d
 from .routing import functional_convs_routed
 from .swap import Swapped, derived_class, restore
-from .torch_reference import TORCH_CONV1D, TORCH_CONV2D
-from .transposed import TORCH_CONV_TRANSPOSE1D, TORCH_CONV_TRANSPOSE2D
 
 ModuleFilter = str | Sequence[str] | Callable[[str, nn.Module], bool]
 
@@ -216,29 +214,17 @@ def unpatch(model: nn.Module) -> list[str]:
     return restored
 
 
-_ROUTES = tuple(
-    (owner, name, served, original)
-    for owner in (torch.nn.functional, torch)
-    for name, served, original in (
-        ("conv2d", served_conv2d, TORCH_CONV2D),
-        ("conv1d", served_conv1d, TORCH_CONV1D),
-        ("conv_transpose2d", served_conv_transpose2d, TORCH_CONV_TRANSPOSE2D),
-        ("conv_transpose1d", served_conv_transpose1d, TORCH_CONV_TRANSPOSE1D),
-    )
-)
-
-
 def patch_torch() -> None:
     """Route `F.conv2d`, `F.conv1d`, `F.conv_transpose2d`, `F.conv_transpose1d` and their `torch.*`
     forms through tritonconv (with torch as the fallback). torch's conv modules call these, so
     unpatched modules follow too."""
-    for owner, name, served, _ in _ROUTES:
+    for owner, name, served, _ in FUNCTIONAL_CONVS:
         setattr(owner, name, served)
 
 
 def unpatch_torch() -> None:
     """Give torch its own functions back."""
-    for owner, name, _, original in _ROUTES:
+    for owner, name, _, original in FUNCTIONAL_CONVS:
         setattr(owner, name, original)
 
 

@@ -20,9 +20,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from .fallback import served_conv1d, served_conv2d, served_conv_transpose1d, served_conv_transpose2d
-from .torch_reference import TORCH_CONV1D, TORCH_CONV2D
-from .transposed import TORCH_CONV_TRANSPOSE1D, TORCH_CONV_TRANSPOSE2D
+from .fallback import FUNCTIONAL_CONVS
 
 _local = threading.local()
 _lock = threading.Lock()
@@ -39,20 +37,10 @@ def _dispatcher(served: Callable, original: Callable) -> Callable:
     return dispatch
 
 
-_DISPATCH_CONV2D = _dispatcher(served_conv2d, TORCH_CONV2D)
-_DISPATCH_CONV1D = _dispatcher(served_conv1d, TORCH_CONV1D)
-_DISPATCH_TRANSPOSE2D = _dispatcher(served_conv_transpose2d, TORCH_CONV_TRANSPOSE2D)
-_DISPATCH_TRANSPOSE1D = _dispatcher(served_conv_transpose1d, TORCH_CONV_TRANSPOSE1D)
 _ROUTES = tuple(
-    (owner, name, dispatcher, original)
-    for owner in (torch.nn.functional, torch)
-    for name, dispatcher, original in (
-        ("conv2d", _DISPATCH_CONV2D, TORCH_CONV2D),
-        ("conv1d", _DISPATCH_CONV1D, TORCH_CONV1D),
-        ("conv_transpose2d", _DISPATCH_TRANSPOSE2D, TORCH_CONV_TRANSPOSE2D),
-        ("conv_transpose1d", _DISPATCH_TRANSPOSE1D, TORCH_CONV_TRANSPOSE1D),
-    )
+    (owner, name, _dispatcher(served, original), original) for owner, name, served, original in FUNCTIONAL_CONVS
 )
+_DISPATCH_CONV2D = _ROUTES[0][2]  # F.conv2d's dispatcher
 
 
 @contextlib.contextmanager
