@@ -8,8 +8,8 @@ is x. So its forward runs the dgrad routes (masking, stride phases, 1x1, depthwi
 gradients are that convolution's forward (for x) and weight gradient (with the roles of input and
 grad_output swapped), all through one prepared call (`prepared.PreparedConv.for_gradients`).
 
-Arguments are validated by torch's own meta kernel on first use of a key, so every error is
-torch's. The bias is added after the kernel by torch. Under torch.compile torch's own transposed
+Arguments are validated on first use of a key by torch's own function on data-free stand-ins
+(`check_like_torch`), so every error is torch's. The bias is added after the kernel by torch. Under torch.compile torch's own transposed
 convolution runs.
 """
 
@@ -112,8 +112,9 @@ def conv_transpose2d(
 
 
 def _prepare(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: tuple) -> tuple:
-    """Validate the call as torch does (its meta kernel raises its own errors) and prepare the
-    underlying convolution, whose input is the transposed output."""
+    """Validate the call as torch does (`check_like_torch`, then the checks torch makes inside its
+    kernels) and prepare the underlying convolution, whose input is the transposed output; the meta
+    kernel gives the output's shape."""
     stride, padding, output_padding, groups, dilation = geometry
     check_like_torch(TORCH_CONV_TRANSPOSE2D, input, weight, bias, geometry)
     _check_kernel_arguments(input, weight, bias, stride, output_padding, dilation)
