@@ -9,8 +9,8 @@ gradients are that convolution's forward (for x) and weight gradient (with the r
 grad_output swapped), all through one prepared call (`prepared.PreparedConv.for_gradients`).
 
 Arguments are validated on first use of a key by torch's own function on data-free stand-ins
-(`check_like_torch`), so every error is torch's. The bias is added after the kernel by torch. Under torch.compile torch's own transposed
-convolution runs.
+(`check_like_torch`), so every error is torch's. The bias is added after the kernel by torch.
+Under torch.compile torch's own transposed convolution runs.
 """
 
 from __future__ import annotations
