@@ -77,7 +77,7 @@ def test_compare_reads_two_reports(report, tmp_path):
         [sys.executable, "-m", "tritonconv.cli", "compare", str(directory / "x.csv"), str(tmp_path / "new.csv")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert printed.returncode == 0 and "1 faster, 1 slower" in printed.stdout
+    assert printed.returncode == 1 and "1 faster, 1 slower" in printed.stdout  # a slower row fails the compare
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="Inductor on the CPU needs a C++ compiler")

@@ -11,12 +11,15 @@ interpreter), but its timings mean nothing, and it says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 
 import torch
+import triton
 
 from .arithmetic import CHANNELS_LAST, CONTIGUOUS
 from .bench.run import BASELINES
@@ -47,13 +50,68 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text!r}")
+    return value
+
+
+def _suite(text: str) -> str:
+    """A shipped suite's name or an existing CSV file, checked before any work starts."""
+    if text.endswith(".csv"):
+        if not os.path.isfile(text):
+            raise argparse.ArgumentTypeError(f"no suite file {text!r}")
+        return text
+    if text not in _suite_names():
+        raise argparse.ArgumentTypeError(f"unknown suite {text!r}; known: {', '.join(_suite_names())} (or a .csv path)")
+    return text
+
+
+def _out_csv(text: str) -> str:
+    """A report path: it must end in .csv (the plot and summary go beside it), and its folder must be
+    writable or creatable, so a bad path fails now and not after the whole benchmark."""
+    if not text.endswith(".csv"):
+        raise argparse.ArgumentTypeError(
+            f"expected a path ending in .csv (OUT.png and OUT.md go beside it); got {text!r}"
+        )
+    folder = os.path.dirname(os.path.abspath(text))
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    try:  # the real test (os.access says yes to root even where nothing can be created, as in /proc)
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {error.strerror} in {existing}") from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="tritonconv", description=__doc__)
+    versions = f"tritonconv {__version__} (triton {triton.__version__}, torch {torch.__version__})"
+    parser.add_argument("--version", action="version", version=versions)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("suites", help="list the shape suites shipped in autotune/")
     tune = commands.add_parser("tune", help="tune a suite's or a model's problems into this device's cache")
     source = tune.add_mutually_exclusive_group(required=True)
-    source.add_argument("--suite", help="a suite name (see `tritonconv suites`) or a CSV path")
+    source.add_argument("--suite", type=_suite, help="a suite name (see `tritonconv suites`) or a CSV path")
     source.add_argument(
         "--model",
         help="MODULE:FACTORY, a function of no arguments that returns the model, e.g. torchvision.models:resnet50",
@@ -62,20 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--pass", dest="passes", type=_csv(PASSES), default=["fwd"])
     tune.add_argument("--dtype", type=_csv(DTYPES), default=["bfloat16"])
     tune.add_argument("--layout", type=_csv((CHANNELS_LAST, CONTIGUOUS)), default=[CHANNELS_LAST])
-    tune.add_argument("--batch", type=int, help="override every layer's (or the model input's) batch size")
+    tune.add_argument("--batch", type=_positive, help="override every layer's (or the model input's) batch size")
     tune.add_argument("--force", action="store_true", help="retune problems the cache already holds")
-    tune.add_argument("--max-candidates", type=int, help="time at most this many configs per variant")
+    tune.add_argument("--max-candidates", type=_positive, help="time at most this many configs per variant")
     bench = commands.add_parser("bench", help="time a suite against torch; write OUT.csv, OUT.png and OUT.md")
-    bench.add_argument("--suite", required=True, help="a suite name (see `tritonconv suites`) or a CSV path")
+    bench.add_argument(
+        "--suite", type=_suite, required=True, help="a suite name (see `tritonconv suites`) or a CSV path"
+    )
     bench.add_argument("--pass", dest="passes", type=_csv(PASSES), default=list(PASSES))
     bench.add_argument("--dtype", type=_csv(DTYPES), default=["bfloat16"])
     bench.add_argument("--layout", type=_csv((CHANNELS_LAST, CONTIGUOUS)), default=[CHANNELS_LAST])
-    bench.add_argument("--batch", type=int, help="override every layer's batch size")
+    bench.add_argument("--batch", type=_positive, help="override every layer's batch size")
     bench.add_argument(
         "--baseline", type=_csv(BASELINES), default=["torch"],
         help="torch (cuDNN in benchmark mode), and optionally inductor (torch.compile, max-autotune)",
     )  # fmt: skip
-    bench.add_argument("--out", required=True, help="OUT.csv; OUT.png and OUT.md are written beside it")
+    bench.add_argument("--out", type=_out_csv, required=True, help="OUT.csv; OUT.png and OUT.md are written beside it")
     gate = commands.add_parser(
         "check-kernels",
         help="compile every kernel route for a GPU that need not be here; fail on spills, shared memory, no wgmma",
@@ -84,17 +144,36 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--suite", dest="suites", type=_csv(_suite_names()), default=["smoke", "resnet50"])
     gate.add_argument("--dtype", type=_csv(("float16", "bfloat16")), default=["bfloat16", "float16"])
     gate.add_argument("--space", action="store_true", help="also every candidate of each route's tuning space")
-    gate.add_argument("--jobs", type=int, help="compiling processes (default: one per core)")
+    gate.add_argument("--jobs", type=_positive, help="compiling processes (default: one per core)")
     gate.add_argument("--out", help="CSV (default: reports/static/<arch>_triton<version>.csv)")
-    compare = commands.add_parser("compare", help="what got faster or slower between two bench CSVs")
+    compare = commands.add_parser(
+        "compare", help="what got faster or slower between two bench CSVs; exits 1 if any row got slower"
+    )
     compare.add_argument("old")
     compare.add_argument("new")
-    compare.add_argument("--noise", type=float, default=0.05, help="relative change treated as noise (0.05)")
+    compare.add_argument("--noise", type=_non_negative, default=0.05, help="relative change treated as noise (0.05)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 success, 2 a usage error (argparse's), 1 a failed run (one line on stderr;
+    `--debug` shows the traceback)."""
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except BrokenPipeError:  # `tritonconv compare a b | head`: the reader left; nothing more to say
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # no flush error at exit either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (ValueError, OSError, RuntimeError, ImportError, KeyError) as error:
+        if args.debug:
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"tritonconv {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "suites":
         from .suites import available_suites, load_suite
 
@@ -105,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "compare":
         from .bench.compare import compare
 
-        print(compare(args.old, args.new, args.noise)[1])
-        return 0
+        joined, text = compare(args.old, args.new, args.noise)
+        print(text)
+        return 1 if (joined["verdict"] == "slower").any() else 0
     if args.command == "check-kernels":
         rerun_compiled("tritonconv.cli")
         return _check_kernels(args)

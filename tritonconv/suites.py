@@ -46,16 +46,31 @@ def load_suite(
         path = suites_folder() / f"{name_or_path}.csv"
         if not path.exists():
             raise ValueError(f"unknown suite {name_or_path!r}; known: {', '.join(available_suites())}")
-    table = pd.read_csv(path, comment="#")  # '#' lines say where the shapes come from
+    try:
+        table = pd.read_csv(path, comment="#", dtype=str, keep_default_na=False)  # '#' lines: where shapes come from
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a suite CSV ({type(error).__name__}: {' '.join(str(error).split())})") from None
     missing = [column for column in COLUMNS if column not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; a suite has columns {', '.join(COLUMNS)}")
+    if table.empty:
+        raise ValueError(f"{path}: no layers")
     layers = []
-    for row in table.itertuples(index=False):
-        problem = make_problem(
-            n=batch or int(row.n), c=int(row.c), h=int(row.h), w=int(row.w), k=int(row.k), r=int(row.r),
-            s=int(row.s), stride=(int(row.stride_h), int(row.stride_w)), padding=(int(row.pad_h), int(row.pad_w)),
-            dilation=(int(row.dil_h), int(row.dil_w)), groups=int(row.groups), dtype=dtype, layout=layout,
-        )  # fmt: skip
-        layers.append(SuiteLayer(str(row.layer), int(row.count), problem, path.stem))
+    for index, row in enumerate(table.to_dict("records")):
+        where = f"{path}, row {index + 1} (layer {row['layer']!r})"  # data rows, counted from 1
+        sizes = {}
+        for column in COLUMNS[1:]:
+            try:
+                sizes[column] = int(row[column])
+            except ValueError:
+                raise ValueError(f"{where}, column {column!r}: expected an integer, got {row[column]!r}") from None
+        try:
+            problem = make_problem(
+                n=batch or sizes["n"], c=sizes["c"], h=sizes["h"], w=sizes["w"], k=sizes["k"], r=sizes["r"],
+                s=sizes["s"], stride=(sizes["stride_h"], sizes["stride_w"]), padding=(sizes["pad_h"], sizes["pad_w"]),
+                dilation=(sizes["dil_h"], sizes["dil_w"]), groups=sizes["groups"], dtype=dtype, layout=layout,
+            )  # fmt: skip
+        except (ValueError, RuntimeError) as error:
+            raise ValueError(f"{where}: {' '.join(str(error).split())}") from None
+        layers.append(SuiteLayer(str(row["layer"]), sizes["count"], problem, path.stem))
     return layers
