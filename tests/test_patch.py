@@ -297,3 +297,14 @@ def test_torch_compile_of_a_patched_model_on_cpu():
     expected.sum().backward()
     for ref, param in zip(reference.parameters(), model.parameters(), strict=True):
         torch.testing.assert_close(param.grad, ref.grad, **TOLERANCE)
+
+
+def test_patch_refuses_what_is_not_a_module_and_its_table_aligns():
+    with pytest.raises(TypeError, match=r"expects a torch\.nn\.Module .*; got str"):
+        tritonconv.patch("notamodel")
+    model = nn.Sequential(nn.Conv2d(2, 2, 1), nn.ConvTranspose2d(2, 2, 2))
+    lines = str(tritonconv.patch(model)).splitlines()
+    header, rule, *rows = lines[:4]
+    status_column = header.index("status")
+    assert rule.index(" ") == len("module") and all(row[status_column - 2 : status_column] == "  " for row in rows)
+    assert [row.split()[1] for row in rows] == ["patched", "routed"]

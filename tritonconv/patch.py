@@ -59,7 +59,7 @@ class PatchReport:
         if not rows:
             return "no convolution modules found"
         rows = [(name or "(the model itself)", status, why) for name, status, why in rows]
-        width = max(len(name) for name, _, _ in rows)
+        width = max(len("module"), *(len(name) for name, _, _ in rows))
         lines = [f"{'module':<{width}}  {'status':<10}  why", f"{'-' * width}  {'-' * 10}  ---"]
         lines += [f"{name:<{width}}  {status:<10}  {why}".rstrip() for name, status, why in rows]
         lines.append(f"{len(self.patched)} patched, {len(self.routed)} routed, {len(self.skipped)} left alone")
@@ -163,6 +163,8 @@ def patch(
     weights and bias, and runs a following ReLU/SiLU/GELU/LeakyReLU module in its epilogue (in
     `Sequential`s, and through `torch.fx` where the model traces; `fusion.py`).
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"patch() expects a torch.nn.Module (a model or a layer); got {type(model).__name__}")
     report = PatchReport()
     for name, module in model.named_modules():
         if not isinstance(module, _ConvNd):
