@@ -50,24 +50,23 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    return value
+def _at_least(minimum: float, convert: Callable[[str], float], expected: str) -> Callable[[str], float]:
+    """An argparse type: `convert(text)`, refused with `expected` in the message below `minimum`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not value >= minimum:
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text!r}")
-    return value
+_positive = _at_least(1, int, "a positive integer")
+_non_negative = _at_least(0.0, float, "a number >= 0")
 
 
 def _suite(text: str) -> str:
