@@ -150,10 +150,7 @@ def compile_item(item: GateItem) -> list[dict]:
     for kernel_launch, pointers in launches:
         row = {**base, "item": item, "kernel": kernel_launch.kernel.__name__}
         try:
-            arguments = (*pointers, *kernel_launch.scalars)
-            compiled = static_compile.compile_launch(
-                kernel_launch.kernel, kernel_launch.grid, arguments, kernel_launch.constexprs
-            )
+            compiled = static_compile.compile_captured(kernel_launch, pointers)
             found = static_compile.usage(compiled)
         except Exception as error:
             row["verdict"] = f"compile error: {_one_line(error)}"
@@ -193,21 +190,15 @@ def _launches(item: GateItem) -> list[tuple[launch.KernelLaunch, tuple]]:
     problem = item.problem
     x, weight = _tensor(problem.input_shape, problem), _tensor(problem.weight_shape, problem)
     grad_output = _tensor(problem.output_shape, problem)
-    captured: list[tuple[launch.KernelLaunch, tuple]] = []
-    previous, launch.STUB = launch.STUB, lambda kernel_launch, *pointers: captured.append((kernel_launch, pointers))
-    try:
-        run_route: dict[str, Callable[[], None]] = {
-            Pass.FWD: lambda: _forward(x, weight, problem, item),
-            Pass.DGRAD: lambda: _gradient(item, problem.input_shape, grad_output, weight),
-            Pass.WGRAD: lambda: _gradient(item, problem.weight_shape, x, grad_output),
-            BIAS_GRAD: lambda: prepare_bias_grad(grad_output, bias := grad_output.new_empty(problem.k))(
-                grad_output, bias
-            ),
-        }
+    run_route: dict[str, Callable[[], None]] = {
+        Pass.FWD: lambda: _forward(x, weight, problem, item),
+        Pass.DGRAD: lambda: _gradient(item, problem.input_shape, grad_output, weight),
+        Pass.WGRAD: lambda: _gradient(item, problem.weight_shape, x, grad_output),
+        BIAS_GRAD: lambda: prepare_bias_grad(grad_output, bias := grad_output.new_empty(problem.k))(grad_output, bias),
+    }
+    with launch.captured() as launches:
         run_route[item.pass_name]()
-    finally:
-        launch.STUB = previous
-    return captured
+    return launches
 
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, problem: ConvProblem, item: GateItem) -> None:
@@ -256,10 +247,7 @@ def against_driver(items: Sequence[GateItem], static_table: pd.DataFrame | None)
     with runtime.target_capability(capability):  # CPU tensors stand in, launches prepared for this GPU
         for item in items:
             for kernel_launch, pointers in _launches(item):
-                compiled = static_compile.compile_launch(
-                    kernel_launch.kernel, kernel_launch.grid, (*pointers, *kernel_launch.scalars),
-                    kernel_launch.constexprs,
-                )  # fmt: skip
+                compiled = static_compile.compile_captured(kernel_launch, pointers)
                 compiled._init_handles()  # loads the module: the driver's register and spill counts
                 found = static_compile.usage(compiled)
                 rows.append({

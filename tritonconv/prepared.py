@@ -16,7 +16,6 @@ are planned and prepared on the first backward, per grad_output layout.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping
 
 import torch
@@ -28,7 +27,7 @@ from .ops.activation_grad import prepare_activation_grad
 from .ops.epilogue import NO_EPILOGUE, Epilogue, saves_output
 from .ops.wgrad import prepare_bias_grad
 from .registry import Pass, Plan, spec
-from .runtime import POISON_ENV, environment_reader
+from .runtime import POISON_ENV, environment_reader, poison_outputs
 from .tuning import cache as tuning_cache
 
 MAX_PREPARED = 4096
@@ -47,8 +46,7 @@ def call_key(
     return (
         input.shape, input.stride(), input.dtype, input.device, input.data_ptr() & 15,
         weight.shape, weight.stride(), weight.dtype, weight.device, weight.data_ptr() & 15,
-        tensor_key(bias), geometry, epilogue, _cudnn_allows_tf32(), _autotune_mode(), _poison(),
-        tuning_cache._generation,
+        tensor_key(bias), geometry, epilogue, flags_key(),
     )  # fmt: skip
 
 
@@ -131,7 +129,7 @@ class PreparedConv:
     ) -> None:
         self.problem = problem
         self.plans = dict(plans or {})
-        self.poison = os.environ.get(POISON_ENV, "0") == "1"
+        self.poison = poison_outputs()
         self.epilogue = epilogue
         self.input_channels_last = input_channels_last
         self.weight_channels_last = weight_channels_last

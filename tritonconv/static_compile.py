@@ -92,6 +92,12 @@ def compile_launch(
     return kernel.warmup(*arguments, grid=tuple(grid), **constexprs)
 
 
+def compile_captured(kernel_launch: object, pointers: Sequence[object]) -> object:
+    """Compile a launch recorded by `ops.launch.captured()` with the pointers it was called with."""
+    arguments = (*pointers, *kernel_launch.scalars)
+    return compile_launch(kernel_launch.kernel, kernel_launch.grid, arguments, kernel_launch.constexprs)
+
+
 def usage(compiled: object) -> StaticUsage:
     """Registers, spills, shared memory and tensor-core instructions of a compiled kernel."""
     ptx = compiled.asm["ptx"]

@@ -57,24 +57,12 @@ def host_us(fn: Callable[[], object], calls: int, repeats: int) -> float:
     return statistics.median(means)
 
 
-class LaunchCounter:
-    """The launch stub: counts each kernel launched, launches nothing."""
-
-    def __init__(self) -> None:
-        self.launches: Counter[str] = Counter()
-
-    def __call__(self, kernel_launch: launch.KernelLaunch, *pointers: object) -> None:
-        self.launches[kernel_launch.kernel.__name__ if hasattr(kernel_launch.kernel, "__name__") else "kernel"] += 1
-
-    def per_call(self, fn: Callable[[], object]) -> str:
-        """The kernels one call of `fn` launches, as 'name=count; ...'."""
-        self.launches.clear()
-        previous, launch.STUB = launch.STUB, self
-        try:
-            fn()
-        finally:
-            launch.STUB = previous
-        return "; ".join(f"{name}={count}" for name, count in sorted(self.launches.items()))
+def launches_per_call(fn: Callable[[], object]) -> str:
+    """The kernels one call of `fn` launches, as 'name=count; ...' (captured, not run)."""
+    with launch.captured() as launches:
+        fn()
+    counts = Counter(kernel_launch.kernel.__name__ for kernel_launch, _ in launches)
+    return "; ".join(f"{name}={count}" for name, count in sorted(counts.items()))
 
 
 def no_launch(kernel_launch: launch.KernelLaunch, *pointers: object) -> None:
@@ -163,12 +151,11 @@ def main() -> None:
     on_gpu = torch.cuda.is_available() and device_slug() != "interpreter"
     device = "cuda" if on_gpu else "cpu"
     batch = args.batch if args.batch is not None else (None if on_gpu else 1)
-    counter = LaunchCounter()
     rows = []
     for layer in load_suite(args.suite, batch=batch, dtype=getattr(torch, args.dtype)):
         calls = layer_calls(layer.problem, device, layer.problem.dtype)
         for pass_name, fn in calls.items():
-            kernels = "" if pass_name.startswith("torch") or on_gpu else counter.per_call(fn)
+            kernels = "" if pass_name.startswith("torch") or on_gpu else launches_per_call(fn)
             launch.STUB = None if on_gpu else no_launch
             microseconds = host_us(fn, args.calls, args.repeats)
             launch.STUB = None

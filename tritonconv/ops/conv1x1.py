@@ -11,7 +11,7 @@ from ..arithmetic import ConvProblem
 from ..config import KernelConfig
 from ..kernels import _conv2d_fwd_1x1_kernel
 from .common import LaunchFlags, forward_constexprs, forward_strides
-from .descriptors import TensorDescriptor, aligned, descriptors_usable, rebased
+from .descriptors import TensorDescriptor, aligned, dense_nhwc, descriptors_usable, rebased
 from .epilogue import Epilogue
 from .launch import KernelLaunch
 
@@ -25,12 +25,10 @@ def gemm_views(
     a unit inner stride and 16-byte aligned rows, the shapes a tensor descriptor (TMA) can address."""
     if problem.stride != (1, 1) or x.element_size() not in (2, 4) or not descriptors_usable(x.device, KERNEL):
         return None
-    n, c, h, w = x.shape
-    k = weight.shape[0]
-    dense_nhwc = (h * w * c, 1, w * c, c)
-    if x.stride() != dense_nhwc or y.stride() != (h * w * k, 1, w * k, k) or weight.stride(1) != 1:
+    x_rows, y_rows = dense_nhwc(x), dense_nhwc(y)
+    if x_rows is None or y_rows is None or weight.stride(1) != 1:
         return None
-    views = (x.permute(0, 2, 3, 1).reshape(n * h * w, c), weight[:, :, 0, 0], y.permute(0, 2, 3, 1).reshape(-1, k))
+    views = (x_rows.reshape(-1, x.shape[1]), weight[:, :, 0, 0], y_rows.reshape(-1, y.shape[1]))
     return views if aligned(*views) else None
 
 

@@ -31,6 +31,12 @@ def aligned(*tensors: torch.Tensor) -> bool:
     )
 
 
+def dense_nhwc(tensor: torch.Tensor) -> torch.Tensor | None:
+    """A dense channels_last 4-D tensor as its [N, H, W, C] view (unit inner stride), else None."""
+    _, c, h, w = tensor.shape
+    return tensor.permute(0, 2, 3, 1) if tensor.stride() == (h * w * c, 1, w * c, c) else None
+
+
 def rebased(descriptor: TensorDescriptor, base: torch.Tensor) -> TensorDescriptor:
     """`descriptor` over `base`'s memory instead of its own base's. Shape, strides and 16-byte
     alignment are those the descriptor was validated with (the call key fixes them), so the

@@ -15,7 +15,8 @@ so the host time of everything else can be measured on a machine without a GPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from ..runtime import is_interpreted
 
@@ -94,3 +95,16 @@ def _bind(launch: KernelLaunch, compiled: object, pointer_count: int) -> Callabl
         run(grid_0, grid_1, grid_2, current_stream(device), function, metadata, None, None, None, *pointers, *tail)
 
     return direct
+
+
+@contextlib.contextmanager
+def captured() -> Iterator[list[tuple[KernelLaunch, tuple]]]:
+    """Within the block every launch is recorded, as (launch, pointers), instead of run: what a
+    call would launch, for the compile-only gate, the tuner's static check and the host benchmark."""
+    launches: list[tuple[KernelLaunch, tuple]] = []
+    global STUB
+    previous, STUB = STUB, lambda kernel_launch, *pointers: launches.append((kernel_launch, pointers))
+    try:
+        yield launches
+    finally:
+        STUB = previous

@@ -20,7 +20,7 @@ from ..config import KernelConfig
 from ..kernels import _conv2d_fwd_tma_kernel, _conv2d_wgrad_tma_kernel
 from . import dgrad, implicit_gemm, wgrad
 from .common import LaunchFlags, forward_constexprs, needs_int64, tap_kwargs
-from .descriptors import TensorDescriptor, aligned, descriptors_usable, rebased
+from .descriptors import TensorDescriptor, aligned, dense_nhwc, descriptors_usable, rebased
 from .epilogue import NO_EPILOGUE, Epilogue
 from .launch import KernelLaunch
 
@@ -38,11 +38,8 @@ def box_shape(p: int, q: int, block_m: int) -> tuple[int, int]:
 
 def _nhwc(tensor: torch.Tensor) -> torch.Tensor | None:
     """A dense channels_last activation as its [N, H, W, C] view, if a descriptor can address it."""
-    _, c, h, w = tensor.shape
-    if tensor.stride() != (h * w * c, 1, w * c, c):
-        return None
-    view = tensor.permute(0, 2, 3, 1)
-    return view if aligned(view) else None
+    view = dense_nhwc(tensor)
+    return view if view is not None and aligned(view) else None
 
 
 def _tap_major(weight: torch.Tensor) -> torch.Tensor | None:

@@ -191,22 +191,16 @@ def static_reason(workload: Workload, variant: str, config: KernelConfig, shared
     or where nothing compiles (the interpreter); a compile error is left to `_gate`, which records it."""
     if interpreted():
         return None
-    captured: list[tuple[launch.KernelLaunch, tuple]] = []
-    previous, launch.STUB = launch.STUB, lambda kernel_launch, *pointers: captured.append((kernel_launch, pointers))
     try:
-        workload.run(variant, config)
-        for kernel_launch, pointers in captured:
-            arguments = (*pointers, *kernel_launch.scalars)
-            compiled = static_compile.compile_launch(
-                kernel_launch.kernel, kernel_launch.grid, arguments, kernel_launch.constexprs
-            )
+        with launch.captured() as launches:
+            workload.run(variant, config)
+        for kernel_launch, pointers in launches:
+            compiled = static_compile.compile_captured(kernel_launch, pointers)
             problems = static_compile.resource_problems(static_compile.usage(compiled), shared_memory)
             if problems:
                 return f"statically unfit ({kernel_launch.kernel.__name__}): {'; '.join(problems)}"
     except Exception:  # compile errors and the like: `_gate` runs the candidate and records them
         return None
-    finally:
-        launch.STUB = previous
     return None
 
 
