@@ -216,3 +216,47 @@ def test_the_tma_weight_gradient_matches_the_reference(case, split_k, device):
     expected = float64_results(x, weight, grad_output, padding=padding, dilation=dilation)[Pass.WGRAD]
     torch.testing.assert_close(grad_weight.double(), expected, rtol=1e-5, atol=1e-4)
     assert torch.equal(call.weight_grad(x, grad_output), grad_weight), "not bitwise reproducible"
+
+
+@pytest.mark.parametrize("split_k", [1, 3], ids=["direct", "split"])
+@pytest.mark.parametrize("case", ["3x3 pad 1, 2 images", "dilation 2, C = 24, K = 40"])
+def test_the_tma_weight_gradient_computes_the_bias_gradient_in_the_same_launch(case, split_k, device):
+    """dW and db from one partial launch (and, split, one ordered sum): no bias-grad kernel runs,
+    both match the reference, and a second run is bit-for-bit the first."""
+    n, c, h, w, k, r, s, padding, dilation = GRADIENT_CASES[case]
+    x, weight, _ = _inputs(n, c, h, w, k, r, s, device=device)
+    problem = tritonconv.problem_from_tensors(x, weight, None, 1, padding, dilation, 1)
+    route = registry.spec(Pass.WGRAD, Variant.TMA)
+    assert route.fuses_bias_grad
+    config = route.clamp(dataclasses.replace(route.heuristic(problem), block_m=16, block_n=16, block_k=16,
+                                             split_k=split_k), problem)  # fmt: skip
+    grad_output = torch.randn(problem.output_shape, device=device).to(memory_format=torch.channels_last)
+    call = prepared.PreparedConv(problem, x, weight, NO_EPILOGUE, plans={Pass.WGRAD: Plan(Variant.TMA, config, "t")})
+    with kernels_launched() as launched:
+        grad_weight, grad_bias = call.weight_and_bias_grad(x, grad_output)
+    assert launched == ["_conv2d_wgrad_tma_kernel"] + (["_sum_splits_kernel"] if config.split_k > 1 else [])
+    expected = float64_results(x, weight, grad_output, padding=padding, dilation=dilation)[Pass.WGRAD]
+    torch.testing.assert_close(grad_weight.double(), expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(grad_bias.double(), grad_output.double().sum((0, 2, 3)), rtol=1e-5, atol=1e-4)
+    again = call.weight_and_bias_grad(x, grad_output)
+    assert torch.equal(again[0], grad_weight) and torch.equal(again[1], grad_bias), "not bitwise reproducible"
+
+
+def test_a_conv_with_bias_on_the_tma_weight_gradient_runs_no_bias_reduction(device):
+    """Through autograd: dW and db come from the fused launch, dX from its own, and all three match."""
+    x, weight, bias = _inputs(2, 16, 6, 7, 24, 3, 3, device=device)
+    problem = tritonconv.problem_from_tensors(x, weight, bias, 1, 1, 1, 1)
+    config = registry.spec(Pass.WGRAD, Variant.TMA).heuristic(problem)
+    plans = {Pass.WGRAD: Plan(Variant.TMA, config, "test")}
+    x.requires_grad_(), weight.requires_grad_(), bias.requires_grad_()
+    y = tritonconv.functional.Conv2dFunction.apply(
+        x, weight, bias, prepared.PreparedConv(problem, x, weight, NO_EPILOGUE, plans=plans)
+    )
+    grad_output = torch.randn_like(y)
+    with kernels_launched() as launched:
+        y.backward(grad_output)
+    assert "_conv2d_bias_grad_kernel" not in launched and "_conv2d_wgrad_tma_kernel" in launched
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, weight, bias))
+    torch.nn.functional.conv2d(x64, w64, b64, padding=1).backward(grad_output.double())
+    for got, want in ((x.grad, x64.grad), (weight.grad, w64.grad), (bias.grad, b64.grad)):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)

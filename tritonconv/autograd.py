@@ -21,6 +21,10 @@ class ConvGradients(Protocol):
 
     def bias_grad(self, grad_output: torch.Tensor) -> torch.Tensor: ...
 
+    def weight_and_bias_grad(
+        self, input: torch.Tensor, grad_output: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
 
 def save_operands(ctx, input: torch.Tensor, weight: torch.Tensor, *extra: torch.Tensor | None) -> None:
     """Save the input only if dW is wanted and the weight only if dX is, then `extra` (what an
@@ -30,11 +34,15 @@ def save_operands(ctx, input: torch.Tensor, weight: torch.Tensor, *extra: torch.
 
 
 def conv_gradients(ctx, grad_output: torch.Tensor, gradients: ConvGradients) -> tuple:
-    """(dX, dW, db) for the gradients autograd asked for, None for the rest."""
+    """(dX, dW, db) for the gradients autograd asked for, None for the rest; dW and db together
+    where both are asked for (a route may compute them from one read of dY)."""
     input, weight = ctx.saved_tensors[:2]
     needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+    grad_input = gradients.input_grad(grad_output, weight) if needs_input else None
+    if needs_weight and needs_bias:
+        return grad_input, *gradients.weight_and_bias_grad(input, grad_output)
     return (
-        gradients.input_grad(grad_output, weight) if needs_input else None,
+        grad_input,
         gradients.weight_grad(input, grad_output) if needs_weight else None,
         gradients.bias_grad(grad_output) if needs_bias else None,
     )

@@ -43,6 +43,7 @@ from .tuning.space import candidates, shared_memory_bytes
 DEFAULT_SUITES = ("smoke", "resnet50")
 DEFAULT_DTYPES = (torch.bfloat16, torch.float16)
 BIAS_GRAD = "bias grad"
+WGRAD_WITH_BIAS = "wgrad + bias grad"  # a weight-gradient route that sums db as it goes (`fuses_bias_grad`)
 CHOSEN = ("heuristic", "shipped table")
 # Kernels whose tl.dot is batched (3-D): Triton lowers it to mma.sync, never wgmma.
 BATCHED_DOT_KERNELS = frozenset({"_conv2d_fwd_grouped_tile_kernel"})
@@ -87,8 +88,13 @@ def gate_items(
                         if space:
                             for config in candidates(problem, pass_name, variant):
                                 configs.setdefault(config, "space")
+                        fused = pass_name == Pass.WGRAD and spec(pass_name, variant).fuses_bias_grad
                         for config, source in configs.items():
                             items.setdefault(GateItem(suite, layer.name, problem, pass_name, variant, config, source))
+                            if fused:
+                                items.setdefault(
+                                    GateItem(suite, layer.name, problem, WGRAD_WITH_BIAS, variant, config, source)
+                                )
                 items.setdefault(GateItem(suite, layer.name, problem, BIAS_GRAD, "reduction", None, "heuristic"))
     return list(items)
 
@@ -194,6 +200,7 @@ def _launches(item: GateItem) -> list[tuple[launch.KernelLaunch, tuple]]:
         Pass.FWD: lambda: _forward(x, weight, problem, item),
         Pass.DGRAD: lambda: _gradient(item, problem.input_shape, grad_output, weight),
         Pass.WGRAD: lambda: _gradient(item, problem.weight_shape, x, grad_output),
+        WGRAD_WITH_BIAS: lambda: _weight_and_bias_gradient(item, x, grad_output),
         BIAS_GRAD: lambda: prepare_bias_grad(grad_output, bias := grad_output.new_empty(problem.k))(grad_output, bias),
     }
     with launch.captured() as launches:
@@ -210,6 +217,13 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, problem: ConvProblem, item: 
 def _gradient(item: GateItem, shape: tuple[int, ...], *operands: torch.Tensor) -> None:
     gradient = _tensor(shape, item.problem)
     spec(item.pass_name, item.variant).prepare(*operands, gradient, item.problem, item.config)(*operands, gradient)
+
+
+def _weight_and_bias_gradient(item: GateItem, x: torch.Tensor, grad_output: torch.Tensor) -> None:
+    problem = item.problem
+    grad_weight, grad_bias = _tensor(problem.weight_shape, problem), grad_output.new_empty(problem.k)
+    run = spec(Pass.WGRAD, item.variant).prepare(x, grad_output, grad_weight, problem, item.config, grad_bias=grad_bias)
+    run(x, grad_output, grad_weight, grad_bias)
 
 
 def _tensor(shape: tuple[int, ...], problem: ConvProblem) -> torch.Tensor:

@@ -204,6 +204,10 @@ class _OpGradients:
     def bias_grad(self, grad_output: torch.Tensor) -> torch.Tensor:
         return conv2d_bias_grad_op(grad_output)
 
+    def weight_and_bias_grad(self, input: torch.Tensor, grad_output: torch.Tensor) -> tuple:
+        """Two ops: the compiled graph's own reduction of db may fuse with its neighbours."""
+        return self.weight_grad(input, grad_output), self.bias_grad(grad_output)
+
 
 def _setup_context(ctx, inputs, output) -> None:
     input, weight, _, *geometry = inputs

@@ -241,6 +241,32 @@ class PreparedConv:
         self._launch(run, input, grad_output, grad_weight)
         return grad_weight
 
+    def weight_and_bias_grad(self, input: torch.Tensor, grad_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """dW and db: one launch where the weight gradient's route computes db from the dY it reads
+        (`VariantSpec.fuses_bias_grad`), else the two passes apart."""
+
+        def prepare() -> tuple:
+            plan, final = self._plan(Pass.WGRAD)
+            route = spec(Pass.WGRAD, plan.variant)
+            if not route.fuses_bias_grad:
+                return None, None, final
+            like = input
+            grad_weight = torch.empty(self.problem.weight_shape, dtype=like.dtype, device=like.device,
+                                      memory_format=memory_format(self.weight_channels_last))  # fmt: skip
+            grad_bias = torch.empty((self.problem.k,), dtype=like.dtype, device=like.device)
+            run = route.prepare(input, grad_output, grad_weight, self.problem, plan.config, grad_bias=grad_bias)
+            return run, (_allocation(grad_weight), _allocation(grad_bias)), final
+
+        problem = self.problem
+        if problem.n * problem.p * problem.q == 0:
+            return self.weight_grad(input, grad_output), self.bias_grad(grad_output)
+        run, allocations = self._gradient("weight and bias", grad_output, prepare)
+        if run is None:
+            return self.weight_grad(input, grad_output), self.bias_grad(grad_output)
+        grad_weight, grad_bias = self._new(allocations[0]), self._new(allocations[1])
+        self._launch(run, input, grad_output, grad_weight, grad_bias)
+        return grad_weight, grad_bias
+
     def bias_grad(self, grad_output: torch.Tensor) -> torch.Tensor:
         def prepare() -> tuple:
             grad_bias = torch.empty((grad_output.shape[1],), dtype=grad_output.dtype, device=grad_output.device)

@@ -10,7 +10,9 @@ A `VariantSpec` names, for one (pass, variant):
 - `space`, `heuristic` and `clamp`: its config space as data, its untimed config, and how a config
   of the space is fitted to a problem;
 - `competes`: a forward route the tuner times wherever it applies though the rule never picks it
-  (a new kernel not yet measured on a GPU).
+  (a new kernel not yet measured on a GPU);
+- `fuses_bias_grad`: a weight-gradient route whose launcher also computes the bias gradient from
+  the dY it reads (`prepare(..., grad_bias=...)`), so no separate bias reduction runs.
 
 Planning (`dispatch`), the tuner, the fingerprint and `explain` read this table and nothing else.
 Adding a variant is a kernel, a launcher and one spec here.
@@ -286,6 +288,7 @@ class VariantSpec:
     heuristic: Callable[[ConvProblem], KernelConfig]
     clamp: Callable[[KernelConfig, ConvProblem], KernelConfig]
     competes: bool = False  # a forward route the tuner times wherever it applies, though the rule never picks it
+    fuses_bias_grad: bool = False  # a weight-gradient route that computes the bias gradient too
 
     @property
     def key(self) -> tuple[Pass, Variant]:
@@ -337,7 +340,7 @@ SPECS: tuple[VariantSpec, ...] = (
                 DEPTHWISE_WGRAD_AXES, depthwise_wgrad_config, _depthwise_wgrad_clamp),
     # dW of a stride-1 conv fed by descriptors, K x C per tap: not the rule's choice until measured on a GPU.
     VariantSpec(Pass.WGRAD, Variant.TMA, tma_dgrad_applies, never, tma.prepare_wgrad, ("tma_wgrad", "wgrad"),
-                WGRAD_AXES, tma_wgrad_config, _tma_wgrad_clamp),
+                WGRAD_AXES, tma_wgrad_config, _tma_wgrad_clamp, fuses_bias_grad=True),
     VariantSpec(Pass.WGRAD, Variant.IMPLICIT_GEMM, always, always, wgrad.prepare_split_k, ("wgrad",), WGRAD_AXES,
                 wgrad_config, _wgrad_clamp),
 )  # fmt: skip

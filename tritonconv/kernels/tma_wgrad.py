@@ -10,6 +10,11 @@ those output pixels read through that tap; the descriptor fills coordinates outs
 the reduction computes nothing per element. The boxes are split into chunks (grid axis 1); each
 chunk's partial dW goes to its own slice of a workspace that a second kernel adds in index order
 (bit-for-bit reproducible), or, with one chunk, straight to dW through its strides.
+
+With HAS_BIAS the bias gradient rides along: the programs of the first tap and first C block
+already hold every dY box of their K rows, so they also sum those boxes over pixels (in fp32, in
+box order) and store db, or its chunk's partial next to dW's in the workspace, which the same
+ordered sum finishes. dY is then read once for both gradients, and no third kernel runs.
 """
 
 import triton
@@ -23,6 +28,7 @@ def _conv2d_wgrad_tma_kernel(
     x_desc,
     dy_desc,
     out_ptr,
+    bias_ptr,
     P,
     Q,
     BOXES,
@@ -32,6 +38,9 @@ def _conv2d_wgrad_tma_kernel(
     stride_out_c,
     stride_out_r,
     stride_out_s,
+    bias_offset,
+    stride_bias_split,
+    stride_bias,
     K: tl.constexpr,
     C: tl.constexpr,
     R: tl.constexpr,
@@ -40,6 +49,7 @@ def _conv2d_wgrad_tma_kernel(
     PAD_W: tl.constexpr,
     DIL_H: tl.constexpr,
     DIL_W: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
     ACC_FP64: tl.constexpr,
     UPCAST_OPERANDS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -48,7 +58,8 @@ def _conv2d_wgrad_tma_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_Q: tl.constexpr,
 ):
-    """dW[k0:k0+BLOCK_M, c0:c0+BLOCK_N, r, s] summed over boxes [chunk*CHUNK, +CHUNK) of BOXES."""
+    """dW[k0:k0+BLOCK_M, c0:c0+BLOCK_N, r, s] summed over boxes [chunk*CHUNK, +CHUNK) of BOXES (and,
+    with HAS_BIAS, db[k0:k0+BLOCK_M] by the programs of tap 0 and C block 0)."""
     PIXELS: tl.constexpr = BLOCK_P * BLOCK_Q
     TILES_C: tl.constexpr = (C + BLOCK_N - 1) // BLOCK_N
     pid = tl.program_id(0)
@@ -64,6 +75,8 @@ def _conv2d_wgrad_tma_kernel(
     boxes_per_image = tl.cdiv(P, BLOCK_P) * tiles_q
 
     acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
+    sums_bias = (tap == 0) & (tile_c == 0)
+    bias_acc = tl.zeros([BLOCK_M], dtype=acc.dtype)
     first = chunk * CHUNK
     for box in range(first, tl.minimum(first + CHUNK, BOXES)):
         image = box // boxes_per_image
@@ -71,6 +84,9 @@ def _conv2d_wgrad_tma_kernel(
         q0 = (box % tiles_q) * BLOCK_Q
         a = dy_desc.load([image, p0, q0, k0]).reshape(PIXELS, BLOCK_M).T
         b = x_desc.load([image, p0 + shift_h, q0 + shift_w, c0]).reshape(PIXELS, BLOCK_N)
+        if HAS_BIAS:  # noqa: SIM102 - the constexpr test alone removes the branch at compile time
+            if sums_bias:
+                bias_acc += tl.sum(a.to(acc.dtype), axis=1)
         if UPCAST_OPERANDS:
             a = a.to(tl.float32)
             b = b.to(tl.float32)
@@ -82,3 +98,7 @@ def _conv2d_wgrad_tma_kernel(
             + (offs_k * stride_out_k)[:, None] + (offs_c * stride_out_c)[None, :])  # fmt: skip
     mask = (offs_k < K)[:, None] & (offs_c < C)[None, :]
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    if HAS_BIAS:  # noqa: SIM102 - the constexpr test alone removes the branch at compile time
+        if sums_bias:
+            bias_offs = bias_offset + chunk * stride_bias_split + offs_k * stride_bias
+            tl.store(bias_ptr + bias_offs, bias_acc.to(bias_ptr.dtype.element_ty), mask=offs_k < K)

@@ -134,21 +134,25 @@ def _conv2d_wgrad_partial_kernel(
 def _sum_splits_kernel(
     partial_ptr,
     dw_ptr,
+    db_ptr,
     SPLIT,
     NUMEL,
+    BIAS_NUMEL,
     stride_part_split,
     stride_wk,
     stride_wc,
     stride_wr,
     stride_ws,
+    stride_db,
     C_PER_GROUP: tl.constexpr,
     R: tl.constexpr,
     S: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    """dW = sum over splits of the workspace, in split order, cast to dW's dtype and layout."""
+    """dW = sum over splits of the workspace, in split order, cast to dW's dtype and layout. A row
+    of the workspace may hold BIAS_NUMEL bias-gradient partials after dW's NUMEL: those go to db."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < NUMEL
+    mask = offs < NUMEL + BIAS_NUMEL
     acc = tl.load(partial_ptr + offs, mask=mask, other=0.0)
     for split in range(1, SPLIT):
         acc += tl.load(partial_ptr + split * stride_part_split + offs, mask=mask, other=0.0)
@@ -158,7 +162,9 @@ def _sum_splits_kernel(
     r = (crs // S) % R
     s = crs % S
     dw_offs = k * stride_wk + c * stride_wc + r * stride_wr + s * stride_ws
-    tl.store(dw_ptr + dw_offs, acc.to(dw_ptr.dtype.element_ty), mask=mask)
+    tl.store(dw_ptr + dw_offs, acc.to(dw_ptr.dtype.element_ty), mask=offs < NUMEL)
+    is_bias = mask & (offs >= NUMEL)
+    tl.store(db_ptr + (offs - NUMEL) * stride_db, acc.to(db_ptr.dtype.element_ty), mask=is_bias)
 
 
 @triton.jit

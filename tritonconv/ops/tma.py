@@ -139,34 +139,37 @@ def prepare_dgrad(
 
 def prepare_wgrad(
     input: torch.Tensor, grad_output: torch.Tensor, grad_weight: torch.Tensor, problem: ConvProblem,
-    config: KernelConfig,
+    config: KernelConfig, grad_bias: torch.Tensor | None = None,
 ) -> Callable[..., None]:  # fmt: skip
-    """The stride-1 weight gradient's launches, taking (input, grad_output, grad_weight): block_m of
-    K by block_n of C at one tap per program, the output-pixel boxes (block_k pixels each) split
-    `split_k` ways and summed in order."""
+    """The stride-1 weight gradient's launches, taking (input, grad_output, grad_weight) or, with
+    `grad_bias`, (input, grad_output, grad_weight, grad_bias): block_m of K by block_n of C at one
+    tap per program, the output-pixel boxes (block_k pixels each) split `split_k` ways and summed in
+    order; the bias gradient summed from the same dY boxes."""
     views = _views(input, grad_output, problem, weight_like=False)
     if views is None:
-        return wgrad.prepare_split_k(input, grad_output, grad_weight, problem, config)
+        return _pointer_wgrad(input, grad_output, grad_weight, problem, config, grad_bias)
     x_view, dy_view = views
     block_p, block_q = box_shape(problem.p, problem.q, config.block_k)
     x_desc = TensorDescriptor.from_tensor(x_view, [1, block_p, block_q, config.block_n])
     dy_desc = TensorDescriptor.from_tensor(dy_view, [1, block_p, block_q, config.block_m])
     boxes = problem.n * triton.cdiv(problem.p, block_p) * triton.cdiv(problem.q, block_q)
-    workspace_limit = (2**31 - 1) // grad_weight.numel()  # the workspace's split offsets stay 32-bit
+    row = grad_weight.numel() + (problem.k if grad_bias is not None else 0)
+    workspace_limit = (2**31 - 1) // row  # the workspace's split offsets stay 32-bit
     chunk = triton.cdiv(boxes, max(1, min(config.split_k, boxes, workspace_limit)))
     split = triton.cdiv(boxes, chunk)
     tiles = triton.cdiv(problem.k, config.block_m) * problem.r * problem.s * triton.cdiv(problem.c, config.block_n)
     flags = LaunchFlags.for_call(input.dtype, WGRAD_KERNEL, False, True)
 
-    def partial_launch(out_strides: tuple[int, ...]) -> Callable[..., None]:
+    def partial_launch(out_strides: tuple[int, ...], bias_strides: tuple[int, int, int] | None = None) -> Callable:
         launch = KernelLaunch(
             WGRAD_KERNEL,
             (tiles, split),
-            (problem.p, problem.q, boxes, chunk, *out_strides),
+            (problem.p, problem.q, boxes, chunk, *out_strides, *(bias_strides or (0, 0, 0))),
             {
                 "K": problem.k,
                 "C": problem.c,
                 **tap_kwargs(problem),
+                "HAS_BIAS": bias_strides is not None,
                 **flags.numeric_kwargs(),
                 "BLOCK_M": config.block_m,
                 "BLOCK_N": config.block_n,
@@ -175,6 +178,28 @@ def prepare_wgrad(
                 **config.options(),
             },
         )  # fmt: skip
-        return lambda input, grad_output, out: launch(rebased(x_desc, input), rebased(dy_desc, grad_output), out)
 
-    return wgrad.split_or_direct(partial_launch, split, grad_weight, problem)
+        def run(input, grad_output, out, bias_out=None) -> None:
+            launch(rebased(x_desc, input), rebased(dy_desc, grad_output), out, out if bias_out is None else bias_out)
+
+        return run
+
+    return wgrad.split_or_direct(partial_launch, split, grad_weight, problem, grad_bias)
+
+
+def _pointer_wgrad(
+    input: torch.Tensor, grad_output: torch.Tensor, grad_weight: torch.Tensor, problem: ConvProblem,
+    config: KernelConfig, grad_bias: torch.Tensor | None,
+) -> Callable[..., None]:  # fmt: skip
+    """The pointer kernels' weight gradient (and bias gradient, its own reduction) for tensors no
+    descriptor can address, taking what `prepare_wgrad`'s run takes."""
+    weight_run = wgrad.prepare_split_k(input, grad_output, grad_weight, problem, config)
+    if grad_bias is None:
+        return weight_run
+    bias_run = wgrad.prepare_bias_grad(grad_output, grad_bias)
+
+    def both(input, grad_output, grad_weight, grad_bias) -> None:
+        weight_run(input, grad_output, grad_weight)
+        bias_run(grad_output, grad_bias)
+
+    return both

@@ -104,32 +104,48 @@ def prepare_depthwise(
 
 
 def split_or_direct(
-    partial_launch: Callable[[tuple[int, ...]], Callable[..., None]], split: int, grad_weight: torch.Tensor,
-    problem: ConvProblem,
+    partial_launch: Callable[..., Callable[..., None]], split: int, grad_weight: torch.Tensor, problem: ConvProblem,
+    grad_bias: torch.Tensor | None = None,
 ) -> WgradRun:  # fmt: skip
     """With one chunk, the partial kernel stores dW itself (its dtype, through its strides): one
     launch and no workspace. Otherwise it fills a [split, K, C/g, R, S] workspace that the ordered
-    sum reduces into dW."""
+    sum reduces into dW.
+
+    With `grad_bias` (a partial kernel that sums the bias gradient as it goes), `partial_launch`
+    also takes db's (offset, split stride, stride): db itself, or K more columns of each workspace
+    row, which the same ordered sum finishes; the run then takes (input, grad_output, grad_weight,
+    grad_bias)."""
+    fused = grad_bias is not None
     if split == 1:
+        if fused:
+            return partial_launch((0, *grad_weight.stride()), (0, 0, grad_bias.stride(0)))
         direct = partial_launch((0, *grad_weight.stride()))
         return lambda input, grad_output, grad_weight: direct(input, grad_output, grad_weight)
     numel = grad_weight.numel()
+    bias_numel = problem.k if fused else 0
+    row = numel + bias_numel
     acc_dtype = torch.float64 if grad_weight.dtype == torch.float64 else torch.float32
     c, r, s = problem.c_per_group, problem.r, problem.s
-    partials = partial_launch((numel, c * r * s, r * s, s, 1))
+    workspace_strides = (row, c * r * s, r * s, s, 1)
+    partials = partial_launch(workspace_strides, (numel, row, 1)) if fused else partial_launch(workspace_strides)
     summed = KernelLaunch(
         _sum_splits_kernel,
-        (triton.cdiv(numel, SUM_BLOCK),),
-        (split, numel, numel, *grad_weight.stride()),
+        (triton.cdiv(row, SUM_BLOCK),),
+        (split, numel, bias_numel, row, *grad_weight.stride(), grad_bias.stride(0) if fused else 0),
         {"C_PER_GROUP": c, "R": r, "S": s, "BLOCK": SUM_BLOCK},
     )
 
     def run(input, grad_output, grad_weight) -> None:
-        workspace = torch.empty((split, numel), dtype=acc_dtype, device=grad_weight.device)
+        workspace = torch.empty((split, row), dtype=acc_dtype, device=grad_weight.device)
         partials(input, grad_output, workspace)
-        summed(workspace, grad_weight)
+        summed(workspace, grad_weight, grad_weight)
 
-    return run
+    def run_with_bias(input, grad_output, grad_weight, grad_bias) -> None:
+        workspace = torch.empty((split, row), dtype=acc_dtype, device=grad_weight.device)
+        partials(input, grad_output, workspace, workspace)
+        summed(workspace, grad_weight, grad_bias)
+
+    return run_with_bias if fused else run
 
 
 def prepare_bias_grad(grad_output: torch.Tensor, grad_bias: torch.Tensor) -> Callable[..., None]:
