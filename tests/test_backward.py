@@ -88,15 +88,19 @@ def test_gradcheck_float64(device):
     )
 
 
-def test_double_backward_raises_clearly(device):
-    """dX depends on the weight, so a second derivative exists; the backward is once-differentiable
-    for now and must say so rather than return a wrong (zero) second derivative."""
+def test_double_backward_gives_the_second_derivative(device):
+    """dX depends on the weight, so a second derivative exists: through create_graph it must be
+    torch's, not zero and not an error (the gradient ops are differentiable; tests/test_double_backward.py)."""
     x, weight, _ = random_conv_inputs(1, 2, 4, 4, 2, 3, 3, bias=False, device=device)
     x.requires_grad_()
     weight.requires_grad_()
     (grad,) = torch.autograd.grad(tritonconv.conv2d(x, weight).square().sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match=r"once_differentiable|twice"):
-        grad.sum().backward()
+    grad.sum().backward()
+    x64, weight64 = (t.detach().double().requires_grad_() for t in (x, weight))
+    (grad64,) = torch.autograd.grad(F.conv2d(x64, weight64).square().sum(), x64, create_graph=True)
+    grad64.sum().backward()
+    torch.testing.assert_close(weight.grad.double(), weight64.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_wgrad_is_bitwise_reproducible_across_splits(device):

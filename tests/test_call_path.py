@@ -29,7 +29,7 @@ LAYERS = [
                   "calls", "prepared")),
     ("front ends", ("autograd", "functional", "library_ops", "nn", "fallback", "routing", "patch", "fusion", "swap",
                     "transposed")),
-    ("tools", ("tuning.model", "bench", "kernel_gate", "gpu_report", "cli", "demo", "__main__", "")),
+    ("tools", ("tuning.model", "bench", "kernel_gate", "gpu_report", "progress", "cli", "demo", "__main__", "")),
 ]  # fmt: skip
 
 

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 
 from tritonconv import cli
+from tritonconv.bench import timing
 from tritonconv.bench.compare import KEY
+from tritonconv.progress import Progress
 
 USAGE_ERRORS = {
     "unknown suite (tune)": (["tune", "--suite", "nope"], "unknown suite 'nope'"),
@@ -22,6 +24,15 @@ USAGE_ERRORS = {
         ["bench", "--suite", "smoke", "--pass", "fwd,bwd", "--out", "o.csv"],
         "expected a comma-separated",
     ),
+    "--model without a colon": (["tune", "--model", "torchvision.models.resnet50"], "expected MODULE:FACTORY"),
+    "--model, missing module": (["tune", "--model", "no_such_module_x:build"], "cannot import 'no_such_module_x'"),
+    "--model, missing factory": (
+        ["tune", "--model", "torch.nn:no_such_factory"],
+        "'torch.nn' has no 'no_such_factory'",
+    ),
+    "--model, not callable": (["tune", "--model", "math:pi"], "'math:pi' is not callable"),
+    "--model without --input-shape": (["tune", "--model", "torch.nn:Identity"], "--model needs --input-shape"),
+    "unknown compare format": (["compare", "a.csv", "b.csv", "--format", "html"], "invalid choice: 'html'"),
 }
 
 
@@ -118,3 +129,81 @@ def test_a_bad_report_path_is_refused_before_the_benchmark_runs(out, message, ca
     with pytest.raises(SystemExit) as exit:
         cli.main(["bench", "--suite", "smoke", "--out", out])
     assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_model_that_fails_on_its_input_fails_with_one_line(tmp_path, monkeypatch, capsys):
+    """A 3-channel model given a 4-channel input: exit 1, torch's error with what was run, no traceback."""
+    (tmp_path / "three_channels.py").write_text("import torch\n\ndef build():\n    return torch.nn.Conv2d(3, 8, 3)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path / "cache"))
+    assert cli.main(["tune", "--model", "three_channels:build", "--input-shape", "1,4,8,8"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "Traceback" not in error
+    assert "--model three_channels:build on a bfloat16 channels_last input of shape (1, 4, 8, 8)" in error
+    assert "expected input[1, 4, 8, 8] to have 3 channels, but got 4 channels instead" in error
+
+
+@pytest.mark.parametrize("command", ["tune", "bench", "check-kernels", "compare"])
+def test_help_shows_every_choice_and_default(command, capsys):
+    with pytest.raises(SystemExit) as exit:
+        cli.main([command, "--help"])
+    assert exit.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    expected = {
+        "tune": ["fwd, dgrad, wgrad", "(default: fwd)", "(bench times all three by default)", "(default: bfloat16)",
+                 "(default: channels_last)"],
+        "bench": ["fwd, dgrad, wgrad", "(default: fwd,dgrad,wgrad)", "(tune tunes fwd alone by default)",
+                  "torch, inductor", "(default: torch)"],
+        "check-kernels": ["(default: smoke,resnet50)", "(default: bfloat16,float16)", "(default: sm90)"],
+        "compare": ["{text,md,csv}", "(default: text)", "(default: 0.05)"],
+    }[command]  # fmt: skip
+    for phrase in expected:
+        assert phrase in text, phrase
+
+
+@pytest.mark.parametrize("format", ["md", "csv"])
+def test_compare_writes_markdown_and_csv(format, tmp_path, capsys):
+    old, new = _report(tmp_path / "old.csv"), _report(tmp_path / "new.csv", slower_by=1.5)
+    assert cli.main(["compare", str(old), str(new), "--format", format]) == 1
+    out = capsys.readouterr().out
+    if format == "md":
+        lines = out.splitlines()
+        assert lines[0] == "| layer | pass | dtype | old ms | new ms | new/old | verdict |"
+        assert lines[1].startswith("|---") and lines[-1].startswith("3 rows: 0 faster, 1 slower, 2 unchanged")
+        assert "| l0 | fwd | bfloat16 | 1.0000 | 1.5000 | 1.500 | slower |" in lines
+    else:
+        table = pd.read_csv(io.StringIO(out))
+        assert list(table["layer"]) == ["l1", "l2", "l0"] and list(table["verdict"]) == ["unchanged"] * 2 + ["slower"]
+        assert table.loc[2, "ratio"] == pytest.approx(1.5)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _run_progress(stream) -> str:
+    progress = Progress("tune", stream)
+    for step in range(3):
+        progress(step, 3, f"fwd layer{step}")
+    progress(3, 3, "done")
+    return stream.getvalue()
+
+
+def test_progress_in_a_log_is_one_line_per_step():
+    """Not a terminal (CI, a log file): a line per step with elapsed and estimated time, no carriage return."""
+    lines = _run_progress(io.StringIO()).splitlines()
+    assert "\r" not in "".join(lines) and len(lines) == 4
+    assert lines[0].startswith("tune: 1/3 fwd layer0 (elapsed 00:00")
+    assert "left)" in lines[1] and lines[-1].startswith("tune: 3/3 done in ")
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar_with_rate():
+    text = _run_progress(_Terminal())
+    assert "\r" in text and "3/3" in text and "step/s" in text
+
+
+def test_cpu_timings_are_medians_of_several_runs_after_a_warm_up():
+    calls = []
+    assert timing.cpu_median_ms(lambda: calls.append(1)) >= 0
+    assert len(calls) >= 1 + timing.CPU_MIN_RUNS

@@ -279,3 +279,18 @@ def test_agrees_with_functional_conv2d_on_int_and_tuple_args(device):
     b = tritonconv.conv2d(x, weight, bias, stride=(2,), padding=[1, 1], dilation=(1, 1))
     assert torch.equal(a, b)
     assert a.shape == F.conv2d(x.cpu(), weight.cpu(), bias.cpu(), stride=2, padding=1).shape
+
+
+def test_inputs_without_channels_behave_as_in_torch():
+    """A (2, 0, 8, 8) input with a (16, 0, 3, 3) weight is valid for torch, which returns an empty
+    result: so do conv2d and conv1d (with gradients), and a mismatched one raises torch's error."""
+    x, weight, bias = torch.randn(2, 0, 8, 8, requires_grad=True), torch.randn(16, 0, 3, 3), torch.randn(16)
+    weight.requires_grad_()
+    got, want = tritonconv.conv2d(x, weight, bias), F.conv2d(x, weight, bias)
+    assert got.shape == want.shape and got.stride() == want.stride() and torch.equal(got, want)
+    got.sum().backward()
+    assert x.grad.shape == x.shape and weight.grad.shape == weight.shape
+    line, line_weight = torch.randn(2, 0, 9), torch.randn(16, 0, 3)
+    assert tritonconv.conv1d(line, line_weight, padding=1).shape == F.conv1d(line, line_weight, padding=1).shape
+    with pytest.raises(RuntimeError, match=r"expected input\[2, 0, 8, 8\] to have 4 channels"):
+        tritonconv.conv2d(x, torch.randn(16, 4, 3, 3))

@@ -28,7 +28,7 @@ def test_smoke_suite_covers_every_variant():
 def test_suite_errors_name_the_fix(tmp_path):
     import pytest
 
-    with pytest.raises(ValueError, match=r"unknown suite 'nope'; known: convnext_t, mobilenetv2, .*smoke"):
+    with pytest.raises(ValueError, match=r"unknown suite 'nope'; known: convnext_t, decoders, mobilenetv2, .*smoke"):
         load_suite("nope")
     bad = tmp_path / "mine.csv"
     bad.write_text("layer,n,c\nx,1,2\n")

@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from conv_reference import needs_runtime_loops
 
 import tritonconv
+from tritonconv import suites
+from tritonconv.transposed import transposed_problem
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 # (in channels, out channels, kernel, stride, padding, output_padding, groups, dilation)
@@ -207,3 +209,27 @@ def test_conv_transpose_layers_are_drop_ins():
         torch.testing.assert_close(ours(x, output_size=size), theirs(x, output_size=size), **TOLERANCE)
         torch.testing.assert_close(ours(x), theirs(x), **TOLERANCE)
         assert tritonconv.patch(ours).skipped[0][2] == "already a tritonconv layer"
+
+
+DECODER_LAYERS = {  # layer: (C_in, C_out, kernel, stride, padding, input size, batch), as the suite's header names them
+    "dcgan.up1": (100, 512, 4, 1, 0, 1, 128),
+    "dcgan.up2": (512, 256, 4, 2, 1, 4, 128),
+    "dcgan.up3": (256, 128, 4, 2, 1, 8, 128),
+    "dcgan.up4": (128, 64, 4, 2, 1, 16, 128),
+    "dcgan.up5": (64, 3, 4, 2, 1, 32, 128),
+    "unet.up1": (1024, 512, 2, 2, 0, 16, 8),
+    "unet.up2": (512, 256, 2, 2, 0, 32, 8),
+    "unet.up3": (256, 128, 2, 2, 0, 64, 8),
+    "unet.up4": (128, 64, 2, 2, 0, 128, 8),
+}
+
+
+def test_the_decoders_suite_holds_the_underlying_convolutions_of_its_layers():
+    """Each row is the convolution whose dgrad is the named transposed layer's forward."""
+    layers = suites.load_suite("decoders", dtype=torch.float32, layout="contiguous")
+    assert [layer.name.split()[0] for layer in layers] == list(DECODER_LAYERS)
+    for layer in layers:
+        c_in, c_out, kernel, stride, padding, size, batch = DECODER_LAYERS[layer.name.split()[0]]
+        x = torch.empty(batch, c_in, size, size, device="meta")
+        weight = torch.empty(c_in, c_out, kernel, kernel, device="meta")
+        assert transposed_problem(x, weight, None, (stride, padding, 0, 1, 1)) == layer.problem, layer.name

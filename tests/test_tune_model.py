@@ -171,3 +171,35 @@ def test_a_conv1d_is_recorded_as_the_2d_problem_that_serves_it():
     assert problem == tritonconv.make_problem(
         n=2, c=4, h=1, w=9, k=6, r=1, s=3, stride=(1, 2), padding=(0, 1), has_bias=True
     )
+
+
+class Decoder(nn.Module):
+    """Transposed convolutions reached as layers (2-D, 1-D, patched or not) and as a functional call."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1)
+        self.up_patched = tritonconv.ConvTranspose2d(4, 4, 2, stride=2, bias=False)
+        self.up_1d = nn.ConvTranspose1d(4, 2, 3, stride=2, padding=1, output_padding=1)
+
+    def forward(self, x):
+        y = self.up_patched(self.up(x))
+        return self.up_1d(y.flatten(2)), F.conv_transpose2d(y, torch.ones(4, 2, 1, 1))
+
+
+def test_transposed_convolutions_are_tuned_as_the_passes_that_serve_them(tmp_path, monkeypatch):
+    """Recorded as their underlying convolutions (input = the transposed output), whose dgrad is the
+    transposed forward: tuning 'fwd' of a decoder tunes those dgrads, and planning then reads them."""
+    monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path))
+    model, x = Decoder(), torch.randn(2, 8, 3, 3)
+    expected = [
+        tritonconv.make_problem(n=2, c=4, h=6, w=6, k=8, r=4, s=4, stride=2, padding=1),
+        tritonconv.make_problem(n=2, c=4, h=12, w=12, k=4, r=2, s=2, stride=2),
+        tritonconv.make_problem(n=2, c=2, h=1, w=288, k=4, r=1, s=3, stride=(1, 2), padding=(0, 1)),
+        tritonconv.make_problem(n=2, c=2, h=12, w=12, k=4, r=1, s=1),
+    ]
+    summary = tritonconv.tune_model(model, x, passes=("fwd",), timer=lambda fn: [1.0], max_candidates=1)
+    assert summary.problems == expected
+    assert (summary.tuned, summary.cached, summary.failed) == (4, 0, 0)
+    entries = TuningCache(next(tmp_path.glob("*.json"))).entries()
+    assert sorted(key.split(" ")[0] for key in entries) == ["dgrad"] * 4, list(entries)

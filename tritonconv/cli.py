@@ -22,6 +22,7 @@ import torch
 import triton
 
 from .arithmetic import CHANNELS_LAST, CONTIGUOUS
+from .bench.compare import FORMATS as COMPARE_FORMATS
 from .bench.run import BASELINES
 from .dispatch import PASSES
 from .runtime import rerun_compiled, rerun_under_interpreter_without_gpu
@@ -99,6 +100,17 @@ def _out_csv(text: str) -> str:
     return text
 
 
+def _list_option(
+    parser: argparse.ArgumentParser, flag: str, choices: tuple[str, ...] | dict, default: list[str], what: str,
+    dest: str | None = None,
+) -> None:  # fmt: skip
+    """A comma-separated list option whose help names every choice and the default."""
+    parser.add_argument(
+        flag, dest=dest, type=_csv(choices), default=default, metavar=",".join(choices),
+        help=f"{what}: one or more of {', '.join(choices)}, comma-separated (default: {','.join(default)})",
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -113,12 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--suite", type=_suite, help="a suite name (see `tritonconv suites`) or a CSV path")
     source.add_argument(
         "--model",
+        type=_factory,
         help="MODULE:FACTORY, a function of no arguments that returns the model, e.g. torchvision.models:resnet50",
     )
     tune.add_argument("--input-shape", type=_shape, help="the model's example input, N,C,H,W (with --model)")
-    tune.add_argument("--pass", dest="passes", type=_csv(PASSES), default=["fwd"])
-    tune.add_argument("--dtype", type=_csv(DTYPES), default=["bfloat16"])
-    tune.add_argument("--layout", type=_csv((CHANNELS_LAST, CONTIGUOUS)), default=[CHANNELS_LAST])
+    _list_option(tune, "--pass", PASSES, ["fwd"], "passes to tune; fwd alone by default, as inference runs "
+                 "(bench times all three by default)", dest="passes")  # fmt: skip
+    _list_option(tune, "--dtype", DTYPES, ["bfloat16"], "dtypes")
+    _list_option(tune, "--layout", (CHANNELS_LAST, CONTIGUOUS), [CHANNELS_LAST], "memory formats")
     tune.add_argument("--batch", type=_positive, help="override every layer's (or the model input's) batch size")
     tune.add_argument("--force", action="store_true", help="retune problems the cache already holds")
     tune.add_argument("--max-candidates", type=_positive, help="time at most this many configs per variant")
@@ -126,22 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--suite", type=_suite, required=True, help="a suite name (see `tritonconv suites`) or a CSV path"
     )
-    bench.add_argument("--pass", dest="passes", type=_csv(PASSES), default=list(PASSES))
-    bench.add_argument("--dtype", type=_csv(DTYPES), default=["bfloat16"])
-    bench.add_argument("--layout", type=_csv((CHANNELS_LAST, CONTIGUOUS)), default=[CHANNELS_LAST])
+    _list_option(bench, "--pass", PASSES, list(PASSES), "passes to time; all three by default (tune tunes fwd "
+                 "alone by default)", dest="passes")  # fmt: skip
+    _list_option(bench, "--dtype", DTYPES, ["bfloat16"], "dtypes")
+    _list_option(bench, "--layout", (CHANNELS_LAST, CONTIGUOUS), [CHANNELS_LAST], "memory formats")
     bench.add_argument("--batch", type=_positive, help="override every layer's batch size")
-    bench.add_argument(
-        "--baseline", type=_csv(BASELINES), default=["torch"],
-        help="torch (cuDNN in benchmark mode), and optionally inductor (torch.compile, max-autotune)",
-    )  # fmt: skip
+    _list_option(bench, "--baseline", BASELINES, ["torch"], "what to time against: torch (cuDNN in benchmark "
+                 "mode) and optionally inductor (torch.compile, max-autotune)")  # fmt: skip
     bench.add_argument("--out", type=_out_csv, required=True, help="OUT.csv; OUT.png and OUT.md are written beside it")
     gate = commands.add_parser(
         "check-kernels",
         help="compile every kernel route for a GPU that need not be here; fail on spills, shared memory, no wgmma",
     )
-    gate.add_argument("--arch", default="sm90", choices=("sm90",))
-    gate.add_argument("--suite", dest="suites", type=_csv(_suite_names()), default=["smoke", "resnet50"])
-    gate.add_argument("--dtype", type=_csv(("float16", "bfloat16")), default=["bfloat16", "float16"])
+    gate.add_argument("--arch", default="sm90", choices=("sm90",), help="the GPU to compile for (default: sm90)")
+    _list_option(gate, "--suite", _suite_names(), ["smoke", "resnet50"], "suites", dest="suites")
+    _list_option(gate, "--dtype", ("float16", "bfloat16"), ["bfloat16", "float16"], "dtypes")
     gate.add_argument("--space", action="store_true", help="also every candidate of each route's tuning space")
     gate.add_argument("--jobs", type=_positive, help="compiling processes (default: one per core)")
     gate.add_argument("--out", help="CSV (default: reports/static/<arch>_triton<version>.csv)")
@@ -150,7 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("old")
     compare.add_argument("new")
-    compare.add_argument("--noise", type=_non_negative, default=0.05, help="relative change treated as noise (0.05)")
+    compare.add_argument(
+        "--noise", type=_non_negative, default=0.05, help="relative change treated as noise (default: 0.05)"
+    )
+    compare.add_argument(
+        "--format", choices=COMPARE_FORMATS, default="text",
+        help="text: an aligned table, md: a Markdown table (for a pull request), csv: for a script (default: text)",
+    )  # fmt: skip
     return parser
 
 
@@ -183,7 +202,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "compare":
         from .bench.compare import compare
 
-        joined, text = compare(args.old, args.new, args.noise)
+        joined, text = compare(args.old, args.new, args.noise, args.format)
         print(text)
         return 1 if (joined["verdict"] == "slower").any() else 0
     if args.command == "check-kernels":
@@ -195,8 +214,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.model and not args.input_shape:
         build_parser().error("--model needs --input-shape N,C,H,W")
     rerun_under_interpreter_without_gpu("tritonconv.cli")
+    from .progress import Progress
     from .tuning import distributed
-    from .tuning.session import device_cache, text_progress, tune_problems
+    from .tuning.session import device_cache, tune_problems
     from .tuning.tuner import interpreted
 
     shard = distributed.shard_from_environment()
@@ -210,7 +230,7 @@ def _run(args: argparse.Namespace) -> int:
             )
         summary = tune_problems(
             problems, args.passes, cache=cache, force=args.force, max_candidates=args.max_candidates,
-            progress=text_progress if lead else None, shard=shard,
+            progress=Progress("tune") if lead else None, shard=shard,
         )  # fmt: skip
     finally:
         distributed.leave()
@@ -253,7 +273,7 @@ def _bench(args: argparse.Namespace) -> int:
     result disagreed with torch beyond its dtype's tolerance."""
     from .bench import report
     from .bench.run import measure, on_gpu
-    from .tuning.session import text_progress
+    from .progress import Progress
 
     if on_gpu():
         torch.backends.cudnn.benchmark = True
@@ -263,12 +283,11 @@ def _bench(args: argparse.Namespace) -> int:
     peaks = {DTYPES[dtype]: report.measure_peaks(DTYPES[dtype]) for dtype in args.dtype}
     baselines = list(dict.fromkeys(["torch", *args.baseline]))  # speedups are always against torch
     measurements = []
+    progress = Progress("bench")
     for done, (layer, pass_name) in enumerate(work):
-        text_progress(
-            done, len(work), f"{pass_name} {layer.name} {str(layer.problem.dtype)[6:]} {layer.problem.layout}"
-        )
+        progress(done, len(work), f"{pass_name} {layer.name} {str(layer.problem.dtype)[6:]} {layer.problem.layout}")
         measurements.append(measure(layer, pass_name, baselines))
-    text_progress(len(work), len(work), "done")
+    progress(len(work), len(work), "done")
     suite = args.suite if "." not in args.suite else os.path.splitext(os.path.basename(args.suite))[0]
     table = report.rows(suite, measurements, peaks)
     paths = report.write(table, peaks, args.out)
@@ -297,7 +316,10 @@ def _problems(args: argparse.Namespace) -> list:
     from .tuning.model import record_problems
     from .tuning.tuner import interpreted
 
-    model = _load_factory(args.model)()
+    try:
+        model = args.model()
+    except Exception as error:
+        raise RuntimeError(f"--model {args.model.spec}: the factory raised {type(error).__name__}: {error}") from error
     shape = (args.batch, *args.input_shape[1:]) if args.batch else args.input_shape
     device = torch.device("cpu" if interpreted() else "cuda")
     problems = []
@@ -308,23 +330,45 @@ def _problems(args: argparse.Namespace) -> list:
             )
             model = model.to(device=device, dtype=DTYPES[dtype], memory_format=memory_format)
             example = torch.randn(shape, device=device, dtype=DTYPES[dtype]).to(memory_format=memory_format)
-            problems += record_problems(model, example)
+            try:
+                problems += record_problems(model, example)
+            except Exception as error:  # the model's own error (wrong channel count, ...), with what was run
+                raise RuntimeError(
+                    f"--model {args.model.spec} on a {dtype} {layout} input of shape {tuple(shape)}: "
+                    f"{type(error).__name__}: {error}"
+                ) from error
     return problems
 
 
-def _load_factory(spec: str) -> Callable:
-    """MODULE:FACTORY, imported as `python -m` would (the working directory is on the path)."""
+def _factory(spec: str) -> Callable:
+    """An argparse type for --model: MODULE:FACTORY, imported as `python -m` would (the working
+    directory is on the path) and checked to be callable before any work starts."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
-        raise SystemExit(
-            f"tritonconv tune: --model expects MODULE:FACTORY, e.g. torchvision.models:resnet50; got {spec!r}"
-        )
+        raise argparse.ArgumentTypeError(f"expected MODULE:FACTORY, e.g. torchvision.models:resnet50; got {spec!r}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    factory = importlib.import_module(module_name)
+    try:
+        factory = importlib.import_module(module_name)
+    except ImportError as error:
+        raise argparse.ArgumentTypeError(f"cannot import {module_name!r} ({error})") from None
     for name in attribute.split("."):
+        if not hasattr(factory, name):
+            raise argparse.ArgumentTypeError(f"{module_name!r} has no {attribute!r}") from None
         factory = getattr(factory, name)
-    return factory
+    if not callable(factory):
+        raise argparse.ArgumentTypeError(f"{spec!r} is not callable: expected a function that returns the model")
+    return _NamedFactory(spec, factory)
+
+
+class _NamedFactory:
+    """A model factory that remembers how it was named, for error messages."""
+
+    def __init__(self, spec: str, factory: Callable):
+        self.spec, self.factory = spec, factory
+
+    def __call__(self):
+        return self.factory()
 
 
 if __name__ == "__main__":

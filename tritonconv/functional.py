@@ -9,7 +9,6 @@ from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from . import library_ops
 from .arithmetic import CONTIGUOUS, ConvProblem, hashable, problem_from_tensors
@@ -32,9 +31,31 @@ class Conv2dFunction(torch.autograd.Function):
         return output
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output):
-        return (*conv_gradients(ctx, grad_output, ctx.prepared), None)
+        return (*conv_gradients(ctx, grad_output, gradients_of(ctx.prepared)), None)
+
+
+def gradients_of(prepared: PreparedConv) -> PreparedConv | library_ops.OpGradients:
+    """Where a backward's gradients come from: the prepared call's kernels or, when the backward is
+    itself recorded (`create_graph=True`, for double backward), the same kernels through the
+    gradient ops, whose autograd formulas make the gradients differentiable."""
+    if torch.is_grad_enabled():
+        return library_ops.OpGradients.of(prepared.problem, prepared.input_channels_last, prepared.weight_channels_last)
+    return prepared
+
+
+def _recorded_preactivation_grad(epilogue: Epilogue, grad_output: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
+    """dZ = dY * activation'(Z) in torch's ops, for a recorded backward. relu's and leaky_relu's
+    derivative is piecewise constant, so this is exact to any order; the smooth activations' second
+    derivative needs Z as a function of the inputs, which the fused kernel does not keep."""
+    if epilogue.activation not in ("relu", "leaky_relu"):
+        raise RuntimeError(
+            f"tritonconv: double backward (create_graph=True) through a fused {epilogue.activation!r} epilogue is not "
+            "supported; apply the activation outside the convolution (tritonconv.conv2d without activation=, or "
+            "patch() without fuse=True)"
+        )
+    slope = 0.0 if epilogue.activation == "relu" else epilogue.negative_slope
+    return grad_output * torch.where(saved > 0, 1.0, slope).to(grad_output.dtype)
 
 
 def _fused_run(
@@ -84,14 +105,17 @@ class FusedConv2dFunction(torch.autograd.Function):
         return output
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output):
         prepared = ctx.prepared
         grad_z = grad_output
         if prepared.epilogue.activation:
-            grad_z = prepared.preactivation_grad(grad_output, ctx.saved_tensors[2])
+            saved = ctx.saved_tensors[2]
+            if torch.is_grad_enabled():
+                grad_z = _recorded_preactivation_grad(prepared.epilogue, grad_output, saved)
+            else:
+                grad_z = prepared.preactivation_grad(grad_output, saved)
         grad_residual = grad_z if ctx.needs_input_grad[3] else None
-        return (*conv_gradients(ctx, grad_z, prepared), grad_residual, None)
+        return (*conv_gradients(ctx, grad_z, gradients_of(prepared)), grad_residual, None)
 
 
 def conv2d(
@@ -126,6 +150,8 @@ def conv2d(
     if activation is not None or residual is not None:
         return _fused(input, weight, bias, (stride, padding, dilation, groups), activation, residual, negative_slope)
     if _shapes_only:  # recording a model's problems (tuning.model): torch computes, no kernel compiles
+        return TORCH_CONV2D(input, weight, bias, stride, padding, dilation, groups)
+    if input.dim() in (3, 4) and input.shape[-3] == 0:  # no input channels: torch's empty result (or its error)
         return TORCH_CONV2D(input, weight, bias, stride, padding, dilation, groups)
     autocast_dtype = autocast_dtype_for(input)
     if autocast_dtype is not None:
@@ -263,7 +289,7 @@ def conv1d(
     """1-D convolution with `torch.nn.functional.conv1d`'s semantics, computed by the 2-D kernels
     with H = 1: (N, C, L) or unbatched (C, L) inputs, weight (K, C/groups, S), padding int or
     'same'/'valid'. The output is contiguous, as torch's is; gradients flow as in `conv2d`."""
-    if _shapes_only:  # recording a model's problems: torch computes
+    if _shapes_only or (input.dim() in (2, 3) and input.shape[-2] == 0):  # recording, or no input channels
         return TORCH_CONV1D(input, weight, bias, stride, padding, dilation, groups)
     autocast_dtype = autocast_dtype_for(input)
     if autocast_dtype is not None:
@@ -349,6 +375,11 @@ def _needs_grad(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 
 
 _shapes_only = False
+
+
+def recording_shapes() -> bool:
+    """True while `torch_computes()` holds: a model's problems are being recorded (`tuning.model`)."""
+    return _shapes_only
 
 
 @contextlib.contextmanager

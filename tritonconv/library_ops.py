@@ -8,6 +8,12 @@ only calls made while torch.compile traces do.
 
 Padding is passed as four integers (top, left, bottom, right), since 'same' with an even dilated
 kernel pads one more element at the end.
+
+The gradient ops have autograd formulas of their own, made of the other ops: the input gradient is
+bilinear in (dY, W) and the weight gradient in (x, dY), and each one's derivatives are the forward
+and the other gradient with the operands' roles swapped. So gradients of gradients (double
+backward: gradient penalties, Hessian-vector products) run the same Triton kernels, to any order;
+the eager Functions take this path when the backward itself is recorded (`create_graph=True`).
 """
 
 import dataclasses
@@ -187,19 +193,30 @@ def _hashable(geometry: tuple) -> tuple:
     return tuple(stride), tuple(padding), tuple(dilation), groups
 
 
-class _OpGradients:
-    """The gradients as custom ops, so a compiled graph holds them as it holds the forward."""
+@dataclasses.dataclass(frozen=True)
+class OpGradients:
+    """A convolution's gradients as custom ops (`autograd.ConvGradients`): a compiled graph holds
+    them as it holds the forward, and, having autograd formulas, they are differentiable."""
 
-    def __init__(self, ctx, geometry: tuple):
-        self.ctx, self.geometry = ctx, geometry
+    input_shape: list[int]
+    input_channels_last: bool
+    weight_shape: list[int]
+    weight_channels_last: bool
+    geometry: tuple  # (stride, four paddings, dilation, groups), as the ops take them
+
+    @classmethod
+    def of(cls, problem: ConvProblem, input_channels_last: bool, weight_channels_last: bool) -> "OpGradients":
+        """The gradients of `problem`'s convolution (an eager call's, for its double backward)."""
+        geometry = (list(problem.stride), [*problem.padding, *problem.padding_end], list(problem.dilation),
+                    problem.groups)  # fmt: skip
+        return cls(list(problem.input_shape), input_channels_last, list(problem.weight_shape), weight_channels_last,
+                   geometry)  # fmt: skip
 
     def input_grad(self, grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        ctx = self.ctx
-        return conv2d_input_grad_op(grad_output, weight, ctx.input_shape, ctx.input_channels_last, *self.geometry)
+        return conv2d_input_grad_op(grad_output, weight, self.input_shape, self.input_channels_last, *self.geometry)
 
     def weight_grad(self, input: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
-        ctx = self.ctx
-        return conv2d_weight_grad_op(grad_output, input, ctx.weight_shape, ctx.weight_channels_last, *self.geometry)
+        return conv2d_weight_grad_op(grad_output, input, self.weight_shape, self.weight_channels_last, *self.geometry)
 
     def bias_grad(self, grad_output: torch.Tensor) -> torch.Tensor:
         return conv2d_bias_grad_op(grad_output)
@@ -208,20 +225,82 @@ class _OpGradients:
         """Two ops: the compiled graph's own reduction of db may fuse with its neighbours."""
         return self.weight_grad(input, grad_output), self.bias_grad(grad_output)
 
+    def forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The convolution itself, for the derivatives of the gradients (and a transposed one's dx)."""
+        return conv2d_op(input, weight, bias, *self.geometry)
+
 
 def _setup_context(ctx, inputs, output) -> None:
     input, weight, _, *geometry = inputs
     save_operands(ctx, input, weight)
-    ctx.geometry = geometry
-    ctx.input_shape, ctx.input_channels_last = list(input.shape), channels_last(input)
-    ctx.weight_shape, ctx.weight_channels_last = list(weight.shape), channels_last(weight)
+    ctx.gradients = OpGradients(list(input.shape), channels_last(input), list(weight.shape), channels_last(weight),
+                                tuple(geometry))  # fmt: skip
 
 
 def _backward(ctx, grad_output):
-    return *conv_gradients(ctx, grad_output, _OpGradients(ctx, ctx.geometry)), None, None, None, None
+    return *conv_gradients(ctx, grad_output, ctx.gradients), None, None, None, None
 
 
 conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _setup_input_grad(ctx, inputs, output) -> None:
+    grad_output, weight, input_shape, input_channels_last, *geometry = inputs
+    ctx.save_for_backward(grad_output, weight)
+    ctx.gradients = OpGradients(list(input_shape), input_channels_last, list(weight.shape), channels_last(weight),
+                                tuple(geometry))  # fmt: skip
+
+
+def _input_grad_backward(ctx, grad):
+    """dX = dgrad(dY, W): d/d(dY) is the forward of `grad` by W, d/dW the weight gradient of
+    `grad` (as the input) against dY."""
+    grad_output, weight = ctx.saved_tensors
+    gradients = ctx.gradients
+    needs_grad_output, needs_weight = ctx.needs_input_grad[:2]
+    return (
+        gradients.forward(grad, weight) if needs_grad_output else None,
+        gradients.weight_grad(grad, grad_output) if needs_weight else None,
+        *[None] * 6,
+    )
+
+
+conv2d_input_grad_op.register_autograd(_input_grad_backward, setup_context=_setup_input_grad)
+
+
+def _setup_weight_grad(ctx, inputs, output) -> None:
+    grad_output, input, weight_shape, weight_channels_last, *geometry = inputs
+    ctx.save_for_backward(grad_output, input)
+    ctx.gradients = OpGradients(list(input.shape), channels_last(input), list(weight_shape), weight_channels_last,
+                                tuple(geometry))  # fmt: skip
+
+
+def _weight_grad_backward(ctx, grad):
+    """dW = wgrad(x, dY): d/d(dY) is the forward of x by `grad`, d/dx the input gradient of dY
+    through `grad` as the weight."""
+    grad_output, input = ctx.saved_tensors
+    gradients = ctx.gradients
+    needs_grad_output, needs_input = ctx.needs_input_grad[:2]
+    return (
+        gradients.forward(input, grad) if needs_grad_output else None,
+        gradients.input_grad(grad_output, grad) if needs_input else None,
+        *[None] * 6,
+    )
+
+
+conv2d_weight_grad_op.register_autograd(_weight_grad_backward, setup_context=_setup_weight_grad)
+
+
+def _setup_bias_grad(ctx, inputs, output) -> None:
+    (grad_output,) = inputs
+    ctx.shape, ctx.memory_format = grad_output.shape, memory_format(channels_last(grad_output))
+
+
+def _bias_grad_backward(ctx, grad):
+    """db = dY summed over batch and pixels: its derivative spreads `grad` back over them."""
+    return grad.view(1, -1, 1, 1).expand(ctx.shape).contiguous(memory_format=ctx.memory_format)
+
+
+conv2d_bias_grad_op.register_autograd(_bias_grad_backward, setup_context=_setup_bias_grad)
 
 
 def conv2d(

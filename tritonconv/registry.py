@@ -61,6 +61,10 @@ class Variant(StrEnum):
     TMA = "tma"
 
 
+# A transposed convolution is the input gradient of its underlying convolution
+# (`transposed.transposed_problem`): each of its passes is one of that convolution's.
+TRANSPOSED_PASSES = {Pass.FWD: Pass.DGRAD, Pass.DGRAD: Pass.FWD, Pass.WGRAD: Pass.WGRAD}
+
 GROUPED_TILE_MAX_CHANNELS = 32
 
 GEMM_AXES = {

@@ -20,10 +20,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
-from .arithmetic import CHANNELS_LAST, CONTIGUOUS, hashable, is_channels_last_like, make_problem, to_pair
-from .functional import autocast, autocast_dtype_for
+from .arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, hashable, is_channels_last_like, make_problem, to_pair
+from .functional import autocast, autocast_dtype_for, gradients_of, recording_shapes
 from .prepared import PreparedConv, call_key, lookup
 
 TORCH_CONV_TRANSPOSE2D = F.conv_transpose2d
@@ -51,9 +50,12 @@ class TransposedCall:
             output += bias.view(1, -1, 1, 1)
         return output
 
-    def input_grad(self, grad_output: torch.Tensor, weight: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        """dx: the underlying convolution's forward of grad_output, without the rows x lacks."""
-        grad = self.prepared.forward(grad_output, weight, None)
+    def input_grad(
+        self, grad_output: torch.Tensor, weight: torch.Tensor, shape: torch.Size, source: object
+    ) -> torch.Tensor:
+        """dx: the underlying convolution's forward of grad_output (by `source`: the prepared call
+        or the differentiable ops), without the rows x lacks."""
+        grad = source.forward(grad_output, weight, None)
         return grad if grad.shape == shape else grad[..., : shape[-2], : shape[-1]]
 
 
@@ -70,15 +72,17 @@ class ConvTranspose2dFunction(torch.autograd.Function):
         return call.forward(input, weight, bias)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output):
+        """Through the gradient ops when the backward is recorded (`functional.gradients_of`), so
+        the gradients are differentiable too."""
         input, weight = ctx.saved_tensors
         call = ctx.call
+        source = gradients_of(call.prepared)
         needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
         return (
-            call.input_grad(grad_output, weight, ctx.input_shape) if needs_input else None,
-            call.prepared.weight_grad(grad_output, call.padded(input)) if needs_weight else None,
-            call.prepared.bias_grad(grad_output) if needs_bias else None,
+            call.input_grad(grad_output, weight, ctx.input_shape, source) if needs_input else None,
+            source.weight_grad(grad_output, call.padded(input)) if needs_weight else None,
+            source.bias_grad(grad_output) if needs_bias else None,
             None,
         )
 
@@ -96,7 +100,7 @@ def conv_transpose2d(
     """2-D transposed convolution with exactly `torch.nn.functional.conv_transpose2d`'s semantics
     (batched or unbatched input, any layout; the output takes torch's memory format), computed by
     tritonconv's kernels and differentiable in input, weight and bias."""
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or recording_shapes():
         return TORCH_CONV_TRANSPOSE2D(input, weight, bias, stride, padding, output_padding, groups, dilation)
     autocast_dtype = autocast_dtype_for(input)
     if autocast_dtype is not None:
@@ -115,24 +119,56 @@ def _prepare(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     """Validate the call as torch does (`check_like_torch`, then the checks torch makes inside its
     kernels) and prepare the underlying convolution, whose input is the transposed output; the meta
     kernel gives the output's shape."""
-    stride, padding, output_padding, groups, dilation = geometry
+    stride, _, output_padding, _, dilation = geometry
     check_like_torch(TORCH_CONV_TRANSPOSE2D, input, weight, bias, geometry)
     _check_kernel_arguments(input, weight, bias, stride, output_padding, dilation)
+    problem = transposed_problem(input, weight, bias, geometry)
+    like = input if input.dim() == 4 else input.unsqueeze(0)
+    channels_last = problem.layout == CHANNELS_LAST
+    prepared = PreparedConv.for_gradients(problem, like, channels_last, is_channels_last_like(weight))
+    missing = (problem.p - like.shape[2], problem.q - like.shape[3])
+    return TransposedCall(prepared, missing), True
+
+
+def transposed_problem(
+    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: tuple
+) -> ConvProblem:
+    """The convolution whose input gradient is this transposed convolution: its input is the
+    transposed output, its weight the same tensor, its output x. From shapes alone (torch's meta
+    kernel gives the output's); the arguments must have been checked."""
+    stride, padding, output_padding, groups, dilation = geometry
     meta = [None if t is None else t.to("meta") for t in (input, weight, bias)]
     output = TORCH_CONV_TRANSPOSE2D(*meta, stride, padding, output_padding, groups, dilation)
-    batched = output if output.dim() == 4 else output.unsqueeze(0)
-    n, c_out, h_out, w_out = batched.shape
+    n, c_out, h_out, w_out = output.shape if output.dim() == 4 else (1, *output.shape)
     c_in, _, r, s = weight.shape
     like = input if input.dim() == 4 else input.unsqueeze(0)
     # torch's rule for a convolution's output (the meta kernel does not follow it): channels_last when
     # the input or the weight is.
     channels_last = is_channels_last_like(like) or is_channels_last_like(weight)
-    problem = make_problem(n=n, c=c_out, h=h_out, w=w_out, k=c_in, r=r, s=s, stride=stride, padding=padding,
-                           dilation=dilation, groups=groups, dtype=input.dtype,
-                           layout=CHANNELS_LAST if channels_last else CONTIGUOUS)  # fmt: skip
-    prepared = PreparedConv.for_gradients(problem, like, channels_last, is_channels_last_like(weight))
-    missing = (problem.p - like.shape[2], problem.q - like.shape[3])
-    return TransposedCall(prepared, missing), True
+    return make_problem(n=n, c=c_out, h=h_out, w=w_out, k=c_in, r=r, s=s, stride=stride, padding=padding,
+                        dilation=dilation, groups=groups, dtype=input.dtype,
+                        layout=CHANNELS_LAST if channels_last else CONTIGUOUS)  # fmt: skip
+
+
+TRANSPOSED_PARAMETERS = ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
+TRANSPOSED_DEFAULTS = {"stride": 1, "padding": 0, "output_padding": 0, "groups": 1, "dilation": 1}
+
+
+def problem_of_call(one_dimensional: bool, *args, **kwargs) -> ConvProblem:
+    """The underlying convolution (`transposed_problem`) of an `F.conv_transpose2d`/`1d` call, in
+    the dtype autocast would compute in; a 1-D call as the 2-D one with H = 1 that serves it."""
+    call = dict(zip(TRANSPOSED_PARAMETERS, args, strict=False)) | kwargs
+    input, weight, bias = call["input"], call["weight"], call.get("bias")
+    dtype = autocast_dtype_for(input)
+    if dtype is not None:
+        input, weight, bias = (autocast(t, dtype) for t in (input, weight, bias))
+    stride, padding, output_padding, groups, dilation = (call.get(name, d) for name, d in TRANSPOSED_DEFAULTS.items())
+    if one_dimensional:
+        input, weight = input.unsqueeze(-2), weight.unsqueeze(-2)
+        stride, dilation = (1, _single(stride)), (1, _single(dilation))
+        padding, output_padding = (0, _single(padding)), (0, _single(output_padding))
+    geometry = tuple(hashable(a) for a in (stride, padding, output_padding, groups, dilation))
+    return transposed_problem(input, weight, bias, geometry)
 
 
 def check_like_torch(
@@ -194,7 +230,7 @@ def conv_transpose1d(
     dilation: int | Sequence[int] = 1,
 ) -> torch.Tensor:
     """1-D transposed convolution with `F.conv_transpose1d`'s semantics, as the 2-D one with H = 1."""
-    if torch.compiler.is_compiling() or input.dim() not in (2, 3) or weight.dim() != 3:
+    if torch.compiler.is_compiling() or recording_shapes() or input.dim() not in (2, 3) or weight.dim() != 3:
         return TORCH_CONV_TRANSPOSE1D(input, weight, bias, stride, padding, output_padding, groups, dilation)
     geometry = (stride, padding, output_padding, groups, dilation)
     check_like_torch(TORCH_CONV_TRANSPOSE1D, input, weight, bias, geometry, batched_dim=3)

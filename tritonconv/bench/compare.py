@@ -2,7 +2,8 @@
 
 Rows are matched on suite, layer, pass, shape, dtype and layout. A change within the noise band
 (5% by default) is reported as unchanged, row by row and overall. The command exits 1 when any row
-got slower beyond the band (as `pytest-benchmark --benchmark-compare-fail` does).
+got slower beyond the band (as `pytest-benchmark --benchmark-compare-fail` does). The rows print as
+an aligned table (`text`), a Markdown table (`md`, for a pull request) or CSV (`csv`, for a script).
 """
 
 from __future__ import annotations
@@ -15,10 +16,16 @@ import pandas as pd
 from .report import SHAPE_COLUMNS, geomean
 
 KEY = ["suite", "layer", "pass", *SHAPE_COLUMNS, "dtype", "layout"]
+FORMATS = ("text", "md", "csv")
 
 
-def compare(old_path: str | Path, new_path: str | Path, noise: float = 0.05) -> tuple[pd.DataFrame, str]:
-    """(joined table with `ratio` = new triton_ms / old triton_ms and a `verdict`, printable text)."""
+def compare(
+    old_path: str | Path, new_path: str | Path, noise: float = 0.05, format: str = "text"
+) -> tuple[pd.DataFrame, str]:
+    """(joined table with `ratio` = new triton_ms / old triton_ms and a `verdict`, printable text in
+    `format`: one of FORMATS)."""
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
     old, new = (_read(path) for path in (old_path, new_path))
     joined = old[[*KEY, "triton_ms", "variant"]].merge(
         new[[*KEY, "triton_ms", "variant"]], on=KEY, suffixes=("_old", "_new"), how="inner"
@@ -29,14 +36,40 @@ def compare(old_path: str | Path, new_path: str | Path, noise: float = 0.05) -> 
     joined["verdict"] = joined["ratio"].map(
         lambda ratio: "faster" if ratio < 1 - noise else "slower" if ratio > 1 + noise else "unchanged"
     )
+    joined = joined.sort_values("ratio", kind="stable").reset_index(drop=True)
+    if format == "csv":
+        return joined, joined.to_csv(index=False).rstrip("\n")
+    rows = (_markdown_rows if format == "md" else _text_rows)(joined)
+    return joined, "\n".join([*rows, *_summary(joined, old, new, noise)])
+
+
+def _text_rows(joined: pd.DataFrame) -> list[str]:
     lines = [f"{'layer':<28} {'pass':<6} {'dtype':<9} {'old ms':>10} {'new ms':>10} {'new/old':>8}  verdict"]
-    for row in joined.sort_values("ratio").to_dict("records"):  # a dict: 'pass' and 'dtype' clash as attributes
-        old_variant, new_variant = row["variant_old"], row["variant_new"]
-        variant = "" if old_variant == new_variant else f" ({old_variant} -> {new_variant})"
+    for row in joined.to_dict("records"):  # a dict: 'pass' and 'dtype' clash as attributes
         lines.append(
             f"{row['layer'][:28]:<28} {row['pass']:<6} {row['dtype']:<9} {row['triton_ms_old']:>10.4f} "
-            f"{row['triton_ms_new']:>10.4f} {row['ratio']:>8.3f}  {row['verdict']}{variant}"
+            f"{row['triton_ms_new']:>10.4f} {row['ratio']:>8.3f}  {row['verdict']}{_variant_change(row)}"
         )
+    return lines
+
+
+def _markdown_rows(joined: pd.DataFrame) -> list[str]:
+    lines = ["| layer | pass | dtype | old ms | new ms | new/old | verdict |", "|---|---|---|---:|---:|---:|---|"]
+    for row in joined.to_dict("records"):
+        lines.append(
+            f"| {row['layer']} | {row['pass']} | {row['dtype']} | {row['triton_ms_old']:.4f} | "
+            f"{row['triton_ms_new']:.4f} | {row['ratio']:.3f} | {row['verdict']}{_variant_change(row)} |"
+        )
+    return [*lines, ""]
+
+
+def _variant_change(row: dict) -> str:
+    old_variant, new_variant = row["variant_old"], row["variant_new"]
+    return "" if old_variant == new_variant else f" ({old_variant} -> {new_variant})"
+
+
+def _summary(joined: pd.DataFrame, old: pd.DataFrame, new: pd.DataFrame, noise: float) -> list[str]:
+    lines = []
     counts = joined["verdict"].value_counts()
     change = geomean(joined["ratio"])
     lines.append(
@@ -47,7 +80,7 @@ def compare(old_path: str | Path, new_path: str | Path, noise: float = 0.05) -> 
     unmatched = len(old) + len(new) - 2 * len(joined)
     if unmatched:
         lines.append(f"{unmatched} rows appear in only one of the files")
-    return joined, "\n".join(lines)
+    return lines
 
 
 def _read(path: str | Path) -> pd.DataFrame:

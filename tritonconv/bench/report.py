@@ -140,7 +140,8 @@ def summary(table: pd.DataFrame, peaks: dict[torch.dtype, Peaks], command: str) 
         + (
             "times are do_bench medians (host work included), graph = CUDA-graph replay medians (GPU time alone)"
             if "graph_speedup" in table
-            else "times are one wall-clock run each through Triton's interpreter: they say nothing about kernels"
+            else "times are interpreter times: medians of several wall-clock runs through Triton's interpreter "
+            "(torch on the CPU), which say nothing about GPU kernels"
         ),
         "",
     ]

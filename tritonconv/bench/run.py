@@ -8,7 +8,8 @@ For every (layer, pass) the same tensors feed every provider, in one process:
 Each result is checked against torch's before anything is timed. On a GPU the times are
 `triton.testing.do_bench` medians (warm-up first, L2 flushed between runs), plus the median of
 CUDA-graph replays (the GPU's time alone, no host work). Without a GPU the kernels run in Triton's
-interpreter: one wall-clock run each, which says nothing about kernels (the `device` column says so).
+interpreter: medians of several wall-clock runs (`timing.cpu_median_ms`), stable from run to run
+but saying nothing about kernels (the `device` column and the summary say so).
 """
 
 from __future__ import annotations

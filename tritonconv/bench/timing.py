@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import statistics
+import time
 from collections.abc import Callable
 
 import pandas as pd
@@ -20,6 +22,26 @@ def require_gpu(command: str) -> None:
 def median_ms(fn: Callable[[], object]) -> float:
     """Median of `triton.testing.do_bench` (which warms up and flushes L2 between runs)."""
     return triton.testing.do_bench(fn, return_mode="median")
+
+
+CPU_MIN_RUNS = 5
+CPU_MIN_SECONDS = 0.25
+CPU_MAX_RUNS = 1000
+
+
+def cpu_median_ms(fn: Callable[[], object]) -> float:
+    """Median wall-clock ms on the CPU (the interpreter, torch's CPU kernels): one warm-up run, then
+    at least CPU_MIN_RUNS runs and CPU_MIN_SECONDS in all. A single run swung 100x between two
+    `make demo`s (a sub-millisecond torch call is at the mercy of its thread pool waking up); the
+    median of enough runs does not."""
+    fn()
+    times: list[float] = []
+    began = time.perf_counter()
+    while len(times) < CPU_MIN_RUNS or (time.perf_counter() - began < CPU_MIN_SECONDS and len(times) < CPU_MAX_RUNS):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
 
 
 def graph_ms(fn: Callable[[], object]) -> float:

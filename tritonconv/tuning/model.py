@@ -1,10 +1,12 @@
 """Tune what a user runs: record the convolutions a model executes on example inputs, tune those.
 
 Recording runs the model once, under `torch.no_grad`, with a torch function mode that sees every
-`F.conv2d` and `F.conv1d` call (from `nn.Conv2d`/`nn.Conv1d`, from functional code, and from
-tritonconv's own layers, which hand their calls to torch while recording). Each call becomes the
-`ConvProblem` tritonconv would run: the dtype autocast would compute in, the memory format of the
-input, 'same' padding resolved, a 1-D conv as the 2-D one with H = 1 that serves it.
+`F.conv2d`, `F.conv1d`, `F.conv_transpose2d` and `F.conv_transpose1d` call (from the `nn` layers,
+from functional code, and from tritonconv's own layers, which hand their calls to torch while
+recording). Each call becomes the `ConvProblem` tritonconv would run: the dtype autocast would
+compute in, the memory format of the input, 'same' padding resolved, a 1-D conv as the 2-D one
+with H = 1 that serves it, and a transposed one as its underlying convolution, whose passes serve
+the transposed one's (`registry.TRANSPOSED_PASSES`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.overrides import TorchFunctionMode
 
+from .. import transposed
 from ..arithmetic import ConvProblem, problem_from_tensors
 from ..functional import (
     as_conv2d,
@@ -23,6 +26,7 @@ from ..functional import (
     torch_computes,
 )
 from ..torch_reference import TORCH_CONV1D, TORCH_CONV2D
+from ..transposed import TORCH_CONV_TRANSPOSE1D, TORCH_CONV_TRANSPOSE2D
 from .distributed import Shard
 from .session import TuneSummary, tune_problems
 from .tuner import Timer
@@ -35,11 +39,14 @@ class _ConvRecorder(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.calls: list[ConvProblem] = []
+        self.transposed: list[ConvProblem] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is TORCH_CONV2D or func is TORCH_CONV1D:
             self.calls.append(_problem_of_call(func is TORCH_CONV1D, *args, **kwargs))
+        elif func is TORCH_CONV_TRANSPOSE2D or func is TORCH_CONV_TRANSPOSE1D:
+            self.transposed.append(transposed.problem_of_call(func is TORCH_CONV_TRANSPOSE1D, *args, **kwargs))
         return func(*args, **kwargs)
 
 
@@ -58,11 +65,18 @@ def _problem_of_call(one_dimensional: bool, *args, **kwargs) -> ConvProblem:
 
 def record_problems(model: Callable, *example_inputs, **example_kwargs) -> list[ConvProblem]:
     """Every convolution `model(*example_inputs, **example_kwargs)` runs, as problems, in call order
-    (a layer called twice appears twice)."""
+    (a layer called twice appears twice); transposed ones are left out (`record_all_problems`)."""
+    return record_all_problems(model, *example_inputs, **example_kwargs)[0]
+
+
+def record_all_problems(
+    model: Callable, *example_inputs, **example_kwargs
+) -> tuple[list[ConvProblem], list[ConvProblem]]:
+    """(convolutions, transposed convolutions as their underlying convolutions) the model runs."""
     recorder = _ConvRecorder()
     with torch.no_grad(), torch_computes(), recorder:
         model(*example_inputs, **example_kwargs)
-    return recorder.calls
+    return recorder.calls, recorder.transposed
 
 
 def tune_model(
@@ -81,10 +95,14 @@ def tune_model(
     `force`. Put the model and inputs on the device, dtype and memory format you will run (or run
     it under the autocast you will use): those are part of each problem.
 
+    Transposed convolutions are tuned as the passes of their underlying convolutions that serve
+    them ('fwd' of a transposed layer is its convolution's 'dgrad').
+
     Returns the summary (`tuned`, `cached`, `failed`, `line()`); `problems` holds the distinct
     problems recorded.
     """
-    problems = record_problems(model, *example_inputs, **example_kwargs)
+    problems, transposed_problems = record_all_problems(model, *example_inputs, **example_kwargs)
     return tune_problems(
-        problems, passes, force=force, max_candidates=max_candidates, timer=timer, progress=progress, shard=shard
-    )
+        problems, passes, force=force, max_candidates=max_candidates, timer=timer, progress=progress, shard=shard,
+        transposed=transposed_problems,
+    )  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from .. import suites
 from ..arithmetic import ConvProblem
-from ..registry import tuned_variants
+from ..registry import TRANSPOSED_PASSES, Pass, tuned_variants
 from .cache import TuningCache, cache_dir, problem_key
 from .distributed import Shard
 from .fingerprint import device_slug, problem_fingerprint
@@ -94,9 +93,12 @@ def tune_problems(
     max_candidates: int | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     shard: Shard | None = None,
+    transposed: Iterable[ConvProblem] = (),
 ) -> TuneSummary:
     """Tune every (problem, pass) not already cached (all of them with `force`), writing each entry
-    as soon as it is tuned so an interrupted run keeps what it finished.
+    as soon as it is tuned so an interrupted run keeps what it finished. `transposed` holds the
+    underlying convolutions of transposed ones, whose passes are tuned as the ones that serve them
+    (`registry.TRANSPOSED_PASSES`: a transposed forward is its convolution's dgrad).
 
     With a `shard` (see `tuning.distributed`), this process takes only its share of the work, then
     every rank's entries, new and cached, are stored into this process's cache too, and the summary
@@ -104,7 +106,11 @@ def tune_problems(
     """
     cache = cache or device_cache()
     distinct = list(dict.fromkeys(problems))
+    passes = list(passes)
     work = [(problem, pass_name) for problem in distinct for pass_name in passes]
+    transposed = list(dict.fromkeys(transposed))
+    served = [(problem, TRANSPOSED_PASSES[Pass(pass_name)]) for problem in transposed for pass_name in passes]
+    work = list(dict.fromkeys(work + served))
     mine = shard.take(work) if shard else work
     outcomes = []  # (outcome, key, entry): outcome is 'tuned', 'cached' or 'failed'
     for done, (problem, pass_name) in enumerate(mine):
@@ -125,7 +131,7 @@ def tune_problems(
         _store_by_device(cache, [item for rank, items in enumerate(every_rank) if rank != shard.rank for item in items])
         outcomes = [item for items in every_rank for item in items]
     counts = Counter(outcome for outcome, _, _ in outcomes)  # stores bumped the cache generation: no stale plan
-    return TuneSummary(counts["tuned"], counts["cached"], counts["failed"], distinct)
+    return TuneSummary(counts["tuned"], counts["cached"], counts["failed"], list(dict.fromkeys(distinct + transposed)))
 
 
 def _store_by_device(cache: TuningCache, outcomes: list[tuple[str, str, dict]]) -> None:
@@ -137,13 +143,3 @@ def _store_by_device(cache: TuningCache, outcomes: list[tuple[str, str, dict]]) 
     for slug, entries in by_device.items():
         path = cache.path.with_name(f"{slug}.json")
         (cache if path == cache.path else _cache_for(path)).store(entries)
-
-
-def text_progress(done: int, total: int, label: str) -> None:
-    """A one-line progress bar on stderr."""
-    width = 30
-    filled = width * done // max(total, 1)
-    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label[:70]:<70}")
-    if done == total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
