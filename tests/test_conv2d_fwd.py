@@ -294,3 +294,32 @@ def test_inputs_without_channels_behave_as_in_torch():
     assert tritonconv.conv1d(line, line_weight, padding=1).shape == F.conv1d(line, line_weight, padding=1).shape
     with pytest.raises(RuntimeError, match=r"expected input\[2, 0, 8, 8\] to have 4 channels"):
         tritonconv.conv2d(x, torch.randn(16, 4, 3, 3))
+
+
+ZERO_SIZE_CASES = [  # (function, input shape, weight shape, arguments)
+    ("conv2d", (0, 3, 8, 8), (4, 3, 3, 3), {}),
+    ("conv2d", (2, 3, 0, 8), (4, 3, 1, 1), {}),
+    ("conv2d", (2, 0, 8, 8), (4, 0, 3, 3), {"groups": 2}),
+    ("conv1d", (0, 3, 8), (4, 3, 3), {}),
+    ("conv1d", (2, 3, 0), (4, 3, 1), {}),
+    ("conv1d", (2, 0, 9), (4, 0, 3), {}),
+    ("conv_transpose2d", (0, 4, 5, 5), (4, 3, 3, 3), {}),
+    ("conv_transpose2d", (2, 4, 0, 5), (4, 3, 1, 1), {}),
+    ("conv_transpose2d", (2, 0, 5, 5), (0, 3, 3, 3), {}),
+    ("conv_transpose1d", (2, 4, 0), (4, 3, 1), {}),
+]
+
+
+@pytest.mark.parametrize("case", ZERO_SIZE_CASES, ids=[f"{c[0]} {c[1]} {c[2]}" for c in ZERO_SIZE_CASES])
+def test_zero_size_inputs_behave_as_in_torch(case):
+    """The same empty result (shape and strides) or the same error as torch's function."""
+    name, input_shape, weight_shape, arguments = case
+    x, weight = torch.randn(input_shape), torch.randn(weight_shape)
+    outcomes = []
+    for function in (getattr(F, name), getattr(tritonconv, name)):
+        try:
+            y = function(x, weight, **arguments)
+            outcomes.append((tuple(y.shape), y.stride()))
+        except RuntimeError as error:
+            outcomes.append(str(error))
+    assert outcomes[1] == outcomes[0]

@@ -289,7 +289,7 @@ def conv1d(
     """1-D convolution with `torch.nn.functional.conv1d`'s semantics, computed by the 2-D kernels
     with H = 1: (N, C, L) or unbatched (C, L) inputs, weight (K, C/groups, S), padding int or
     'same'/'valid'. The output is contiguous, as torch's is; gradients flow as in `conv2d`."""
-    if _shapes_only or (input.dim() in (2, 3) and input.shape[-2] == 0):  # recording, or no input channels
+    if _shapes_only or (input.dim() in (2, 3) and 0 in input.shape[-2:]):  # recording, or no channels or length
         return TORCH_CONV1D(input, weight, bias, stride, padding, dilation, groups)
     autocast_dtype = autocast_dtype_for(input)
     if autocast_dtype is not None:

@@ -196,6 +196,8 @@ def check_like_torch(
     except Exception:
         torch_function(stand_in(input), stand_in(weight), stand_in(bias), *geometry)
         raise
+    if known_rank and 0 in input.shape[-2:]:  # an empty image: torch's own verdict on it (it computes nothing)
+        torch_function(stand_in(input), stand_in(weight), stand_in(bias), *geometry)
 
 
 SCALAR_TYPE_NAMES = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half", torch.bfloat16: "BFloat16"}
