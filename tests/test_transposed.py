@@ -8,6 +8,7 @@ from conv_reference import needs_runtime_loops
 
 import tritonconv
 from tritonconv import suites
+from tritonconv.registry import TRANSPOSED_PASSES
 from tritonconv.transposed import transposed_problem
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
@@ -233,3 +234,20 @@ def test_the_decoders_suite_holds_the_underlying_convolutions_of_its_layers():
         x = torch.empty(batch, c_in, size, size, device="meta")
         weight = torch.empty(c_in, c_out, kernel, kernel, device="meta")
         assert transposed_problem(x, weight, None, (stride, padding, 0, 1, 1)) == layer.problem, layer.name
+
+
+def test_explain_transposed_names_the_passes_that_serve_each_one():
+    """Its forward is the underlying convolution's dgrad, its input gradient that convolution's fwd."""
+    x, weight = torch.randn(2, 8, 5, 5), torch.randn(8, 4, 3, 3)
+    answer = tritonconv.explain_transposed(x, weight, stride=2, padding=1, output_padding=1)
+    problem = answer["problem"]
+    assert (problem.n, problem.c, problem.h, problem.w, problem.k) == (2, 4, 10, 10, 8)
+    assert answer["routes"]["fwd"] == [str(v) for v in tritonconv.registry.routes(problem, "dgrad")]
+    assert answer["routes"]["dgrad"] == [str(v) for v in tritonconv.registry.routes(problem, "fwd")]
+    plans = {name: tritonconv.dispatch.plan_pass(problem, served) for name, served in TRANSPOSED_PASSES.items()}
+    assert (answer["variant"], answer["config"]) == (plans["fwd"].variant, plans["fwd"].config.as_dict())
+    for name in ("dgrad", "wgrad"):
+        assert answer["backward"][name]["variant"] == plans[name].variant
+        assert answer["backward"][name]["config"] == plans[name].config.as_dict()
+    with pytest.raises(RuntimeError, match="output padding must be smaller than either stride or dilation"):
+        tritonconv.explain_transposed(x, weight, stride=1, output_padding=1)

@@ -12,7 +12,7 @@ from .fallback import reset_stats, stats
 from .functional import Conv2dFunction, conv1d, conv2d
 from .nn import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 from .patch import PatchReport, patch, patch_torch, patched, unpatch, unpatch_torch
-from .transposed import conv_transpose1d, conv_transpose2d
+from .transposed import conv_transpose1d, conv_transpose2d, explain_transposed
 from .tuning.model import tune_model
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "conv_transpose1d",
     "conv_transpose2d",
     "explain",
+    "explain_transposed",
     "library_ops",
     "make_problem",
     "patch",

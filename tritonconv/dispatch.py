@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -177,18 +177,26 @@ def explain(
     (every variant that computes it, the rule's first), the normalized `problem` and its `gemm`
     view, FLOPs and minimum bytes.
     """
-    problem = problem_from_tensors(input, weight, bias, stride, padding, dilation, groups)
-    plan = plan_forward(problem)
-    backward = {pass_name: plan_pass(problem, pass_name) for pass_name in (Pass.DGRAD, Pass.WGRAD)}
+    return describe(problem_from_tensors(input, weight, bias, stride, padding, dilation, groups))
+
+
+def describe(problem: ConvProblem, passes: Mapping[Pass, Pass] | None = None) -> dict:
+    """`explain`'s answer for a problem. `passes` maps each pass of the caller's convolution to the
+    problem's pass that runs it (a transposed convolution's forward is its underlying problem's
+    dgrad: `registry.TRANSPOSED_PASSES`); by default each pass is itself."""
+    served = dict(passes or {name: name for name in Pass})
+    plans = {name: plan_pass(problem, served[name]) for name in Pass}
+    forward = plans[Pass.FWD]
     return {
-        "variant": plan.variant,
-        "config": plan.config.as_dict(),
-        "config_source": plan.config_source,
+        "variant": forward.variant,
+        "config": forward.config.as_dict(),
+        "config_source": forward.config_source,
         "backward": {
             str(name): {"variant": p.variant, "config": p.config.as_dict(), "config_source": p.config_source}
-            for name, p in backward.items()
+            for name, p in plans.items()
+            if name != Pass.FWD
         },
-        "routes": {str(name): [str(variant) for variant in routes(problem, name)] for name in Pass},
+        "routes": {str(name): [str(variant) for variant in routes(problem, served[name])] for name in Pass},
         "problem": problem,
         "gemm": {"m": problem.gemm_m, "n": problem.gemm_n, "k": problem.gemm_k, "groups": problem.groups},
         "flops": problem.flops,

@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from .arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, hashable, is_channels_last_like, make_problem, to_pair
+from .dispatch import describe
 from .functional import autocast, autocast_dtype_for, gradients_of, recording_shapes
 from .prepared import PreparedConv, call_key, lookup
+from .registry import TRANSPOSED_PASSES
 
 TORCH_CONV_TRANSPOSE2D = F.conv_transpose2d
 TORCH_CONV_TRANSPOSE1D = F.conv_transpose1d
@@ -148,6 +150,26 @@ def transposed_problem(
     return make_problem(n=n, c=c_out, h=h_out, w=w_out, k=c_in, r=r, s=s, stride=stride, padding=padding,
                         dilation=dilation, groups=groups, dtype=input.dtype,
                         layout=CHANNELS_LAST if channels_last else CONTIGUOUS)  # fmt: skip
+
+
+def explain_transposed(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    output_padding: int | Sequence[int] = 0,
+    groups: int = 1,
+    dilation: int | Sequence[int] = 1,
+) -> dict:
+    """Say what `conv_transpose2d` would run for these arguments, without running it: `explain`'s
+    answer (variant, config and source of the forward, of each gradient under `backward`, every
+    pass's `routes`), where `problem` is the underlying convolution and each pass is the one of its
+    passes that serves the transposed one's (the forward is its dgrad)."""
+    geometry = tuple(hashable(a) for a in (stride, padding, output_padding, groups, dilation))
+    check_like_torch(TORCH_CONV_TRANSPOSE2D, input, weight, bias, geometry)
+    _check_kernel_arguments(input, weight, bias, geometry[0], geometry[2], geometry[4])
+    return describe(transposed_problem(input, weight, bias, geometry), TRANSPOSED_PASSES)
 
 
 TRANSPOSED_PARAMETERS = ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
