@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from tritonconv.arithmetic import is_channels_last_like, problem_from_tensors
+from tritonconv.arithmetic import is_channels_last_like, problem_from_tensors, problem_from_tensors_3d
 
 # dtype -> (out_eps, in_eps, acc_eps); "tf32" is fp32 as the tensor cores multiply it.
 EPSILONS = {
@@ -62,10 +62,20 @@ def random_conv_inputs(
     return x, weight, b
 
 
+def _torch_conv(weight: torch.Tensor):
+    """torch's convolution of a weight's rank: conv2d for 4-D weights, conv3d for 5-D."""
+    return F.conv3d if weight.dim() == 5 else F.conv2d
+
+
+def _problem(input, weight, bias, kwargs):
+    build = problem_from_tensors_3d if weight.dim() == 5 else problem_from_tensors
+    return build(input, weight, bias, groups=kwargs.get("groups", 1), **_geometry(kwargs))
+
+
 def reference_conv2d(input, weight, bias=None, **kwargs):
-    """torch's conv2d in float64 on CPU from the same (already rounded) inputs."""
+    """torch's conv2d (conv3d for a 5-D weight) in float64 on CPU from the same (already rounded) inputs."""
     to64 = lambda t: None if t is None else t.detach().to("cpu", torch.float64)  # noqa: E731
-    return F.conv2d(to64(input), to64(weight), to64(bias), **kwargs)
+    return _torch_conv(weight)(to64(input), to64(weight), to64(bias), **kwargs)
 
 
 def assert_conv2d_close(actual: torch.Tensor, input, weight, bias=None, **kwargs) -> None:
@@ -73,11 +83,20 @@ def assert_conv2d_close(actual: torch.Tensor, input, weight, bias=None, **kwargs
     expected = reference_conv2d(input, weight, bias, **kwargs)
     assert actual.shape == expected.shape, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     assert actual.dtype == input.dtype
-    assert memory_layout(actual) == memory_layout(expected), f"strides {actual.stride()} != torch's {expected.stride()}"
+    if weight.dim() == 5:  # torch's CUDA rule (cuDNN): channels_last_3d when the input or the weight is; its CPU
+        # kernels differ by dtype (bf16 keeps channels_last_3d, fp32 and fp64 do not)
+        batched = input if input.dim() == 5 else input.unsqueeze(0)
+        wanted = is_channels_last_like(batched) or is_channels_last_like(weight)
+        assert is_channels_last_like(actual if actual.dim() == 5 else actual.unsqueeze(0)) == wanted, actual.stride()
+        assert actual.is_contiguous(memory_format=torch.channels_last_3d if wanted else torch.contiguous_format)
+    else:
+        assert memory_layout(actual) == memory_layout(expected), (
+            f"strides {actual.stride()} != torch's {expected.stride()}"
+        )
     got = actual.detach().to("cpu", torch.float64)
     assert not torch.isnan(got).any(), f"{int(torch.isnan(got).sum())} output elements were never written"
     magnitude = reference_conv2d(input.abs(), weight.abs(), None if bias is None else bias.abs(), **kwargs)
-    problem = problem_from_tensors(input, weight, bias, groups=kwargs.get("groups", 1), **_geometry(kwargs))
+    problem = _problem(input, weight, bias, kwargs)
     key = "tf32" if tf32_in_effect(input.dtype, input.device) else input.dtype
     out_eps, in_eps, acc_eps = EPSILONS[key]
     bound = SAFETY * (out_eps * expected.abs() + (in_eps + problem.gemm_k * acc_eps) * magnitude)
@@ -94,7 +113,7 @@ def reference_grads(input, weight, bias, grad_output, **kwargs):
     leaves = [
         None if t is None else t.detach().to("cpu", torch.float64).requires_grad_() for t in (input, weight, bias)
     ]
-    out = F.conv2d(*leaves, **kwargs)
+    out = _torch_conv(weight)(*leaves, **kwargs)
     out.backward(grad_output.detach().to("cpu", torch.float64))
     return [None if t is None else t.grad for t in leaves]
 
@@ -106,8 +125,8 @@ def assert_grads_close(grads, input, weight, bias, grad_output, **kwargs) -> Non
     magnitude = reference_grads(
         input.abs(), weight.abs(), None if bias is None else bias.abs(), grad_output.abs(), **kwargs
     )
-    problem = problem_from_tensors(input, weight, bias, groups=kwargs.get("groups", 1), **_geometry(kwargs))
-    reductions = (problem.k_per_group * problem.r * problem.s, problem.n * problem.p * problem.q, problem.gemm_m)
+    problem = _problem(input, weight, bias, kwargs)
+    reductions = (problem.k_per_group * problem.t * problem.r * problem.s, problem.gemm_m, problem.gemm_m)
     key = "tf32" if tf32_in_effect(input.dtype, input.device) else input.dtype
     out_eps, in_eps, acc_eps = EPSILONS[key]
     for name, got, want, mag, length, like in zip(
@@ -118,7 +137,7 @@ def assert_grads_close(grads, input, weight, bias, grad_output, **kwargs) -> Non
             continue
         assert got is not None, f"grad of {name} missing"
         assert got.shape == like.shape and got.dtype == like.dtype, f"grad of {name}: {got.shape} {got.dtype}"
-        if like.dim() == 4:  # channels_last stays channels_last (a gradient is dense even when its input is a view)
+        if like.dim() in (4, 5):  # channels_last(_3d) stays so (a gradient is dense even when its input is a view)
             assert is_channels_last_like(got) == is_channels_last_like(like), f"grad of {name}: {got.stride()}"
         got64 = got.detach().to("cpu", torch.float64)
         assert not torch.isnan(got64).any(), f"grad of {name}: elements never written"

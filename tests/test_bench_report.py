@@ -98,3 +98,27 @@ def test_the_inductor_baseline_on_a_suite_of_ones_own(tmp_path):
     assert table["suite"].tolist() == ["mine"] and table["count"].tolist() == [2]
     assert table[["inductor_ms", "inductor_speedup"]].map(math.isfinite).all().all()
     assert "vs inductor" in (tmp_path / "y.md").read_text()
+
+
+VIDEO_SUITE = """# two 3-D layers, the way the video suite writes them
+layer,count,n,c,d,h,w,k,t,r,s,stride_d,stride_h,stride_w,pad_d,pad_h,pad_w,dil_d,dil_h,dil_w,groups
+spatial 1x3x3,2,1,8,3,6,6,8,1,3,3,1,1,1,0,1,1,1,1,1,1
+temporal 3x1x1 s2,1,1,8,4,5,5,16,3,1,1,2,1,1,1,0,0,1,1,1,1
+"""
+
+
+def test_a_3d_suite_benches_and_compares(tmp_path):
+    """Every pass of 3-D layers against torch's conv3d, the depth axis in its own columns, and a
+    compare that matches rows on it."""
+    suite = tmp_path / "tiny_video.csv"
+    suite.write_text(VIDEO_SUITE)
+    env = {**os.environ, "TRITONCONV_CACHE_DIR": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "tritonconv.cli", "bench", "--suite", str(suite), "--out", str(tmp_path / "v.csv")]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "v.csv")
+    assert list(table["pass"]) == ["fwd", "dgrad", "wgrad"] * 2 and table["correct"].all()
+    assert set(table["variant"]) == {"implicit_gemm_3d"}
+    assert list(table[["d", "t", "stride_d", "o"]].iloc[-1]) == [4, 3, 2, 2]
+    joined, _ = compare(tmp_path / "v.csv", tmp_path / "v.csv")
+    assert len(joined) == 6 and "t" in joined.columns

@@ -12,6 +12,7 @@ from conv_reference import needs_runtime_loops
 
 import tritonconv
 from tritonconv import calls, dispatch, prepared, registry
+from tritonconv.arithmetic import make_problem_3d, memory_format_of
 from tritonconv.ops.epilogue import NO_EPILOGUE
 from tritonconv.registry import Pass, Plan, Variant
 from tritonconv.runtime import POISON_ENV
@@ -28,7 +29,7 @@ LAYERS = [
                   "tuning.nearest", "tuning.tuner", "tuning.distributed", "tuning.session", "tuning", "dispatch",
                   "calls", "prepared")),
     ("front ends", ("autograd", "functional", "library_ops", "nn", "fallback", "routing", "patch", "fusion", "swap",
-                    "transposed")),
+                    "transposed", "volume")),
     ("tools", ("tuning.model", "bench", "kernel_gate", "gpu_report", "progress", "cli", "demo", "__main__", "")),
 ]  # fmt: skip
 
@@ -123,6 +124,20 @@ ROUTE_PROBLEMS = {
     (Pass.WGRAD, Variant.IMPLICIT_GEMM): (2, 4, 6, 5, 8, 3, 3, 2, 1, 1),
     (Pass.WGRAD, Variant.TMA): (2, 8, 6, 5, 16, 3, 3, 1, 1, 1),
 }
+# 3-D routes: (n, c, d, h, w, k, t, r, s, stride, padding, groups)
+VOLUME_CASE = (2, 4, 4, 5, 3, 8, 3, 2, 3, 2, 1, 2)
+ROUTE_PROBLEMS |= {(pass_name, Variant.IMPLICIT_GEMM_3D): VOLUME_CASE for pass_name in Pass}
+
+
+def _route_problem(route, layout):
+    sizes = ROUTE_PROBLEMS[route]
+    if route[1] == Variant.IMPLICIT_GEMM_3D:
+        n, c, d, h, w, k, t, r, s, stride, padding, groups = sizes
+        return make_problem_3d(n=n, c=c, d=d, h=h, w=w, k=k, t=t, r=r, s=s, stride=stride,
+                                                     padding=padding, groups=groups, layout=layout)  # fmt: skip
+    n, c, h, w, k, r, s, stride, padding, groups = sizes
+    return tritonconv.make_problem(n=n, c=c, h=h, w=w, k=k, r=r, s=s, stride=stride, padding=padding, groups=groups,
+                                   layout=layout)  # fmt: skip
 
 
 def test_every_route_has_a_replay_case():
@@ -130,9 +145,8 @@ def test_every_route_has_a_replay_case():
 
 
 def _operands(problem, device, channels_last):
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
     return [
-        torch.randn(shape, device=device).to(memory_format=fmt)
+        torch.randn(shape, device=device).to(memory_format=memory_format_of(len(shape), channels_last))
         for shape in (problem.input_shape, problem.weight_shape, problem.output_shape)
     ]
 
@@ -151,10 +165,7 @@ def test_a_prepared_call_replays_the_planned_launch_bit_for_bit(route, channels_
     """The first call prepares the launch; a later call with fresh tensors of the same key replays it
     with only the pointers changed, and must give exactly what planning and launching anew gives."""
     pass_name, variant = route
-    n, c, h, w, k, r, s, stride, padding, groups = ROUTE_PROBLEMS[route]
-    layout = "channels_last" if channels_last else "contiguous"
-    problem = tritonconv.make_problem(n=n, c=c, h=h, w=w, k=k, r=r, s=s, stride=stride, padding=padding,
-                                      groups=groups, layout=layout)  # fmt: skip
+    problem = _route_problem(route, "channels_last" if channels_last else "contiguous")
     route_spec = registry.spec(pass_name, variant)
     assert route_spec.applies(problem)
     configs = [route_spec.heuristic(problem)]

@@ -154,7 +154,7 @@ def test_help_shows_every_choice_and_default(command, capsys):
                  "(default: channels_last)"],
         "bench": ["fwd, dgrad, wgrad", "(default: fwd,dgrad,wgrad)", "(tune tunes fwd alone by default)",
                   "torch, inductor", "(default: torch)"],
-        "check-kernels": ["(default: smoke,resnet50)", "(default: bfloat16,float16)", "(default: sm90)"],
+        "check-kernels": ["(default: smoke,resnet50,video)", "(default: bfloat16,float16)", "(default: sm90)"],
         "compare": ["{text,md,csv}", "(default: text)", "(default: 0.05)"],
     }[command]  # fmt: skip
     for phrase in expected:

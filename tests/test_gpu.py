@@ -73,6 +73,30 @@ def test_output_beyond_int32_elements(device):
     assert ((y.float() - expected).abs() <= 1e-2 * (1 + expected.abs())).all()
 
 
+def test_3d_activations_beyond_int32_elements_in_every_pass(device):
+    """A video activation of more than 2**31 elements (33 clips of 32 x 256 x 512 with 16 channels,
+    bf16, channels_last_3d, 4.4 GB each): the forward, dX and dW against torch's (cuDNN's) within bf16
+    rounding, every output element written. The flat voxel indices themselves pass 2**31 here."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    shape = (33, 16, 32, 256, 512)
+    x = torch.randn(shape, device=device, dtype=torch.bfloat16, generator=generator)
+    x = x.to(memory_format=torch.channels_last_3d).requires_grad_()
+    weight = 0.2 * torch.randn(16, 16, 3, 1, 1, device=device, dtype=torch.bfloat16, generator=generator)
+    weight = weight.to(memory_format=torch.channels_last_3d).requires_grad_()
+    assert x.numel() > 2**31
+    y = tritonconv.conv3d(x, weight, padding=(1, 0, 0))
+    grad_output = torch.randn_like(y)
+    grad_x, grad_w = torch.autograd.grad(y, (x, weight), grad_output)
+    with torch.no_grad():
+        want = torch.nn.functional.conv3d(x, weight, padding=(1, 0, 0))
+    want_x, want_w = torch.autograd.grad(torch.nn.functional.conv3d(x, weight, padding=(1, 0, 0)), (x, weight),
+                                         grad_output)  # fmt: skip
+    for got, expected in ((y, want), (grad_x, want_x)):
+        assert not torch.isnan(got).any()
+        assert ((got.float() - expected.float()).abs() <= 2e-2 * (1 + expected.float().abs())).all()
+    torch.testing.assert_close(grad_w.float(), want_w.float(), rtol=2e-2, atol=2e-2 * want_w.float().abs().max().item())
+
+
 LARGE_DEPTHWISE = ("replknet depthwise 31x31", 2, 32, 28, 28, 32, 31, 31, 1, 15, 1, 32, False)
 
 

@@ -59,8 +59,9 @@ def test_the_gate_fails_a_planted_spilling_or_oversized_config_and_the_tuner_dro
 
 
 def test_the_gate_compiles_every_registered_route():
-    """The smoke suite alone reaches every (pass, variant) of the registry, and the bias gradient."""
-    items = kernel_gate.gate_items(("smoke",), (torch.bfloat16,))
+    """The smoke suite (2-D) and the video suite (3-D) reach every (pass, variant) of the registry,
+    and the bias gradient."""
+    items = kernel_gate.gate_items(("smoke", "video"), (torch.bfloat16,))
     covered = {(item.pass_name, item.variant) for item in items}
     assert set(registry.REGISTRY) <= covered, set(registry.REGISTRY) - covered
     assert (kernel_gate.BIAS_GRAD, "reduction") in covered

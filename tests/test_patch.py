@@ -192,8 +192,9 @@ def test_the_model_itself_a_channels_last_model_and_other_dtypes():
     assert tritonconv.patch(complex_conv).skipped == [("", "Conv2d", "dtype torch.complex64 is not supported")]
     lazy = nn.LazyConv2d(4, 3)
     assert "lazy" in tritonconv.patch(lazy).skipped[0][2]
-    volume = nn.Conv3d(2, 2, 1)
-    assert tritonconv.patch(volume).skipped[0][2].startswith("3-D convolution")
+    assert tritonconv.patch(nn.Conv3d(2, 2, 1)).patched == [""]
+    transposed_volume = nn.ConvTranspose3d(2, 2, 1)
+    assert tritonconv.patch(transposed_volume).skipped[0][2].startswith("3-D transposed convolution")
 
 
 def test_a_patched_model_survives_deepcopy_and_save_load():

@@ -23,12 +23,31 @@ IntPair = tuple[int, int]
 
 
 @dataclass(frozen=True)
+class DepthAxis:
+    """The third spatial axis of a 3-D convolution: input depth, kernel depth (T), stride, leading
+    and trailing padding, dilation."""
+
+    size: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    padding_end: int = 0
+    dilation: int = 1
+
+    @property
+    def output_size(self) -> int:
+        return conv_output_size(self.size, self.kernel, self.stride, self.padding, self.padding_end, self.dilation)
+
+
+@dataclass(frozen=True)
 class ConvProblem:
-    """A 2-D convolution with every argument resolved to numbers.
+    """A 2-D convolution with every argument resolved to numbers, or a 3-D one (`depth` set: the
+    (D, H, W) volume's depth axis; h, w, r, s and the pairs stay height and width).
 
     Padding is stored as leading (top, left) and trailing (bottom, right) amounts because
     `padding='same'` with an even dilated kernel pads one more element at the end, as torch does.
-    `layout` is the memory format of the output (and the one the kernels are tuned for).
+    `layout` is the memory format of the output (and the one the kernels are tuned for):
+    channels_last means channels_last_3d for a 3-D problem.
     """
 
     n: int
@@ -46,6 +65,26 @@ class ConvProblem:
     dtype: torch.dtype = torch.float32
     layout: str = CONTIGUOUS
     has_bias: bool = False
+    depth: DepthAxis | None = None
+
+    @property
+    def is_3d(self) -> bool:
+        return self.depth is not None
+
+    @property
+    def d(self) -> int:
+        """Input depth (1 for a 2-D problem)."""
+        return 1 if self.depth is None else self.depth.size
+
+    @property
+    def t(self) -> int:
+        """Kernel depth (1 for a 2-D problem)."""
+        return 1 if self.depth is None else self.depth.kernel
+
+    @functools.cached_property
+    def o(self) -> int:
+        """Output depth (1 for a 2-D problem)."""
+        return 1 if self.depth is None else self.depth.output_size
 
     @functools.cached_property
     def p(self) -> int:
@@ -67,8 +106,8 @@ class ConvProblem:
 
     @property
     def gemm_m(self) -> int:
-        """Rows of the implicit GEMM: one per output pixel, N*P*Q."""
-        return self.n * self.p * self.q
+        """Rows of the implicit GEMM: one per output pixel (voxel), N*P*Q (N*O*P*Q)."""
+        return self.n * self.o * self.p * self.q
 
     @property
     def gemm_n(self) -> int:
@@ -77,13 +116,13 @@ class ConvProblem:
 
     @property
     def gemm_k(self) -> int:
-        """Reduction length per group, (C/groups)*R*S: the length every output element sums over."""
-        return self.c_per_group * self.r * self.s
+        """Reduction length per group, (C/groups)*R*S (*T): the length every output element sums over."""
+        return self.c_per_group * self.t * self.r * self.s
 
     @property
     def flops(self) -> int:
-        """Multiply-adds counted as two FLOPs: 2*N*K*P*Q*(C/g)*R*S (no epilogue term)."""
-        return 2 * self.n * self.k * self.p * self.q * self.gemm_k
+        """Multiply-adds counted as two FLOPs: 2*N*K*(O)*P*Q*(C/g)*(T)*R*S (no epilogue term)."""
+        return 2 * self.gemm_m * self.k * self.gemm_k
 
     @property
     def element_size(self) -> int:
@@ -92,7 +131,7 @@ class ConvProblem:
     @property
     def min_bytes(self) -> int:
         """Bytes moved if input, weight, bias and output each cross memory exactly once."""
-        elems = self.n * self.c * self.h * self.w + self.k * self.gemm_k + self.n * self.k * self.p * self.q
+        elems = self.n * self.c * self.d * self.h * self.w + self.k * self.gemm_k + self.gemm_m * self.k
         if self.has_bias:
             elems += self.k
         return elems * self.element_size
@@ -103,21 +142,34 @@ class ConvProblem:
         return self.flops / self.min_bytes
 
     @property
-    def input_shape(self) -> tuple[int, int, int, int]:
+    def input_shape(self) -> tuple[int, ...]:
+        if self.depth is not None:
+            return (self.n, self.c, self.d, self.h, self.w)
         return (self.n, self.c, self.h, self.w)
 
     @property
-    def weight_shape(self) -> tuple[int, int, int, int]:
+    def weight_shape(self) -> tuple[int, ...]:
+        if self.depth is not None:
+            return (self.k, self.c_per_group, self.t, self.r, self.s)
         return (self.k, self.c_per_group, self.r, self.s)
 
     @property
-    def output_shape(self) -> tuple[int, int, int, int]:
+    def output_shape(self) -> tuple[int, ...]:
+        if self.depth is not None:
+            return (self.n, self.k, self.o, self.p, self.q)
         return (self.n, self.k, self.p, self.q)
 
     @property
     def memory_format(self) -> torch.memory_format:
         """The torch memory format of `layout`: what outputs are allocated in."""
-        return torch.channels_last if self.layout == CHANNELS_LAST else torch.contiguous_format
+        return memory_format_of(len(self.output_shape), self.layout == CHANNELS_LAST)
+
+
+def memory_format_of(dims: int, channels_last: bool) -> torch.memory_format:
+    """channels_last (4-D) or channels_last_3d (5-D) when asked, else contiguous."""
+    if not channels_last:
+        return torch.contiguous_format
+    return torch.channels_last_3d if dims == 5 else torch.channels_last
 
 
 def conv_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int, dilation: int) -> int:
@@ -277,6 +329,112 @@ def _build_problem(
 _cached_problem = functools.lru_cache(maxsize=4096)(_build_problem)
 
 
+IntTriple = tuple[int, int, int]
+
+
+def to_triple(value: int | Sequence[int], name: str) -> IntTriple:
+    """An int or a 1- or 3-sequence of ints as (depth, height, width), as torch's conv3d takes them."""
+    items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    if len(items) not in (1, 3):
+        raise RuntimeError(
+            f"expected {name} to be a single integer value or a list of 3 values to match the "
+            f"convolution dimensions, but got {name}={items}"
+        )
+    try:
+        first, *rest = (operator.index(item) for item in items * (3 if len(items) == 1 else 1))
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a tuple of ints, but got {name}={value!r}") from None
+    return (first, *rest)
+
+
+def make_problem_3d(
+    *,
+    n: int,
+    c: int,
+    d: int,
+    h: int,
+    w: int,
+    k: int,
+    t: int,
+    r: int,
+    s: int,
+    stride: int | Sequence[int] = 1,
+    padding: str | int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    dtype: torch.dtype = torch.float32,
+    layout: str = CONTIGUOUS,
+    has_bias: bool = False,
+) -> ConvProblem:
+    """A 3-D problem (`F.conv3d` on (N, C, D, H, W)) from sizes alone: the 2-D problem of its height
+    and width, validated as `make_problem` does, with its depth axis."""
+    stride_dhw, dilation_dhw = to_triple(stride, "stride"), to_triple(dilation, "dilation")
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise RuntimeError(f"Invalid padding string: '{padding}'")
+        if padding == "same" and stride_dhw != (1, 1, 1):
+            raise RuntimeError("padding='same' is not supported for strided convolutions")
+        depth_total = dilation_dhw[0] * (t - 1) if padding == "same" else 0
+        depth_pads, plane_padding = (depth_total // 2, depth_total - depth_total // 2), padding
+    else:
+        padding_dhw = to_triple(padding, "padding")
+        if min(padding_dhw) < 0:
+            raise RuntimeError("negative padding is not supported")
+        depth_pads, plane_padding = (padding_dhw[0], padding_dhw[0]), padding_dhw[1:]
+    if min(stride_dhw) <= 0:
+        raise RuntimeError("non-positive stride is not supported")
+    if min(dilation_dhw) <= 0:
+        raise RuntimeError("non-positive dilation is not supported")
+    if t <= 0:
+        raise RuntimeError(
+            f"Expected a kernel of at least 1x1x1, but got weight of size {[k, c // max(groups, 1), t, r, s]}"
+        )
+    plane = make_problem(
+        n=n, c=c, h=h, w=w, k=k, r=r, s=s, stride=stride_dhw[1:], padding=plane_padding, dilation=dilation_dhw[1:],
+        groups=groups, dtype=dtype, layout=layout, has_bias=has_bias,
+    )  # fmt: skip
+    depth = DepthAxis(d, t, stride_dhw[0], *depth_pads, dilation_dhw[0])
+    if d + sum(depth_pads) < dilation_dhw[0] * (t - 1) + 1:
+        padded = (
+            d + sum(depth_pads),
+            h + plane.padding[0] + plane.padding_end[0],
+            w + plane.padding[1] + plane.padding_end[1],
+        )
+        dilated = (
+            dilation_dhw[0] * (t - 1) + 1,
+            *(dl * (kk - 1) + 1 for dl, kk in zip(plane.dilation, (r, s), strict=True)),
+        )
+        raise RuntimeError(
+            f"Calculated padded input size per channel: ({' x '.join(map(str, padded))}). "
+            f"Kernel size: ({' x '.join(map(str, dilated))}). Kernel size can't be greater than actual input size"
+        )
+    return dataclasses.replace(plane, depth=depth)
+
+
+def problem_from_tensors_3d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: str | int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> ConvProblem:
+    """The (batched) problem of `F.conv3d` arguments whose shapes torch accepts (the front end has
+    checked them with torch's own function): an unbatched (C, D, H, W) input has n = 1. The layout
+    is channels_last(_3d) when the input or the weight is, torch's rule for the output."""
+    check_dtype(input.dtype, "input")
+    n, c, d, h, w = tuple(input.shape) if input.dim() == 5 else (1, *input.shape)
+    k, _, t, r, s = weight.shape
+    batched = input if input.dim() == 5 else input.unsqueeze(0)
+    channels_last = is_channels_last_like(batched) or is_channels_last_like(weight)
+    return make_problem_3d(
+        n=n, c=c, d=d, h=h, w=w, k=k, t=t, r=r, s=s, stride=hashable(stride), padding=hashable(padding),
+        dilation=hashable(dilation), groups=groups, dtype=input.dtype,
+        layout=CHANNELS_LAST if channels_last else CONTIGUOUS, has_bias=bias is not None,
+    )  # fmt: skip
+
+
 def check_dtype(dtype: torch.dtype, what: str) -> None:
     if dtype not in SUPPORTED_DTYPES:
         names = ", ".join(str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES)
@@ -284,18 +442,21 @@ def check_dtype(dtype: torch.dtype, what: str) -> None:
 
 
 def is_channels_last_like(tensor: torch.Tensor) -> bool:
-    """True when a 4-D tensor's strides order it as NHWC, torch's rule for suggesting channels_last.
+    """True when a 4-D tensor's strides order it as NHWC (a 5-D one's as NDHWC), torch's rule for
+    suggesting channels_last (channels_last_3d).
 
-    Follows `is_channels_last_strides_2d`: walk C, W, H, N and require non-decreasing strides, so a
-    sliced or otherwise non-contiguous NHWC view still counts, and an NCHW tensor with C == 1 does not.
+    Follows `is_channels_last_strides_2d`/`_3d`: walk C, W, H, (D,) N and require non-decreasing
+    strides, so a sliced or otherwise non-contiguous NHWC view still counts, and an NCHW tensor with
+    C == 1 does not.
     """
-    if tensor.dim() != 4:
+    order = {4: (1, 3, 2, 0), 5: (1, 4, 3, 2, 0)}.get(tensor.dim())
+    if order is None:
         return False
     sizes, strides = tensor.shape, tensor.stride()
     if strides[1] == 0:
         return False
     minimum = 0
-    for dim in (1, 3, 2, 0):
+    for dim in order:
         if sizes[dim] == 0 or strides[dim] < minimum:
             return False
         if dim == 0 and minimum == strides[1]:

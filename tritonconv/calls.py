@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .arithmetic import ConvProblem, is_channels_last_like
+from .arithmetic import ConvProblem, is_channels_last_like, memory_format_of
 from .ops import implicit_gemm
 from .ops.activation_grad import prepare_activation_grad
 from .ops.epilogue import NO_EPILOGUE, Epilogue
@@ -61,7 +61,7 @@ def conv2d_dgrad(
 ) -> torch.Tensor:
     """dX of `problem`'s 4-D input by `plan`'s route, channels_last when the input was."""
     check_route(plan, problem, Pass.DGRAD)
-    grad_input = new_output(problem.input_shape, grad_output, memory_format(channels_last))
+    grad_input = new_output(problem.input_shape, grad_output, memory_format_of(len(problem.input_shape), channels_last))
     if grad_input.numel() == 0:
         return grad_input
     run = spec(Pass.DGRAD, plan.variant).prepare(grad_output, weight, grad_input, problem, plan.config)
@@ -76,8 +76,8 @@ def conv2d_wgrad(
     """dW by `plan`'s route, in the input's dtype, channels_last when the weight was; reproducible
     bit for bit (split partial sums are added in a fixed order)."""
     check_route(plan, problem, Pass.WGRAD)
-    grad_weight = new_output(problem.weight_shape, input, memory_format(channels_last))
-    if problem.n * problem.p * problem.q == 0:
+    grad_weight = new_output(problem.weight_shape, input, memory_format_of(len(problem.weight_shape), channels_last))
+    if problem.gemm_m == 0:
         return grad_weight.zero_()
     run = spec(Pass.WGRAD, plan.variant).prepare(input, grad_output, grad_weight, problem, plan.config)
     with on_device_of(input):

@@ -25,6 +25,7 @@ from .arithmetic import CHANNELS_LAST, CONTIGUOUS
 from .bench.compare import FORMATS as COMPARE_FORMATS
 from .bench.run import BASELINES
 from .dispatch import PASSES
+from .kernel_gate import DEFAULT_SUITES as GATE_SUITES
 from .runtime import rerun_compiled, rerun_under_interpreter_without_gpu
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compile every kernel route for a GPU that need not be here; fail on spills, shared memory, no wgmma",
     )
     gate.add_argument("--arch", default="sm90", choices=("sm90",), help="the GPU to compile for (default: sm90)")
-    _list_option(gate, "--suite", _suite_names(), ["smoke", "resnet50"], "suites", dest="suites")
+    _list_option(gate, "--suite", _suite_names(), list(GATE_SUITES), "suites", dest="suites")
     _list_option(gate, "--dtype", ("float16", "bfloat16"), ["bfloat16", "float16"], "dtypes")
     gate.add_argument("--space", action="store_true", help="also every candidate of each route's tuning space")
     gate.add_argument("--jobs", type=_positive, help="compiling processes (default: one per core)")

@@ -105,11 +105,14 @@ def heuristic_config(problem: ConvProblem, variant: str = "implicit_gemm") -> Ke
 
 
 # Elements of a gathered operand tile (addresses and masks computed per element) one thread can hold
-# without spilling, from the Hopper compile gate (`tritonconv check-kernels`, reports/static/).
+# without spilling, from the Hopper compile gate (`tritonconv check-kernels`, reports/static/). A 3-D
+# tap is three coordinates, not two: 128x64 tiles at 8 warps spill up to 976 bytes there (R(2+1)D's
+# 230-, 460- and 921-channel layers); half as many elements per thread do not.
 GATHERED_ELEMENTS_PER_THREAD = 32
+GATHERED_VOXEL_ELEMENTS_PER_THREAD = 16
 
 
-def _fit_gathered_tile(rows: int, block_k: int, num_warps: int) -> int:
+def _fit_gathered_tile(rows: int, block_k: int, num_warps: int, per_thread: int = GATHERED_ELEMENTS_PER_THREAD) -> int:
     """The largest block_k (from `block_k` down, at least 16) whose rows x block_k gathered tile
     holds at most GATHERED_ELEMENTS_PER_THREAD elements per thread.
 
@@ -117,7 +120,7 @@ def _fit_gathered_tile(rows: int, block_k: int, num_warps: int) -> int:
     compiler unrolls them, so both steps' gathered tiles are live (sm_90, 3x3 with C = 8: 128x16x64
     tiles at 4 warps spill 224 bytes under Triton 3.9 and 312 under 3.6; at block_k 32, none)."""
     threads = 32 * num_warps
-    while block_k > 16 and rows * block_k > GATHERED_ELEMENTS_PER_THREAD * threads:
+    while block_k > 16 and rows * block_k > per_thread * threads:
         block_k //= 2
     return block_k
 
@@ -196,7 +199,7 @@ def wgrad_config(problem: ConvProblem, target_programs: int = 264) -> KernelConf
     tap (the kernel's TAP_MAJOR path). The split is capped so the fp32 partial sums stay within
     WGRAD_WORKSPACE_BYTES (they are written and read back once more; small enough to stay in L2).
     """
-    reduction = problem.n * problem.p * problem.q
+    reduction = problem.gemm_m
     max_mn, block_k = _tile_caps(problem.element_size)
     block_m, block_n, _ = _gemm_tiles(problem.element_size, problem.k_per_group, problem.gemm_k, reduction)
     channel_block = tap_major_block(problem.c_per_group, max_mn)
@@ -214,7 +217,7 @@ def _wgrad_splits(problem: ConvProblem, tiles: int, block: int, target_programs:
     """Chunks of the N*P*Q reduction: enough for `tiles` output tiles to make about `target_programs`
     programs, at least 4 blocks of pixels per chunk, an fp32 workspace within WGRAD_WORKSPACE_BYTES,
     and at most 64."""
-    reduction = problem.n * problem.p * problem.q
+    reduction = problem.gemm_m
     workspace_splits = max(1, WGRAD_WORKSPACE_BYTES // (4 * problem.k * problem.gemm_k))  # k * gemm_k = dW's size
     return max(1, min(triton.cdiv(target_programs, tiles), triton.cdiv(reduction, 4 * block), workspace_splits, 64))
 
@@ -228,6 +231,44 @@ def depthwise_wgrad_config(problem: ConvProblem, target_programs: int = 264) -> 
     tiles = triton.cdiv(problem.k, block_n) * problem.r * problem.s
     split_k = _wgrad_splits(problem, tiles, block_m, target_programs)
     return KernelConfig(block_m=block_m, block_n=block_n, split_k=split_k, num_warps=4, num_stages=1)
+
+
+def conv3d_config(problem: ConvProblem) -> KernelConfig:
+    """The 3-D forward: M = N*O*P*Q voxels, N = K/g, reduction (C/g)*T*R*S, every operand element
+    gathered (so block_k also fits the gathered tile, as the 2-D general kernel's does)."""
+    config = _gemm_config(problem.element_size, problem.gemm_m, problem.k_per_group, problem.gemm_k)
+    return _fit_voxel_gather(config, problem.k_per_group)
+
+
+def conv3d_dgrad_config(problem: ConvProblem) -> KernelConfig:
+    """The 3-D input gradient: M = N*D*H*W voxels, N = C/g, reduction (K/g)*T*R*S."""
+    rows = problem.n * problem.d * problem.h * problem.w
+    config = _gemm_config(
+        problem.element_size, rows, problem.c_per_group, problem.k_per_group * problem.t * problem.r * problem.s
+    )
+    return _fit_voxel_gather(config, problem.c_per_group)
+
+
+def _fit_voxel_gather(config: KernelConfig, output_channels: int) -> KernelConfig:
+    """block_k cut to the 3-D kernels' gathered-tile budget. Output rows of a channel count that is
+    not a multiple of 8 (R(2+1)D's 230, 460, 921) are not 16-byte aligned, so the tile is stored
+    element by element: on sm_90 that spills from 128x64 at 4 warps up (1 KiB and more) and not at
+    128x64 with 8 warps (the compile gate), so such tiles take that shape."""
+    if output_channels % 8:
+        config = replace(config, block_n=min(config.block_n, 64), num_warps=8)
+    block_k = _fit_gathered_tile(config.block_m, config.block_k, config.num_warps, GATHERED_VOXEL_ELEMENTS_PER_THREAD)
+    return replace(config, block_k=block_k)
+
+
+def conv3d_wgrad_config(problem: ConvProblem, target_programs: int = 264) -> KernelConfig:
+    """The 3-D weight gradient: M = K/g, N = (C/g)*T*R*S (gathered per element), the N*O*P*Q
+    reduction split as `wgrad_config` splits it."""
+    block_m, block_n, _ = _gemm_tiles(problem.element_size, problem.k_per_group, problem.gemm_k, problem.gemm_m)
+    block_n, block_k = min(block_n, FLAT_WGRAD_BLOCK_N), min(_tile_caps(problem.element_size)[1], FLAT_WGRAD_BLOCK_K)
+    tiles = problem.groups * triton.cdiv(problem.k_per_group, block_m) * triton.cdiv(problem.gemm_k, block_n)
+    split_k = _wgrad_splits(problem, tiles, block_k, target_programs)
+    num_warps = 8 if block_m * block_n >= 128 * 128 else 4
+    return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k, num_warps=num_warps)
 
 
 def tap_major_block(channels: int, largest: int) -> int:

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from .arithmetic import ConvProblem, problem_from_tensors
+from .arithmetic import ConvProblem, problem_from_tensors, problem_from_tensors_3d
 from .config import KernelConfig
 from .registry import (
     GROUPED_TILE_MAX_CHANNELS,
@@ -30,6 +30,7 @@ from .registry import (
     spec,
 )
 from .runtime import fp32_dot_precision
+from .torch_reference import TORCH_CONV3D, check_like_torch
 from .tuning import cache as tuning_cache
 from .tuning.session import device_cache, find_entry, tune_problems
 
@@ -170,13 +171,17 @@ def explain(
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
 ) -> dict:
-    """Say what `tritonconv.conv2d` would run for these arguments, without running it.
+    """Say what `tritonconv.conv2d` (or, for a 5-D weight, `conv3d`) would run for these arguments,
+    without running it.
 
     Returns the forward's `variant`, `config` (block sizes, warps, stages) and `config_source`,
     the same three for each gradient under `backward` ('dgrad', 'wgrad'), each pass's `routes`
     (every variant that computes it, the rule's first), the normalized `problem` and its `gemm`
     view, FLOPs and minimum bytes.
     """
+    if weight.dim() == 5:  # a 3-D convolution: torch's own checks first, then its problem
+        check_like_torch(TORCH_CONV3D, input, weight, bias, (stride, padding, dilation, groups), batched_dim=5)
+        return describe(problem_from_tensors_3d(input, weight, bias, stride, padding, dilation, groups))
     return describe(problem_from_tensors(input, weight, bias, stride, padding, dilation, groups))
 
 

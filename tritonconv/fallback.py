@@ -1,10 +1,11 @@
 """Serve a convolution with tritonconv when it can, and with torch when it cannot: never crash a model.
 
-Patched modules and the patched `F.conv2d`/`F.conv1d` come through here. A call tritonconv cannot
-serve (a CPU tensor without the interpreter, an integer or complex dtype, fp64 on a Triton without
-fp64 dots, an argument tritonconv refuses) goes to torch's own convolution instead, is counted,
-and its reason is logged once (logger `tritonconv`). A call torch refuses too raises torch's own
-error, so a patched model fails exactly where an unpatched one would. `stats()` shows the counts.
+Patched modules and the patched `F.conv1d`/`conv2d`/`conv3d` (and transposed) come through here.
+A call tritonconv cannot serve (a CPU tensor without the interpreter, an integer or complex dtype,
+fp64 on a Triton without fp64 dots, an argument tritonconv refuses) goes to torch's own
+convolution instead, is counted, and its reason is logged once (logger `tritonconv`). A call
+torch refuses too raises torch's own error, so a patched model fails exactly where an unpatched
+one would. `stats()` shows the counts.
 
 Calling `tritonconv.conv2d` directly never falls back: it raises, as an explicit API should.
 """
@@ -22,8 +23,9 @@ from . import kernels
 from .arithmetic import SUPPORTED_DTYPES
 from .functional import autocast_dtype_for, conv1d, conv2d, torch_conv2d_with_epilogue
 from .runtime import is_interpreted, supports_fp64_dot
-from .torch_reference import TORCH_CONV1D, TORCH_CONV2D
+from .torch_reference import TORCH_CONV1D, TORCH_CONV2D, TORCH_CONV3D
 from .transposed import TORCH_CONV_TRANSPOSE1D, TORCH_CONV_TRANSPOSE2D, conv_transpose1d, conv_transpose2d
+from .volume import conv3d
 
 logger = logging.getLogger("tritonconv")
 TRITONCONV = "tritonconv"
@@ -92,6 +94,11 @@ def served_conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, gro
     return serve("conv1d", conv1d, TORCH_CONV1D, input, weight, bias, stride, padding, dilation, groups)
 
 
+def served_conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> torch.Tensor:
+    """`F.conv3d`, served by tritonconv where it can be."""
+    return serve("conv3d", conv3d, TORCH_CONV3D, input, weight, bias, stride, padding, dilation, groups)
+
+
 def served_conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
     """`F.conv_transpose2d`, served by tritonconv where it can be."""
     return serve("conv_transpose2d", conv_transpose2d, TORCH_CONV_TRANSPOSE2D, input, weight, bias, stride, padding,
@@ -112,6 +119,7 @@ FUNCTIONAL_CONVS = tuple(
     for name, served, original in (
         ("conv2d", served_conv2d, TORCH_CONV2D),
         ("conv1d", served_conv1d, TORCH_CONV1D),
+        ("conv3d", served_conv3d, TORCH_CONV3D),
         ("conv_transpose2d", served_conv_transpose2d, TORCH_CONV_TRANSPOSE2D),
         ("conv_transpose1d", served_conv_transpose1d, TORCH_CONV_TRANSPOSE1D),
     )

@@ -29,7 +29,7 @@ import torch
 import triton
 
 from . import runtime, static_compile
-from .arithmetic import CHANNELS_LAST, ConvProblem
+from .arithmetic import CHANNELS_LAST, ConvProblem, memory_format_of
 from .config import KernelConfig
 from .ops import launch
 from .ops.epilogue import NO_EPILOGUE
@@ -40,7 +40,7 @@ from .tuning.cache import TuningCache
 from .tuning.session import cached_entry
 from .tuning.space import candidates, shared_memory_bytes
 
-DEFAULT_SUITES = ("smoke", "resnet50")
+DEFAULT_SUITES = ("smoke", "resnet50", "video")
 DEFAULT_DTYPES = (torch.bfloat16, torch.float16)
 BIAS_GRAD = "bias grad"
 WGRAD_WITH_BIAS = "wgrad + bias grad"  # a weight-gradient route that sums db as it goes (`fuses_bias_grad`)
@@ -201,7 +201,7 @@ def _launches(item: GateItem) -> list[tuple[launch.KernelLaunch, tuple]]:
         Pass.DGRAD: lambda: _gradient(item, problem.input_shape, grad_output, weight),
         Pass.WGRAD: lambda: _gradient(item, problem.weight_shape, x, grad_output),
         WGRAD_WITH_BIAS: lambda: _weight_and_bias_gradient(item, x, grad_output),
-        BIAS_GRAD: lambda: prepare_bias_grad(grad_output, bias := grad_output.new_empty(problem.k))(grad_output, bias),
+        BIAS_GRAD: lambda: _bias_gradient(grad_output.flatten(2, 3) if grad_output.dim() == 5 else grad_output),
     }
     with launch.captured() as launches:
         run_route[item.pass_name]()
@@ -219,6 +219,11 @@ def _gradient(item: GateItem, shape: tuple[int, ...], *operands: torch.Tensor) -
     spec(item.pass_name, item.variant).prepare(*operands, gradient, item.problem, item.config)(*operands, gradient)
 
 
+def _bias_gradient(grad_output: torch.Tensor) -> None:
+    grad_bias = grad_output.new_empty(grad_output.shape[1])
+    prepare_bias_grad(grad_output, grad_bias)(grad_output, grad_bias)
+
+
 def _weight_and_bias_gradient(item: GateItem, x: torch.Tensor, grad_output: torch.Tensor) -> None:
     problem = item.problem
     grad_weight, grad_bias = _tensor(problem.weight_shape, problem), grad_output.new_empty(problem.k)
@@ -227,8 +232,8 @@ def _weight_and_bias_gradient(item: GateItem, x: torch.Tensor, grad_output: torc
 
 
 def _tensor(shape: tuple[int, ...], problem: ConvProblem) -> torch.Tensor:
-    """An uninitialised channels_last CPU tensor: its pointer, strides and dtype are all a compile reads."""
-    return torch.empty(shape, dtype=problem.dtype, memory_format=torch.channels_last)
+    """An uninitialised channels_last(_3d) CPU tensor: its pointer, strides and dtype are all a compile reads."""
+    return torch.empty(shape, dtype=problem.dtype, memory_format=memory_format_of(len(shape), True))
 
 
 def _config_text(config: KernelConfig) -> str:

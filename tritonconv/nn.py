@@ -1,5 +1,6 @@
-"""`tritonconv.Conv2d`, `Conv1d`, `ConvTranspose2d` and `ConvTranspose1d`: `torch.nn` convolutions
-whose convolution runs through tritonconv's kernels (1-D through the 2-D kernels with H = 1)."""
+"""`tritonconv.Conv2d`, `Conv1d`, `Conv3d`, `ConvTranspose2d` and `ConvTranspose1d`: `torch.nn`
+convolutions whose convolution runs through tritonconv's kernels (1-D through the 2-D kernels with
+H = 1, 3-D through the 3-D ones)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from .functional import conv1d, conv2d
 from .ops.epilogue import ACTIVATIONS
 from .transposed import conv_transpose1d, conv_transpose2d
+from .volume import conv3d
 
 
 class _TritonConvolution:
@@ -62,6 +64,13 @@ class Conv1d(_TritonConvolution, torch.nn.Conv1d):
     """Drop-in for `torch.nn.Conv1d`, in the same way `Conv2d` is for `nn.Conv2d`."""
 
     _convolve = staticmethod(conv1d)
+
+
+class Conv3d(_TritonConvolution, torch.nn.Conv3d):
+    """Drop-in for `torch.nn.Conv3d`, in the same way `Conv2d` is for `nn.Conv2d` (video and volumes,
+    NCDHW or channels_last_3d)."""
+
+    _convolve = staticmethod(conv3d)
 
 
 class ConvTranspose2d(torch.nn.ConvTranspose2d):

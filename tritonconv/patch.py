@@ -3,7 +3,7 @@
 `patch(model)` changes the class of each convolution module it can serve, in place: the module
 object stays the same, so its Parameters (and an optimizer built on them), hooks, training mode,
 device, dtype, name and state_dict keys are untouched. The new class derives from the module's own
-class and from `tritonconv.Conv2d` (or `Conv1d`), keeps the original's name, and remembers the
+class and from `tritonconv.Conv2d` (or `Conv1d`, `Conv3d`), keeps the original's name, and remembers the
 original, so `unpatch` restores it exactly. Patched modules fall back to torch for calls tritonconv
 cannot serve (`fallback.py`).
 
@@ -13,7 +13,8 @@ is swapped for one that routes the functional convolutions it makes to tritoncon
 (`routing.py`), and `unpatch` restores it too.
 
 `patch_torch()` / `unpatch_torch()` / `patched()` route the functional forms instead
-(`torch.nn.functional.conv2d`/`conv1d`, `torch.conv2d`/`conv1d`), for code that calls them; code
+(`torch.nn.functional.conv1d`/`conv2d`/`conv3d` and the transposed 1-D and 2-D ones, and their
+`torch.*` forms), for code that calls them; code
 that imported the function itself before patching keeps torch's.
 """
 
@@ -32,7 +33,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from . import fusion
 from . import nn as tritonconv_nn
 from .arithmetic import SUPPORTED_DTYPES
-from .fallback import FUNCTIONAL_CONVS, served_conv1d, served_conv2d
+from .fallback import FUNCTIONAL_CONVS, served_conv1d, served_conv2d, served_conv3d
 from .routing import functional_convs_routed
 from .swap import Swapped, derived_class, restore
 
@@ -107,7 +108,7 @@ def has_custom_forward(module: nn.Module) -> bool:
     call) or its class overrides `forward` or `_conv_forward` of nn.Conv1d/nn.Conv2d."""
     if isinstance(module, _ConvTransposeNd):
         return True
-    base = nn.Conv2d if isinstance(module, nn.Conv2d) else nn.Conv1d
+    base = next(base for base in (nn.Conv1d, nn.Conv2d, nn.Conv3d) if isinstance(module, base))
     cls = type(module)
     return cls.forward is not base.forward or cls._conv_forward is not base._conv_forward
 
@@ -115,8 +116,13 @@ def has_custom_forward(module: nn.Module) -> bool:
 def patched_class(original: type) -> type:
     """The class a module of class `original` becomes: `_Served`, then tritonconv's layer, then
     `original` (whose own methods other than the convolution are kept). One per original class."""
-    two_d = issubclass(original, nn.Conv2d)
-    layer, served = (tritonconv_nn.Conv2d, served_conv2d) if two_d else (tritonconv_nn.Conv1d, served_conv1d)
+    layer, served = next(
+        (layer, served) for base, layer, served in (
+            (nn.Conv2d, tritonconv_nn.Conv2d, served_conv2d),
+            (nn.Conv1d, tritonconv_nn.Conv1d, served_conv1d),
+            (nn.Conv3d, tritonconv_nn.Conv3d, served_conv3d),
+        ) if issubclass(original, base)
+    )  # fmt: skip
     return derived_class(patched_class, (_Served, layer), original, _convolve=staticmethod(served))
 
 
@@ -124,13 +130,13 @@ def why_not_served(module: nn.Module) -> str | None:
     """Why `patch` leaves a convolution module alone, or None if it can serve it."""
     if isinstance(module, (_Served, _Routed)):
         return "already patched"
-    if isinstance(module, (tritonconv_nn.Conv2d, tritonconv_nn.Conv1d, tritonconv_nn.ConvTranspose2d,
-                           tritonconv_nn.ConvTranspose1d)):  # fmt: skip
+    if isinstance(module, (tritonconv_nn.Conv2d, tritonconv_nn.Conv1d, tritonconv_nn.Conv3d,
+                           tritonconv_nn.ConvTranspose2d, tritonconv_nn.ConvTranspose1d)):  # fmt: skip
         return "already a tritonconv layer"
     if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
         return "lazy module not yet initialised (run one forward first)"
-    if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d)):
-        return f"{len(module.kernel_size)}-D convolution (tritonconv serves 1-D and 2-D)"
+    if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)):
+        return f"{len(module.kernel_size)}-D transposed convolution (tritonconv serves 1-D and 2-D ones)"
     if module.weight.dtype not in SUPPORTED_DTYPES:
         return f"dtype {module.weight.dtype} is not supported"
     return None
@@ -150,7 +156,7 @@ def patch(
     exclude: ModuleFilter | None = None,
     fuse: bool = False,
 ) -> PatchReport:
-    """Make every `nn.Conv2d` and `nn.Conv1d` in `model` (the model itself included) that tritonconv
+    """Make every `nn.Conv1d`, `nn.Conv2d` and `nn.Conv3d` in `model` (the model itself included) that tritonconv
     can serve a tritonconv layer, in place, and report what was patched and what was left alone. A
     conv subclass with a forward of its own keeps it, and the functional convolutions it calls are
     routed to tritonconv while it runs (`routed` in the report).
@@ -217,7 +223,7 @@ def unpatch(model: nn.Module) -> list[str]:
 
 
 def patch_torch() -> None:
-    """Route `F.conv2d`, `F.conv1d`, `F.conv_transpose2d`, `F.conv_transpose1d` and their `torch.*`
+    """Route `F.conv2d`, `F.conv1d`, `F.conv3d`, `F.conv_transpose2d`, `F.conv_transpose1d` and their `torch.*`
     forms through tritonconv (with torch as the fallback). torch's conv modules call these, so
     unpatched modules follow too."""
     for owner, name, served, _ in FUNCTIONAL_CONVS:

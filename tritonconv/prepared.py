@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from .arithmetic import ConvProblem, is_channels_last_like
+from .arithmetic import ConvProblem, is_channels_last_like, memory_format_of
 from .calls import check_runnable, memory_format
 from .dispatch import AUTOTUNE_ENV, plan_and_finality
 from .ops.activation_grad import prepare_activation_grad
@@ -161,6 +161,9 @@ class PreparedConv:
         else:
             run(*tensors)
 
+    def _weight_format(self) -> torch.memory_format:
+        return memory_format_of(len(self.problem.weight_shape), self.weight_channels_last)
+
     def new_output(self) -> torch.Tensor:
         """A tensor shaped and laid out like the output (the fused forward keeps Z in one)."""
         return self._new(self._output)
@@ -206,7 +209,8 @@ class PreparedConv:
         """(run, allocation, final) of a gradient pass's planned route, prepared for these operands
         (the first one gives the gradient's dtype and device) and a gradient laid out as asked."""
         like = operands[0]
-        gradient = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format(channels_last))
+        gradient = torch.empty(shape, dtype=like.dtype, device=like.device,
+                               memory_format=memory_format_of(len(shape), channels_last))  # fmt: skip
         plan, final = self._plan(pass_name)
         run = spec(pass_name, plan.variant).prepare(*operands, gradient, self.problem, plan.config)
         return run, _allocation(gradient), final
@@ -233,9 +237,9 @@ class PreparedConv:
             return self._planned_gradient(Pass.WGRAD, shape, channels_last, input, grad_output)
 
         problem = self.problem
-        if problem.n * problem.p * problem.q == 0:
+        if problem.gemm_m == 0:
             return torch.zeros(problem.weight_shape, dtype=input.dtype, device=input.device,
-                               memory_format=memory_format(self.weight_channels_last))  # fmt: skip
+                               memory_format=self._weight_format())  # fmt: skip
         run, allocation = self._gradient(Pass.WGRAD, grad_output, prepare)
         grad_weight = self._new(allocation)
         self._launch(run, input, grad_output, grad_weight)
@@ -252,13 +256,12 @@ class PreparedConv:
                 return None, None, final
             like = input
             grad_weight = torch.empty(self.problem.weight_shape, dtype=like.dtype, device=like.device,
-                                      memory_format=memory_format(self.weight_channels_last))  # fmt: skip
+                                      memory_format=self._weight_format())  # fmt: skip
             grad_bias = torch.empty((self.problem.k,), dtype=like.dtype, device=like.device)
             run = route.prepare(input, grad_output, grad_weight, self.problem, plan.config, grad_bias=grad_bias)
             return run, (_allocation(grad_weight), _allocation(grad_bias)), final
 
-        problem = self.problem
-        if problem.n * problem.p * problem.q == 0:
+        if self.problem.gemm_m == 0:
             return self.weight_grad(input, grad_output), self.bias_grad(grad_output)
         run, allocations = self._gradient("weight and bias", grad_output, prepare)
         if run is None:
@@ -268,6 +271,11 @@ class PreparedConv:
         return grad_weight, grad_bias
 
     def bias_grad(self, grad_output: torch.Tensor) -> torch.Tensor:
+        """db, one Triton reduction over batch and pixels (a 3-D dY with its depth and height as one
+        axis: a view in both layouts)."""
+        if grad_output.dim() == 5:
+            grad_output = grad_output.flatten(2, 3)
+
         def prepare() -> tuple:
             grad_bias = torch.empty((grad_output.shape[1],), dtype=grad_output.dtype, device=grad_output.device)
             return prepare_bias_grad(grad_output, grad_bias), _allocation(grad_bias), True

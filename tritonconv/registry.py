@@ -31,6 +31,9 @@ import triton
 from .arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, dgrad_as_conv1x1, dgrad_as_depthwise, dilated_reach
 from .config import (
     KernelConfig,
+    conv3d_config,
+    conv3d_dgrad_config,
+    conv3d_wgrad_config,
     depthwise_wgrad_config,
     dgrad_by_phase,
     dgrad_masking_config,
@@ -41,7 +44,7 @@ from .config import (
     tma_wgrad_config,
     wgrad_config,
 )
-from .ops import conv1x1, depthwise, dgrad, grouped_tile, implicit_gemm, tma, wgrad
+from .ops import conv1x1, conv3d, depthwise, dgrad, grouped_tile, implicit_gemm, tma, wgrad
 from .ops.descriptors import TensorDescriptor
 from .ops.forward import prepare_forward
 
@@ -59,6 +62,7 @@ class Variant(StrEnum):
     DEPTHWISE = "depthwise"
     STRIDE_PHASED = "stride_phased"
     TMA = "tma"
+    IMPLICIT_GEMM_3D = "implicit_gemm_3d"
 
 
 # A transposed convolution is the input gradient of its underlying convolution
@@ -211,6 +215,11 @@ def _tma_dgrad_sides(problem: ConvProblem) -> tuple[int, int, int]:
     return problem.n * problem.h * problem.w, problem.c_per_group, problem.k_per_group
 
 
+def _conv3d_dgrad_sides(problem: ConvProblem) -> tuple[int, int, int]:
+    rows = problem.n * problem.d * problem.h * problem.w
+    return rows, problem.c_per_group, problem.k_per_group * problem.t * problem.r * problem.s
+
+
 def _masking_dgrad_sides(problem: ConvProblem) -> tuple[int, int, int]:
     return problem.n * problem.h * problem.w, problem.c_per_group, problem.k_per_group * problem.r * problem.s
 
@@ -239,7 +248,7 @@ def _depthwise_clamp(width: Callable[[ConvProblem], int]) -> Callable[..., Kerne
 
 def _wgrad_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
     """M = K/g, N = (C/g)*R*S; the reduction is N*P*Q, and more splits than blocks of it are empty programs."""
-    reduction = problem.n * problem.p * problem.q
+    reduction = problem.gemm_m
     return dataclasses.replace(
         config, block_m=_fit(config.block_m, problem.k_per_group, 16), block_n=_fit(config.block_n, problem.gemm_k, 16),
         split_k=max(1, min(config.split_k, triton.cdiv(reduction, config.block_k))),
@@ -257,7 +266,7 @@ def _tma_wgrad_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig
 
 def _depthwise_wgrad_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
     """Pixels by channels, the pixels split."""
-    reduction = problem.n * problem.p * problem.q
+    reduction = problem.gemm_m
     block_m = _fit(config.block_m, reduction, 16)
     return dataclasses.replace(
         config, block_m=block_m, block_n=_fit(config.block_n, problem.k, 16),
@@ -348,6 +357,35 @@ SPECS: tuple[VariantSpec, ...] = (
     VariantSpec(Pass.WGRAD, Variant.IMPLICIT_GEMM, always, always, wgrad.prepare_split_k, ("wgrad",), WGRAD_AXES,
                 wgrad_config, _wgrad_clamp),
 )  # fmt: skip
+
+
+def is_3d(problem: ConvProblem) -> bool:
+    return problem.is_3d
+
+
+def _planar(spec: VariantSpec) -> VariantSpec:
+    """A 2-D route: it neither applies to nor is preferred for a 3-D problem."""
+    applies, preferred = spec.applies, spec.preferred
+    return dataclasses.replace(
+        spec,
+        applies=lambda problem: not problem.is_3d and applies(problem),
+        preferred=lambda problem: not problem.is_3d and preferred(problem),
+    )
+
+
+# 3-D convolutions (`ops/conv3d.py`): one general implicit-GEMM route per pass, first in each pass so
+# the rule reads "3-D problems here" before the 2-D routes, which never apply to them.
+VOLUME_SPECS: tuple[VariantSpec, ...] = (
+    VariantSpec(Pass.FWD, Variant.IMPLICIT_GEMM_3D, is_3d, is_3d, conv3d.prepare_forward, ("conv3d",), GEMM_AXES,
+                conv3d_config, _gemm_clamp(_forward_sides)),
+    VariantSpec(Pass.DGRAD, Variant.IMPLICIT_GEMM_3D, is_3d, is_3d, conv3d.prepare_dgrad, ("conv3d",), GEMM_AXES,
+                conv3d_dgrad_config, _gemm_clamp(_conv3d_dgrad_sides)),
+    VariantSpec(Pass.WGRAD, Variant.IMPLICIT_GEMM_3D, is_3d, is_3d, conv3d.prepare_wgrad, ("conv3d", "wgrad"),
+                WGRAD_AXES, conv3d_wgrad_config, _wgrad_clamp),
+)  # fmt: skip
+SPECS = tuple(
+    spec for pass_name in Pass for spec in (*VOLUME_SPECS, *map(_planar, SPECS)) if spec.pass_name == pass_name
+)
 REGISTRY: dict[tuple[Pass, Variant], VariantSpec] = {spec.key: spec for spec in SPECS}
 
 

@@ -3,7 +3,7 @@ nothing else: how `patch` serves conv subclasses whose own forward calls `F.conv
 `Conv2dSame` and `StdConv2d`, Hugging Face's `WeightStandardizedConv2d`) and torch's transposed
 convolution modules (whose forward, `output_size` included, stays torch's).
 
-While at least one routed module is running, `F.conv2d`, `F.conv1d`, `F.conv_transpose2d`,
+While at least one routed module is running, `F.conv2d`, `F.conv1d`, `F.conv3d`, `F.conv_transpose2d`,
 `F.conv_transpose1d` and their `torch.*` forms are dispatchers; a dispatcher sends a call to
 tritonconv (with torch as the fallback, `fallback.py`) only from a thread that is inside a routed
 module's forward, and to torch's own function otherwise. When the last routed module returns,

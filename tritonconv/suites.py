@@ -10,10 +10,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .arithmetic import CHANNELS_LAST, ConvProblem, make_problem
+from .arithmetic import CHANNELS_LAST, ConvProblem, make_problem, make_problem_3d
 
 COLUMNS = ("layer", "count", "n", "c", "h", "w", "k", "r", "s", "stride_h", "stride_w", "pad_h", "pad_w",
            "dil_h", "dil_w", "groups")  # fmt: skip
+# A suite of 3-D convolutions has these too: input depth, kernel depth, and the depth axis's stride,
+# padding and dilation.
+DEPTH_COLUMNS = ("d", "t", "stride_d", "pad_d", "dil_d")
 
 
 @dataclass(frozen=True)
@@ -55,22 +58,38 @@ def load_suite(
         raise ValueError(f"{path}: missing columns {missing}; a suite has columns {', '.join(COLUMNS)}")
     if table.empty:
         raise ValueError(f"{path}: no layers")
+    volumes = any(column in table.columns for column in DEPTH_COLUMNS)
+    missing = [column for column in DEPTH_COLUMNS if volumes and column not in table.columns]
+    if missing:
+        raise ValueError(
+            f"{path}: missing columns {missing}; a suite of 3-D layers also has {', '.join(DEPTH_COLUMNS)}"
+        )
     layers = []
     for index, row in enumerate(table.to_dict("records")):
         where = f"{path}, row {index + 1} (layer {row['layer']!r})"  # data rows, counted from 1
         sizes = {}
-        for column in COLUMNS[1:]:
+        for column in (*COLUMNS[1:], *(DEPTH_COLUMNS if volumes else ())):
             try:
                 sizes[column] = int(row[column])
             except ValueError:
                 raise ValueError(f"{where}, column {column!r}: expected an integer, got {row[column]!r}") from None
         try:
-            problem = make_problem(
-                n=batch or sizes["n"], c=sizes["c"], h=sizes["h"], w=sizes["w"], k=sizes["k"], r=sizes["r"],
-                s=sizes["s"], stride=(sizes["stride_h"], sizes["stride_w"]), padding=(sizes["pad_h"], sizes["pad_w"]),
-                dilation=(sizes["dil_h"], sizes["dil_w"]), groups=sizes["groups"], dtype=dtype, layout=layout,
-            )  # fmt: skip
+            problem = _problem(sizes, batch, dtype, layout, volumes)
         except (ValueError, RuntimeError) as error:
             raise ValueError(f"{where}: {' '.join(str(error).split())}") from None
         layers.append(SuiteLayer(str(row["layer"]), sizes["count"], problem, path.stem))
     return layers
+
+
+def _problem(sizes: dict[str, int], batch: int | None, dtype: torch.dtype, layout: str, volume: bool) -> ConvProblem:
+    """A suite row's problem: 2-D, or 3-D with the depth columns first on each axis."""
+    axes = ("d", "h", "w") if volume else ("h", "w")
+    geometry = {
+        name: tuple(sizes[f"{prefix}_{axis}"] for axis in axes)
+        for name, prefix in (("stride", "stride"), ("padding", "pad"), ("dilation", "dil"))
+    }
+    plane = dict(
+        n=batch or sizes["n"], c=sizes["c"], h=sizes["h"], w=sizes["w"], k=sizes["k"], r=sizes["r"], s=sizes["s"],
+        groups=sizes["groups"], dtype=dtype, layout=layout, **geometry,
+    )  # fmt: skip
+    return make_problem_3d(**plane, d=sizes["d"], t=sizes["t"]) if volume else make_problem(**plane)

@@ -26,6 +26,7 @@ from .dispatch import describe
 from .functional import autocast, autocast_dtype_for, gradients_of, recording_shapes
 from .prepared import PreparedConv, call_key, lookup
 from .registry import TRANSPOSED_PASSES
+from .torch_reference import check_like_torch
 
 TORCH_CONV_TRANSPOSE2D = F.conv_transpose2d
 TORCH_CONV_TRANSPOSE1D = F.conv_transpose1d
@@ -191,35 +192,6 @@ def problem_of_call(one_dimensional: bool, *args, **kwargs) -> ConvProblem:
         padding, output_padding = (0, _single(padding)), (0, _single(output_padding))
     geometry = tuple(hashable(a) for a in (stride, padding, output_padding, groups, dilation))
     return transposed_problem(input, weight, bias, geometry)
-
-
-def check_like_torch(
-    torch_function, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: tuple,
-    batched_dim: int = 4,
-) -> None:  # fmt: skip
-    """Raise exactly what `torch_function` raises for these arguments, without computing anything.
-
-    torch's meta kernels skip most argument checks, so the checks run on CPU stand-ins that hold no
-    data (a scalar expanded to each shape): first with an empty batch, which computes nothing; only
-    if that raises, again with the call's own shapes, which raises the same error naming them."""
-    if len({t.device for t in (input, weight, bias) if t is not None}) > 1:
-        torch_function(input, weight, bias, *geometry)  # torch's device error, raised before any work
-
-    def stand_in(tensor: torch.Tensor | None, shape: tuple | None = None) -> torch.Tensor | None:
-        if tensor is None:
-            return None
-        return torch.zeros((), dtype=tensor.dtype).expand(tensor.shape if shape is None else shape)
-
-    empty_batch = (0, *input.shape[1:]) if input.dim() == batched_dim else (0, *input.shape)
-    known_rank = input.dim() in (batched_dim - 1, batched_dim)
-    try:
-        torch_function(stand_in(input, empty_batch if known_rank else None), stand_in(weight), stand_in(bias),
-                       *geometry)  # fmt: skip
-    except Exception:
-        torch_function(stand_in(input), stand_in(weight), stand_in(bias), *geometry)
-        raise
-    if known_rank and 0 in input.shape[-2:]:  # an empty image: torch's own verdict on it (it computes nothing)
-        torch_function(stand_in(input), stand_in(weight), stand_in(bias), *geometry)
 
 
 SCALAR_TYPE_NAMES = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half", torch.bfloat16: "BFloat16"}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .report import SHAPE_COLUMNS, geomean
+from .report import DEPTH_COLUMNS, SHAPE_COLUMNS, geomean
 
 KEY = ["suite", "layer", "pass", *SHAPE_COLUMNS, "dtype", "layout"]
 FORMATS = ("text", "md", "csv")
@@ -27,8 +27,9 @@ def compare(
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {format!r}")
     old, new = (_read(path) for path in (old_path, new_path))
-    joined = old[[*KEY, "triton_ms", "variant"]].merge(
-        new[[*KEY, "triton_ms", "variant"]], on=KEY, suffixes=("_old", "_new"), how="inner"
+    key = [*KEY, *(column for column in DEPTH_COLUMNS if column in old.columns and column in new.columns)]
+    joined = old[[*key, "triton_ms", "variant"]].merge(
+        new[[*key, "triton_ms", "variant"]], on=key, suffixes=("_old", "_new"), how="inner"
     )
     if joined.empty:
         raise ValueError(f"{old_path} and {new_path} share no (suite, layer, pass, shape, dtype, layout) rows")

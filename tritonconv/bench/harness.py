@@ -33,6 +33,7 @@ from ..prepared import PreparedConv
 from ..registry import Pass, Plan, spec
 from ..suites import SuiteLayer
 from ..tuning.tuner import interpreted
+from ..volume import conv3d as tritonconv_conv3d
 from . import timing
 
 Call = Callable[[], torch.Tensor]
@@ -63,8 +64,14 @@ class Case:
 
     @property
     def geometry(self) -> dict:
-        problem = self.problem
-        return dict(stride=problem.stride, padding=problem.padding, dilation=problem.dilation, groups=problem.groups)
+        """torch's keyword arguments for the layer (a 3-D layer's axes depth first)."""
+        problem, depth = self.problem, self.problem.depth
+        if depth is None:
+            return dict(
+                stride=problem.stride, padding=problem.padding, dilation=problem.dilation, groups=problem.groups
+            )
+        return dict(stride=(depth.stride, *problem.stride), padding=(depth.padding, *problem.padding),
+                    dilation=(depth.dilation, *problem.dilation), groups=problem.groups)  # fmt: skip
 
 
 def make_case(layer: SuiteLayer, pass_name: str, with_residual: bool = False, device: str | None = None) -> Case:
@@ -94,17 +101,20 @@ def _triton(case: Case) -> Call:
 
 def _triton_api(case: Case) -> Call | None:
     x, weight, geometry = case.x, case.weight, case.geometry
-    return (lambda: tritonconv_conv2d(x, weight, **geometry)) if case.pass_name == Pass.FWD else None
+    convolve = tritonconv_conv3d if case.problem.is_3d else tritonconv_conv2d
+    return (lambda: convolve(x, weight, **geometry)) if case.pass_name == Pass.FWD else None
 
 
 def _torch(case: Case) -> Call:
     x, weight, geometry = case.x, case.weight, case.geometry
     if case.pass_name == Pass.FWD:
-        return lambda: F.conv2d(x, weight, **geometry)
+        convolve = F.conv3d if case.problem.is_3d else F.conv2d
+        return lambda: convolve(x, weight, **geometry)
     index = GRADIENT_INDEX[case.pass_name]
     mask = [i == index for i in range(3)]
-    problem = case.problem
-    flat = (list(problem.stride), list(problem.padding), list(problem.dilation), False, [0, 0], problem.groups)
+    axes = len(geometry["stride"])
+    flat = (*(list(geometry[name]) for name in ("stride", "padding", "dilation")), False, [0] * axes,
+            geometry["groups"])  # fmt: skip
     return lambda: torch.ops.aten.convolution_backward(case.grad_output, x, weight, None, *flat, mask)[index]
 
 

@@ -25,6 +25,7 @@ from .timing import median_ms, stamp
 
 SHAPE_COLUMNS = ("n", "c", "h", "w", "k", "r", "s", "stride_h", "stride_w", "pad_h", "pad_w", "dil_h", "dil_w",
                  "groups", "p", "q")  # fmt: skip
+DEPTH_COLUMNS = ("d", "t", "stride_d", "pad_d", "dil_d", "o")  # a 3-D layer's row also has its depth axis
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +83,7 @@ def rows(suite: str, measurements: Iterable[Measurement], peaks: dict[torch.dtyp
             "count": m.layer.count,
             "pass": m.pass_name,
             **dict(zip(SHAPE_COLUMNS, _shape(problem), strict=True)),
+            **({} if problem.depth is None else dict(zip(DEPTH_COLUMNS, _depth(problem), strict=True))),
             "dtype": str(problem.dtype).removeprefix("torch."),
             "layout": problem.layout,
             "variant": m.variant,
@@ -113,6 +115,11 @@ def rows(suite: str, measurements: Iterable[Measurement], peaks: dict[torch.dtyp
 def _shape(problem) -> tuple[int, ...]:
     return (problem.n, problem.c, problem.h, problem.w, problem.k, problem.r, problem.s, *problem.stride,
             *problem.padding, *problem.dilation, problem.groups, problem.p, problem.q)  # fmt: skip
+
+
+def _depth(problem) -> tuple[int, ...]:
+    depth = problem.depth
+    return depth.size, depth.kernel, depth.stride, depth.padding, depth.dilation, problem.o
 
 
 def geomean(values: pd.Series, weights: pd.Series | None = None) -> float:

@@ -53,10 +53,20 @@ def cache_dir() -> Path:
 def problem_key(problem: ConvProblem, pass_name: str, tf32: bool) -> str:
     """Everything that changes which config is fastest, readable at a glance in the JSON."""
     dtype = str(problem.dtype).removeprefix("torch.")
-    pad = f"{problem.padding[0]}x{problem.padding[1]}+{problem.padding_end[0]}x{problem.padding_end[1]}"
+    depth = problem.depth
+    if depth is None:
+        sizes = f"n{problem.n} c{problem.c} h{problem.h} w{problem.w} k{problem.k} r{problem.r} s{problem.s}"
+        stride, dilation = "x".join(map(str, problem.stride)), "x".join(map(str, problem.dilation))
+        begin, end = problem.padding, problem.padding_end
+    else:  # a 3-D problem: depth first on every axis
+        sizes = (f"n{problem.n} c{problem.c} d{problem.d} h{problem.h} w{problem.w} k{problem.k} t{problem.t} "
+                 f"r{problem.r} s{problem.s}")  # fmt: skip
+        stride = "x".join(map(str, (depth.stride, *problem.stride)))
+        dilation = "x".join(map(str, (depth.dilation, *problem.dilation)))
+        begin, end = (depth.padding, *problem.padding), (depth.padding_end, *problem.padding_end)
+    pad = "x".join(map(str, begin)) + "+" + "x".join(map(str, end))
     return (
-        f"{pass_name} n{problem.n} c{problem.c} h{problem.h} w{problem.w} k{problem.k} r{problem.r} s{problem.s} "
-        f"stride{problem.stride[0]}x{problem.stride[1]} pad{pad} dil{problem.dilation[0]}x{problem.dilation[1]} "
+        f"{pass_name} {sizes} stride{stride} pad{pad} dil{dilation} "
         f"g{problem.groups} {dtype} {problem.layout} tf32={int(tf32 and problem.dtype == torch.float32)}"
     )
 

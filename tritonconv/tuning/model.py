@@ -1,7 +1,7 @@
 """Tune what a user runs: record the convolutions a model executes on example inputs, tune those.
 
 Recording runs the model once, under `torch.no_grad`, with a torch function mode that sees every
-`F.conv2d`, `F.conv1d`, `F.conv_transpose2d` and `F.conv_transpose1d` call (from the `nn` layers,
+`F.conv2d`, `F.conv1d`, `F.conv3d`, `F.conv_transpose2d` and `F.conv_transpose1d` call (from the `nn` layers,
 from functional code, and from tritonconv's own layers, which hand their calls to torch while
 recording). Each call becomes the `ConvProblem` tritonconv would run: the dtype autocast would
 compute in, the memory format of the input, 'same' padding resolved, a 1-D conv as the 2-D one
@@ -17,7 +17,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from .. import transposed
-from ..arithmetic import ConvProblem, problem_from_tensors
+from ..arithmetic import ConvProblem, problem_from_tensors, problem_from_tensors_3d
 from ..functional import (
     as_conv2d,
     autocast,
@@ -25,7 +25,7 @@ from ..functional import (
     conv1d_problem,
     torch_computes,
 )
-from ..torch_reference import TORCH_CONV1D, TORCH_CONV2D
+from ..torch_reference import TORCH_CONV1D, TORCH_CONV2D, TORCH_CONV3D
 from ..transposed import TORCH_CONV_TRANSPOSE1D, TORCH_CONV_TRANSPOSE2D
 from .distributed import Shard
 from .session import TuneSummary, tune_problems
@@ -45,6 +45,8 @@ class _ConvRecorder(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is TORCH_CONV2D or func is TORCH_CONV1D:
             self.calls.append(_problem_of_call(func is TORCH_CONV1D, *args, **kwargs))
+        elif func is TORCH_CONV3D:
+            self.calls.append(_volume_problem_of_call(*args, **kwargs))
         elif func is TORCH_CONV_TRANSPOSE2D or func is TORCH_CONV_TRANSPOSE1D:
             self.transposed.append(transposed.problem_of_call(func is TORCH_CONV_TRANSPOSE1D, *args, **kwargs))
         return func(*args, **kwargs)
@@ -61,6 +63,16 @@ def _problem_of_call(one_dimensional: bool, *args, **kwargs) -> ConvProblem:
         return problem_from_tensors(input, weight, bias, *geometry)
     input, weight, geometry = as_conv2d(input, weight, *geometry)
     return conv1d_problem(input, weight, bias, geometry)
+
+
+def _volume_problem_of_call(*args, **kwargs) -> ConvProblem:
+    call = dict(zip(CONV_PARAMETERS, args, strict=False)) | kwargs
+    input, weight, bias = call["input"], call["weight"], call.get("bias")
+    dtype = autocast_dtype_for(input)
+    if dtype is not None:
+        input, weight, bias = (autocast(tensor, dtype) for tensor in (input, weight, bias))
+    geometry = [call.get(name, default) for name, default in GEOMETRY_DEFAULTS.items()]
+    return problem_from_tensors_3d(input, weight, bias, *geometry)
 
 
 def record_problems(model: Callable, *example_inputs, **example_kwargs) -> list[ConvProblem]:

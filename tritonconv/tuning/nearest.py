@@ -10,12 +10,13 @@ so the choice is stable.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 
 import torch
 
-from ..arithmetic import ConvProblem, make_problem
+from ..arithmetic import ConvProblem, DepthAxis, make_problem
 from ..registry import Pass, is_depthwise, routes, rule_variant
 
 
@@ -30,6 +31,7 @@ def problem_class(problem: ConvProblem, pass_name: str) -> tuple:
         tuple(problem.stride),
         tuple(problem.dilation),
         grouping,
+        None if problem.depth is None else (problem.t, problem.depth.stride, problem.depth.dilation),
     )
 
 
@@ -44,6 +46,8 @@ def _entry_problem(entry: Mapping) -> ConvProblem | None:
             dilation=tuple(fields["dilation"]), groups=fields["groups"], dtype=getattr(torch, fields["dtype"]),
             layout=fields["layout"],
         )  # fmt: skip
+        if "depth" in fields:
+            problem = dataclasses.replace(problem, depth=DepthAxis(**fields["depth"]))
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError):
         return None
     return problem

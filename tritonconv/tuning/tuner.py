@@ -27,7 +27,7 @@ from ..config import KernelConfig
 from ..ops import launch
 from ..registry import Plan, tuned_variants
 from ..runtime import POISON_ENV, fp32_dot_precision, is_interpreted
-from ..torch_reference import TORCH_CONV2D
+from ..torch_reference import TORCH_CONV2D, TORCH_CONV3D
 from .fingerprint import device_slug, problem_fingerprint
 from .select import choose
 from .space import DEFAULT_SHARED_MEMORY, candidates
@@ -84,32 +84,47 @@ def make_workload(problem: ConvProblem, pass_name: str, device: torch.device) ->
         return torch.randn(shape, generator=generator).to(device, problem.dtype).to(memory_format=problem.memory_format)
 
     x, weight, grad_output = tensor(problem.input_shape), tensor(problem.weight_shape), tensor(problem.output_shape)
-    geometry = dict(stride=problem.stride, dilation=problem.dilation, groups=problem.groups)
-    padded = x
-    if problem.padding != problem.padding_end:  # 'same' with an even kernel: torch pads the extra element itself
-        extra = (0, problem.padding_end[1] - problem.padding[1], 0, problem.padding_end[0] - problem.padding[0])
-        padded = F.pad(x, extra)
-    reference_dtype = torch.float64 if problem.dtype == torch.float64 else torch.float32
-    wide = [t.to(reference_dtype) for t in (padded, weight, grad_output)]
+    expected = torch_answer(problem, pass_name, x, weight, grad_output)
     if pass_name == "fwd":
-        expected = TORCH_CONV2D(wide[0], wide[1], padding=problem.padding, **geometry)
         return Workload(
             lambda variant, config: conv2d_fwd(x, weight, None, problem, Plan(variant, config, "tuning")), expected
         )
     if pass_name == "dgrad":
-        expected = torch.nn.grad.conv2d_input(padded.shape, wide[1], wide[2], padding=problem.padding, **geometry)
-        expected = expected[:, :, : problem.h, : problem.w]
         return Workload(
             lambda variant, config: conv2d_dgrad(
                 grad_output, weight, problem, channels_last, Plan(variant, config, "tuning")
             ),
             expected,
         )
-    expected = torch.nn.grad.conv2d_weight(wide[0], weight.shape, wide[2], padding=problem.padding, **geometry)
     return Workload(
         lambda variant, config: conv2d_wgrad(x, grad_output, problem, channels_last, Plan(variant, config, "tuning")),
         expected,
     )
+
+
+def torch_answer(
+    problem: ConvProblem, pass_name: str, x: torch.Tensor, weight: torch.Tensor, grad_output: torch.Tensor
+) -> torch.Tensor:
+    """torch's forward, input gradient or weight gradient of the problem, in fp32 (fp64 for fp64),
+    through autograd. Padding that is larger at the end ('same' with an even kernel) is added to x
+    by torch's pad first, as torch itself does, and the input gradient is cropped back."""
+    depth = problem.depth
+    axes = [] if depth is None else [(depth.stride, depth.padding, depth.padding_end, depth.dilation)]
+    axes += list(zip(problem.stride, problem.padding, problem.padding_end, problem.dilation, strict=True))
+    stride, begin, end, dilation = (tuple(axis[i] for axis in axes) for i in range(4))
+    reference_dtype = torch.float64 if problem.dtype == torch.float64 else torch.float32
+    extra = [amount for b, e in reversed(list(zip(begin, end, strict=True))) for amount in (0, e - b)]
+    padded = F.pad(x.to(reference_dtype), extra).requires_grad_()
+    wide_weight = weight.to(reference_dtype).requires_grad_()
+    convolve = TORCH_CONV3D if depth is not None else TORCH_CONV2D
+    with torch.enable_grad():
+        y = convolve(padded, wide_weight, None, stride, begin, dilation, problem.groups)
+    if pass_name == "fwd":
+        return y.detach()
+    y.backward(grad_output.to(reference_dtype))
+    if pass_name == "dgrad":
+        return padded.grad[(..., *(slice(0, size) for size in x.shape[2:]))]
+    return wide_weight.grad
 
 
 def check(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> str | None:
@@ -182,6 +197,7 @@ def problem_fields(problem: ConvProblem) -> dict:
         "s": problem.s, "stride": list(problem.stride), "padding": list(problem.padding),
         "padding_end": list(problem.padding_end), "dilation": list(problem.dilation), "groups": problem.groups,
         "dtype": str(problem.dtype).removeprefix("torch."), "layout": problem.layout,
+        **({} if problem.depth is None else {"depth": dataclasses.asdict(problem.depth)}),
     }  # fmt: skip
 
 

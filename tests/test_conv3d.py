@@ -1,0 +1,289 @@
+"""3-D convolution (issue 18): `tritonconv.conv3d` and `Conv3d` against torch's conv3d in float64,
+forward and every gradient, over every argument, both layouts, ragged tiles and the dtypes; torch's
+errors; a video model and a 3-D U-Net patched; tuning, explain and the suite."""
+
+import copy
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conv_reference import assert_conv2d_close, assert_grads_close
+
+import tritonconv
+from tritonconv import prepared, registry
+from tritonconv.arithmetic import make_problem_3d
+from tritonconv.ops.epilogue import NO_EPILOGUE
+from tritonconv.registry import Pass, Plan, Variant
+
+# (n, c, d, h, w, k, t, r, s, arguments): what each case pins down
+CASES = {
+    "3x3x3 pad 1": (2, 4, 5, 6, 7, 8, (3, 3, 3), dict(padding=1)),
+    "strides, rectangular padding and dilation per axis, groups": (
+        1,
+        6,
+        5,
+        7,
+        6,
+        4,
+        (3, 2, 3),
+        dict(stride=(2, 1, 2), padding=(1, 0, 1), dilation=(1, 2, 1), groups=2),
+    ),
+    "(2+1)D temporal 3x1x1, stride 2 in time": (2, 8, 6, 4, 4, 8, (3, 1, 1), dict(stride=(2, 1, 1), padding=(1, 0, 0))),
+    "spatial 1x3x3 stride 2 (R(2+1)D, X3D)": (1, 4, 3, 9, 8, 8, (1, 3, 3), dict(stride=(1, 2, 2), padding=(0, 1, 1))),
+    "1x1x1 projection": (2, 8, 3, 4, 5, 16, (1, 1, 1), {}),
+    "depthwise 3x3x3 (X3D)": (1, 8, 4, 5, 5, 8, (3, 3, 3), dict(padding=1, groups=8)),
+    "'same' with an even kernel": (1, 4, 5, 6, 5, 4, (2, 4, 2), dict(padding="same", dilation=(1, 1, 2))),
+    "'valid', kernel as large as the input": (1, 3, 3, 4, 4, 5, (3, 4, 4), dict(padding="valid")),
+}
+
+
+def _inputs(n, c, d, h, w, k, kernel, groups=1, dtype=torch.float32, channels_last=False, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, d, h, w, generator=generator).to(dtype)
+    weight = torch.randn(k, c // groups, *kernel, generator=generator).to(dtype)
+    bias = torch.randn(k, generator=generator).to(dtype)
+    if channels_last:
+        x, weight = (t.to(memory_format=torch.channels_last_3d) for t in (x, weight))
+    return x, weight, bias
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["NCDHW", "channels_last_3d"])
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_conv3d_and_its_gradients_match_torch(case, channels_last):
+    n, c, d, h, w, k, kernel, arguments = CASES[case]
+    x, weight, bias = _inputs(n, c, d, h, w, k, kernel, arguments.get("groups", 1), channels_last=channels_last)
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    y = tritonconv.conv3d(*leaves, **arguments)
+    assert_conv2d_close(y, x, weight, bias, **arguments)  # layout (torch's memory format) included
+    grad_output = torch.randn_like(y)
+    y.backward(grad_output)
+    assert_grads_close([t.grad for t in leaves], x, weight, bias, grad_output, **arguments)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64], ids=["fp16", "bf16", "fp64"])
+def test_conv3d_in_every_dtype(dtype):
+    x, weight, bias = _inputs(1, 8, 4, 5, 6, 8, (3, 3, 3), dtype=dtype, channels_last=dtype == torch.bfloat16)
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    y = tritonconv.conv3d(*leaves, padding=1)
+    assert_conv2d_close(y, x, weight, bias, padding=1)
+    grad_output = torch.randn_like(y)
+    y.backward(grad_output)
+    assert_grads_close([t.grad for t in leaves], x, weight, bias, grad_output, padding=1)
+
+
+@pytest.mark.parametrize("split_k", [1, 3], ids=["direct", "split"])
+@pytest.mark.parametrize("pass_name", list(Pass))
+def test_ragged_tiles_in_every_pass(pass_name, split_k):
+    """16-wide tiles over sizes that are not multiples of 16 in M, N and the reduction; dW both
+    written directly and through the ordered sum of 3 splits, the same bit for bit twice."""
+    x, weight, _ = _inputs(2, 5, 3, 5, 7, 11, (3, 2, 3), seed=1)
+    problem = make_problem_3d(n=2, c=5, d=3, h=5, w=7, k=11, t=3, r=2, s=3, padding=(1, 1, 1))
+    config = dataclasses.replace(registry.spec(pass_name, Variant.IMPLICIT_GEMM_3D).heuristic(problem), block_m=16,
+                                 block_n=16, block_k=16, split_k=split_k)  # fmt: skip
+    call = prepared.PreparedConv(problem, x, weight, NO_EPILOGUE,
+                                 plans={pass_name: Plan(Variant.IMPLICIT_GEMM_3D, config, "test")})  # fmt: skip
+    grad_output = torch.randn(problem.output_shape)
+    x64, w64 = x.double().requires_grad_(), weight.double().requires_grad_()
+    y64 = F.conv3d(x64, w64, padding=1)
+    y64.backward(grad_output.double())
+    got, want = {
+        Pass.FWD: (lambda: call.forward(x, weight, None), y64),
+        Pass.DGRAD: (lambda: call.input_grad(grad_output, weight), x64.grad),
+        Pass.WGRAD: (lambda: call.weight_grad(x, grad_output), w64.grad),
+    }[pass_name]
+    first = got()
+    torch.testing.assert_close(first.double(), want.detach(), rtol=1e-5, atol=1e-4)
+    assert torch.equal(got(), first), "not bitwise reproducible"
+
+
+def test_unbatched_inputs_and_strided_views():
+    x, weight, bias = _inputs(2, 4, 5, 6, 7, 4, (3, 3, 3))
+    assert_conv2d_close(tritonconv.conv3d(x[0], weight, bias, padding=1), x[0], weight, bias, padding=1)
+    view = x[:, :, 1:, ::2]  # read in place through its strides
+    assert_conv2d_close(tritonconv.conv3d(view, weight, bias), view, weight, bias)
+
+
+ERRORS = {
+    "4-D weight": (torch.randn(1, 2, 4, 4, 4), torch.randn(2, 2, 3, 3), {}),
+    "channels mismatch": (torch.randn(1, 3, 4, 4, 4), torch.randn(2, 2, 3, 3, 3), {}),
+    "kernel larger than the input": (torch.randn(1, 2, 2, 4, 4), torch.randn(2, 2, 3, 3, 3), {}),
+    "'same' with a stride": (torch.randn(1, 2, 4, 4, 4), torch.randn(2, 2, 3, 3, 3), dict(padding="same", stride=2)),
+    "two strides": (torch.randn(1, 2, 4, 4, 4), torch.randn(2, 2, 3, 3, 3), dict(stride=(1, 2))),
+    "negative padding": (torch.randn(1, 2, 4, 4, 4), torch.randn(2, 2, 3, 3, 3), dict(padding=-1)),
+    "groups not dividing K": (torch.randn(1, 4, 4, 4, 4), torch.randn(3, 2, 3, 3, 3), dict(groups=2)),
+    "6-D input": (torch.randn(1, 1, 2, 4, 4, 4), torch.randn(2, 2, 3, 3, 3), {}),
+}
+
+
+@pytest.mark.parametrize("case", ERRORS, ids=list(ERRORS))
+def test_errors_are_torchs(case):
+    x, weight, arguments = ERRORS[case]
+    with pytest.raises(Exception) as expected:
+        F.conv3d(x, weight, **arguments)
+    with pytest.raises(type(expected.value)) as got:
+        tritonconv.conv3d(x, weight, **arguments)
+    assert str(got.value) == str(expected.value)
+
+
+class _VideoNet(torch.nn.Module):
+    """An R(2+1)D-style block stack: a (2+1)D stem, a factorised residual block, a strided one, pooling."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Sequential(
+            torch.nn.Conv3d(3, 8, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), bias=False),
+            torch.nn.BatchNorm3d(8), torch.nn.ReLU(),
+            torch.nn.Conv3d(8, 8, (3, 1, 1), padding=(1, 0, 0), bias=False), torch.nn.BatchNorm3d(8), torch.nn.ReLU(),
+        )  # fmt: skip
+        self.spatial = torch.nn.Conv3d(8, 8, (1, 3, 3), padding=(0, 1, 1))
+        self.temporal = torch.nn.Conv3d(8, 8, (3, 1, 1), padding=(1, 0, 0))
+        self.down = torch.nn.Conv3d(8, 16, 3, stride=2, padding=1)
+        self.depthwise = torch.nn.Conv3d(16, 16, 3, padding=1, groups=16)  # X3D's channel-wise 3x3x3
+        self.head = torch.nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.temporal(torch.relu(self.spatial(x)))
+        x = self.depthwise(torch.relu(self.down(x)))
+        return self.head(x.mean((2, 3, 4)))
+
+
+class _UNet3d(torch.nn.Module):
+    """A two-level 3-D U-Net: double 3x3x3 convs, a strided down-convolution, a transposed-free
+    upsampling (trilinear) and a skip concatenation, as volumetric segmentation nets have."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3, padding=1), torch.nn.ReLU(),
+                                       torch.nn.Conv3d(4, 4, 3, padding=1), torch.nn.ReLU())  # fmt: skip
+        self.down = torch.nn.Conv3d(4, 8, 2, stride=2)
+        self.mid = torch.nn.Conv3d(8, 8, 3, padding=1)
+        self.dec = torch.nn.Conv3d(12, 4, 3, padding=1)
+        self.out = torch.nn.Conv3d(4, 3, 1)
+
+    def forward(self, x):
+        skip = self.enc(x)
+        y = torch.relu(self.mid(torch.relu(self.down(skip))))
+        y = F.interpolate(y, scale_factor=2, mode="trilinear", align_corners=False)
+        return self.out(torch.relu(self.dec(torch.cat([y, skip], dim=1))))
+
+
+@pytest.mark.parametrize("build, shape", [(_VideoNet, (2, 3, 4, 8, 8)), (_UNet3d, (1, 2, 4, 6, 6))],
+                         ids=["video (R(2+1)D / X3D style)", "3-D U-Net"])  # fmt: skip
+def test_a_patched_video_model_and_3d_unet_match_torch(build, shape):
+    torch.manual_seed(0)
+    model = build().double()
+    reference = copy.deepcopy(model)
+    report = tritonconv.patch(model)
+    convs = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Conv3d)]
+    assert sorted(report.patched) == sorted(convs) and not report.skipped
+    x = torch.randn(shape, dtype=torch.float64)
+    tritonconv.reset_stats()
+    loss = model(x).square().sum()
+    loss.backward()
+    want = reference(x).square().sum()
+    want.backward()
+    assert tritonconv.stats()["conv3d"] == {"tritonconv": len(convs), "torch": 0, "fallbacks": {}}
+    torch.testing.assert_close(loss, want, rtol=1e-10, atol=1e-10)
+    for (name, got), expected in zip(model.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(
+            got.grad, expected.grad, rtol=1e-8, atol=1e-10, msg=lambda m, name=name: f"{name}: {m}"
+        )
+    tritonconv.unpatch(model)
+    assert not any(type(module).__module__.startswith("tritonconv") for module in model.modules())
+
+
+def test_conv3d_layer_is_a_drop_in():
+    torch.manual_seed(0)
+    layer = tritonconv.Conv3d(4, 8, 3, padding=1, padding_mode="replicate")
+    reference = torch.nn.Conv3d(4, 8, 3, padding=1, padding_mode="replicate")
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(1, 4, 3, 5, 5)
+    torch.testing.assert_close(layer(x), reference(x), rtol=1e-5, atol=1e-5)
+    assert isinstance(layer, torch.nn.Conv3d) and repr(layer) == repr(reference)
+
+
+def test_tuning_explain_and_tune_model_cover_3d(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path))
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 8, 3, padding=1), torch.nn.Conv3d(8, 8, (3, 1, 1)))
+    x = torch.randn(1, 3, 4, 6, 6)
+    summary = tritonconv.tune_model(model, x, passes=("fwd", "wgrad"), timer=lambda fn: [1.0], max_candidates=1)
+    assert [(p.d, p.t) for p in summary.problems] == [(4, 3), (4, 3)] and summary.tuned == 4
+    answer = tritonconv.explain(x, model[0].weight, model[0].bias, padding=1)
+    assert answer["variant"] == "implicit_gemm_3d" and answer["config_source"] == "tuned cache"
+    assert answer["problem"].output_shape == (1, 8, 4, 6, 6)
+    assert answer["routes"] == {name: ["implicit_gemm_3d"] for name in ("fwd", "dgrad", "wgrad")}
+
+
+def test_the_video_suite_loads_3d_layers():
+    layers = tritonconv.suites.load_suite("video", dtype=torch.bfloat16)
+    assert layers and all(layer.problem.is_3d for layer in layers)
+    assert {layer.problem.t for layer in layers} >= {1, 3}
+
+
+@pytest.mark.parametrize("pass_name", list(Pass))
+def test_a_planted_off_by_one_in_depth_is_caught(pass_name, monkeypatch):
+    """Mutation check: every 3-D pass launched one slice off in depth (PAD_D + 1) must fail the
+    comparison these tests make; the same pass unshifted passes it."""
+    from tritonconv.ops import conv3d as launchers
+
+    x, weight, _ = _inputs(1, 4, 4, 5, 5, 8, (3, 3, 3), seed=2)
+    problem = make_problem_3d(n=1, c=4, d=4, h=5, w=5, k=8, t=3, r=3, s=3, padding=1)
+    grad_output = torch.randn(problem.output_shape)
+    x64, w64 = x.double().requires_grad_(), weight.double().requires_grad_()
+    F.conv3d(x64, w64, padding=1).backward(grad_output.double())
+
+    def error() -> float:
+        call = prepared.PreparedConv(problem, x, weight, NO_EPILOGUE)
+        got, want = {
+            Pass.FWD: (lambda: call.forward(x, weight, None), F.conv3d(x64, w64, padding=1)),
+            Pass.DGRAD: (lambda: call.input_grad(grad_output, weight), x64.grad),
+            Pass.WGRAD: (lambda: call.weight_grad(x, grad_output), w64.grad),
+        }[pass_name]
+        return float((got().double() - want.detach()).abs().max())
+
+    assert error() < 1e-4
+    original = launchers.KernelLaunch
+
+    def shifted(kernel, grid, scalars, constexprs):
+        return original(kernel, grid, scalars, {**constexprs, "PAD_D": constexprs["PAD_D"] + 1})
+
+    monkeypatch.setattr(launchers, "KernelLaunch", shifted)
+    assert error() > 1e-2
+
+
+def test_the_64_bit_voxel_path_in_every_pass(monkeypatch):
+    """What a > 2^31-voxel video takes (64-bit flat indices; the GPU test runs one that size), here
+    forced on a small problem: the same answers, every launch with INDEX_64."""
+    from tritonconv.ops import conv3d as launchers
+
+    monkeypatch.setattr(launchers, "INT32_LIMIT", 300)  # any 3-D launch with more than 44 rows goes 64-bit
+    seen = []
+    original = launchers.KernelLaunch
+
+    def noting(kernel, grid, scalars, constexprs):
+        seen.append(constexprs["INDEX_64"])
+        return original(kernel, grid, scalars, constexprs)
+
+    monkeypatch.setattr(launchers, "KernelLaunch", noting)
+    x, weight, bias = _inputs(2, 4, 4, 5, 6, 8, (3, 3, 3), channels_last=True, seed=3)
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    y = tritonconv.conv3d(*leaves, padding=1, stride=(1, 2, 1))
+    assert_conv2d_close(y, x, weight, bias, padding=1, stride=(1, 2, 1))
+    grad_output = torch.randn_like(y)
+    y.backward(grad_output)
+    assert_grads_close([t.grad for t in leaves], x, weight, bias, grad_output, padding=1, stride=(1, 2, 1))
+    assert seen and all(seen)
+
+
+def test_patch_with_fuse_serves_3d_convolutions_too():
+    """fuse=True folds and fuses 2-D chains only; its 3-D convolutions are patched all the same."""
+    torch.manual_seed(1)
+    model = _VideoNet().double().eval()
+    reference = copy.deepcopy(model)
+    report = tritonconv.patch(model, fuse=True)
+    assert len(report.patched) == sum(isinstance(m, torch.nn.Conv3d) for m in reference.modules())
+    x = torch.randn(1, 3, 4, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=1e-10, atol=1e-10)

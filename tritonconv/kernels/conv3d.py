@@ -1,0 +1,262 @@
+"""3-D convolution (video, volumes) as implicit GEMMs: the forward, the input gradient and the
+weight gradient's partial sums, each over (depth, height, width) where the 2-D kernels have
+(height, width).
+
+- Forward: M = N*OD*P*Q output voxels, N = K/g, the reduction over the flattened (C/g)*T*R*S taps,
+  ordered (t, r, s, c) for channels_last_3d (consecutive channels adjacent) and (c, t, r, s) for
+  NCDHW. Taps in the padding are masked to zero; nothing is unfolded.
+- Input gradient: M = N*D*H*W input voxels, N = C/g, the reduction over (K/g)*T*R*S. Input voxel
+  (d, h, w) takes tap (t, r, s) from output voxel ((d + pad - t*dil) / stride, ...) only when each
+  division is exact and in range: the other taps are masked (no zero-stuffed dY).
+- Weight gradient: M = K/g, N = (C/g)*T*R*S, the reduction over N*OD*P*Q output voxels split into
+  chunks whose partial sums `wgrad._sum_splits_kernel` adds in order (bit-for-bit reproducible).
+
+Video activations pass 2^31 elements easily: with INDEX_64 the flat voxel indices themselves are
+64-bit, not only the address products, so no batch is ever split.
+"""
+
+import triton
+import triton.language as tl
+
+from .indexing import group_and_tile
+from .tile import zero_accumulator
+
+
+@triton.jit
+def _voxels(offs, OD, P, Q):
+    """(image, d, h, w) of flattened voxel indices ((image * OD + d) * P + h) * Q + w."""
+    image = offs // (OD * P * Q)
+    voxel = offs % (OD * P * Q)
+    return image, voxel // (P * Q), (voxel // Q) % P, voxel % Q
+
+
+@triton.jit
+def _taps(offs_k, C_PER_GROUP: tl.constexpr, T: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
+          CHANNELS_INNER: tl.constexpr):  # fmt: skip
+    """(channel, t, r, s) of flattened reduction indices over (C/g)*T*R*S, ordered (t, r, s, c)
+    with CHANNELS_INNER, else (c, t, r, s)."""
+    if CHANNELS_INNER:
+        channel = offs_k % C_PER_GROUP
+        tap = offs_k // C_PER_GROUP
+    else:
+        channel = offs_k // (T * R * S)
+        tap = offs_k % (T * R * S)
+    return channel, tap // (R * S), (tap // S) % R, tap % S
+
+
+@triton.jit
+def _rows(N, D, H, W, INDEX_64: tl.constexpr):
+    """N*D*H*W, computed in 64 bits when it may pass 2^31 (the scalar arguments are 32-bit)."""
+    if INDEX_64:
+        return N.to(tl.int64) * D * H * W
+    return N * D * H * W
+
+
+@triton.jit
+def _first_rows(pid_m, BLOCK_M: tl.constexpr, INDEX_64: tl.constexpr):
+    """The flat row indices of tile `pid_m`, 64-bit when the rows may pass 2^31."""
+    if INDEX_64:
+        return pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    return pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+
+
+@triton.jit
+def _conv3d_fwd_kernel(
+    x_ptr, w_ptr, bias_ptr, y_ptr,
+    N, D, H, W, OD, P, Q, K_PER_GROUP,
+    stride_xn, stride_xc, stride_xd, stride_xh, stride_xw,
+    stride_wk, stride_wc, stride_wt, stride_wr, stride_ws,
+    stride_bias,
+    stride_yn, stride_yk, stride_yd, stride_yh, stride_yw,
+    C_PER_GROUP: tl.constexpr, T: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
+    STRIDE_D: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+    PAD_D: tl.constexpr, PAD_H: tl.constexpr, PAD_W: tl.constexpr,
+    DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
+    GROUPS: tl.constexpr, HAS_BIAS: tl.constexpr, CHANNELS_INNER: tl.constexpr, INDEX_64: tl.constexpr,
+    ACC_FP64: tl.constexpr, UPCAST_OPERANDS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):  # fmt: skip
+    """One BLOCK_M x BLOCK_N tile of one group's output voxels x output channels."""
+    GEMM_K: tl.constexpr = C_PER_GROUP * T * R * S
+    M = _rows(N, OD, P, Q, INDEX_64)
+    group, pid_m, pid_n = group_and_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(K_PER_GROUP, BLOCK_N),
+                                         GROUPS, GROUP_M)  # fmt: skip
+    offs_m = _first_rows(pid_m, BLOCK_M, INDEX_64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < K_PER_GROUP
+    image, out_d, out_h, out_w = _voxels(offs_m, OD, P, Q)
+    out_channel = group * K_PER_GROUP + offs_n
+    first_channel = group * C_PER_GROUP
+    if INDEX_64:
+        out_channel = out_channel.to(tl.int64)
+        first_channel = first_channel.to(tl.int64)
+    in_d0 = out_d * STRIDE_D - PAD_D
+    in_h0 = out_h * STRIDE_H - PAD_H
+    in_w0 = out_w * STRIDE_W - PAD_W
+    x_row = image * stride_xn + first_channel * stride_xc
+
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
+    for k0 in range(0, GEMM_K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < GEMM_K
+        channel, tap_t, tap_r, tap_s = _taps(offs_k, C_PER_GROUP, T, R, S, CHANNELS_INNER)
+        if INDEX_64:
+            channel = channel.to(tl.int64)
+        in_d = in_d0[:, None] + (tap_t * DIL_D)[None, :]
+        in_h = in_h0[:, None] + (tap_r * DIL_H)[None, :]
+        in_w = in_w0[:, None] + (tap_s * DIL_W)[None, :]
+        inside = (in_d >= 0) & (in_d < D) & (in_h >= 0) & (in_h < H) & (in_w >= 0) & (in_w < W)
+        x_offs = (x_row[:, None] + (channel * stride_xc)[None, :] + in_d * stride_xd + in_h * stride_xh
+                  + in_w * stride_xw)  # fmt: skip
+        a = tl.load(x_ptr + x_offs, mask=mask_m[:, None] & mask_k[None, :] & inside, other=0.0)
+        w_offs = (out_channel * stride_wk)[None, :] + (
+            channel * stride_wc + tap_t * stride_wt + tap_r * stride_wr + tap_s * stride_ws
+        )[:, None]
+        b = tl.load(w_ptr + w_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        if UPCAST_OPERANDS:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + out_channel * stride_bias, mask=mask_n, other=0.0).to(acc.dtype)[None, :]
+    y_row = image * stride_yn + out_d * stride_yd + out_h * stride_yh + out_w * stride_yw
+    y_offs = y_row[:, None] + (out_channel * stride_yk)[None, :]
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _conv3d_dgrad_kernel(
+    dy_ptr, w_ptr, dx_ptr,
+    N, D, H, W, OD, P, Q, C_PER_GROUP,
+    stride_dyn, stride_dyk, stride_dyd, stride_dyh, stride_dyw,
+    stride_wk, stride_wc, stride_wt, stride_wr, stride_ws,
+    stride_dxn, stride_dxc, stride_dxd, stride_dxh, stride_dxw,
+    K_PER_GROUP: tl.constexpr, T: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
+    STRIDE_D: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+    PAD_D: tl.constexpr, PAD_H: tl.constexpr, PAD_W: tl.constexpr,
+    DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
+    GROUPS: tl.constexpr, CHANNELS_INNER: tl.constexpr, INDEX_64: tl.constexpr,
+    ACC_FP64: tl.constexpr, UPCAST_OPERANDS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):  # fmt: skip
+    """One BLOCK_M x BLOCK_N tile of one group's input voxels x input channels of dX."""
+    GEMM_K: tl.constexpr = K_PER_GROUP * T * R * S
+    M = _rows(N, D, H, W, INDEX_64)
+    group, pid_m, pid_n = group_and_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(C_PER_GROUP, BLOCK_N),
+                                         GROUPS, GROUP_M)  # fmt: skip
+    offs_m = _first_rows(pid_m, BLOCK_M, INDEX_64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < M
+    mask_n = offs_n < C_PER_GROUP
+    image, in_d, in_h, in_w = _voxels(offs_m, D, H, W)
+    in_channel = group * C_PER_GROUP + offs_n
+    channel_in_group = offs_n  # the weight's second axis is the channel within its group
+    first_out_channel = group * K_PER_GROUP
+    if INDEX_64:
+        in_channel = in_channel.to(tl.int64)
+        channel_in_group = channel_in_group.to(tl.int64)
+        first_out_channel = first_out_channel.to(tl.int64)
+    dy_row = image * stride_dyn + first_out_channel * stride_dyk
+
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
+    for k0 in range(0, GEMM_K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < GEMM_K
+        out_channel, tap_t, tap_r, tap_s = _taps(offs_k, K_PER_GROUP, T, R, S, CHANNELS_INNER)
+        if INDEX_64:
+            out_channel = out_channel.to(tl.int64)
+        num_d = in_d[:, None] + PAD_D - (tap_t * DIL_D)[None, :]
+        num_h = in_h[:, None] + PAD_H - (tap_r * DIL_H)[None, :]
+        num_w = in_w[:, None] + PAD_W - (tap_s * DIL_W)[None, :]
+        out_d = num_d // STRIDE_D
+        out_h = num_h // STRIDE_H
+        out_w = num_w // STRIDE_W
+        reached = ((num_d >= 0) & (num_d % STRIDE_D == 0) & (out_d < OD) & (num_h >= 0) & (num_h % STRIDE_H == 0)
+                   & (out_h < P) & (num_w >= 0) & (num_w % STRIDE_W == 0) & (out_w < Q))  # fmt: skip
+        dy_offs = (dy_row[:, None] + (out_channel * stride_dyk)[None, :] + out_d * stride_dyd + out_h * stride_dyh
+                   + out_w * stride_dyw)  # fmt: skip
+        a = tl.load(dy_ptr + dy_offs, mask=mask_m[:, None] & mask_k[None, :] & reached, other=0.0)
+        w_offs = (channel_in_group * stride_wc)[None, :] + (
+            (first_out_channel + out_channel) * stride_wk + tap_t * stride_wt + tap_r * stride_wr + tap_s * stride_ws
+        )[:, None]
+        b = tl.load(w_ptr + w_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+        if UPCAST_OPERANDS:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+
+    dx_row = image * stride_dxn + in_d * stride_dxd + in_h * stride_dxh + in_w * stride_dxw
+    dx_offs = dx_row[:, None] + (in_channel * stride_dxc)[None, :]
+    tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _conv3d_wgrad_partial_kernel(
+    x_ptr, dy_ptr, out_ptr,
+    N, D, H, W, OD, P, Q, K_PER_GROUP, chunk,
+    stride_xn, stride_xc, stride_xd, stride_xh, stride_xw,
+    stride_dyn, stride_dyk, stride_dyd, stride_dyh, stride_dyw,
+    stride_out_split, stride_out_k, stride_out_c, stride_out_t, stride_out_r, stride_out_s,
+    C_PER_GROUP: tl.constexpr, T: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
+    STRIDE_D: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+    PAD_D: tl.constexpr, PAD_H: tl.constexpr, PAD_W: tl.constexpr,
+    DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
+    GROUPS: tl.constexpr, CHANNELS_INNER: tl.constexpr, INDEX_64: tl.constexpr,
+    ACC_FP64: tl.constexpr, UPCAST_OPERANDS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """Partial dW of one (output channels x (c, t, r, s)) tile over output voxels
+    [split * chunk, + chunk), stored through (split, k, c, t, r, s) strides: a workspace, or dW
+    itself when there is one split."""
+    CTRS: tl.constexpr = C_PER_GROUP * T * R * S
+    pid = tl.program_id(0)
+    split = tl.program_id(1)
+    num_pid_m = tl.cdiv(K_PER_GROUP, BLOCK_M)
+    num_pid_n = tl.cdiv(CTRS, BLOCK_N)
+    group = pid // (num_pid_m * num_pid_n)
+    pid_m = (pid // num_pid_n) % num_pid_m
+    pid_n = pid % num_pid_n
+    L = _rows(N, OD, P, Q, INDEX_64)
+    if INDEX_64:
+        start = split.to(tl.int64) * chunk
+    else:
+        start = split * chunk
+    end = tl.minimum(start + chunk, L)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_m = offs_m < K_PER_GROUP
+    mask_n = offs_n < CTRS
+    out_channel = group * K_PER_GROUP + offs_m
+    channel, tap_t, tap_r, tap_s = _taps(offs_n, C_PER_GROUP, T, R, S, CHANNELS_INNER)
+    in_channel = group * C_PER_GROUP + channel
+    if INDEX_64:
+        out_channel = out_channel.to(tl.int64)
+        in_channel = in_channel.to(tl.int64)
+
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
+    for l0 in range(start, end, BLOCK_K):
+        offs_l = l0 + tl.arange(0, BLOCK_K)
+        mask_l = offs_l < end
+        image, out_d, out_h, out_w = _voxels(offs_l, OD, P, Q)
+        dy_offs = (out_channel * stride_dyk)[:, None] + (
+            image * stride_dyn + out_d * stride_dyd + out_h * stride_dyh + out_w * stride_dyw
+        )[None, :]
+        a = tl.load(dy_ptr + dy_offs, mask=mask_m[:, None] & mask_l[None, :], other=0.0)
+        in_d = (out_d * STRIDE_D - PAD_D)[:, None] + (tap_t * DIL_D)[None, :]
+        in_h = (out_h * STRIDE_H - PAD_H)[:, None] + (tap_r * DIL_H)[None, :]
+        in_w = (out_w * STRIDE_W - PAD_W)[:, None] + (tap_s * DIL_W)[None, :]
+        inside = (in_d >= 0) & (in_d < D) & (in_h >= 0) & (in_h < H) & (in_w >= 0) & (in_w < W)
+        x_offs = ((image * stride_xn)[:, None] + (in_channel * stride_xc)[None, :] + in_d * stride_xd
+                  + in_h * stride_xh + in_w * stride_xw)  # fmt: skip
+        b = tl.load(x_ptr + x_offs, mask=mask_l[:, None] & mask_n[None, :] & inside, other=0.0)
+        if UPCAST_OPERANDS:
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+
+    weight_offs = channel * stride_out_c + tap_t * stride_out_t + tap_r * stride_out_r + tap_s * stride_out_s
+    out_offs = split.to(tl.int64) * stride_out_split + (out_channel * stride_out_k)[:, None] + weight_offs[None, :]
+    tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])

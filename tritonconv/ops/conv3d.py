@@ -1,0 +1,141 @@
+"""Prepare the 3-D kernels' launches (`kernels/conv3d.py`): the forward, the input gradient, and the
+weight gradient (split over output voxels and summed in order by `wgrad`'s sum kernel, whose
+(c, r, s) walk covers (c, t*r, s) because a 5-D weight's depth and height strides nest).
+
+The flat voxel indices go 64-bit when N*O*P*Q (or N*D*H*W) passes 2^31, as video activations do:
+the batch is never split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import torch
+import triton
+
+from ..arithmetic import ConvProblem, is_channels_last_like
+from ..config import KernelConfig
+from ..kernels import _conv3d_dgrad_kernel, _conv3d_fwd_kernel, _conv3d_wgrad_partial_kernel
+from .common import INT32_LIMIT, LaunchFlags, needs_int64
+from .epilogue import Epilogue
+from .launch import KernelLaunch
+from .wgrad import split_or_direct, split_reduction
+
+FORWARD_KERNEL = _conv3d_fwd_kernel
+
+
+def geometry_kwargs_3d(problem: ConvProblem) -> dict[str, int]:
+    """Kernel depth, stride, leading padding and dilation on all three axes, as constexprs."""
+    depth = problem.depth
+    return {
+        "T": depth.kernel, "R": problem.r, "S": problem.s,
+        "STRIDE_D": depth.stride, "STRIDE_H": problem.stride[0], "STRIDE_W": problem.stride[1],
+        "PAD_D": depth.padding, "PAD_H": problem.padding[0], "PAD_W": problem.padding[1],
+        "DIL_D": depth.dilation, "DIL_H": problem.dilation[0], "DIL_W": problem.dilation[1],
+    }  # fmt: skip
+
+
+def _flags(kernel: object, rows: int, *tensors: torch.Tensor) -> LaunchFlags:
+    """64-bit indexing when a tensor spans 2^31 elements or the flat row index may pass it."""
+    index_64 = needs_int64(*tensors) or rows > INT32_LIMIT - 256
+    return LaunchFlags.for_call(tensors[0].dtype, kernel, index_64, is_channels_last_like(tensors[0]))
+
+
+def prepare_forward(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor, problem: ConvProblem,
+    config: KernelConfig, epilogue: Epilogue,
+) -> Callable[..., None]:  # fmt: skip
+    """Y = conv3d(x, weight) + bias, through strides; `run(x, weight, bias, y, residual, z)` (a
+    3-D convolution takes no fused tail)."""
+    if epilogue.activation or epilogue.reads_or_writes_extra:
+        raise ValueError("3-D convolutions take no fused activation or residual")
+    flags = _flags(FORWARD_KERNEL, problem.gemm_m, x, weight, y)
+    tiles = triton.cdiv(problem.gemm_m, config.block_m) * triton.cdiv(problem.k_per_group, config.block_n)
+    launch = KernelLaunch(
+        FORWARD_KERNEL,
+        (problem.groups * tiles,),
+        (problem.n, problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.k_per_group,
+         *x.stride(), *weight.stride(), 0 if bias is None else bias.stride(0), *y.stride()),
+        {
+            "C_PER_GROUP": problem.c_per_group,
+            **geometry_kwargs_3d(problem),
+            "GROUPS": problem.groups,
+            "HAS_BIAS": bias is not None,
+            "CHANNELS_INNER": flags.channels_inner,
+            "INDEX_64": flags.index_64,
+            **flags.numeric_kwargs(),
+            **config.gemm_kwargs(),
+        },
+    )  # fmt: skip
+
+    def run(x, weight, bias, y, residual=None, preactivation=None) -> None:
+        launch(x, weight, weight if bias is None else bias, y)
+
+    return run
+
+
+def prepare_dgrad(
+    grad_output: torch.Tensor, weight: torch.Tensor, grad_input: torch.Tensor, problem: ConvProblem,
+    config: KernelConfig,
+) -> KernelLaunch:  # fmt: skip
+    """dX: M = N*D*H*W input voxels, N = C/g, the reduction over (K/g)*T*R*S with unreached taps
+    masked; `run(grad_output, weight, grad_input)`."""
+    rows = problem.n * problem.d * problem.h * problem.w
+    flags = _flags(_conv3d_dgrad_kernel, rows, grad_output, weight, grad_input)
+    tiles = triton.cdiv(rows, config.block_m) * triton.cdiv(problem.c_per_group, config.block_n)
+    return KernelLaunch(
+        _conv3d_dgrad_kernel,
+        (problem.groups * tiles,),
+        (problem.n, problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.c_per_group,
+         *grad_output.stride(), *weight.stride(), *grad_input.stride()),
+        {
+            "K_PER_GROUP": problem.k_per_group,
+            **geometry_kwargs_3d(problem),
+            "GROUPS": problem.groups,
+            "CHANNELS_INNER": flags.channels_inner,
+            "INDEX_64": flags.index_64,
+            **flags.numeric_kwargs(),
+            **config.gemm_kwargs(),
+        },
+    )  # fmt: skip
+
+
+def prepare_wgrad(
+    input: torch.Tensor, grad_output: torch.Tensor, grad_weight: torch.Tensor, problem: ConvProblem,
+    config: KernelConfig,
+) -> Callable[..., None]:  # fmt: skip
+    """dW: M = K/g, N = (C/g)*T*R*S, the N*O*P*Q reduction split `split_k` ways and summed in order;
+    `run(input, grad_output, grad_weight)`."""
+    split, chunk = split_reduction(problem.gemm_m, grad_weight.numel(), config.split_k, config.block_k)
+    tiles = triton.cdiv(problem.k_per_group, config.block_m) * triton.cdiv(problem.gemm_k, config.block_n)
+    flags = _flags(_conv3d_wgrad_partial_kernel, problem.gemm_m, input, grad_output)
+
+    def partial_launch(out_strides: tuple[int, ...]) -> KernelLaunch:
+        split_stride, k_stride, c_stride, tr_stride, s_stride = out_strides
+        t_stride = tr_stride * problem.r  # the sum's (c, t*r, s) walk: depth nests over height
+        return KernelLaunch(
+            _conv3d_wgrad_partial_kernel,
+            (problem.groups * tiles, split),
+            (problem.n, problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.k_per_group, chunk,
+             *input.stride(), *grad_output.stride(), split_stride, k_stride, c_stride, t_stride, tr_stride,
+             s_stride),
+            {
+                "C_PER_GROUP": problem.c_per_group,
+                **geometry_kwargs_3d(problem),
+                "GROUPS": problem.groups,
+                "CHANNELS_INNER": flags.channels_inner,
+                "INDEX_64": flags.index_64,
+                **flags.numeric_kwargs(),
+                "BLOCK_M": config.block_m,
+                "BLOCK_N": config.block_n,
+                "BLOCK_K": config.block_k,
+                **config.options(),
+            },
+        )  # fmt: skip
+
+    k, c, t, r, s = grad_weight.shape
+    # (K, C/g, T, R, S) as (K, C/g, T*R, S): depth and height strides nest in both layouts (a view),
+    # so the sum kernel's (c, r, s) walk covers the depth too.
+    folded = dataclasses.replace(problem, r=t * r, depth=None)
+    return split_or_direct(partial_launch, split, grad_weight.view(k, c, t * r, s), folded)

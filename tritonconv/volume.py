@@ -1,0 +1,79 @@
+"""3-D convolutions (video, volumes): `tritonconv.conv3d` with `F.conv3d`'s semantics, computed by
+the 3-D kernels (`kernels/conv3d.py`) through the same prepared calls, registry and tuning as 2-D.
+
+Arguments are validated on first use of a key by torch's own function on data-free stand-ins
+(`torch_reference.check_like_torch`), so every error is torch's. The output takes torch's memory
+format (channels_last_3d when the input or the weight is). Under torch.compile, while a model's
+problems are recorded, and for an input without channels, torch's own conv3d runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .arithmetic import hashable, problem_from_tensors_3d
+from .autograd import conv_gradients, save_operands
+from .functional import autocast, autocast_dtype_for, recording_shapes
+from .ops.epilogue import NO_EPILOGUE
+from .prepared import PreparedConv, call_key, lookup
+from .torch_reference import TORCH_CONV3D, check_like_torch
+
+VOLUME_KEY = ("3-D",)
+
+
+class Conv3dFunction(torch.autograd.Function):
+    """conv3d with its input, weight and bias gradients in Triton, through a prepared call."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, prepared: PreparedConv):
+        output = prepared.forward(input, weight, bias)
+        save_operands(ctx, input, weight)
+        ctx.prepared = prepared
+        return output
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        return (*conv_gradients(ctx, grad_output, ctx.prepared), None)
+
+
+def conv3d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: str | int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """3-D convolution computed by Triton kernels, with exactly `torch.nn.functional.conv3d`'s
+    semantics: batched (N, C, D, H, W) or unbatched (C, D, H, W) input, NCDHW, channels_last_3d or
+    any strided view (read in place), `padding='same'|'valid'`, fp16, bf16, fp32 (TF32 as torch
+    decides) and fp64. Differentiable in input, weight and bias, every gradient in Triton (not
+    twice: double backward raises torch's error). Under `torch.autocast` it computes in the
+    autocast dtype."""
+    if torch.compiler.is_compiling() or recording_shapes() or (input.dim() in (4, 5) and input.shape[-4] == 0):
+        return TORCH_CONV3D(input, weight, bias, stride, padding, dilation, groups)
+    autocast_dtype = autocast_dtype_for(input)
+    if autocast_dtype is not None:
+        input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
+    geometry = tuple(hashable(a) for a in (stride, padding, dilation, groups))
+    prepared = lookup(
+        call_key(input, weight, bias, geometry, VOLUME_KEY), lambda: _prepare(input, weight, bias, geometry)
+    )
+    batched = input.dim() == 5
+    x = input if batched else input.unsqueeze(0)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))
+    output = Conv3dFunction.apply(x, weight, bias, prepared) if needs_grad else prepared.forward(x, weight, bias)
+    return output if batched else output.squeeze(0)
+
+
+def _prepare(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: tuple) -> tuple:
+    """Validate the call as torch does, then plan and prepare it."""
+    check_like_torch(TORCH_CONV3D, input, weight, bias, geometry, batched_dim=5)
+    problem = problem_from_tensors_3d(input, weight, bias, *geometry)
+    prepared = PreparedConv(problem, input if input.dim() == 5 else input.unsqueeze(0), weight, NO_EPILOGUE)
+    return prepared, prepared.final
