@@ -150,8 +150,8 @@ class _VideoNet(torch.nn.Module):
 
 
 class _UNet3d(torch.nn.Module):
-    """A two-level 3-D U-Net: double 3x3x3 convs, a strided down-convolution, a transposed-free
-    upsampling (trilinear) and a skip concatenation, as volumetric segmentation nets have."""
+    """A two-level 3-D U-Net as Cicek et al. build one: double 3x3x3 convs, a strided
+    down-convolution, a 2x2x2 stride-2 up-convolution (ConvTranspose3d) and a skip concatenation."""
 
     def __init__(self):
         super().__init__()
@@ -159,13 +159,13 @@ class _UNet3d(torch.nn.Module):
                                        torch.nn.Conv3d(4, 4, 3, padding=1), torch.nn.ReLU())  # fmt: skip
         self.down = torch.nn.Conv3d(4, 8, 2, stride=2)
         self.mid = torch.nn.Conv3d(8, 8, 3, padding=1)
+        self.up = torch.nn.ConvTranspose3d(8, 8, 2, stride=2)
         self.dec = torch.nn.Conv3d(12, 4, 3, padding=1)
         self.out = torch.nn.Conv3d(4, 3, 1)
 
     def forward(self, x):
         skip = self.enc(x)
-        y = torch.relu(self.mid(torch.relu(self.down(skip))))
-        y = F.interpolate(y, scale_factor=2, mode="trilinear", align_corners=False)
+        y = self.up(torch.relu(self.mid(torch.relu(self.down(skip)))))
         return self.out(torch.relu(self.dec(torch.cat([y, skip], dim=1))))
 
 
@@ -177,7 +177,8 @@ def test_a_patched_video_model_and_3d_unet_match_torch(build, shape):
     reference = copy.deepcopy(model)
     report = tritonconv.patch(model)
     convs = [name for name, module in model.named_modules() if isinstance(module, torch.nn.Conv3d)]
-    assert sorted(report.patched) == sorted(convs) and not report.skipped
+    up = [name for name, module in model.named_modules() if isinstance(module, torch.nn.ConvTranspose3d)]
+    assert sorted(report.patched) == sorted(convs) and report.routed == up and not report.skipped
     x = torch.randn(shape, dtype=torch.float64)
     tritonconv.reset_stats()
     loss = model(x).square().sum()
@@ -185,6 +186,8 @@ def test_a_patched_video_model_and_3d_unet_match_torch(build, shape):
     want = reference(x).square().sum()
     want.backward()
     assert tritonconv.stats()["conv3d"] == {"tritonconv": len(convs), "torch": 0, "fallbacks": {}}
+    if up:
+        assert tritonconv.stats()["conv_transpose3d"] == {"tritonconv": len(up), "torch": 0, "fallbacks": {}}
     torch.testing.assert_close(loss, want, rtol=1e-10, atol=1e-10)
     for (name, got), expected in zip(model.named_parameters(), reference.parameters(), strict=True):
         torch.testing.assert_close(
@@ -287,3 +290,56 @@ def test_patch_with_fuse_serves_3d_convolutions_too():
     x = torch.randn(1, 3, 4, 8, 8, dtype=torch.float64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), rtol=1e-10, atol=1e-10)
+
+
+TRANSPOSED_CASES = {  # (n, c_in, d, h, w, c_out / groups, kernel, arguments)
+    "2x2x2 stride 2 (U-Net up-convolution)": (2, 8, 3, 4, 3, 4, (2, 2, 2), dict(stride=2)),
+    "3x3x3 stride 2, output_padding, groups": (1, 4, 3, 3, 4, 3, (3, 3, 3),
+                                                dict(stride=2, padding=1, output_padding=(1, 0, 1), groups=2)),
+    "dilation and per-axis stride": (1, 4, 3, 4, 4, 2, (3, 2, 3),
+                                     dict(stride=(1, 2, 1), padding=(1, 0, 2), dilation=2)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["NCDHW", "channels_last_3d"])
+@pytest.mark.parametrize("case", TRANSPOSED_CASES, ids=list(TRANSPOSED_CASES))
+def test_conv_transpose3d_and_its_gradients_match_torch(case, channels_last):
+    n, c_in, d, h, w, c_out, kernel, arguments = TRANSPOSED_CASES[case]
+    generator = torch.Generator().manual_seed(4)
+    x = torch.randn(n, c_in, d, h, w, generator=generator)
+    weight = torch.randn(c_in, c_out, *kernel, generator=generator)
+    bias = torch.randn(c_out * arguments.get("groups", 1), generator=generator)
+    if channels_last:
+        x, weight = (t.to(memory_format=torch.channels_last_3d) for t in (x, weight))
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    y = tritonconv.conv_transpose3d(*leaves, **arguments)
+    doubles = [t.detach().double().requires_grad_() for t in (x, weight, bias)]
+    want = F.conv_transpose3d(*doubles, **arguments)
+    assert y.shape == want.shape
+    assert y.is_contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)
+    torch.testing.assert_close(y.double(), want, rtol=1e-5, atol=1e-4)
+    grad_output = torch.randn_like(want)
+    y.backward(grad_output.float())
+    want.backward(grad_output)
+    for got, expected in zip(leaves, doubles, strict=True):
+        torch.testing.assert_close(got.grad.double(), expected.grad, rtol=1e-5, atol=1e-4)
+
+
+def test_conv_transpose3d_errors_and_the_layer_are_torchs():
+    x, weight = torch.randn(1, 4, 3, 3, 3), torch.randn(4, 2, 3, 3, 3)
+    for arguments in (dict(stride=1, output_padding=1), dict(stride=2, output_padding=(1, 2, 1)), dict(groups=3)):
+        with pytest.raises(RuntimeError) as expected:
+            F.conv_transpose3d(x, weight, **arguments)
+        with pytest.raises(RuntimeError) as got:
+            tritonconv.conv_transpose3d(x, weight, **arguments)
+        assert str(got.value) == str(expected.value)
+    layer = tritonconv.ConvTranspose3d(4, 2, 3, stride=2, padding=1)
+    reference = torch.nn.ConvTranspose3d(4, 2, 3, stride=2, padding=1)
+    reference.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(layer(x, output_size=[6, 6, 6]), reference(x, output_size=[6, 6, 6]))
+    x.requires_grad_()
+    for convolve, w in ((tritonconv.conv_transpose3d, weight), (tritonconv.conv3d, weight.transpose(0, 1))):
+        (grad,) = torch.autograd.grad(convolve(x, w).square().sum(), x, create_graph=True)
+        assert grad.shape == x.shape  # first order through a recorded backward works...
+        with pytest.raises(RuntimeError, match="differentiate twice"):  # ...a second order is refused, not wrong
+            grad.sum().backward()

@@ -10,9 +10,9 @@ from .arithmetic import ConvProblem, make_problem, problem_from_tensors
 from .dispatch import explain
 from .fallback import reset_stats, stats
 from .functional import Conv2dFunction, conv1d, conv2d
-from .nn import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d
+from .nn import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .patch import PatchReport, patch, patch_torch, patched, unpatch, unpatch_torch
-from .transposed import conv_transpose1d, conv_transpose2d, explain_transposed
+from .transposed import conv_transpose1d, conv_transpose2d, conv_transpose3d, explain_transposed
 from .tuning.model import tune_model
 from .volume import Conv3dFunction, conv3d
 
@@ -25,6 +25,7 @@ __all__ = [
     "ConvProblem",
     "ConvTranspose1d",
     "ConvTranspose2d",
+    "ConvTranspose3d",
     "PatchReport",
     "__version__",
     "conv1d",
@@ -32,6 +33,7 @@ __all__ = [
     "conv3d",
     "conv_transpose1d",
     "conv_transpose2d",
+    "conv_transpose3d",
     "explain",
     "explain_transposed",
     "library_ops",

@@ -24,7 +24,14 @@ from .arithmetic import SUPPORTED_DTYPES
 from .functional import autocast_dtype_for, conv1d, conv2d, torch_conv2d_with_epilogue
 from .runtime import is_interpreted, supports_fp64_dot
 from .torch_reference import TORCH_CONV1D, TORCH_CONV2D, TORCH_CONV3D
-from .transposed import TORCH_CONV_TRANSPOSE1D, TORCH_CONV_TRANSPOSE2D, conv_transpose1d, conv_transpose2d
+from .transposed import (
+    TORCH_CONV_TRANSPOSE1D,
+    TORCH_CONV_TRANSPOSE2D,
+    TORCH_CONV_TRANSPOSE3D,
+    conv_transpose1d,
+    conv_transpose2d,
+    conv_transpose3d,
+)
 from .volume import conv3d
 
 logger = logging.getLogger("tritonconv")
@@ -111,6 +118,12 @@ def served_conv_transpose1d(input, weight, bias=None, stride=1, padding=0, outpu
                  output_padding, groups, dilation)  # fmt: skip
 
 
+def served_conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """`F.conv_transpose3d`, served by tritonconv where it can be."""
+    return serve("conv_transpose3d", conv_transpose3d, TORCH_CONV_TRANSPOSE3D, input, weight, bias, stride, padding,
+                 output_padding, groups, dilation)  # fmt: skip
+
+
 # Where torch keeps each functional convolution, and tritonconv's served form of it with torch's
 # own: what `patch_torch()` and the routing of a module's calls (`routing.py`) swap.
 FUNCTIONAL_CONVS = tuple(
@@ -122,6 +135,7 @@ FUNCTIONAL_CONVS = tuple(
         ("conv3d", served_conv3d, TORCH_CONV3D),
         ("conv_transpose2d", served_conv_transpose2d, TORCH_CONV_TRANSPOSE2D),
         ("conv_transpose1d", served_conv_transpose1d, TORCH_CONV_TRANSPOSE1D),
+        ("conv_transpose3d", served_conv_transpose3d, TORCH_CONV_TRANSPOSE3D),
     )
 )
 

@@ -1,4 +1,4 @@
-"""`tritonconv.Conv2d`, `Conv1d`, `Conv3d`, `ConvTranspose2d` and `ConvTranspose1d`: `torch.nn`
+"""`tritonconv.Conv2d`, `Conv1d`, `Conv3d`, `ConvTranspose2d`, `ConvTranspose1d` and `ConvTranspose3d`: `torch.nn`
 convolutions whose convolution runs through tritonconv's kernels (1-D through the 2-D kernels with
 H = 1, 3-D through the 3-D ones)."""
 
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from .functional import conv1d, conv2d
 from .ops.epilogue import ACTIVATIONS
-from .transposed import conv_transpose1d, conv_transpose2d
+from .transposed import conv_transpose1d, conv_transpose2d, conv_transpose3d
 from .volume import conv3d
 
 
@@ -83,6 +83,18 @@ class ConvTranspose2d(torch.nn.ConvTranspose2d):
         output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size, 2,
                                               self.dilation)  # fmt: skip
         return conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups,
+                                self.dilation)  # fmt: skip
+
+
+class ConvTranspose3d(torch.nn.ConvTranspose3d):
+    """Drop-in for `torch.nn.ConvTranspose3d`, in the same way as `ConvTranspose2d`."""
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            raise ValueError("Only `zeros` padding mode is supported for ConvTranspose3d")
+        output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size, 3,
+                                              self.dilation)  # fmt: skip
+        return conv_transpose3d(input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups,
                                 self.dilation)  # fmt: skip
 
 

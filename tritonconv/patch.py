@@ -13,7 +13,7 @@ is swapped for one that routes the functional convolutions it makes to tritoncon
 (`routing.py`), and `unpatch` restores it too.
 
 `patch_torch()` / `unpatch_torch()` / `patched()` route the functional forms instead
-(`torch.nn.functional.conv1d`/`conv2d`/`conv3d` and the transposed 1-D and 2-D ones, and their
+(`torch.nn.functional.conv1d`/`conv2d`/`conv3d` and the transposed ones, and their
 `torch.*` forms), for code that calls them; code
 that imported the function itself before patching keeps torch's.
 """
@@ -131,12 +131,14 @@ def why_not_served(module: nn.Module) -> str | None:
     if isinstance(module, (_Served, _Routed)):
         return "already patched"
     if isinstance(module, (tritonconv_nn.Conv2d, tritonconv_nn.Conv1d, tritonconv_nn.Conv3d,
-                           tritonconv_nn.ConvTranspose2d, tritonconv_nn.ConvTranspose1d)):  # fmt: skip
+                           tritonconv_nn.ConvTranspose2d, tritonconv_nn.ConvTranspose1d,
+                           tritonconv_nn.ConvTranspose3d)):  # fmt: skip
         return "already a tritonconv layer"
     if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
         return "lazy module not yet initialised (run one forward first)"
-    if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)):
-        return f"{len(module.kernel_size)}-D transposed convolution (tritonconv serves 1-D and 2-D ones)"
+    if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                               nn.ConvTranspose3d)):  # fmt: skip
+        return f"{type(module).__name__} is not a convolution tritonconv serves"
     if module.weight.dtype not in SUPPORTED_DTYPES:
         return f"dtype {module.weight.dtype} is not supported"
     return None

@@ -20,8 +20,19 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
-from .arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, hashable, is_channels_last_like, make_problem, to_pair
+from .arithmetic import (
+    CHANNELS_LAST,
+    CONTIGUOUS,
+    ConvProblem,
+    hashable,
+    is_channels_last_like,
+    make_problem,
+    make_problem_3d,
+    to_pair,
+    to_triple,
+)
 from .dispatch import describe
 from .functional import autocast, autocast_dtype_for, gradients_of, recording_shapes
 from .prepared import PreparedConv, call_key, lookup
@@ -30,27 +41,31 @@ from .torch_reference import check_like_torch
 
 TORCH_CONV_TRANSPOSE2D = F.conv_transpose2d
 TORCH_CONV_TRANSPOSE1D = F.conv_transpose1d
+TORCH_CONV_TRANSPOSE3D = F.conv_transpose3d
 TRANSPOSE_KEY = ("transposed",)
+AXIS_NAMES = ("depth", "height", "width")
 
 
 @dataclasses.dataclass(frozen=True)
 class TransposedCall:
-    """A key's prepared underlying convolution, and how many rows and columns of zeros x lacks to be
-    that convolution's output: an output_padding reaching past the stride (allowed under dilation)
-    makes the convolution's output larger than x; x then takes that many zeros at its end."""
+    """A key's prepared underlying convolution, and how many slices, rows and columns of zeros x
+    lacks (per spatial axis) to be that convolution's output: an output_padding reaching past the
+    stride (allowed under dilation) makes the convolution's output larger than x; x then takes that
+    many zeros at its end."""
 
     prepared: PreparedConv
-    missing: tuple[int, int]
+    missing: tuple[int, ...]
 
     def padded(self, x: torch.Tensor) -> torch.Tensor:
-        missing_h, missing_w = self.missing
-        return x if not (missing_h or missing_w) else F.pad(x, (0, missing_w, 0, missing_h))
+        if not any(self.missing):
+            return x
+        return F.pad(x, [amount for missing in reversed(self.missing) for amount in (0, missing)])
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """The transposed convolution: the underlying convolution's input gradient, plus the bias."""
         output = self.prepared.input_grad(self.padded(x), weight)
         if bias is not None:
-            output += bias.view(1, -1, 1, 1)
+            output += bias.view(1, -1, *[1] * len(self.missing))
         return output
 
     def input_grad(
@@ -59,7 +74,7 @@ class TransposedCall:
         """dx: the underlying convolution's forward of grad_output (by `source`: the prepared call
         or the differentiable ops), without the rows x lacks."""
         grad = source.forward(grad_output, weight, None)
-        return grad if grad.shape == shape else grad[..., : shape[-2], : shape[-1]]
+        return grad if grad.shape == shape else grad[(..., *(slice(0, size) for size in shape[2:]))]
 
 
 class ConvTranspose2dFunction(torch.autograd.Function):
@@ -77,17 +92,27 @@ class ConvTranspose2dFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         """Through the gradient ops when the backward is recorded (`functional.gradients_of`), so
-        the gradients are differentiable too."""
-        input, weight = ctx.saved_tensors
-        call = ctx.call
-        source = gradients_of(call.prepared)
-        needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
-        return (
-            call.input_grad(grad_output, weight, ctx.input_shape, source) if needs_input else None,
-            source.weight_grad(grad_output, call.padded(input)) if needs_weight else None,
-            source.bias_grad(grad_output) if needs_bias else None,
-            None,
-        )
+        the gradients are differentiable too; a 3-D one's only once (the gradient ops are 2-D),
+        which torch's `once_differentiable` says if it is differentiated again."""
+        if ctx.call.prepared.problem.is_3d:
+            return _first_order_gradients(ctx, grad_output)
+        return _gradients(ctx, grad_output)
+
+
+def _gradients(ctx, grad_output) -> tuple:
+    input, weight = ctx.saved_tensors
+    call = ctx.call
+    source = gradients_of(call.prepared)
+    needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+    return (
+        call.input_grad(grad_output, weight, ctx.input_shape, source) if needs_input else None,
+        source.weight_grad(grad_output, call.padded(input)) if needs_weight else None,
+        source.bias_grad(grad_output) if needs_bias else None,
+        None,
+    )
+
+
+_first_order_gradients = once_differentiable(_gradients)
 
 
 def conv_transpose2d(
@@ -103,33 +128,58 @@ def conv_transpose2d(
     """2-D transposed convolution with exactly `torch.nn.functional.conv_transpose2d`'s semantics
     (batched or unbatched input, any layout; the output takes torch's memory format), computed by
     tritonconv's kernels and differentiable in input, weight and bias."""
+    return _transposed(TORCH_CONV_TRANSPOSE2D, 2, input, weight, bias, stride, padding, output_padding, groups,
+                       dilation)  # fmt: skip
+
+
+def conv_transpose3d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    output_padding: int | Sequence[int] = 0,
+    groups: int = 1,
+    dilation: int | Sequence[int] = 1,
+) -> torch.Tensor:
+    """3-D transposed convolution with exactly `torch.nn.functional.conv_transpose3d`'s semantics,
+    computed by the 3-D kernels (its forward is the 3-D input gradient) and differentiable in
+    input, weight and bias (not twice)."""
+    return _transposed(TORCH_CONV_TRANSPOSE3D, 3, input, weight, bias, stride, padding, output_padding, groups,
+                       dilation)  # fmt: skip
+
+
+def _transposed(torch_function, axes: int, input, weight, bias, stride, padding, output_padding, groups, dilation):
+    """The 2-D or 3-D (`axes`) transposed convolution through a prepared underlying convolution."""
     if torch.compiler.is_compiling() or recording_shapes():
-        return TORCH_CONV_TRANSPOSE2D(input, weight, bias, stride, padding, output_padding, groups, dilation)
+        return torch_function(input, weight, bias, stride, padding, output_padding, groups, dilation)
     autocast_dtype = autocast_dtype_for(input)
     if autocast_dtype is not None:
         input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
     geometry = tuple(hashable(a) for a in (stride, padding, output_padding, groups, dilation))
     call = lookup(call_key(input, weight, bias, geometry, TRANSPOSE_KEY),
-                  lambda: _prepare(input, weight, bias, geometry))  # fmt: skip
-    batched = input.dim() == 4
+                  lambda: _prepare(torch_function, axes, input, weight, bias, geometry))  # fmt: skip
+    batched = input.dim() == axes + 2
     x = input if batched else input.unsqueeze(0)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))
     output = ConvTranspose2dFunction.apply(x, weight, bias, call) if needs_grad else call.forward(x, weight, bias)
     return output if batched else output.squeeze(0)
 
 
-def _prepare(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: tuple) -> tuple:
+def _prepare(
+    torch_function, axes: int, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: tuple
+) -> tuple:  # fmt: skip
     """Validate the call as torch does (`check_like_torch`, then the checks torch makes inside its
     kernels) and prepare the underlying convolution, whose input is the transposed output; the meta
     kernel gives the output's shape."""
     stride, _, output_padding, _, dilation = geometry
-    check_like_torch(TORCH_CONV_TRANSPOSE2D, input, weight, bias, geometry)
-    _check_kernel_arguments(input, weight, bias, stride, output_padding, dilation)
+    check_like_torch(torch_function, input, weight, bias, geometry, batched_dim=axes + 2)
+    _check_kernel_arguments(input, weight, bias, stride, output_padding, dilation, axes)
     problem = transposed_problem(input, weight, bias, geometry)
-    like = input if input.dim() == 4 else input.unsqueeze(0)
+    like = input if input.dim() == axes + 2 else input.unsqueeze(0)
     channels_last = problem.layout == CHANNELS_LAST
     prepared = PreparedConv.for_gradients(problem, like, channels_last, is_channels_last_like(weight))
-    missing = (problem.p - like.shape[2], problem.q - like.shape[3])
+    missing = tuple(size - have for size, have in zip(problem.output_shape[2:], like.shape[2:], strict=True))
     return TransposedCall(prepared, missing), True
 
 
@@ -140,17 +190,24 @@ def transposed_problem(
     transposed output, its weight the same tensor, its output x. From shapes alone (torch's meta
     kernel gives the output's); the arguments must have been checked."""
     stride, padding, output_padding, groups, dilation = geometry
+    volume = weight.dim() == 5
+    torch_function = TORCH_CONV_TRANSPOSE3D if volume else TORCH_CONV_TRANSPOSE2D
     meta = [None if t is None else t.to("meta") for t in (input, weight, bias)]
-    output = TORCH_CONV_TRANSPOSE2D(*meta, stride, padding, output_padding, groups, dilation)
-    n, c_out, h_out, w_out = output.shape if output.dim() == 4 else (1, *output.shape)
-    c_in, _, r, s = weight.shape
-    like = input if input.dim() == 4 else input.unsqueeze(0)
+    output = torch_function(*meta, stride, padding, output_padding, groups, dilation)
+    n, c_out, *sizes = output.shape if output.dim() == weight.dim() else (1, *output.shape)
+    c_in, _, *kernel = weight.shape
+    like = input if input.dim() == weight.dim() else input.unsqueeze(0)
     # torch's rule for a convolution's output (the meta kernel does not follow it): channels_last when
     # the input or the weight is.
     channels_last = is_channels_last_like(like) or is_channels_last_like(weight)
-    return make_problem(n=n, c=c_out, h=h_out, w=w_out, k=c_in, r=r, s=s, stride=stride, padding=padding,
-                        dilation=dilation, groups=groups, dtype=input.dtype,
-                        layout=CHANNELS_LAST if channels_last else CONTIGUOUS)  # fmt: skip
+    layout = CHANNELS_LAST if channels_last else CONTIGUOUS
+    if volume:
+        (d, h, w), (t, r, s) = sizes, kernel
+        return make_problem_3d(n=n, c=c_out, d=d, h=h, w=w, k=c_in, t=t, r=r, s=s, stride=stride, padding=padding,
+                               dilation=dilation, groups=groups, dtype=input.dtype, layout=layout)  # fmt: skip
+    (h, w), (r, s) = sizes, kernel
+    return make_problem(n=n, c=c_out, h=h, w=w, k=c_in, r=r, s=s, stride=stride, padding=padding,
+                        dilation=dilation, groups=groups, dtype=input.dtype, layout=layout)  # fmt: skip
 
 
 def explain_transposed(
@@ -168,8 +225,10 @@ def explain_transposed(
     pass's `routes`), where `problem` is the underlying convolution and each pass is the one of its
     passes that serves the transposed one's (the forward is its dgrad)."""
     geometry = tuple(hashable(a) for a in (stride, padding, output_padding, groups, dilation))
-    check_like_torch(TORCH_CONV_TRANSPOSE2D, input, weight, bias, geometry)
-    _check_kernel_arguments(input, weight, bias, geometry[0], geometry[2], geometry[4])
+    axes = weight.dim() - 2 if weight.dim() == 5 else 2
+    check_like_torch(TORCH_CONV_TRANSPOSE3D if axes == 3 else TORCH_CONV_TRANSPOSE2D, input, weight, bias, geometry,
+                     batched_dim=axes + 2)  # fmt: skip
+    _check_kernel_arguments(input, weight, bias, geometry[0], geometry[2], geometry[4], axes)
     return describe(transposed_problem(input, weight, bias, geometry), TRANSPOSED_PASSES)
 
 
@@ -197,7 +256,7 @@ def problem_of_call(one_dimensional: bool, *args, **kwargs) -> ConvProblem:
 SCALAR_TYPE_NAMES = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half", torch.bfloat16: "BFloat16"}
 
 
-def _check_kernel_arguments(input, weight, bias, stride, output_padding, dilation) -> None:
+def _check_kernel_arguments(input, weight, bias, stride, output_padding, dilation, axes: int = 2) -> None:
     """The checks torch makes in its kernels rather than before them (an empty batch skips them)."""
     for other in (weight, bias):
         if other is not None and other.dtype != input.dtype:
@@ -205,14 +264,15 @@ def _check_kernel_arguments(input, weight, bias, stride, output_padding, dilatio
                 f"expected scalar type {SCALAR_TYPE_NAMES.get(input.dtype, input.dtype)} but found "
                 f"{SCALAR_TYPE_NAMES.get(other.dtype, other.dtype)}"
             )
-    oph, opw = to_pair(output_padding, "output_padding")
-    (sh, sw), (dh, dw) = to_pair(stride, "stride"), to_pair(dilation, "dilation")
-    if not ((oph < sh or oph < dh) and (opw < sw or opw < dw)):
-        raise RuntimeError(
-            "output padding must be smaller than either stride or dilation, but got "
-            f"output_padding_height: {oph} output_padding_width: {opw} stride_height: {sh} stride_width: {sw} "
-            f"dilation_height: {dh} dilation_width: {dw}"
-        )
+    per_axis = to_triple if axes == 3 else to_pair
+    values = {name: per_axis(value, name) for name, value in (("output_padding", output_padding), ("stride", stride),
+                                                               ("dilation", dilation))}  # fmt: skip
+    output_padding, stride, dilation = values.values()
+    if not all(op < st or op < dl for op, st, dl in zip(output_padding, stride, dilation, strict=True)):
+        names = AXIS_NAMES[3 - axes :]
+        described = " ".join(f"{label}_{axis}: {value}" for label, values in values.items()
+                             for axis, value in zip(names, values, strict=True))  # fmt: skip
+        raise RuntimeError(f"output padding must be smaller than either stride or dilation, but got {described}")
 
 
 def conv_transpose1d(

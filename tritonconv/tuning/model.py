@@ -26,7 +26,7 @@ from ..functional import (
     torch_computes,
 )
 from ..torch_reference import TORCH_CONV1D, TORCH_CONV2D, TORCH_CONV3D
-from ..transposed import TORCH_CONV_TRANSPOSE1D, TORCH_CONV_TRANSPOSE2D
+from ..transposed import TORCH_CONV_TRANSPOSE1D, TORCH_CONV_TRANSPOSE2D, TORCH_CONV_TRANSPOSE3D
 from .distributed import Shard
 from .session import TuneSummary, tune_problems
 from .tuner import Timer
@@ -47,7 +47,7 @@ class _ConvRecorder(TorchFunctionMode):
             self.calls.append(_problem_of_call(func is TORCH_CONV1D, *args, **kwargs))
         elif func is TORCH_CONV3D:
             self.calls.append(_volume_problem_of_call(*args, **kwargs))
-        elif func is TORCH_CONV_TRANSPOSE2D or func is TORCH_CONV_TRANSPOSE1D:
+        elif func in (TORCH_CONV_TRANSPOSE1D, TORCH_CONV_TRANSPOSE2D, TORCH_CONV_TRANSPOSE3D):
             self.transposed.append(transposed.problem_of_call(func is TORCH_CONV_TRANSPOSE1D, *args, **kwargs))
         return func(*args, **kwargs)
 
