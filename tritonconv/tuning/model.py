@@ -43,36 +43,27 @@ class _ConvRecorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is TORCH_CONV2D or func is TORCH_CONV1D:
-            self.calls.append(_problem_of_call(func is TORCH_CONV1D, *args, **kwargs))
-        elif func is TORCH_CONV3D:
-            self.calls.append(_volume_problem_of_call(*args, **kwargs))
+        if func in (TORCH_CONV1D, TORCH_CONV2D, TORCH_CONV3D):
+            self.calls.append(_problem_of_call(func, *args, **kwargs))
         elif func in (TORCH_CONV_TRANSPOSE1D, TORCH_CONV_TRANSPOSE2D, TORCH_CONV_TRANSPOSE3D):
             self.transposed.append(transposed.problem_of_call(func is TORCH_CONV_TRANSPOSE1D, *args, **kwargs))
         return func(*args, **kwargs)
 
 
-def _problem_of_call(one_dimensional: bool, *args, **kwargs) -> ConvProblem:
+def _problem_of_call(func: object, *args, **kwargs) -> ConvProblem:
+    """The problem of a call to torch's conv1d, conv2d or conv3d (`func`)."""
     call = dict(zip(CONV_PARAMETERS, args, strict=False)) | kwargs
     input, weight, bias = call["input"], call["weight"], call.get("bias")
     dtype = autocast_dtype_for(input)
     if dtype is not None:
         input, weight, bias = (autocast(tensor, dtype) for tensor in (input, weight, bias))
     geometry = [call.get(name, default) for name, default in GEOMETRY_DEFAULTS.items()]
-    if not one_dimensional:
+    if func is TORCH_CONV3D:
+        return problem_from_tensors_3d(input, weight, bias, *geometry)
+    if func is TORCH_CONV2D:
         return problem_from_tensors(input, weight, bias, *geometry)
     input, weight, geometry = as_conv2d(input, weight, *geometry)
     return conv1d_problem(input, weight, bias, geometry)
-
-
-def _volume_problem_of_call(*args, **kwargs) -> ConvProblem:
-    call = dict(zip(CONV_PARAMETERS, args, strict=False)) | kwargs
-    input, weight, bias = call["input"], call["weight"], call.get("bias")
-    dtype = autocast_dtype_for(input)
-    if dtype is not None:
-        input, weight, bias = (autocast(tensor, dtype) for tensor in (input, weight, bias))
-    geometry = [call.get(name, default) for name, default in GEOMETRY_DEFAULTS.items()]
-    return problem_from_tensors_3d(input, weight, bias, *geometry)
 
 
 def record_problems(model: Callable, *example_inputs, **example_kwargs) -> list[ConvProblem]:
