@@ -212,7 +212,8 @@ def test_tuning_explain_and_tune_model_cover_3d(tmp_path, monkeypatch):
     model = torch.nn.Sequential(torch.nn.Conv3d(3, 8, 3, padding=1), torch.nn.Conv3d(8, 8, (3, 1, 1)))
     x = torch.randn(1, 3, 4, 6, 6)
     summary = tritonconv.tune_model(model, x, passes=("fwd", "wgrad"), timer=lambda fn: [1.0], max_candidates=1)
-    assert [(p.d, p.t) for p in summary.problems] == [(4, 3), (4, 3)] and summary.tuned == 4
+    # the second is a 2-D convolution over (D, H*W) with a 3x1 kernel (`planar.py`), and is tuned as one
+    assert [(p.is_3d, p.h, p.r) for p in summary.problems] == [(True, 6, 3), (False, 4, 3)] and summary.tuned == 4
     answer = tritonconv.explain(x, model[0].weight, model[0].bias, padding=1)
     assert answer["variant"] == "implicit_gemm_3d" and answer["config_source"] == "tuned cache"
     assert answer["problem"].output_shape == (1, 8, 4, 6, 6)
@@ -343,3 +344,59 @@ def test_conv_transpose3d_errors_and_the_layer_are_torchs():
         assert grad.shape == x.shape  # first order through a recorded backward works...
         with pytest.raises(RuntimeError, match="differentiate twice"):  # ...a second order is refused, not wrong
             grad.sum().backward()
+
+
+def _kernels_run(call) -> list[str]:
+    """The names of the kernels `call()` launches."""
+    from tritonconv.ops.launch import KernelLaunch
+
+    launched, original = [], KernelLaunch.__call__
+
+    def noting(self, *pointers):
+        launched.append(self.kernel.__name__)
+        return original(self, *pointers)
+
+    KernelLaunch.__call__ = noting
+    try:
+        call()
+    finally:
+        KernelLaunch.__call__ = original
+    return launched
+
+
+PLANAR_CASES = {  # (input shape, kernel, arguments, channels_last_3d, runs as): what `planar.py` decides
+    "spatial 1x3x3, channels_last_3d: depth slices": ((2, 8, 4, 6, 6), (1, 3, 3), dict(padding=(0, 1, 1)), True,
+                                                       "slices"),
+    "1x1x1 stride 2 downsample, channels_last_3d": ((1, 8, 4, 6, 6), (1, 1, 1), dict(stride=2), True, "slices"),
+    "temporal 3x1x1 stride 2, NCDHW: columns": ((2, 8, 5, 3, 4), (3, 1, 1), dict(stride=(2, 1, 1), padding=(1, 0, 0)),
+                                                 False, "columns"),
+    "temporal 3x1x1, channels_last_3d: columns": ((1, 8, 5, 3, 4), (3, 1, 1), dict(padding="same"), True, "columns"),
+    "spatial 1x3x3, NCDHW: the 3-D kernels": ((2, 8, 4, 6, 6), (1, 3, 3), dict(padding=(0, 1, 1)), False, None),
+    "3x3x3: the 3-D kernels": ((1, 8, 4, 5, 5), (3, 3, 3), dict(padding=1), True, None),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", PLANAR_CASES, ids=list(PLANAR_CASES))
+def test_3d_convolutions_that_are_2d_ones_run_the_2d_routes(case):
+    """A 3-D call that is a 2-D convolution on a view runs conv2d's kernels (no 3-D kernel), gives
+    torch's answer, gradients and layout, and explain and tune_model name the 2-D problem."""
+    shape, kernel, arguments, channels_last, kind = PLANAR_CASES[case]
+    x, weight, bias = _inputs(*shape[:2], *shape[2:], 8, kernel, channels_last=channels_last, seed=5)
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    grad_output = None
+
+    def run():
+        nonlocal grad_output
+        y = tritonconv.conv3d(*leaves, **arguments)
+        grad_output = torch.randn_like(y)
+        y.backward(grad_output)
+        return y
+
+    launched = _kernels_run(lambda: assert_conv2d_close(run(), x, weight, bias, **arguments))
+    assert_grads_close([t.grad for t in leaves], x, weight, bias, grad_output, **arguments)
+    uses_3d_kernels = any(name.startswith("_conv3d") for name in launched)
+    assert uses_3d_kernels == (kind is None), launched
+    answer = tritonconv.explain(x, weight, bias, **arguments)
+    assert answer.get("planar") == kind and (answer["problem"].is_3d == (kind is None))
+    recorded = tritonconv.tuning.model.record_problems(lambda t: F.conv3d(t, weight, bias, **arguments), x)
+    assert recorded == [answer["problem"]]

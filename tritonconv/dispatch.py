@@ -19,6 +19,7 @@ import torch
 
 from .arithmetic import ConvProblem, problem_from_tensors, problem_from_tensors_3d
 from .config import KernelConfig
+from .planar import planar_call
 from .registry import (
     GROUPED_TILE_MAX_CHANNELS,
     Pass,
@@ -172,15 +173,21 @@ def explain(
     groups: int = 1,
 ) -> dict:
     """Say what `tritonconv.conv2d` (or, for a 5-D weight, `conv3d`) would run for these arguments,
-    without running it.
+    without running it. A 3-D call that runs as a 2-D convolution on views has `planar` ('slices' or
+    'columns') and that 2-D problem.
 
     Returns the forward's `variant`, `config` (block sizes, warps, stages) and `config_source`,
     the same three for each gradient under `backward` ('dgrad', 'wgrad'), each pass's `routes`
     (every variant that computes it, the rule's first), the normalized `problem` and its `gemm`
     view, FLOPs and minimum bytes.
     """
-    if weight.dim() == 5:  # a 3-D convolution: torch's own checks first, then its problem
+    if weight.dim() == 5:  # a 3-D convolution: torch's own checks first, then the problem that runs it
         check_like_torch(TORCH_CONV3D, input, weight, bias, (stride, padding, dilation, groups), batched_dim=5)
+        planar = planar_call(input if input.dim() == 5 else input.unsqueeze(0), weight, stride, padding, dilation,
+                             groups)  # fmt: skip
+        if planar is not None:  # a 2-D convolution on views (`planar.py`)
+            problem = problem_from_tensors(planar.input, planar.weight, bias, **planar.arguments)
+            return {**describe(problem), "planar": planar.kind}
         return describe(problem_from_tensors_3d(input, weight, bias, stride, padding, dilation, groups))
     return describe(problem_from_tensors(input, weight, bias, stride, padding, dilation, groups))
 

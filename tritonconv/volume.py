@@ -2,7 +2,10 @@
 the 3-D kernels (`kernels/conv3d.py`) through the same prepared calls, registry and tuning as 2-D.
 
 Arguments are validated on first use of a key by torch's own function on data-free stand-ins
-(`torch_reference.check_like_torch`), so every error is torch's. The output takes torch's memory
+(`torch_reference.check_like_torch`), so every error is torch's. A call that is a 2-D convolution
+on a view of its tensors (`planar.py`: kernels one slice deep in channels_last_3d, or one pixel
+wide and tall) runs as one, through `conv2d`: its 1x1, TMA and other routes, its tuning, its
+double backward. The output takes torch's memory
 format (channels_last_3d when the input or the weight is). Under torch.compile, while a model's
 problems are recorded, and for an input without channels, torch's own conv3d runs.
 """
@@ -16,8 +19,9 @@ from torch.autograd.function import once_differentiable
 
 from .arithmetic import hashable, problem_from_tensors_3d
 from .autograd import conv_gradients, save_operands
-from .functional import autocast, autocast_dtype_for, recording_shapes
+from .functional import autocast, autocast_dtype_for, conv2d, recording_shapes
 from .ops.epilogue import NO_EPILOGUE
+from .planar import planar_call
 from .prepared import PreparedConv, call_key, lookup
 from .torch_reference import TORCH_CONV3D, check_like_torch
 
@@ -52,9 +56,9 @@ def conv3d(
     """3-D convolution computed by Triton kernels, with exactly `torch.nn.functional.conv3d`'s
     semantics: batched (N, C, D, H, W) or unbatched (C, D, H, W) input, NCDHW, channels_last_3d or
     any strided view (read in place), `padding='same'|'valid'`, fp16, bf16, fp32 (TF32 as torch
-    decides) and fp64. Differentiable in input, weight and bias, every gradient in Triton (not
-    twice: double backward raises torch's error). Under `torch.autocast` it computes in the
-    autocast dtype."""
+    decides) and fp64. Differentiable in input, weight and bias, every gradient in Triton; twice
+    only where the call runs as a 2-D convolution (`planar.py`), else a second derivative raises
+    torch's once-differentiable error. Under `torch.autocast` it computes in the autocast dtype."""
     if torch.compiler.is_compiling() or recording_shapes() or (input.dim() in (4, 5) and input.shape[-4] == 0):
         return TORCH_CONV3D(input, weight, bias, stride, padding, dilation, groups)
     autocast_dtype = autocast_dtype_for(input)
@@ -66,14 +70,31 @@ def conv3d(
     )
     batched = input.dim() == 5
     x = input if batched else input.unsqueeze(0)
+    if prepared is PLANAR:  # a 2-D convolution on views (`planar.py`): conv2d's routes, tuning and autograd
+        call = planar_call(x, weight, *geometry)
+        output = call.restore(conv2d(call.input, call.weight, bias, **call.arguments))
+        return output if batched else output.squeeze(0)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))
     output = Conv3dFunction.apply(x, weight, bias, prepared) if needs_grad else prepared.forward(x, weight, bias)
     return output if batched else output.squeeze(0)
 
 
+class _Planar:
+    """What a key whose calls run as 2-D convolutions keeps in the prepared-call cache."""
+
+    final = True
+
+
+PLANAR = _Planar()
+
+
 def _prepare(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: tuple) -> tuple:
-    """Validate the call as torch does, then plan and prepare it."""
+    """Validate the call as torch does, then either take the 2-D route on views or plan and prepare
+    the 3-D kernels."""
     check_like_torch(TORCH_CONV3D, input, weight, bias, geometry, batched_dim=5)
     problem = problem_from_tensors_3d(input, weight, bias, *geometry)
-    prepared = PreparedConv(problem, input if input.dim() == 5 else input.unsqueeze(0), weight, NO_EPILOGUE)
+    batched = input if input.dim() == 5 else input.unsqueeze(0)
+    if planar_call(batched, weight, *geometry) is not None:
+        return PLANAR, True
+    prepared = PreparedConv(problem, batched, weight, NO_EPILOGUE)
     return prepared, prepared.final
