@@ -127,11 +127,12 @@ ROUTE_PROBLEMS = {
 # 3-D routes: (n, c, d, h, w, k, t, r, s, stride, padding, groups)
 VOLUME_CASE = (2, 4, 4, 5, 3, 8, 3, 2, 3, 2, 1, 2)
 ROUTE_PROBLEMS |= {(pass_name, Variant.IMPLICIT_GEMM_3D): VOLUME_CASE for pass_name in Pass}
+ROUTE_PROBLEMS[Pass.FWD, Variant.DEPTHWISE_3D] = (2, 8, 4, 5, 3, 8, 3, 2, 3, 2, 1, 8)
 
 
 def _route_problem(route, layout):
     sizes = ROUTE_PROBLEMS[route]
-    if route[1] == Variant.IMPLICIT_GEMM_3D:
+    if route[1].endswith("_3d"):
         n, c, d, h, w, k, t, r, s, stride, padding, groups = sizes
         return make_problem_3d(n=n, c=c, d=d, h=h, w=w, k=k, t=t, r=r, s=s, stride=stride,
                                                      padding=padding, groups=groups, layout=layout)  # fmt: skip

@@ -400,3 +400,22 @@ def test_3d_convolutions_that_are_2d_ones_run_the_2d_routes(case):
     assert answer.get("planar") == kind and (answer["problem"].is_3d == (kind is None))
     recorded = tritonconv.tuning.model.record_problems(lambda t: F.conv3d(t, weight, bias, **arguments), x)
     assert recorded == [answer["problem"]]
+
+
+def test_depthwise_3d_runs_its_direct_kernel_and_a_planted_error_is_caught(monkeypatch):
+    """X3D's channel-wise 3x3x3: the depthwise route (no tl.dot), torch's answer, and a launch one
+    slice off in depth (PAD_D + 1) fails the same comparison."""
+    from tritonconv.ops import conv3d as launchers
+
+    x, weight, bias = _inputs(2, 8, 4, 5, 6, 16, (3, 3, 3), groups=8, channels_last=True, seed=6)
+    problem = tritonconv.arithmetic.problem_from_tensors_3d(x, weight, bias, 1, 1, 1, 8)
+    assert registry.rule_variant(problem, Pass.FWD) == Variant.DEPTHWISE_3D  # multiplier 2 included
+    launched = _kernels_run(lambda: assert_conv2d_close(tritonconv.conv3d(x, weight, bias, padding=1, groups=8), x,
+                                                        weight, bias, padding=1, groups=8))  # fmt: skip
+    assert launched == ["_conv3d_fwd_depthwise_kernel"]
+    original = launchers.KernelLaunch
+    monkeypatch.setattr(launchers, "KernelLaunch", lambda kernel, grid, scalars, constexprs: original(
+        kernel, grid, scalars, {**constexprs, "PAD_D": constexprs["PAD_D"] + 1}))  # fmt: skip
+    shifted = prepared.PreparedConv(problem, x, weight, NO_EPILOGUE).forward(x, weight, bias)
+    with pytest.raises(AssertionError):
+        assert_conv2d_close(shifted, x, weight, bias, padding=1, groups=8)

@@ -260,6 +260,12 @@ def _fit_voxel_gather(config: KernelConfig, output_channels: int) -> KernelConfi
     return replace(config, block_k=block_k)
 
 
+def conv3d_depthwise_config(problem: ConvProblem) -> KernelConfig:
+    """The depthwise 3-D forward: block_m output columns of one row by block_n channels, no tl.dot."""
+    return KernelConfig(block_m=_clamp_pow2(problem.q, 8, 32), block_n=_clamp_pow2(problem.k, 16, 64), num_warps=4,
+                        num_stages=1)  # fmt: skip
+
+
 def conv3d_wgrad_config(problem: ConvProblem, target_programs: int = 264) -> KernelConfig:
     """The 3-D weight gradient: M = K/g, N = (C/g)*T*R*S (gathered per element), the N*O*P*Q
     reduction split as `wgrad_config` splits it."""

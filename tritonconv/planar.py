@@ -35,6 +35,7 @@ class PlanarCall:
     weight: torch.Tensor
     arguments: dict
     restore: Callable[[torch.Tensor], torch.Tensor]
+    flatten: Callable[[torch.Tensor], torch.Tensor]  # restore's inverse, for a dense output-shaped tensor (dY)
     kind: str  # 'slices' (a batch of depth slices) or 'columns' (height and width as one axis)
 
 
@@ -80,8 +81,12 @@ def _slices(input, weight, stride, padding, dilation, stride_d: int, groups: int
         s0, s1, s2, s3 = output.stride()
         return output.as_strided((n, k, depth, p, q), (depth * s0, s1, s0, s2, s3))
 
+    def flatten(output: torch.Tensor) -> torch.Tensor:
+        _, k, _, p, q = output.shape
+        return output.as_strided((n * depth, k, p, q), (output.stride(2), output.stride(1), *output.stride()[3:]))
+
     arguments = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    return PlanarCall(images, weight[:, :, 0], arguments, restore, "slices")
+    return PlanarCall(images, weight[:, :, 0], arguments, restore, flatten, "slices")
 
 
 def _columns(input, weight, stride, padding, dilation, groups: int) -> PlanarCall | None:
@@ -97,5 +102,8 @@ def _columns(input, weight, stride, padding, dilation, groups: int) -> PlanarCal
         s0, s1, s2, s3 = output.stride()
         return output.as_strided((*output.shape[:3], h, w), (s0, s1, s2, w * s3, s3))
 
+    def flatten(output: torch.Tensor) -> torch.Tensor:
+        return output.as_strided((*output.shape[:3], h * w), (*output.stride()[:3], output.stride(4)))
+
     arguments = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    return PlanarCall(columns, weight[..., 0], arguments, restore, "columns")
+    return PlanarCall(columns, weight[..., 0], arguments, restore, flatten, "columns")

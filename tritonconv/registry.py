@@ -32,6 +32,7 @@ from .arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, dgrad_as_conv1x1
 from .config import (
     KernelConfig,
     conv3d_config,
+    conv3d_depthwise_config,
     conv3d_dgrad_config,
     conv3d_wgrad_config,
     depthwise_wgrad_config,
@@ -63,6 +64,7 @@ class Variant(StrEnum):
     STRIDE_PHASED = "stride_phased"
     TMA = "tma"
     IMPLICIT_GEMM_3D = "implicit_gemm_3d"
+    DEPTHWISE_3D = "depthwise_3d"
 
 
 # A transposed convolution is the input gradient of its underlying convolution
@@ -363,6 +365,13 @@ def is_3d(problem: ConvProblem) -> bool:
     return problem.is_3d
 
 
+def is_depthwise_3d(problem: ConvProblem) -> bool:
+    return problem.is_3d and is_depthwise(problem)
+
+
+DEPTHWISE_3D_AXES = {k: v for k, v in DEPTHWISE_AXES.items() if k != "halo_in_registers"}
+
+
 def _planar(spec: VariantSpec) -> VariantSpec:
     """A 2-D route: it neither applies to nor is preferred for a 3-D problem."""
     applies, preferred = spec.applies, spec.preferred
@@ -373,9 +382,12 @@ def _planar(spec: VariantSpec) -> VariantSpec:
     )
 
 
-# 3-D convolutions (`ops/conv3d.py`): one general implicit-GEMM route per pass, first in each pass so
-# the rule reads "3-D problems here" before the 2-D routes, which never apply to them.
+# 3-D convolutions (`ops/conv3d.py`): one general implicit-GEMM route per pass and a direct depthwise
+# forward, first in each pass so the rule reads "3-D problems here" before the 2-D routes, which
+# never apply to them.
 VOLUME_SPECS: tuple[VariantSpec, ...] = (
+    VariantSpec(Pass.FWD, Variant.DEPTHWISE_3D, is_depthwise_3d, is_depthwise_3d, conv3d.prepare_depthwise_forward,
+                ("conv3d",), DEPTHWISE_3D_AXES, conv3d_depthwise_config, _depthwise_clamp(lambda problem: problem.q)),
     VariantSpec(Pass.FWD, Variant.IMPLICIT_GEMM_3D, is_3d, is_3d, conv3d.prepare_forward, ("conv3d",), GEMM_AXES,
                 conv3d_config, _gemm_clamp(_forward_sides)),
     VariantSpec(Pass.DGRAD, Variant.IMPLICIT_GEMM_3D, is_3d, is_3d, conv3d.prepare_dgrad, ("conv3d",), GEMM_AXES,

@@ -14,8 +14,8 @@ from .arithmetic import CHANNELS_LAST, ConvProblem, make_problem, make_problem_3
 
 COLUMNS = ("layer", "count", "n", "c", "h", "w", "k", "r", "s", "stride_h", "stride_w", "pad_h", "pad_w",
            "dil_h", "dil_w", "groups")  # fmt: skip
-# A suite of 3-D convolutions has these too: input depth, kernel depth, and the depth axis's stride,
-# padding and dilation.
+# A suite with 3-D convolutions has these too: input depth, kernel depth, and the depth axis's stride,
+# padding and dilation; a row that leaves them empty is a 2-D convolution.
 DEPTH_COLUMNS = ("d", "t", "stride_d", "pad_d", "dil_d")
 
 
@@ -68,13 +68,14 @@ def load_suite(
     for index, row in enumerate(table.to_dict("records")):
         where = f"{path}, row {index + 1} (layer {row['layer']!r})"  # data rows, counted from 1
         sizes = {}
-        for column in (*COLUMNS[1:], *(DEPTH_COLUMNS if volumes else ())):
+        volume = volumes and any(str(row[column]).strip() for column in DEPTH_COLUMNS)
+        for column in (*COLUMNS[1:], *(DEPTH_COLUMNS if volume else ())):
             try:
                 sizes[column] = int(row[column])
             except ValueError:
                 raise ValueError(f"{where}, column {column!r}: expected an integer, got {row[column]!r}") from None
         try:
-            problem = _problem(sizes, batch, dtype, layout, volumes)
+            problem = _problem(sizes, batch, dtype, layout, volume)
         except (ValueError, RuntimeError) as error:
             raise ValueError(f"{where}: {' '.join(str(error).split())}") from None
         layers.append(SuiteLayer(str(row["layer"]), sizes["count"], problem, path.stem))

@@ -27,8 +27,10 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 import torch.nn.functional as F
 
+from ..arithmetic import problem_from_tensors
 from ..functional import conv2d as tritonconv_conv2d
 from ..ops.epilogue import NO_EPILOGUE
+from ..planar import PlanarCall, planar_call
 from ..prepared import PreparedConv
 from ..registry import Pass, Plan, spec
 from ..suites import SuiteLayer
@@ -57,6 +59,7 @@ class Case:
     bias: torch.Tensor
     residual: torch.Tensor | None
     prepared: PreparedConv
+    planar: PlanarCall | None = None  # a 3-D layer that runs as a 2-D convolution on views (`planar.py`)
 
     @property
     def problem(self):
@@ -86,17 +89,47 @@ def make_case(layer: SuiteLayer, pass_name: str, with_residual: bool = False, de
     x, weight, grad_output = tensor(problem.input_shape), tensor(problem.weight_shape), tensor(problem.output_shape)
     bias = torch.randn(problem.k, generator=generator).to(device, problem.dtype)
     residual = tensor(problem.output_shape) if with_residual else None
-    prepared = PreparedConv(problem, x, weight, NO_EPILOGUE)  # planned once, as a repeated call is
-    return Case(layer, pass_name, x, weight, grad_output, bias, residual, prepared)
+    case = Case(layer, pass_name, x, weight, grad_output, bias, residual, None)
+    geometry = case.geometry
+    planar = planar_call(x, weight, geometry["stride"], geometry["padding"], geometry["dilation"], geometry["groups"])
+    if planar is None:
+        case.prepared = PreparedConv(problem, x, weight, NO_EPILOGUE)  # planned once, as a repeated call is
+    else:  # what a conv3d call runs: the 2-D convolution on views
+        plane = problem_from_tensors(planar.input, planar.weight, None, **planar.arguments)
+        case.prepared, case.planar = PreparedConv(plane, planar.input, planar.weight, NO_EPILOGUE), planar
+    return case
 
 
 def _triton(case: Case) -> Call:
     prepared, x, weight, grad_output = case.prepared, case.x, case.weight, case.grad_output
+    if case.planar is not None:
+        return _planar_triton(case)
     if case.pass_name == Pass.FWD:
         return lambda: prepared.forward(x, weight, None)
     if case.pass_name == Pass.DGRAD:
         return lambda: prepared.input_grad(grad_output, weight)
     return lambda: prepared.weight_grad(x, grad_output)
+
+
+def _planar_triton(case: Case) -> Call:
+    """A planar 3-D layer's pass as a conv3d call runs it: the 2-D pass on views, its result seen
+    as the 3-D one (dX written into the slices it covers, as autograd's view backward does)."""
+    planar, prepared, x, weight = case.planar, case.prepared, case.x, case.weight
+    grad_output = planar.flatten(case.grad_output)
+    if case.pass_name == Pass.FWD:
+        return lambda: planar.restore(prepared.forward(planar.input, planar.weight, None))
+    if case.pass_name == Pass.WGRAD:
+        return lambda: prepared.weight_grad(planar.input, grad_output).view(weight.shape)
+    geometry = case.geometry
+
+    def input_grad() -> torch.Tensor:
+        grad_input = torch.zeros_like(x)
+        covered = planar_call(grad_input, weight, geometry["stride"], geometry["padding"], geometry["dilation"],
+                              geometry["groups"])  # fmt: skip
+        covered.input.copy_(prepared.input_grad(grad_output, planar.weight))
+        return grad_input
+
+    return input_grad
 
 
 def _triton_api(case: Case) -> Call | None:

@@ -43,7 +43,8 @@ class Measurement:
 
 def measure(layer: SuiteLayer, pass_name: str, baselines: Iterable[str] = ("torch",)) -> Measurement:
     """Check tritonconv against torch on one layer and pass, then time every provider."""
-    rows = harness.measure(harness.make_case(layer, pass_name), ("triton", "torch", *baselines))
+    case = harness.make_case(layer, pass_name)
+    rows = harness.measure(case, ("triton", "torch", *baselines))
     times = {}
     for row in rows:
         if row["provider"] in ("triton", *baselines):
@@ -51,7 +52,7 @@ def measure(layer: SuiteLayer, pass_name: str, baselines: Iterable[str] = ("torc
             if on_gpu():
                 times[f"{row['provider']}_graph"] = row["graph_ms"]
     error = next(row["max_rel_err"] for row in rows if row["provider"] == "triton")
-    plan = plan_pass(layer.problem, pass_name)
+    plan = plan_pass(case.prepared.problem, pass_name)  # a planar 3-D layer's: its 2-D problem's
     return Measurement(
         layer, pass_name, plan.variant, plan.config.as_dict(), plan.config_source, times, error,
         error <= TOLERANCE[layer.problem.dtype],

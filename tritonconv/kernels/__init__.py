@@ -1,7 +1,12 @@
 """Triton kernels, one file per algorithm. Only `@triton.jit` code lives here; launchers are in `ops/`."""
 
 from .conv1x1_fwd import _conv2d_fwd_1x1_kernel
-from .conv3d import _conv3d_dgrad_kernel, _conv3d_fwd_kernel, _conv3d_wgrad_partial_kernel
+from .conv3d import (
+    _conv3d_dgrad_kernel,
+    _conv3d_fwd_depthwise_kernel,
+    _conv3d_fwd_kernel,
+    _conv3d_wgrad_partial_kernel,
+)
 from .depthwise_fwd import _conv2d_fwd_depthwise_kernel
 from .dgrad import _conv2d_dgrad_kernel
 from .dgrad_phased import _conv2d_dgrad_phased_kernel
@@ -31,6 +36,7 @@ __all__ = [
     "_conv2d_wgrad_partial_kernel",
     "_conv2d_wgrad_tma_kernel",
     "_conv3d_dgrad_kernel",
+    "_conv3d_fwd_depthwise_kernel",
     "_conv3d_fwd_kernel",
     "_conv3d_wgrad_partial_kernel",
     "_sum_splits_kernel",

@@ -10,6 +10,9 @@ weight gradient's partial sums, each over (depth, height, width) where the 2-D k
   division is exact and in range: the other taps are masked (no zero-stuffed dY).
 - Weight gradient: M = K/g, N = (C/g)*T*R*S, the reduction over N*OD*P*Q output voxels split into
   chunks whose partial sums `wgrad._sum_splits_kernel` adds in order (bit-for-bit reproducible).
+- Depthwise forward (one input channel per group, X3D's channel-wise 3x3x3): T*R*S multiply-adds
+  per output, nothing for tensor cores; a program computes BLOCK_M output columns of one output row
+  by BLOCK_N channels, vectorised over channels (contiguous in channels_last_3d).
 
 Video activations pass 2^31 elements easily: with INDEX_64 the flat voxel indices themselves are
 64-bit, not only the address products, so no batch is ever split.
@@ -260,3 +263,58 @@ def _conv3d_wgrad_partial_kernel(
     weight_offs = channel * stride_out_c + tap_t * stride_out_t + tap_r * stride_out_r + tap_s * stride_out_s
     out_offs = split.to(tl.int64) * stride_out_split + (out_channel * stride_out_k)[:, None] + weight_offs[None, :]
     tl.store(out_ptr + out_offs, acc.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+
+
+@triton.jit
+def _conv3d_fwd_depthwise_kernel(
+    x_ptr, w_ptr, bias_ptr, y_ptr,
+    D, H, W, OD, P, Q, K,
+    stride_xn, stride_xc, stride_xd, stride_xh, stride_xw,
+    stride_wk, stride_wt, stride_wr, stride_ws,
+    stride_bias,
+    stride_yn, stride_yk, stride_yd, stride_yh, stride_yw,
+    MULTIPLIER: tl.constexpr, T: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
+    STRIDE_D: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
+    PAD_D: tl.constexpr, PAD_H: tl.constexpr, PAD_W: tl.constexpr,
+    DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
+    HAS_BIAS: tl.constexpr, INDEX_64: tl.constexpr, ACC_FP64: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Output row (image, d, h) = program 0, columns BLOCK_M * program 1, channels BLOCK_N *
+    program 2; output channel k reads input channel k // MULTIPLIER."""
+    row = tl.program_id(0)
+    image = row // (OD * P)
+    out_d = (row // P) % OD
+    out_h = row % P
+    out_w = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    out_channel = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_w = out_w < Q
+    mask_k = out_channel < K
+    if INDEX_64:
+        image = image.to(tl.int64)
+        out_d = out_d.to(tl.int64)
+        out_h = out_h.to(tl.int64)
+        out_w = out_w.to(tl.int64)
+        out_channel = out_channel.to(tl.int64)
+    in_channel = out_channel // MULTIPLIER
+    x_base = image * stride_xn + (in_channel * stride_xc)[None, :]
+    w_base = out_channel * stride_wk
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
+    for tap_t in range(T):
+        in_d = out_d * STRIDE_D - PAD_D + tap_t * DIL_D
+        for tap_r in range(R):
+            in_h = out_h * STRIDE_H - PAD_H + tap_r * DIL_H
+            row_inside = (in_d >= 0) & (in_d < D) & (in_h >= 0) & (in_h < H)
+            for tap_s in range(S):
+                in_w = tl.where(row_inside, out_w * STRIDE_W - PAD_W + tap_s * DIL_W, -1)  # -1: outside
+                inside = mask_w & (in_w >= 0) & (in_w < W)
+                x_offs = x_base + in_d * stride_xd + in_h * stride_xh + (in_w * stride_xw)[:, None]
+                x = tl.load(x_ptr + x_offs, mask=inside[:, None] & mask_k[None, :], other=0.0)
+                w_offs = w_base + tap_t * stride_wt + tap_r * stride_wr + tap_s * stride_ws
+                w = tl.load(w_ptr + w_offs, mask=mask_k, other=0.0)
+                acc += x.to(acc.dtype) * w.to(acc.dtype)[None, :]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + out_channel * stride_bias, mask=mask_k, other=0.0).to(acc.dtype)[None, :]
+    y_offs = (image * stride_yn + out_d * stride_yd + out_h * stride_yh + (out_w * stride_yw)[:, None]
+              + (out_channel * stride_yk)[None, :])  # fmt: skip
+    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_w[:, None] & mask_k[None, :])

@@ -16,7 +16,12 @@ import triton
 
 from ..arithmetic import ConvProblem, is_channels_last_like
 from ..config import KernelConfig
-from ..kernels import _conv3d_dgrad_kernel, _conv3d_fwd_kernel, _conv3d_wgrad_partial_kernel
+from ..kernels import (
+    _conv3d_dgrad_kernel,
+    _conv3d_fwd_depthwise_kernel,
+    _conv3d_fwd_kernel,
+    _conv3d_wgrad_partial_kernel,
+)
 from .common import INT32_LIMIT, LaunchFlags, needs_int64
 from .epilogue import Epilogue
 from .launch import KernelLaunch
@@ -66,6 +71,40 @@ def prepare_forward(
             "INDEX_64": flags.index_64,
             **flags.numeric_kwargs(),
             **config.gemm_kwargs(),
+        },
+    )  # fmt: skip
+
+    def run(x, weight, bias, y, residual=None, preactivation=None) -> None:
+        launch(x, weight, weight if bias is None else bias, y)
+
+    return run
+
+
+def prepare_depthwise_forward(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor, problem: ConvProblem,
+    config: KernelConfig, epilogue: Epilogue,
+) -> Callable[..., None]:  # fmt: skip
+    """The depthwise 3-D forward: one program per (output row, column block, channel block)."""
+    if epilogue.activation or epilogue.reads_or_writes_extra:
+        raise ValueError("3-D convolutions take no fused activation or residual")
+    rows = problem.n * problem.o * problem.p
+    if rows > INT32_LIMIT:
+        raise RuntimeError(f"{rows} output rows are more than one launch's grid holds")
+    flags = _flags(_conv3d_fwd_depthwise_kernel, problem.gemm_m, x, weight, y)
+    launch = KernelLaunch(
+        _conv3d_fwd_depthwise_kernel,
+        (rows, triton.cdiv(problem.q, config.block_m), triton.cdiv(problem.k, config.block_n)),
+        (problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.k,
+         *x.stride(), weight.stride(0), *weight.stride()[2:], 0 if bias is None else bias.stride(0), *y.stride()),
+        {
+            "MULTIPLIER": problem.k_per_group,
+            **geometry_kwargs_3d(problem),
+            "HAS_BIAS": bias is not None,
+            "INDEX_64": flags.index_64,
+            "ACC_FP64": flags.acc_fp64,
+            "BLOCK_M": config.block_m,
+            "BLOCK_N": config.block_n,
+            "num_warps": config.num_warps,
         },
     )  # fmt: skip
 
