@@ -179,22 +179,21 @@ def conv_output_size(size: int, kernel: int, stride: int, pad_begin: int, pad_en
 
 def to_pair(value: int | Sequence[int], name: str) -> IntPair:
     """Normalize an int or a 1- or 2-sequence of ints into (height, width), as torch accepts them."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        items = list(value)
-        if len(items) not in (1, 2):
-            raise RuntimeError(
-                f"expected {name} to be a single integer value or a list of 2 values to match the "
-                f"convolution dimensions, but got {name}={items}"
-            )
-        if len(items) == 1:
-            items = items * 2
-    else:
-        items = [value, value]
+    return per_axis(value, name, 2)
+
+
+def per_axis(value: int | Sequence[int], name: str, axes: int) -> tuple[int, ...]:
+    """An int or a 1- or `axes`-sequence of ints as one int per spatial axis, with torch's errors."""
+    items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    if len(items) not in (1, axes):
+        raise RuntimeError(
+            f"expected {name} to be a single integer value or a list of {axes} values to match the "
+            f"convolution dimensions, but got {name}={items}"
+        )
     try:
-        first, second = (operator.index(item) for item in items)
+        return tuple(operator.index(item) for item in (items * axes if len(items) == 1 else items))
     except TypeError:
         raise TypeError(f"{name} must be an int or a tuple of ints, but got {name}={value!r}") from None
-    return first, second
 
 
 def resolve_padding(
@@ -334,17 +333,7 @@ IntTriple = tuple[int, int, int]
 
 def to_triple(value: int | Sequence[int], name: str) -> IntTriple:
     """An int or a 1- or 3-sequence of ints as (depth, height, width), as torch's conv3d takes them."""
-    items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
-    if len(items) not in (1, 3):
-        raise RuntimeError(
-            f"expected {name} to be a single integer value or a list of 3 values to match the "
-            f"convolution dimensions, but got {name}={items}"
-        )
-    try:
-        first, *rest = (operator.index(item) for item in items * (3 if len(items) == 1 else 1))
-    except TypeError:
-        raise TypeError(f"{name} must be an int or a tuple of ints, but got {name}={value!r}") from None
-    return (first, *rest)
+    return per_axis(value, name, 3)
 
 
 def make_problem_3d(

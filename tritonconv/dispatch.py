@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from .arithmetic import ConvProblem, problem_from_tensors, problem_from_tensors_3d
+from .arithmetic import ConvProblem, problem_from_tensors
 from .config import KernelConfig
-from .planar import planar_call
+from .planar import volume_problem
 from .registry import (
     GROUPED_TILE_MAX_CHANNELS,
     Pass,
@@ -183,12 +183,8 @@ def explain(
     """
     if weight.dim() == 5:  # a 3-D convolution: torch's own checks first, then the problem that runs it
         check_like_torch(TORCH_CONV3D, input, weight, bias, (stride, padding, dilation, groups), batched_dim=5)
-        planar = planar_call(input if input.dim() == 5 else input.unsqueeze(0), weight, stride, padding, dilation,
-                             groups)  # fmt: skip
-        if planar is not None:  # a 2-D convolution on views (`planar.py`)
-            problem = problem_from_tensors(planar.input, planar.weight, bias, **planar.arguments)
-            return {**describe(problem), "planar": planar.kind}
-        return describe(problem_from_tensors_3d(input, weight, bias, stride, padding, dilation, groups))
+        problem, planar = volume_problem(input, weight, bias, stride, padding, dilation, groups)
+        return describe(problem) if planar is None else {**describe(problem), "planar": planar.kind}
     return describe(problem_from_tensors(input, weight, bias, stride, padding, dilation, groups))
 
 

@@ -33,7 +33,7 @@ from .arithmetic import CHANNELS_LAST, ConvProblem, memory_format_of
 from .config import KernelConfig
 from .ops import launch
 from .ops.epilogue import NO_EPILOGUE
-from .ops.wgrad import prepare_bias_grad
+from .ops.wgrad import bias_grad_operand, prepare_bias_grad
 from .registry import Pass, routes, spec
 from .suites import load_suite, suites_folder
 from .tuning.cache import TuningCache
@@ -201,7 +201,7 @@ def _launches(item: GateItem) -> list[tuple[launch.KernelLaunch, tuple]]:
         Pass.DGRAD: lambda: _gradient(item, problem.input_shape, grad_output, weight),
         Pass.WGRAD: lambda: _gradient(item, problem.weight_shape, x, grad_output),
         WGRAD_WITH_BIAS: lambda: _weight_and_bias_gradient(item, x, grad_output),
-        BIAS_GRAD: lambda: _bias_gradient(grad_output.flatten(2, 3) if grad_output.dim() == 5 else grad_output),
+        BIAS_GRAD: lambda: _bias_gradient(bias_grad_operand(grad_output)),
     }
     with launch.captured() as launches:
         run_route[item.pass_name]()

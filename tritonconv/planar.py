@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .arithmetic import is_channels_last_like, to_triple
+from .arithmetic import ConvProblem, is_channels_last_like, problem_from_tensors, problem_from_tensors_3d, to_triple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +59,23 @@ def planar_call(
     if r == s == 1 and sh == sw == 1 and ph == pw == 0:
         return _columns(input, weight, (sd, 1), padding if named else (pd, 0), (dd, 1), groups)
     return None
+
+
+def volume_problem(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: int | Sequence[int],
+    padding: str | int | Sequence[int],
+    dilation: int | Sequence[int],
+    groups: int,
+) -> tuple[ConvProblem, PlanarCall | None]:
+    """(the problem a `conv3d` call with these arguments runs, its planar form): the 2-D problem of
+    its views where it is a 2-D convolution, else the 3-D one. The input may be unbatched."""
+    planar = planar_call(input if input.dim() == 5 else input.unsqueeze(0), weight, stride, padding, dilation, groups)
+    if planar is None:
+        return problem_from_tensors_3d(input, weight, bias, stride, padding, dilation, groups), None
+    return problem_from_tensors(planar.input, planar.weight, bias, **planar.arguments), planar
 
 
 def _slices(input, weight, stride, padding, dilation, stride_d: int, groups: int) -> PlanarCall | None:

@@ -25,7 +25,7 @@ from .calls import check_runnable, memory_format
 from .dispatch import AUTOTUNE_ENV, plan_and_finality
 from .ops.activation_grad import prepare_activation_grad
 from .ops.epilogue import NO_EPILOGUE, Epilogue, saves_output
-from .ops.wgrad import prepare_bias_grad
+from .ops.wgrad import bias_grad_operand, prepare_bias_grad
 from .registry import Pass, Plan, spec
 from .runtime import POISON_ENV, environment_reader, poison_outputs
 from .tuning import cache as tuning_cache
@@ -273,8 +273,7 @@ class PreparedConv:
     def bias_grad(self, grad_output: torch.Tensor) -> torch.Tensor:
         """db, one Triton reduction over batch and pixels (a 3-D dY with its depth and height as one
         axis: a view in both layouts)."""
-        if grad_output.dim() == 5:
-            grad_output = grad_output.flatten(2, 3)
+        grad_output = bias_grad_operand(grad_output)
 
         def prepare() -> tuple:
             grad_bias = torch.empty((grad_output.shape[1],), dtype=grad_output.dtype, device=grad_output.device)

@@ -30,8 +30,7 @@ from .arithmetic import (
     is_channels_last_like,
     make_problem,
     make_problem_3d,
-    to_pair,
-    to_triple,
+    per_axis,
 )
 from .dispatch import describe
 from .functional import autocast, autocast_dtype_for, gradients_of, recording_shapes
@@ -264,9 +263,8 @@ def _check_kernel_arguments(input, weight, bias, stride, output_padding, dilatio
                 f"expected scalar type {SCALAR_TYPE_NAMES.get(input.dtype, input.dtype)} but found "
                 f"{SCALAR_TYPE_NAMES.get(other.dtype, other.dtype)}"
             )
-    per_axis = to_triple if axes == 3 else to_pair
-    values = {name: per_axis(value, name) for name, value in (("output_padding", output_padding), ("stride", stride),
-                                                               ("dilation", dilation))}  # fmt: skip
+    given = {"output_padding": output_padding, "stride": stride, "dilation": dilation}
+    values = {name: per_axis(value, name, axes) for name, value in given.items()}
     output_padding, stride, dilation = values.values()
     if not all(op < st or op < dl for op, st, dl in zip(output_padding, stride, dilation, strict=True)):
         names = AXIS_NAMES[3 - axes :]

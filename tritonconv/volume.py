@@ -17,11 +17,11 @@ from collections.abc import Sequence
 import torch
 from torch.autograd.function import once_differentiable
 
-from .arithmetic import hashable, problem_from_tensors_3d
+from .arithmetic import hashable
 from .autograd import conv_gradients, save_operands
 from .functional import autocast, autocast_dtype_for, conv2d, recording_shapes
 from .ops.epilogue import NO_EPILOGUE
-from .planar import planar_call
+from .planar import planar_call, volume_problem
 from .prepared import PreparedConv, call_key, lookup
 from .torch_reference import TORCH_CONV3D, check_like_torch
 
@@ -92,9 +92,8 @@ def _prepare(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     """Validate the call as torch does, then either take the 2-D route on views or plan and prepare
     the 3-D kernels."""
     check_like_torch(TORCH_CONV3D, input, weight, bias, geometry, batched_dim=5)
-    problem = problem_from_tensors_3d(input, weight, bias, *geometry)
-    batched = input if input.dim() == 5 else input.unsqueeze(0)
-    if planar_call(batched, weight, *geometry) is not None:
+    problem, planar = volume_problem(input, weight, bias, *geometry)
+    if planar is not None:
         return PLANAR, True
-    prepared = PreparedConv(problem, batched, weight, NO_EPILOGUE)
+    prepared = PreparedConv(problem, input if input.dim() == 5 else input.unsqueeze(0), weight, NO_EPILOGUE)
     return prepared, prepared.final

@@ -27,10 +27,9 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 import torch.nn.functional as F
 
-from ..arithmetic import problem_from_tensors
 from ..functional import conv2d as tritonconv_conv2d
 from ..ops.epilogue import NO_EPILOGUE
-from ..planar import PlanarCall, planar_call
+from ..planar import PlanarCall, planar_call, volume_problem
 from ..prepared import PreparedConv
 from ..registry import Pass, Plan, spec
 from ..suites import SuiteLayer
@@ -90,13 +89,14 @@ def make_case(layer: SuiteLayer, pass_name: str, with_residual: bool = False, de
     bias = torch.randn(problem.k, generator=generator).to(device, problem.dtype)
     residual = tensor(problem.output_shape) if with_residual else None
     case = Case(layer, pass_name, x, weight, grad_output, bias, residual, None)
-    geometry = case.geometry
-    planar = planar_call(x, weight, geometry["stride"], geometry["padding"], geometry["dilation"], geometry["groups"])
-    if planar is None:
-        case.prepared = PreparedConv(problem, x, weight, NO_EPILOGUE)  # planned once, as a repeated call is
-    else:  # what a conv3d call runs: the 2-D convolution on views
-        plane = problem_from_tensors(planar.input, planar.weight, None, **planar.arguments)
-        case.prepared, case.planar = PreparedConv(plane, planar.input, planar.weight, NO_EPILOGUE), planar
+    if problem.is_3d:  # what a conv3d call runs: a planar layer's 2-D convolution on views
+        geometry = case.geometry
+        running, case.planar = volume_problem(x, weight, None, geometry["stride"], geometry["padding"],
+                                              geometry["dilation"], geometry["groups"])  # fmt: skip
+        if case.planar is not None:
+            case.prepared = PreparedConv(running, case.planar.input, case.planar.weight, NO_EPILOGUE)
+            return case
+    case.prepared = PreparedConv(problem, x, weight, NO_EPILOGUE)  # planned once, as a repeated call is
     return case
 
 

@@ -47,14 +47,27 @@ def _flags(kernel: object, rows: int, *tensors: torch.Tensor) -> LaunchFlags:
     return LaunchFlags.for_call(tensors[0].dtype, kernel, index_64, is_channels_last_like(tensors[0]))
 
 
+def _refuse_epilogue(epilogue: Epilogue) -> None:
+    if epilogue.activation or epilogue.reads_or_writes_extra:
+        raise ValueError("3-D convolutions take no fused activation or residual")
+
+
+def _forward_run(launch: KernelLaunch) -> Callable[..., None]:
+    """The forward's `run(x, weight, bias, y, residual, z)` over a launch of (x, weight, bias, y)."""
+
+    def run(x, weight, bias, y, residual=None, preactivation=None) -> None:
+        launch(x, weight, weight if bias is None else bias, y)
+
+    return run
+
+
 def prepare_forward(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor, problem: ConvProblem,
     config: KernelConfig, epilogue: Epilogue,
 ) -> Callable[..., None]:  # fmt: skip
     """Y = conv3d(x, weight) + bias, through strides; `run(x, weight, bias, y, residual, z)` (a
     3-D convolution takes no fused tail)."""
-    if epilogue.activation or epilogue.reads_or_writes_extra:
-        raise ValueError("3-D convolutions take no fused activation or residual")
+    _refuse_epilogue(epilogue)
     flags = _flags(FORWARD_KERNEL, problem.gemm_m, x, weight, y)
     tiles = triton.cdiv(problem.gemm_m, config.block_m) * triton.cdiv(problem.k_per_group, config.block_n)
     launch = KernelLaunch(
@@ -74,10 +87,7 @@ def prepare_forward(
         },
     )  # fmt: skip
 
-    def run(x, weight, bias, y, residual=None, preactivation=None) -> None:
-        launch(x, weight, weight if bias is None else bias, y)
-
-    return run
+    return _forward_run(launch)
 
 
 def prepare_depthwise_forward(
@@ -85,8 +95,7 @@ def prepare_depthwise_forward(
     config: KernelConfig, epilogue: Epilogue,
 ) -> Callable[..., None]:  # fmt: skip
     """The depthwise 3-D forward: one program per (output row, column block, channel block)."""
-    if epilogue.activation or epilogue.reads_or_writes_extra:
-        raise ValueError("3-D convolutions take no fused activation or residual")
+    _refuse_epilogue(epilogue)
     rows = problem.n * problem.o * problem.p
     if rows > INT32_LIMIT:
         raise RuntimeError(f"{rows} output rows are more than one launch's grid holds")
@@ -108,10 +117,7 @@ def prepare_depthwise_forward(
         },
     )  # fmt: skip
 
-    def run(x, weight, bias, y, residual=None, preactivation=None) -> None:
-        launch(x, weight, weight if bias is None else bias, y)
-
-    return run
+    return _forward_run(launch)
 
 
 def prepare_dgrad(

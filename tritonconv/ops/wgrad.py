@@ -148,6 +148,12 @@ def split_or_direct(
     return run_with_bias if fused else run
 
 
+def bias_grad_operand(grad_output: torch.Tensor) -> torch.Tensor:
+    """dY as the 4-D tensor the bias reduction reads: a 3-D convolution's with its depth and height
+    as one axis (a view in both layouts)."""
+    return grad_output.flatten(2, 3) if grad_output.dim() == 5 else grad_output
+
+
 def prepare_bias_grad(grad_output: torch.Tensor, grad_bias: torch.Tensor) -> Callable[..., None]:
     """db = grad_output summed over batch and pixels, in its dtype, one Triton reduction."""
     n, k, p, q = grad_output.shape

@@ -17,7 +17,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from .. import transposed
-from ..arithmetic import ConvProblem, problem_from_tensors, problem_from_tensors_3d
+from ..arithmetic import ConvProblem, problem_from_tensors
 from ..functional import (
     as_conv2d,
     autocast,
@@ -25,7 +25,7 @@ from ..functional import (
     conv1d_problem,
     torch_computes,
 )
-from ..planar import planar_call
+from ..planar import volume_problem
 from ..torch_reference import TORCH_CONV1D, TORCH_CONV2D, TORCH_CONV3D
 from ..transposed import TORCH_CONV_TRANSPOSE1D, TORCH_CONV_TRANSPOSE2D, TORCH_CONV_TRANSPOSE3D
 from .distributed import Shard
@@ -60,10 +60,7 @@ def _problem_of_call(func: object, *args, **kwargs) -> ConvProblem:
         input, weight, bias = (autocast(tensor, dtype) for tensor in (input, weight, bias))
     geometry = [call.get(name, default) for name, default in GEOMETRY_DEFAULTS.items()]
     if func is TORCH_CONV3D:  # the 2-D problem that runs it, where it runs as one (`planar.py`)
-        planar = planar_call(input if input.dim() == 5 else input.unsqueeze(0), weight, *geometry)
-        if planar is not None:
-            return problem_from_tensors(planar.input, planar.weight, bias, **planar.arguments)
-        return problem_from_tensors_3d(input, weight, bias, *geometry)
+        return volume_problem(input, weight, bias, *geometry)[0]
     if func is TORCH_CONV2D:
         return problem_from_tensors(input, weight, bias, *geometry)
     input, weight, geometry = as_conv2d(input, weight, *geometry)
