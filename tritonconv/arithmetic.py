@@ -160,6 +160,16 @@ class ConvProblem:
         return (self.n, self.k, self.p, self.q)
 
     @property
+    def spatial_arguments(self) -> tuple[tuple[int, ...], ...]:
+        """(stride, leading padding, trailing padding, dilation), one entry per spatial axis: (D,) H, W."""
+        arguments = (self.stride, self.padding, self.padding_end, self.dilation)
+        depth = self.depth
+        if depth is None:
+            return arguments
+        depth_arguments = (depth.stride, depth.padding, depth.padding_end, depth.dilation)
+        return tuple((first, *rest) for first, rest in zip(depth_arguments, arguments, strict=True))
+
+    @property
     def memory_format(self) -> torch.memory_format:
         """The torch memory format of `layout`: what outputs are allocated in."""
         return memory_format_of(len(self.output_shape), self.layout == CHANNELS_LAST)

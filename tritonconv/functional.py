@@ -10,13 +10,14 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import library_ops
+from . import differentiable, library_ops
 from .arithmetic import CONTIGUOUS, ConvProblem, hashable, problem_from_tensors
-from .autograd import conv_gradients, save_operands
+from .autograd import ConvGradients, conv_gradients, save_operands
+from .differentiable import Geometry, Gradients, transforms_active
 from .ops.epilogue import ACTIVATIONS, NO_EPILOGUE, Epilogue, saves_output, slope_constant
 from .prepared import PreparedConv, call_key, lookup, tensor_key
 from .prepared import _prepared as PREPARED
-from .torch_reference import TORCH_CONV1D, TORCH_CONV2D
+from .torch_reference import TORCH_CONV1D, TORCH_CONV2D, check_like_torch
 
 
 class Conv2dFunction(torch.autograd.Function):
@@ -32,16 +33,24 @@ class Conv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        return (*conv_gradients(ctx, grad_output, gradients_of(ctx.prepared)), None)
+        return (*conv_gradients(ctx, grad_output, gradients_of(ctx.prepared, grad_output)), None)
 
 
-def gradients_of(prepared: PreparedConv) -> PreparedConv | library_ops.OpGradients:
+def gradients_of(prepared: PreparedConv, grad_output: torch.Tensor) -> ConvGradients:
     """Where a backward's gradients come from: the prepared call's kernels or, when the backward is
-    itself recorded (`create_graph=True`, for double backward), the same kernels through the
-    gradient ops, whose autograd formulas make the gradients differentiable."""
-    if torch.is_grad_enabled():
+    itself recorded (`create_graph=True`, for double backward), carries tangents (forward-over-reverse
+    AD) or runs under vmap (`jacrev`), the same kernels through the Functions of `differentiable.py`,
+    whose derivatives and vmap rules make that work. Under torch's legacy vmap (gradcheck's batched
+    gradients), which knows no Function's vmap rule, they are the gradient ops, which its fallback
+    runs one sample at a time."""
+    if _is_legacy_batched(grad_output):
         return library_ops.OpGradients.of(prepared.problem, prepared.input_channels_last, prepared.weight_channels_last)
+    if torch.is_grad_enabled() or transforms_active():
+        return Gradients.of(prepared.problem, prepared.input_channels_last, prepared.weight_channels_last)
     return prepared
+
+
+_is_legacy_batched = torch._C._functorch.is_legacy_batchedtensor
 
 
 def _recorded_preactivation_grad(epilogue: Epilogue, grad_output: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
@@ -115,7 +124,7 @@ class FusedConv2dFunction(torch.autograd.Function):
             else:
                 grad_z = prepared.preactivation_grad(grad_output, saved)
         grad_residual = grad_z if ctx.needs_input_grad[3] else None
-        return (*conv_gradients(ctx, grad_z, gradients_of(prepared)), grad_residual, None)
+        return (*conv_gradients(ctx, grad_z, gradients_of(prepared, grad_z)), grad_residual, None)
 
 
 def conv2d(
@@ -159,6 +168,9 @@ def conv2d(
     if torch.compiler.is_compiling():  # torch.compile holds the custom op in its graph (library_ops.py)
         return library_ops.conv2d(input, weight, bias, stride, padding, dilation, groups)
     geometry = (stride, padding, dilation, groups)
+    if transforms_active():  # forward AD or torch.func: Functions with tangents and vmap rules
+        check_like_torch(TORCH_CONV2D, input, weight, bias, geometry)
+        return differentiable.convolution(input, weight, bias, Geometry.of(*geometry))
     try:
         key = call_key(input, weight, bias, geometry)
         prepared = PREPARED.get(key) or lookup(key, lambda: _prepare(input, weight, bias, geometry))
@@ -202,11 +214,12 @@ def _fused(
     residual: torch.Tensor | None,
     negative_slope: float,
 ) -> torch.Tensor:
-    """conv2d with an epilogue: in the kernel, or, while recording or under torch.compile, as the
-    convolution followed by torch's own add and activation (Inductor fuses those itself)."""
+    """conv2d with an epilogue: in the kernel, or, while recording, under torch.compile (Inductor
+    fuses the epilogue itself) and under forward AD or torch.func (whose tangents and vmap rules
+    torch's own add and activation have), as the convolution followed by torch's add and activation."""
     if activation is not None and activation not in ACTIVATIONS:
         raise ValueError(f"activation must be None or one of {', '.join(ACTIVATIONS)}; got {activation!r}")
-    if _shapes_only or torch.compiler.is_compiling():
+    if _shapes_only or torch.compiler.is_compiling() or transforms_active():
         return _with_torch_epilogue(conv2d(input, weight, bias, *geometry), activation, residual, negative_slope)
     autocast_dtype = autocast_dtype_for(input)
     if autocast_dtype is not None:
@@ -297,6 +310,9 @@ def conv1d(
     input_2d, weight_2d, geometry = as_conv2d(input, weight, stride, padding, dilation, groups)
     if torch.compiler.is_compiling():
         return library_ops.conv2d(input_2d, weight_2d, bias, *geometry).squeeze(-2)
+    if transforms_active():
+        check_like_torch(TORCH_CONV1D, input, weight, bias, (stride, padding, dilation, groups), batched_dim=3)
+        return differentiable.convolution(input_2d, weight_2d, bias, Geometry.of(*geometry, True)).squeeze(-2)
     prepared = lookup(
         call_key(input_2d, weight_2d, bias, geometry, CONV1D_KEY),
         lambda: _prepare(input_2d, weight_2d, bias, geometry, as_problem=_conv1d_problem),

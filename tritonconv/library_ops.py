@@ -17,7 +17,7 @@ the eager Functions take this path when the backward itself is recorded (`create
 """
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Optional
 
 import torch
@@ -26,46 +26,27 @@ from .arithmetic import (
     CHANNELS_LAST,
     CONTIGUOUS,
     ConvProblem,
-    make_problem,
+    memory_format_of,
     problem_from_tensors,
     resolve_padding,
     to_pair,
 )
 from .arithmetic import is_channels_last_like as channels_last
 from .autograd import conv_gradients, save_operands
-from .calls import conv2d_bias_grad, memory_format
+from .differentiable import Geometry, bias_grad_of, forward_of, input_grad_of, spread_bias_grad, weight_grad_of
 from .ops.epilogue import NO_EPILOGUE
-from .prepared import PreparedConv, call_key, flags_key, lookup, tensor_key
-from .registry import Pass
-
-
-def _problem(
-    input_shape: Sequence[int],
-    weight: torch.Tensor,
-    has_bias: bool,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    groups: int,
-    layout: str,
-) -> ConvProblem:
-    n, c, h, w = input_shape
-    k, _, r, s = weight.shape
-    problem = make_problem(
-        n=n, c=c, h=h, w=w, k=k, r=r, s=s, stride=tuple(stride), padding=tuple(padding[:2]),
-        dilation=tuple(dilation), groups=groups, dtype=weight.dtype, layout=layout, has_bias=has_bias,
-    )  # fmt: skip
-    if tuple(padding[2:]) != problem.padding_end:
-        problem = dataclasses.replace(problem, padding_end=(padding[2], padding[3]))
-    return problem
-
-
-def _layout(*tensors_channels_last: bool) -> str:
-    return CHANNELS_LAST if any(tensors_channels_last) else CONTIGUOUS
+from .prepared import PreparedConv, call_key, lookup
 
 
 def _empty(shape: Sequence[int], like: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=memory_format(channels_last))
+    return torch.empty(shape, dtype=like.dtype, device=like.device,
+                       memory_format=memory_format_of(len(shape), channels_last))  # fmt: skip
+
+
+def _geometry(stride: list[int], padding: list[int], dilation: list[int], groups: int) -> Geometry:
+    """The gradient ops' arguments (leading then trailing paddings, one per spatial axis)."""
+    axes = len(stride)
+    return Geometry.with_bounds(stride, padding[:axes], padding[axes:], dilation, groups)
 
 
 @torch.library.custom_op("tritonconv::conv2d", mutates_args=())
@@ -78,7 +59,10 @@ def conv2d_op(
     dilation: list[int],
     groups: int,
 ) -> torch.Tensor:
-    """Forward of a batched (N, C, H, W) input, through a call prepared per key (`prepared.py`)."""
+    """Forward of a batched (N, C, H, W) input, through a call prepared per key (`prepared.py`); a
+    (N, C, D, H, W) one's through `differentiable.forward_of` (the gradients' derivatives need it)."""
+    if weight.dim() == 5:
+        return forward_of(input, weight, bias, _geometry(stride, padding, dilation, groups))
     geometry = (tuple(stride), tuple(padding), tuple(dilation), groups)
 
     def prepare() -> tuple[PreparedConv, bool]:
@@ -102,22 +86,15 @@ def _forward_problem(input, weight, bias, stride, padding, dilation, groups) -> 
 
 @conv2d_op.register_fake
 def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
-    problem = _forward_problem(input, weight, bias, stride, padding, dilation, groups)
+    if weight.dim() == 5:
+        layout = CHANNELS_LAST if channels_last(input) or channels_last(weight) else CONTIGUOUS
+        geometry = _geometry(stride, padding, dilation, groups)
+        problem = geometry.problem(input.shape, weight.shape, input.dtype, layout, bias is not None)
+    else:
+        problem = _forward_problem(input, weight, bias, stride, padding, dilation, groups)
     return torch.empty(
         problem.output_shape, dtype=input.dtype, device=input.device, memory_format=problem.memory_format
     )
-
-
-def _gradient_call(
-    key: tuple, like: torch.Tensor, problem: Callable[[], ConvProblem], input_channels_last: bool,
-    weight_channels_last: bool,
-) -> PreparedConv:  # fmt: skip
-    """The gradient op's prepared call for `key` (its operands, shapes, layouts and flags)."""
-
-    def prepare() -> tuple[PreparedConv, bool]:
-        return PreparedConv.for_gradients(problem(), like, input_channels_last, weight_channels_last), True
-
-    return lookup((*key, flags_key()), prepare)
 
 
 @torch.library.custom_op("tritonconv::conv2d_input_grad", mutates_args=())
@@ -131,16 +108,9 @@ def conv2d_input_grad_op(
     dilation: list[int],
     groups: int,
 ) -> torch.Tensor:
-    """dX: the input itself is not needed, only its shape and layout."""
-    geometry = (stride, padding, dilation, groups)
-
-    def problem() -> ConvProblem:
-        return _problem(input_shape, weight, False, *geometry, _layout(input_channels_last))
-
-    key = (Pass.DGRAD, tensor_key(grad_output), tensor_key(weight), tuple(input_shape), input_channels_last,
-           _hashable(geometry))  # fmt: skip
-    prepared = _gradient_call(key, grad_output, problem, input_channels_last, channels_last(weight))
-    return prepared.input_grad(grad_output, weight)
+    """dX: the input itself is not needed, only its shape and layout. 2-D or 3-D, by the weight's rank."""
+    geometry = _geometry(stride, padding, dilation, groups)
+    return input_grad_of(grad_output, weight, geometry, input_shape, input_channels_last)
 
 
 @conv2d_input_grad_op.register_fake
@@ -159,18 +129,9 @@ def conv2d_weight_grad_op(
     dilation: list[int],
     groups: int,
 ) -> torch.Tensor:
-    """dW: the weight itself is not needed, only its shape and layout."""
-    geometry = (stride, padding, dilation, groups)
-
-    def problem() -> ConvProblem:
-        weight_like = torch.empty(weight_shape, dtype=input.dtype, device="meta")
-        layout = _layout(channels_last(input), weight_channels_last)
-        return _problem(input.shape, weight_like, False, *geometry, layout)
-
-    key = (Pass.WGRAD, tensor_key(grad_output), tensor_key(input), tuple(weight_shape), weight_channels_last,
-           _hashable(geometry))  # fmt: skip
-    prepared = _gradient_call(key, input, problem, channels_last(input), weight_channels_last)
-    return prepared.weight_grad(input, grad_output)
+    """dW: the weight itself is not needed, only its shape and layout. 2-D or 3-D, by the input's rank."""
+    geometry = _geometry(stride, padding, dilation, groups)
+    return weight_grad_of(input, grad_output, geometry, weight_shape, weight_channels_last)
 
 
 @conv2d_weight_grad_op.register_fake
@@ -180,17 +141,13 @@ def _weight_grad_fake(grad_output, input, weight_shape, weight_channels_last, st
 
 @torch.library.custom_op("tritonconv::conv2d_bias_grad", mutates_args=())
 def conv2d_bias_grad_op(grad_output: torch.Tensor) -> torch.Tensor:
-    return conv2d_bias_grad(grad_output)
+    """db of a 4-D or 5-D dY."""
+    return bias_grad_of(grad_output)
 
 
 @conv2d_bias_grad_op.register_fake
 def _bias_grad_fake(grad_output):
     return grad_output.new_empty((grad_output.shape[1],))
-
-
-def _hashable(geometry: tuple) -> tuple:
-    stride, padding, dilation, groups = geometry
-    return tuple(stride), tuple(padding), tuple(dilation), groups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,11 +163,11 @@ class OpGradients:
 
     @classmethod
     def of(cls, problem: ConvProblem, input_channels_last: bool, weight_channels_last: bool) -> "OpGradients":
-        """The gradients of `problem`'s convolution (an eager call's, for its double backward)."""
-        geometry = (list(problem.stride), [*problem.padding, *problem.padding_end], list(problem.dilation),
-                    problem.groups)  # fmt: skip
+        """The gradients of `problem`'s (2-D or 3-D) convolution: an eager backward's under torch's
+        legacy vmap (gradcheck's batched-grad check), whose fallback runs ops one sample at a time."""
+        stride, begin, end, dilation = map(list, problem.spatial_arguments)
         return cls(list(problem.input_shape), input_channels_last, list(problem.weight_shape), weight_channels_last,
-                   geometry)  # fmt: skip
+                   (stride, [*begin, *end], dilation, problem.groups))  # fmt: skip
 
     def input_grad(self, grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return conv2d_input_grad_op(grad_output, weight, self.input_shape, self.input_channels_last, *self.geometry)
@@ -292,12 +249,13 @@ conv2d_weight_grad_op.register_autograd(_weight_grad_backward, setup_context=_se
 
 def _setup_bias_grad(ctx, inputs, output) -> None:
     (grad_output,) = inputs
-    ctx.shape, ctx.memory_format = grad_output.shape, memory_format(channels_last(grad_output))
+    ctx.shape = grad_output.shape
+    ctx.memory_format = memory_format_of(grad_output.dim(), channels_last(grad_output))
 
 
 def _bias_grad_backward(ctx, grad):
     """db = dY summed over batch and pixels: its derivative spreads `grad` back over them."""
-    return grad.view(1, -1, 1, 1).expand(ctx.shape).contiguous(memory_format=ctx.memory_format)
+    return spread_bias_grad(grad, ctx.shape, ctx.memory_format)
 
 
 conv2d_bias_grad_op.register_autograd(_bias_grad_backward, setup_context=_setup_bias_grad)

@@ -223,7 +223,7 @@ class PreparedConv:
             return self._planned_gradient(Pass.DGRAD, shape, channels_last, grad_output, weight)
 
         if math.prod(self.problem.input_shape) == 0:
-            return torch.empty(self.problem.input_shape, dtype=grad_output.dtype, device=grad_output.device)
+            return _empty(self.problem.input_shape, grad_output, self.input_channels_last)
         run, allocation = self._gradient(Pass.DGRAD, grad_output, prepare)
         grad_input = self._new(allocation)
         self._launch(run, grad_output, weight, grad_input)
@@ -237,9 +237,8 @@ class PreparedConv:
             return self._planned_gradient(Pass.WGRAD, shape, channels_last, input, grad_output)
 
         problem = self.problem
-        if problem.gemm_m == 0:
-            return torch.zeros(problem.weight_shape, dtype=input.dtype, device=input.device,
-                               memory_format=self._weight_format())  # fmt: skip
+        if problem.gemm_m == 0:  # no output pixel (an empty batch): nothing to sum, dW = 0
+            return _empty(problem.weight_shape, input, self.weight_channels_last).zero_()
         run, allocation = self._gradient(Pass.WGRAD, grad_output, prepare)
         grad_weight = self._new(allocation)
         self._launch(run, input, grad_output, grad_weight)
@@ -302,6 +301,12 @@ class PreparedConv:
     @property
     def keeps_output_for_backward(self) -> bool:
         return saves_output(self.epilogue.activation, self.epilogue.negative_slope)
+
+
+def _empty(shape: tuple[int, ...], like: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """An uninitialised tensor of `like`'s dtype and device, in the memory format asked for."""
+    format = memory_format_of(len(shape), channels_last)
+    return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=format)
 
 
 def _allocation(tensor: torch.Tensor) -> tuple:

@@ -10,7 +10,8 @@ grad_output swapped), all through one prepared call (`prepared.PreparedConv.for_
 
 Arguments are validated on first use of a key by torch's own function on data-free stand-ins
 (`check_like_torch`), so every error is torch's. The bias is added after the kernel by torch.
-Under torch.compile torch's own transposed convolution runs.
+Under torch.compile torch's own transposed convolution runs; under forward AD and torch.func the
+underlying input gradient runs as the differentiable `InputGrad` (`differentiable.py`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from .arithmetic import (
     CHANNELS_LAST,
@@ -32,6 +32,7 @@ from .arithmetic import (
     make_problem_3d,
     per_axis,
 )
+from .differentiable import Geometry, InputGrad, transforms_active
 from .dispatch import describe
 from .functional import autocast, autocast_dtype_for, gradients_of, recording_shapes
 from .prepared import PreparedConv, call_key, lookup
@@ -56,9 +57,7 @@ class TransposedCall:
     missing: tuple[int, ...]
 
     def padded(self, x: torch.Tensor) -> torch.Tensor:
-        if not any(self.missing):
-            return x
-        return F.pad(x, [amount for missing in reversed(self.missing) for amount in (0, missing)])
+        return _padded(x, self.missing)
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """The transposed convolution: the underlying convolution's input gradient, plus the bias."""
@@ -90,28 +89,18 @@ class ConvTranspose2dFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        """Through the gradient ops when the backward is recorded (`functional.gradients_of`), so
-        the gradients are differentiable too; a 3-D one's only once (the gradient ops are 2-D),
-        which torch's `once_differentiable` says if it is differentiated again."""
-        if ctx.call.prepared.problem.is_3d:
-            return _first_order_gradients(ctx, grad_output)
-        return _gradients(ctx, grad_output)
-
-
-def _gradients(ctx, grad_output) -> tuple:
-    input, weight = ctx.saved_tensors
-    call = ctx.call
-    source = gradients_of(call.prepared)
-    needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
-    return (
-        call.input_grad(grad_output, weight, ctx.input_shape, source) if needs_input else None,
-        source.weight_grad(grad_output, call.padded(input)) if needs_weight else None,
-        source.bias_grad(grad_output) if needs_bias else None,
-        None,
-    )
-
-
-_first_order_gradients = once_differentiable(_gradients)
+        """Through the differentiable Functions when the backward is recorded, carries tangents or is
+        vmapped (`functional.gradients_of`), so the gradients are differentiable and batchable too."""
+        input, weight = ctx.saved_tensors
+        call = ctx.call
+        source = gradients_of(call.prepared, grad_output)
+        needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        return (
+            call.input_grad(grad_output, weight, ctx.input_shape, source) if needs_input else None,
+            source.weight_grad(grad_output, call.padded(input)) if needs_weight else None,
+            source.bias_grad(grad_output) if needs_bias else None,
+            None,
+        )
 
 
 def conv_transpose2d(
@@ -143,7 +132,7 @@ def conv_transpose3d(
 ) -> torch.Tensor:
     """3-D transposed convolution with exactly `torch.nn.functional.conv_transpose3d`'s semantics,
     computed by the 3-D kernels (its forward is the 3-D input gradient) and differentiable in
-    input, weight and bias (not twice)."""
+    input, weight and bias, as `conv_transpose2d` is."""
     return _transposed(TORCH_CONV_TRANSPOSE3D, 3, input, weight, bias, stride, padding, output_padding, groups,
                        dilation)  # fmt: skip
 
@@ -156,6 +145,8 @@ def _transposed(torch_function, axes: int, input, weight, bias, stride, padding,
     if autocast_dtype is not None:
         input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
     geometry = tuple(hashable(a) for a in (stride, padding, output_padding, groups, dilation))
+    if transforms_active():
+        return _transformed(torch_function, axes, input, weight, bias, geometry)
     call = lookup(call_key(input, weight, bias, geometry, TRANSPOSE_KEY),
                   lambda: _prepare(torch_function, axes, input, weight, bias, geometry))  # fmt: skip
     batched = input.dim() == axes + 2
@@ -165,21 +156,53 @@ def _transposed(torch_function, axes: int, input, weight, bias, stride, padding,
     return output if batched else output.squeeze(0)
 
 
+def _transformed(torch_function, axes: int, input, weight, bias, geometry: tuple) -> torch.Tensor:
+    """Under forward AD or torch.func: the underlying convolution's input gradient as the
+    differentiable `InputGrad` (tangents, vmap rules, gradients of any order), x padded by torch
+    where the convolution's output is larger than x, the bias added by torch."""
+    _check(torch_function, axes, input, weight, bias, geometry)
+    problem = transposed_problem(input, weight, bias, geometry)
+    batched = input.dim() == axes + 2
+    x = input if batched else input.unsqueeze(0)
+    x = _padded(x, _missing(problem, x))
+    output = InputGrad.apply(x, weight, Geometry.of_problem(problem), problem.input_shape,
+                             problem.layout == CHANNELS_LAST)  # fmt: skip
+    if bias is not None:
+        output = output + bias.view(1, -1, *[1] * axes)
+    return output if batched else output.squeeze(0)
+
+
+def _padded(x: torch.Tensor, missing: tuple[int, ...]) -> torch.Tensor:
+    """x with `missing` zeros at the end of each spatial axis (by torch: differentiable, batchable)."""
+    if not any(missing):
+        return x
+    return F.pad(x, [amount for axis in reversed(missing) for amount in (0, axis)])
+
+
+def _missing(problem: ConvProblem, x: torch.Tensor) -> tuple[int, ...]:
+    """Per spatial axis, how much larger the underlying convolution's output is than x (batched)."""
+    return tuple(size - have for size, have in zip(problem.output_shape[2:], x.shape[2:], strict=True))
+
+
+def _check(torch_function, axes: int, input, weight, bias, geometry: tuple) -> None:
+    """Raise what torch raises for these arguments: its checks before its kernels and in them."""
+    stride, _, output_padding, _, dilation = geometry
+    check_like_torch(torch_function, input, weight, bias, geometry, batched_dim=axes + 2)
+    _check_kernel_arguments(input, weight, bias, stride, output_padding, dilation, axes)
+
+
 def _prepare(
     torch_function, axes: int, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: tuple
 ) -> tuple:  # fmt: skip
     """Validate the call as torch does (`check_like_torch`, then the checks torch makes inside its
     kernels) and prepare the underlying convolution, whose input is the transposed output; the meta
     kernel gives the output's shape."""
-    stride, _, output_padding, _, dilation = geometry
-    check_like_torch(torch_function, input, weight, bias, geometry, batched_dim=axes + 2)
-    _check_kernel_arguments(input, weight, bias, stride, output_padding, dilation, axes)
+    _check(torch_function, axes, input, weight, bias, geometry)
     problem = transposed_problem(input, weight, bias, geometry)
     like = input if input.dim() == axes + 2 else input.unsqueeze(0)
     channels_last = problem.layout == CHANNELS_LAST
     prepared = PreparedConv.for_gradients(problem, like, channels_last, is_channels_last_like(weight))
-    missing = tuple(size - have for size, have in zip(problem.output_shape[2:], like.shape[2:], strict=True))
-    return TransposedCall(prepared, missing), True
+    return TransposedCall(prepared, _missing(problem, like)), True
 
 
 def transposed_problem(
@@ -191,7 +214,7 @@ def transposed_problem(
     stride, padding, output_padding, groups, dilation = geometry
     volume = weight.dim() == 5
     torch_function = TORCH_CONV_TRANSPOSE3D if volume else TORCH_CONV_TRANSPOSE2D
-    meta = [None if t is None else t.to("meta") for t in (input, weight, bias)]
+    meta = [None if t is None else torch.empty(t.shape, dtype=t.dtype, device="meta") for t in (input, weight, bias)]
     output = torch_function(*meta, stride, padding, output_padding, groups, dilation)
     n, c_out, *sizes = output.shape if output.dim() == weight.dim() else (1, *output.shape)
     c_in, _, *kernel = weight.shape
@@ -225,9 +248,7 @@ def explain_transposed(
     passes that serves the transposed one's (the forward is its dgrad)."""
     geometry = tuple(hashable(a) for a in (stride, padding, output_padding, groups, dilation))
     axes = weight.dim() - 2 if weight.dim() == 5 else 2
-    check_like_torch(TORCH_CONV_TRANSPOSE3D if axes == 3 else TORCH_CONV_TRANSPOSE2D, input, weight, bias, geometry,
-                     batched_dim=axes + 2)  # fmt: skip
-    _check_kernel_arguments(input, weight, bias, geometry[0], geometry[2], geometry[4], axes)
+    _check(TORCH_CONV_TRANSPOSE3D if axes == 3 else TORCH_CONV_TRANSPOSE2D, axes, input, weight, bias, geometry)
     return describe(transposed_problem(input, weight, bias, geometry), TRANSPOSED_PASSES)
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch.autograd.function import once_differentiable
 
+from . import differentiable
 from .arithmetic import hashable
 from .autograd import conv_gradients, save_operands
-from .functional import autocast, autocast_dtype_for, conv2d, recording_shapes
+from .differentiable import Geometry, transforms_active
+from .functional import autocast, autocast_dtype_for, conv2d, gradients_of, recording_shapes
 from .ops.epilogue import NO_EPILOGUE
 from .planar import planar_call, volume_problem
 from .prepared import PreparedConv, call_key, lookup
@@ -39,9 +40,8 @@ class Conv3dFunction(torch.autograd.Function):
         return output
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_output):
-        return (*conv_gradients(ctx, grad_output, ctx.prepared), None)
+        return (*conv_gradients(ctx, grad_output, gradients_of(ctx.prepared, grad_output)), None)
 
 
 def conv3d(
@@ -56,15 +56,18 @@ def conv3d(
     """3-D convolution computed by Triton kernels, with exactly `torch.nn.functional.conv3d`'s
     semantics: batched (N, C, D, H, W) or unbatched (C, D, H, W) input, NCDHW, channels_last_3d or
     any strided view (read in place), `padding='same'|'valid'`, fp16, bf16, fp32 (TF32 as torch
-    decides) and fp64. Differentiable in input, weight and bias, every gradient in Triton; twice
-    only where the call runs as a 2-D convolution (`planar.py`), else a second derivative raises
-    torch's once-differentiable error. Under `torch.autocast` it computes in the autocast dtype."""
+    decides) and fp64. Differentiable in input, weight and bias, every gradient in Triton, to any
+    order (double backward), in forward mode and under torch.func's transforms. Under
+    `torch.autocast` it computes in the autocast dtype."""
     if torch.compiler.is_compiling() or recording_shapes() or (input.dim() in (4, 5) and input.shape[-4] == 0):
         return TORCH_CONV3D(input, weight, bias, stride, padding, dilation, groups)
     autocast_dtype = autocast_dtype_for(input)
     if autocast_dtype is not None:
         input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
     geometry = tuple(hashable(a) for a in (stride, padding, dilation, groups))
+    if transforms_active():  # forward AD or torch.func: Functions with tangents and vmap rules, no views
+        check_like_torch(TORCH_CONV3D, input, weight, bias, geometry, batched_dim=5)
+        return differentiable.convolution(input, weight, bias, Geometry.of(*geometry))
     prepared = lookup(
         call_key(input, weight, bias, geometry, VOLUME_KEY), lambda: _prepare(input, weight, bias, geometry)
     )

@@ -1,0 +1,424 @@
+"""The convolution and its gradients as autograd Functions that compose with every way torch
+differentiates or batches: backward to any order, forward-mode AD (`torch.autograd.forward_ad`,
+`torch.func.jvp`, `jacfwd`, gradcheck's `check_forward_ad`) and `torch.func.vmap` (per-sample
+gradients, `jacrev`, batched-grad gradcheck).
+
+Four primitives, each a Triton pass: the forward, the input gradient (dX = dgrad(dY, W)), the
+weight gradient (dW = wgrad(x, dY)) and the bias gradient. The first three are bilinear, so every
+derivative of each is made of the others with the operands' roles swapped:
+
+- forward y = conv(x, W) + b:   tangent conv(dx, W) + conv(x, dW) + db; backward dgrad, wgrad, sum;
+- dX = dgrad(dY, W):           tangent dgrad(d(dY), W) + dgrad(dY, dW); backward conv(g, W), wgrad(g, dY);
+- dW = wgrad(x, dY):           tangent wgrad(dx, dY) + wgrad(x, d(dY)); backward dgrad(dY, g), conv(x, g);
+
+and a dual tensor never reaches a kernel without its tangent: the tangent goes through the same
+kernels. Each primitive has a vmap rule: a vmapped input or gradient folds into the batch axis
+(one launch over B*N images), a vmapped weight turns the call into a grouped convolution over the
+vmapped batch (B*groups groups), as torch's own batching rule for convolution does.
+
+The Functions see 4-D or 5-D tensors (1-D convolutions as 2-D ones with H = 1) and plan each call
+by its key, as the direct path does (`prepared.py`). They are slower to enter than the eager
+`Conv2dFunction`'s prepared call, so the front ends take them only while a transform is active
+(`transforms_active`), and the eager backward takes them (`Gradients`) when its own gradients must
+be differentiable or batched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import torch
+import torch.autograd.forward_ad as forward_ad
+
+from .arithmetic import (
+    CHANNELS_LAST,
+    CONTIGUOUS,
+    ConvProblem,
+    hashable,
+    is_channels_last_like,
+    make_problem,
+    make_problem_3d,
+    memory_format_of,
+)
+from .calls import conv2d_bias_grad
+from .ops.epilogue import NO_EPILOGUE
+from .ops.wgrad import bias_grad_operand
+from .prepared import PreparedConv, call_key, flags_key, lookup, tensor_key
+from .registry import Pass
+
+_functorch_active = torch._C._are_functorch_transforms_active
+_forward_grad_enabled = getattr(torch._C, "_is_fwd_grad_enabled", lambda: True)
+
+
+def transforms_active() -> bool:
+    """True inside a `torch.func` transform or a forward-AD dual level: then the front ends run the
+    Functions here, whose tangents, vmap rules and gradients the transform needs."""
+    return _functorch_active() or (forward_ad._current_level >= 0 and _forward_grad_enabled())
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """A convolution's arguments other than its tensors, as `F.conv2d`/`conv3d` take them (padding
+    may be 'same' or 'valid'), hashable for the keys of prepared calls. `contiguous_output` asks for
+    a contiguous output whatever the operands' layout (torch's conv1d gives one)."""
+
+    stride: int | tuple[int, ...]
+    padding: str | int | tuple[int, ...]
+    dilation: int | tuple[int, ...]
+    groups: int
+    contiguous_output: bool = False
+
+    @classmethod
+    def of(cls, stride, padding, dilation, groups: int, contiguous_output: bool = False) -> Geometry:
+        """From torch's arguments (lists as tuples)."""
+        return cls(hashable(stride), hashable(padding), hashable(dilation), groups, contiguous_output)
+
+    @classmethod
+    def of_problem(cls, problem: ConvProblem) -> Geometry:
+        """A resolved problem's geometry: its padding is symmetric, or torch's 'same' (the one way
+        torch pads one element more at the end)."""
+        return cls.with_bounds(*problem.spatial_arguments, problem.groups)
+
+    @classmethod
+    def with_bounds(
+        cls, stride: Sequence[int], begin: Sequence[int], end: Sequence[int], dilation: Sequence[int], groups: int
+    ) -> Geometry:
+        """From explicit leading and trailing padding (what the custom ops carry)."""
+        padding = tuple(begin) if tuple(begin) == tuple(end) else "same"
+        return cls(tuple(stride), padding, tuple(dilation), groups)
+
+    def grouped(self, batch: int) -> Geometry:
+        """The same convolution run for `batch` weights at once, as one with `batch` times the groups."""
+        return dataclasses.replace(self, groups=self.groups * batch)
+
+    def problem(
+        self, input_shape: Sequence[int], weight_shape: Sequence[int], dtype: torch.dtype, layout: str,
+        has_bias: bool = False,
+    ) -> ConvProblem:  # fmt: skip
+        """The (validated) problem of a batched input and a weight of these shapes."""
+        arguments = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
+                         dtype=dtype, layout=layout, has_bias=has_bias)  # fmt: skip
+        if len(weight_shape) == 5:
+            n, c, d, h, w = input_shape
+            k, _, t, r, s = weight_shape
+            return make_problem_3d(n=n, c=c, d=d, h=h, w=w, k=k, t=t, r=r, s=s, **arguments)
+        n, c, h, w = input_shape
+        k, _, r, s = weight_shape
+        return make_problem(n=n, c=c, h=h, w=w, k=k, r=r, s=s, **arguments)
+
+
+def _layout(*channels_last: bool) -> str:
+    return CHANNELS_LAST if any(channels_last) else CONTIGUOUS
+
+
+FORWARD_KEY = ("differentiable",)
+
+
+def forward_of(
+    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: Geometry
+) -> torch.Tensor:
+    """conv(input, weight) + bias by the planned kernels, no autograd: the output in torch's memory
+    format (channels_last when an operand is), contiguous when `geometry` asks."""
+
+    def prepare() -> tuple[PreparedConv, bool]:
+        layout = CONTIGUOUS if geometry.contiguous_output else _layout(*map(is_channels_last_like, (input, weight)))
+        problem = geometry.problem(input.shape, weight.shape, input.dtype, layout, bias is not None)
+        prepared = PreparedConv(problem, input, weight, NO_EPILOGUE)
+        return prepared, prepared.final
+
+    return lookup(call_key(input, weight, bias, geometry, FORWARD_KEY), prepare).forward(input, weight, bias)
+
+
+def _gradient_call(
+    key: tuple, like: torch.Tensor, geometry: Geometry, input_shape: Sequence[int], weight_shape: Sequence[int],
+    input_channels_last: bool, weight_channels_last: bool, layout: str,
+) -> PreparedConv:  # fmt: skip
+    """The prepared call that serves a gradient pass for `key` (its operands, shapes and layouts)."""
+
+    def prepare() -> tuple[PreparedConv, bool]:
+        problem = geometry.problem(input_shape, weight_shape, like.dtype, layout)
+        return PreparedConv.for_gradients(problem, like, input_channels_last, weight_channels_last), True
+
+    return lookup((*key, geometry, flags_key()), prepare)
+
+
+def input_grad_of(
+    grad_output: torch.Tensor, weight: torch.Tensor, geometry: Geometry, input_shape: Sequence[int],
+    input_channels_last: bool,
+) -> torch.Tensor:  # fmt: skip
+    """dX of a convolution whose input has `input_shape`, laid out as asked, no autograd."""
+    key = (Pass.DGRAD, tensor_key(grad_output), tensor_key(weight), tuple(input_shape), input_channels_last)
+    call = _gradient_call(key, grad_output, geometry, input_shape, weight.shape, input_channels_last,
+                          is_channels_last_like(weight), _layout(input_channels_last))  # fmt: skip
+    return call.input_grad(grad_output, weight)
+
+
+def weight_grad_of(
+    input: torch.Tensor, grad_output: torch.Tensor, geometry: Geometry, weight_shape: Sequence[int],
+    weight_channels_last: bool,
+) -> torch.Tensor:  # fmt: skip
+    """dW of a convolution whose weight has `weight_shape`, laid out as asked, no autograd."""
+    input_channels_last = is_channels_last_like(input)
+    key = (Pass.WGRAD, tensor_key(grad_output), tensor_key(input), tuple(weight_shape), weight_channels_last)
+    call = _gradient_call(key, input, geometry, input.shape, weight_shape, input_channels_last, weight_channels_last,
+                          _layout(input_channels_last, weight_channels_last))  # fmt: skip
+    return call.weight_grad(input, grad_output)
+
+
+def bias_grad_of(grad_output: torch.Tensor) -> torch.Tensor:
+    """db: dY summed over the batch and every spatial axis, one Triton reduction, no autograd."""
+    return conv2d_bias_grad(bias_grad_operand(grad_output))
+
+
+def spread_bias_grad(grad: torch.Tensor, shape: torch.Size, memory_format: torch.memory_format) -> torch.Tensor:
+    """The derivative of db = sum(dY): `grad` spread back over the batch and the pixels of dY."""
+    spatial = [1] * (len(shape) - 2)
+    return grad.view(1, -1, *spatial).expand(shape).contiguous(memory_format=memory_format)
+
+
+def _sum(*terms: torch.Tensor | None) -> torch.Tensor | None:
+    present = [term for term in terms if term is not None]
+    total = present[0] if present else None
+    for term in present[1:]:
+        total = total + term
+    return total
+
+
+def _stacked(tensor: torch.Tensor, batch_dim: int | None, batch_size: int) -> torch.Tensor:
+    """`tensor` with the vmapped axis first, broadcast to it when it has none."""
+    if batch_dim is None:
+        return tensor.expand(batch_size, *tensor.shape)
+    return tensor.movedim(batch_dim, 0)
+
+
+def _grouped_channels(tensor: torch.Tensor, batch_dim: int | None, batch_size: int) -> torch.Tensor:
+    """(B, N, C, ...) as (N, B*C, ...): the vmapped batch as groups of channels."""
+    return _stacked(tensor, batch_dim, batch_size).movedim(0, 1).flatten(1, 2)
+
+
+class ConvForward(torch.autograd.Function):
+    """y = conv(x, W) + b."""
+
+    @staticmethod
+    def forward(input, weight, bias, geometry: Geometry):
+        return forward_of(input, weight, bias, geometry)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, weight, _, geometry = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.save_for_forward(input, weight)
+        ctx.gradients = Gradients(geometry, tuple(input.shape), is_channels_last_like(input), tuple(weight.shape),
+                                  is_channels_last_like(weight))  # fmt: skip
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        gradients = ctx.gradients
+        needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        return (
+            gradients.input_grad(grad_output, weight) if needs_input else None,
+            gradients.weight_grad(input, grad_output) if needs_weight else None,
+            gradients.bias_grad(grad_output) if needs_bias else None,
+            None,
+        )
+
+    @staticmethod
+    def jvp(ctx, input_tangent, weight_tangent, bias_tangent, _):
+        input, weight = ctx.saved_tensors
+        gradients = ctx.gradients
+        spatial = [1] * (input.dim() - 2)
+        tangent = _sum(
+            None if input_tangent is None else gradients.forward(input_tangent, weight),
+            None if weight_tangent is None else gradients.forward(input, weight_tangent),
+            None if bias_tangent is None else bias_tangent.view(1, -1, *spatial),
+        )
+        return tangent if tangent is not None else gradients.forward(torch.zeros_like(input), weight)
+
+    @staticmethod
+    def vmap(info, in_dims, input, weight, bias, geometry: Geometry):
+        input_dim, weight_dim, bias_dim, _ = in_dims
+        batch = info.batch_size
+        if weight_dim is None and bias_dim is None:  # the vmapped inputs are more images of one batch
+            output = ConvForward.apply(input.movedim(input_dim, 0).flatten(0, 1), weight, bias, geometry)
+            return output.unflatten(0, (batch, -1)), 0
+        weights = _stacked(weight, weight_dim, batch).flatten(0, 1)
+        biases = None if bias is None else _stacked(bias, bias_dim, batch).flatten(0, 1)
+        output = ConvForward.apply(_grouped_channels(input, input_dim, batch), weights, biases, geometry.grouped(batch))
+        return output.unflatten(1, (batch, -1)), 1
+
+
+class InputGrad(torch.autograd.Function):
+    """dX = dgrad(dY, W), for an input of `input_shape` laid out channels_last when asked."""
+
+    @staticmethod
+    def forward(grad_output, weight, geometry: Geometry, input_shape: tuple, input_channels_last: bool):
+        return input_grad_of(grad_output, weight, geometry, input_shape, input_channels_last)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        grad_output, weight, geometry, input_shape, input_channels_last = inputs
+        ctx.save_for_backward(grad_output, weight)
+        ctx.save_for_forward(grad_output, weight)
+        ctx.gradients = Gradients(geometry, tuple(input_shape), input_channels_last, tuple(weight.shape),
+                                  is_channels_last_like(weight))  # fmt: skip
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_output, weight = ctx.saved_tensors
+        gradients = ctx.gradients
+        needs_grad_output, needs_weight = ctx.needs_input_grad[:2]
+        return (
+            gradients.forward(grad, weight) if needs_grad_output else None,
+            gradients.weight_grad(grad, grad_output) if needs_weight else None,
+            None,
+            None,
+            None,
+        )
+
+    @staticmethod
+    def jvp(ctx, grad_output_tangent, weight_tangent, *_):
+        grad_output, weight = ctx.saved_tensors
+        gradients = ctx.gradients
+        tangent = _sum(
+            None if grad_output_tangent is None else gradients.input_grad(grad_output_tangent, weight),
+            None if weight_tangent is None else gradients.input_grad(grad_output, weight_tangent),
+        )
+        return tangent if tangent is not None else gradients.input_grad(torch.zeros_like(grad_output), weight)
+
+    @staticmethod
+    def vmap(info, in_dims, grad_output, weight, geometry: Geometry, input_shape: tuple, input_channels_last: bool):
+        grad_output_dim, weight_dim = in_dims[:2]
+        batch = info.batch_size
+        n, c, *spatial = input_shape
+        if weight_dim is None:  # more images of one batch
+            grad_outputs = grad_output.movedim(grad_output_dim, 0).flatten(0, 1)
+            grad_input = InputGrad.apply(grad_outputs, weight, geometry, (batch * n, c, *spatial), input_channels_last)
+            return grad_input.unflatten(0, (batch, -1)), 0
+        grad_outputs = _grouped_channels(grad_output, grad_output_dim, batch)
+        weights = _stacked(weight, weight_dim, batch).flatten(0, 1)
+        grad_input = InputGrad.apply(grad_outputs, weights, geometry.grouped(batch), (n, batch * c, *spatial),
+                                     input_channels_last)  # fmt: skip
+        return grad_input.unflatten(1, (batch, -1)), 1
+
+
+class WeightGrad(torch.autograd.Function):
+    """dW = wgrad(x, dY), for a weight of `weight_shape` laid out channels_last when asked."""
+
+    @staticmethod
+    def forward(input, grad_output, geometry: Geometry, weight_shape: tuple, weight_channels_last: bool):
+        return weight_grad_of(input, grad_output, geometry, weight_shape, weight_channels_last)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, grad_output, geometry, weight_shape, weight_channels_last = inputs
+        ctx.save_for_backward(input, grad_output)
+        ctx.save_for_forward(input, grad_output)
+        ctx.gradients = Gradients(geometry, tuple(input.shape), is_channels_last_like(input), tuple(weight_shape),
+                                  weight_channels_last)  # fmt: skip
+
+    @staticmethod
+    def backward(ctx, grad):
+        input, grad_output = ctx.saved_tensors
+        gradients = ctx.gradients
+        needs_input, needs_grad_output = ctx.needs_input_grad[:2]
+        return (
+            gradients.input_grad(grad_output, grad) if needs_input else None,
+            gradients.forward(input, grad) if needs_grad_output else None,
+            None,
+            None,
+            None,
+        )
+
+    @staticmethod
+    def jvp(ctx, input_tangent, grad_output_tangent, *_):
+        input, grad_output = ctx.saved_tensors
+        gradients = ctx.gradients
+        tangent = _sum(
+            None if input_tangent is None else gradients.weight_grad(input_tangent, grad_output),
+            None if grad_output_tangent is None else gradients.weight_grad(input, grad_output_tangent),
+        )
+        return tangent if tangent is not None else gradients.weight_grad(input, torch.zeros_like(grad_output))
+
+    @staticmethod
+    def vmap(info, in_dims, input, grad_output, geometry: Geometry, weight_shape: tuple, weight_channels_last: bool):
+        batch = info.batch_size
+        input_dim, grad_output_dim = in_dims[:2]
+        inputs = _grouped_channels(input, input_dim, batch)
+        grad_outputs = _grouped_channels(grad_output, grad_output_dim, batch)
+        shape = (batch * weight_shape[0], *weight_shape[1:])
+        grad_weight = WeightGrad.apply(inputs, grad_outputs, geometry.grouped(batch), shape, weight_channels_last)
+        return grad_weight.unflatten(0, (batch, -1)), 0
+
+
+class BiasGrad(torch.autograd.Function):
+    """db = dY summed over the batch and the spatial axes."""
+
+    @staticmethod
+    def forward(grad_output):
+        return bias_grad_of(grad_output)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        (grad_output,) = inputs
+        ctx.shape = grad_output.shape
+        ctx.memory_format = memory_format_of(grad_output.dim(), is_channels_last_like(grad_output))
+
+    @staticmethod
+    def backward(ctx, grad):
+        return spread_bias_grad(grad, ctx.shape, ctx.memory_format)
+
+    @staticmethod
+    def jvp(ctx, grad_output_tangent):
+        return BiasGrad.apply(grad_output_tangent)
+
+    @staticmethod
+    def vmap(info, in_dims, grad_output):
+        (grad_output_dim,) = in_dims
+        grad_bias = BiasGrad.apply(_grouped_channels(grad_output, grad_output_dim, info.batch_size))
+        return grad_bias.unflatten(0, (info.batch_size, -1)), 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Gradients:
+    """A convolution's gradients (and its forward, which its gradients' derivatives need) through
+    the Functions above (`autograd.ConvGradients`): what an eager backward uses when its gradients
+    must themselves be differentiable (`create_graph=True`), carry tangents or be vmapped."""
+
+    geometry: Geometry
+    input_shape: tuple[int, ...]
+    input_channels_last: bool
+    weight_shape: tuple[int, ...]
+    weight_channels_last: bool
+
+    @classmethod
+    def of(cls, problem: ConvProblem, input_channels_last: bool, weight_channels_last: bool) -> Gradients:
+        """The gradients of `problem`'s convolution (an eager call's)."""
+        return cls(Geometry.of_problem(problem), problem.input_shape, input_channels_last, problem.weight_shape,
+                   weight_channels_last)  # fmt: skip
+
+    def input_grad(self, grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return InputGrad.apply(grad_output, weight, self.geometry, self.input_shape, self.input_channels_last)
+
+    def weight_grad(self, input: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+        return WeightGrad.apply(input, grad_output, self.geometry, self.weight_shape, self.weight_channels_last)
+
+    def bias_grad(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return BiasGrad.apply(grad_output)
+
+    def weight_and_bias_grad(self, input: torch.Tensor, grad_output: torch.Tensor) -> tuple:
+        return self.weight_grad(input, grad_output), self.bias_grad(grad_output)
+
+    def forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return ConvForward.apply(input, weight, bias, self.geometry)
+
+
+def convolution(
+    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: Geometry
+) -> torch.Tensor:
+    """The forward of a call whose arguments torch accepts (the front end has checked them), for a
+    batched or unbatched input, through `ConvForward`."""
+    batched = input.dim() == weight.dim()
+    output = ConvForward.apply(input if batched else input.unsqueeze(0), weight, bias, geometry)
+    return output if batched else output.squeeze(0)
