@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.autograd import gradcheck, gradgradcheck
 
 import tritonconv
-from tritonconv import library_ops
+from tritonconv import differentiable
 
 CONV2D_CASES = {
     "stride 2, padding 1, groups 2": dict(stride=2, padding=1, groups=2),
@@ -76,8 +76,8 @@ def test_a_planted_error_in_a_second_derivative_is_caught(monkeypatch):
     want = _second_derivatives(functools.partial(F.conv2d, padding=1), x, weight, None, grad_output)
     for got, expected in zip(_second_derivatives(conv, x, weight, None, grad_output), want, strict=True):
         torch.testing.assert_close(got, expected)
-    original = library_ops.OpGradients.forward
-    monkeypatch.setattr(library_ops.OpGradients, "forward", lambda self, *args: original(self, *args) * 1.01)
+    original = differentiable.Gradients.forward
+    monkeypatch.setattr(differentiable.Gradients, "forward", lambda self, *args: original(self, *args) * 1.01)
     assert gradcheck(conv, (x, weight), fast_mode=True)
     got = _second_derivatives(conv, x, weight, None, grad_output)
     with pytest.raises(AssertionError, match="not close"):
@@ -124,12 +124,12 @@ def test_double_backward_through_a_fused_smooth_activation_says_why_it_cannot():
 
 
 def test_a_plain_backward_does_not_take_the_differentiable_ops(monkeypatch):
-    """The first-order path is the prepared call's, as fast as before: no custom op in it."""
+    """The first-order path is the prepared call's, as fast as before: no differentiable Function in it."""
 
     def refuse(*args):
         raise AssertionError("a first-order backward went through the gradient ops")
 
-    monkeypatch.setattr(library_ops.OpGradients, "of", refuse)
+    monkeypatch.setattr(differentiable.Gradients, "of", refuse)
     x, weight = torch.randn(1, 4, 6, 6, requires_grad=True), torch.randn(4, 4, 3, 3, requires_grad=True)
     tritonconv.conv2d(x, weight, padding=1).sum().backward()
     tritonconv.conv_transpose2d(x, weight, padding=1).sum().backward()

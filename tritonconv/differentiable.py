@@ -26,155 +26,26 @@ be differentiable or batched.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 
 import torch
 import torch.autograd.forward_ad as forward_ad
 
-from .arithmetic import (
-    CHANNELS_LAST,
-    CONTIGUOUS,
-    ConvProblem,
-    hashable,
-    is_channels_last_like,
-    make_problem,
-    make_problem_3d,
-    memory_format_of,
-)
-from .calls import conv2d_bias_grad
-from .ops.epilogue import NO_EPILOGUE
-from .ops.wgrad import bias_grad_operand
-from .prepared import PreparedConv, call_key, flags_key, lookup, tensor_key
-from .registry import Pass
+from . import library_ops
+from .arithmetic import ConvProblem, is_channels_last_like, memory_format_of
+from .autograd import ConvGradients
+from .direct import Geometry, bias_grad_of, forward_of, input_grad_of, spread_bias_grad, weight_grad_of
 
 _functorch_active = torch._C._are_functorch_transforms_active
 _forward_grad_enabled = getattr(torch._C, "_is_fwd_grad_enabled", lambda: True)
+
+
+_is_legacy_batched = torch._C._functorch.is_legacy_batchedtensor
 
 
 def transforms_active() -> bool:
     """True inside a `torch.func` transform or a forward-AD dual level: then the front ends run the
     Functions here, whose tangents, vmap rules and gradients the transform needs."""
     return _functorch_active() or (forward_ad._current_level >= 0 and _forward_grad_enabled())
-
-
-@dataclasses.dataclass(frozen=True)
-class Geometry:
-    """A convolution's arguments other than its tensors, as `F.conv2d`/`conv3d` take them (padding
-    may be 'same' or 'valid'), hashable for the keys of prepared calls. `contiguous_output` asks for
-    a contiguous output whatever the operands' layout (torch's conv1d gives one)."""
-
-    stride: int | tuple[int, ...]
-    padding: str | int | tuple[int, ...]
-    dilation: int | tuple[int, ...]
-    groups: int
-    contiguous_output: bool = False
-
-    @classmethod
-    def of(cls, stride, padding, dilation, groups: int, contiguous_output: bool = False) -> Geometry:
-        """From torch's arguments (lists as tuples)."""
-        return cls(hashable(stride), hashable(padding), hashable(dilation), groups, contiguous_output)
-
-    @classmethod
-    def of_problem(cls, problem: ConvProblem) -> Geometry:
-        """A resolved problem's geometry: its padding is symmetric, or torch's 'same' (the one way
-        torch pads one element more at the end)."""
-        return cls.with_bounds(*problem.spatial_arguments, problem.groups)
-
-    @classmethod
-    def with_bounds(
-        cls, stride: Sequence[int], begin: Sequence[int], end: Sequence[int], dilation: Sequence[int], groups: int
-    ) -> Geometry:
-        """From explicit leading and trailing padding (what the custom ops carry)."""
-        padding = tuple(begin) if tuple(begin) == tuple(end) else "same"
-        return cls(tuple(stride), padding, tuple(dilation), groups)
-
-    def grouped(self, batch: int) -> Geometry:
-        """The same convolution run for `batch` weights at once, as one with `batch` times the groups."""
-        return dataclasses.replace(self, groups=self.groups * batch)
-
-    def problem(
-        self, input_shape: Sequence[int], weight_shape: Sequence[int], dtype: torch.dtype, layout: str,
-        has_bias: bool = False,
-    ) -> ConvProblem:  # fmt: skip
-        """The (validated) problem of a batched input and a weight of these shapes."""
-        arguments = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
-                         dtype=dtype, layout=layout, has_bias=has_bias)  # fmt: skip
-        if len(weight_shape) == 5:
-            n, c, d, h, w = input_shape
-            k, _, t, r, s = weight_shape
-            return make_problem_3d(n=n, c=c, d=d, h=h, w=w, k=k, t=t, r=r, s=s, **arguments)
-        n, c, h, w = input_shape
-        k, _, r, s = weight_shape
-        return make_problem(n=n, c=c, h=h, w=w, k=k, r=r, s=s, **arguments)
-
-
-def _layout(*channels_last: bool) -> str:
-    return CHANNELS_LAST if any(channels_last) else CONTIGUOUS
-
-
-FORWARD_KEY = ("differentiable",)
-
-
-def forward_of(
-    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: Geometry
-) -> torch.Tensor:
-    """conv(input, weight) + bias by the planned kernels, no autograd: the output in torch's memory
-    format (channels_last when an operand is), contiguous when `geometry` asks."""
-
-    def prepare() -> tuple[PreparedConv, bool]:
-        layout = CONTIGUOUS if geometry.contiguous_output else _layout(*map(is_channels_last_like, (input, weight)))
-        problem = geometry.problem(input.shape, weight.shape, input.dtype, layout, bias is not None)
-        prepared = PreparedConv(problem, input, weight, NO_EPILOGUE)
-        return prepared, prepared.final
-
-    return lookup(call_key(input, weight, bias, geometry, FORWARD_KEY), prepare).forward(input, weight, bias)
-
-
-def _gradient_call(
-    key: tuple, like: torch.Tensor, geometry: Geometry, input_shape: Sequence[int], weight_shape: Sequence[int],
-    input_channels_last: bool, weight_channels_last: bool, layout: str,
-) -> PreparedConv:  # fmt: skip
-    """The prepared call that serves a gradient pass for `key` (its operands, shapes and layouts)."""
-
-    def prepare() -> tuple[PreparedConv, bool]:
-        problem = geometry.problem(input_shape, weight_shape, like.dtype, layout)
-        return PreparedConv.for_gradients(problem, like, input_channels_last, weight_channels_last), True
-
-    return lookup((*key, geometry, flags_key()), prepare)
-
-
-def input_grad_of(
-    grad_output: torch.Tensor, weight: torch.Tensor, geometry: Geometry, input_shape: Sequence[int],
-    input_channels_last: bool,
-) -> torch.Tensor:  # fmt: skip
-    """dX of a convolution whose input has `input_shape`, laid out as asked, no autograd."""
-    key = (Pass.DGRAD, tensor_key(grad_output), tensor_key(weight), tuple(input_shape), input_channels_last)
-    call = _gradient_call(key, grad_output, geometry, input_shape, weight.shape, input_channels_last,
-                          is_channels_last_like(weight), _layout(input_channels_last))  # fmt: skip
-    return call.input_grad(grad_output, weight)
-
-
-def weight_grad_of(
-    input: torch.Tensor, grad_output: torch.Tensor, geometry: Geometry, weight_shape: Sequence[int],
-    weight_channels_last: bool,
-) -> torch.Tensor:  # fmt: skip
-    """dW of a convolution whose weight has `weight_shape`, laid out as asked, no autograd."""
-    input_channels_last = is_channels_last_like(input)
-    key = (Pass.WGRAD, tensor_key(grad_output), tensor_key(input), tuple(weight_shape), weight_channels_last)
-    call = _gradient_call(key, input, geometry, input.shape, weight_shape, input_channels_last, weight_channels_last,
-                          _layout(input_channels_last, weight_channels_last))  # fmt: skip
-    return call.weight_grad(input, grad_output)
-
-
-def bias_grad_of(grad_output: torch.Tensor) -> torch.Tensor:
-    """db: dY summed over the batch and every spatial axis, one Triton reduction, no autograd."""
-    return conv2d_bias_grad(bias_grad_operand(grad_output))
-
-
-def spread_bias_grad(grad: torch.Tensor, shape: torch.Size, memory_format: torch.memory_format) -> torch.Tensor:
-    """The derivative of db = sum(dY): `grad` spread back over the batch and the pixels of dY."""
-    spatial = [1] * (len(shape) - 2)
-    return grad.view(1, -1, *spatial).expand(shape).contiguous(memory_format=memory_format)
 
 
 def _sum(*terms: torch.Tensor | None) -> torch.Tensor | None:
@@ -215,7 +86,7 @@ class ConvForward(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
-        gradients = ctx.gradients
+        gradients = ctx.gradients.for_operands(grad_output)
         needs_input, needs_weight, needs_bias = ctx.needs_input_grad[:3]
         return (
             gradients.input_grad(grad_output, weight) if needs_input else None,
@@ -227,7 +98,7 @@ class ConvForward(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, input_tangent, weight_tangent, bias_tangent, _):
         input, weight = ctx.saved_tensors
-        gradients = ctx.gradients
+        gradients = ctx.gradients.for_operands(input_tangent, weight_tangent)
         spatial = [1] * (input.dim() - 2)
         tangent = _sum(
             None if input_tangent is None else gradients.forward(input_tangent, weight),
@@ -267,7 +138,7 @@ class InputGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         grad_output, weight = ctx.saved_tensors
-        gradients = ctx.gradients
+        gradients = ctx.gradients.for_operands(grad)
         needs_grad_output, needs_weight = ctx.needs_input_grad[:2]
         return (
             gradients.forward(grad, weight) if needs_grad_output else None,
@@ -280,7 +151,7 @@ class InputGrad(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, grad_output_tangent, weight_tangent, *_):
         grad_output, weight = ctx.saved_tensors
-        gradients = ctx.gradients
+        gradients = ctx.gradients.for_operands(grad_output_tangent, weight_tangent)
         tangent = _sum(
             None if grad_output_tangent is None else gradients.input_grad(grad_output_tangent, weight),
             None if weight_tangent is None else gradients.input_grad(grad_output, weight_tangent),
@@ -321,7 +192,7 @@ class WeightGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         input, grad_output = ctx.saved_tensors
-        gradients = ctx.gradients
+        gradients = ctx.gradients.for_operands(grad)
         needs_input, needs_grad_output = ctx.needs_input_grad[:2]
         return (
             gradients.input_grad(grad_output, grad) if needs_input else None,
@@ -334,7 +205,7 @@ class WeightGrad(torch.autograd.Function):
     @staticmethod
     def jvp(ctx, input_tangent, grad_output_tangent, *_):
         input, grad_output = ctx.saved_tensors
-        gradients = ctx.gradients
+        gradients = ctx.gradients.for_operands(input_tangent, grad_output_tangent)
         tangent = _sum(
             None if input_tangent is None else gradients.weight_grad(input_tangent, grad_output),
             None if grad_output_tangent is None else gradients.weight_grad(input, grad_output_tangent),
@@ -371,6 +242,8 @@ class BiasGrad(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, grad_output_tangent):
+        if _is_legacy_batched(grad_output_tangent):
+            return library_ops.conv2d_bias_grad_op(grad_output_tangent)
         return BiasGrad.apply(grad_output_tangent)
 
     @staticmethod
@@ -397,6 +270,15 @@ class Gradients:
         """The gradients of `problem`'s convolution (an eager call's)."""
         return cls(Geometry.of_problem(problem), problem.input_shape, input_channels_last, problem.weight_shape,
                    weight_channels_last)  # fmt: skip
+
+    def for_operands(self, *operands: torch.Tensor | None) -> ConvGradients:
+        """These gradients, or the same as custom ops (`library_ops.OpGradients`) when an operand is
+        batched by torch's legacy vmap (gradcheck's batched checks), which knows no Function's vmap
+        rule but runs an op one sample at a time."""
+        if not any(operand is not None and _is_legacy_batched(operand) for operand in operands):
+            return self
+        problem = self.geometry.problem(self.input_shape, self.weight_shape, torch.float32, "contiguous")
+        return library_ops.OpGradients.of(problem, self.input_channels_last, self.weight_channels_last)
 
     def input_grad(self, grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return InputGrad.apply(grad_output, weight, self.geometry, self.input_shape, self.input_channels_last)

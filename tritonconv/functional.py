@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from . import differentiable, library_ops
 from .arithmetic import CONTIGUOUS, ConvProblem, hashable, problem_from_tensors
 from .autograd import ConvGradients, conv_gradients, save_operands
-from .differentiable import Geometry, Gradients, transforms_active
+from .differentiable import Gradients, transforms_active
+from .direct import Geometry
 from .ops.epilogue import ACTIVATIONS, NO_EPILOGUE, Epilogue, saves_output, slope_constant
 from .prepared import PreparedConv, call_key, lookup, tensor_key
 from .prepared import _prepared as PREPARED
@@ -43,10 +44,9 @@ def gradients_of(prepared: PreparedConv, grad_output: torch.Tensor) -> ConvGradi
     whose derivatives and vmap rules make that work. Under torch's legacy vmap (gradcheck's batched
     gradients), which knows no Function's vmap rule, they are the gradient ops, which its fallback
     runs one sample at a time."""
-    if _is_legacy_batched(grad_output):
-        return library_ops.OpGradients.of(prepared.problem, prepared.input_channels_last, prepared.weight_channels_last)
-    if torch.is_grad_enabled() or transforms_active():
-        return Gradients.of(prepared.problem, prepared.input_channels_last, prepared.weight_channels_last)
+    if torch.is_grad_enabled() or transforms_active() or _is_legacy_batched(grad_output):
+        gradients = Gradients.of(prepared.problem, prepared.input_channels_last, prepared.weight_channels_last)
+        return gradients.for_operands(grad_output)
     return prepared
 
 

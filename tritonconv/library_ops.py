@@ -33,7 +33,7 @@ from .arithmetic import (
 )
 from .arithmetic import is_channels_last_like as channels_last
 from .autograd import conv_gradients, save_operands
-from .differentiable import Geometry, bias_grad_of, forward_of, input_grad_of, spread_bias_grad, weight_grad_of
+from .direct import Geometry, bias_grad_of, forward_of, input_grad_of, spread_bias_grad, weight_grad_of
 from .ops.epilogue import NO_EPILOGUE
 from .prepared import PreparedConv, call_key, lookup
 

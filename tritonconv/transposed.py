@@ -32,7 +32,8 @@ from .arithmetic import (
     make_problem_3d,
     per_axis,
 )
-from .differentiable import Geometry, InputGrad, transforms_active
+from .differentiable import InputGrad, transforms_active
+from .direct import Geometry
 from .dispatch import describe
 from .functional import autocast, autocast_dtype_for, gradients_of, recording_shapes
 from .prepared import PreparedConv, call_key, lookup

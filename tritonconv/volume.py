@@ -19,7 +19,8 @@ import torch
 from . import differentiable
 from .arithmetic import hashable
 from .autograd import conv_gradients, save_operands
-from .differentiable import Geometry, transforms_active
+from .differentiable import transforms_active
+from .direct import Geometry
 from .functional import autocast, autocast_dtype_for, conv2d, gradients_of, recording_shapes
 from .ops.epilogue import NO_EPILOGUE
 from .planar import planar_call, volume_problem
