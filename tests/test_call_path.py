@@ -27,9 +27,9 @@ LAYERS = [
     ("launchers", ("ops",)),
     ("planning", ("registry", "tuning.space", "tuning.fingerprint", "tuning.cache", "tuning.select",
                   "tuning.nearest", "tuning.tuner", "tuning.distributed", "tuning.session", "tuning", "dispatch",
-                  "calls", "prepared")),
-    ("front ends", ("autograd", "functional", "library_ops", "nn", "fallback", "routing", "patch", "fusion", "swap",
-                    "transposed", "volume")),
+                  "calls", "prepared", "direct")),
+    ("front ends", ("autograd", "functional", "library_ops", "differentiable", "nn", "fallback", "routing", "patch",
+                    "fusion", "swap", "transposed", "volume", "aten")),
     ("tools", ("tuning.model", "bench", "kernel_gate", "gpu_report", "progress", "cli", "demo", "__main__", "")),
 ]  # fmt: skip
 

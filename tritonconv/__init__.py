@@ -7,6 +7,7 @@ TRITON_INTERPRET=1 before the import.
 from . import library_ops  # registers the tritonconv:: custom ops torch.compile sees
 from ._version import __version__
 from .arithmetic import ConvProblem, make_problem, problem_from_tensors
+from .aten import disable_aten, enable_aten, use_aten
 from .dispatch import explain
 from .fallback import reset_stats, stats
 from .functional import Conv2dFunction, conv1d, conv2d
@@ -34,6 +35,8 @@ __all__ = [
     "conv_transpose1d",
     "conv_transpose2d",
     "conv_transpose3d",
+    "disable_aten",
+    "enable_aten",
     "explain",
     "explain_transposed",
     "library_ops",
@@ -47,4 +50,5 @@ __all__ = [
     "tune_model",
     "unpatch",
     "unpatch_torch",
+    "use_aten",
 ]

@@ -25,6 +25,7 @@ from .ops.epilogue import NO_EPILOGUE
 from .ops.wgrad import bias_grad_operand
 from .prepared import PreparedConv, call_key, flags_key, lookup, tensor_key
 from .registry import Pass
+from .torch_reference import TORCH_CONV2D, TORCH_CONV3D, check_like_torch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,9 +90,13 @@ def forward_of(
     input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: Geometry
 ) -> torch.Tensor:
     """conv(input, weight) + bias by the planned kernels, no autograd: the output in torch's memory
-    format (channels_last when an operand is), contiguous when `geometry` asks."""
+    format (channels_last when an operand is), contiguous when `geometry` asks. The first call of a
+    key checks the arguments as torch does (raising its errors)."""
 
     def prepare() -> tuple[PreparedConv, bool]:
+        torch_function = TORCH_CONV3D if weight.dim() == 5 else TORCH_CONV2D
+        arguments = (geometry.stride, geometry.padding, geometry.dilation, geometry.groups)
+        check_like_torch(torch_function, input, weight, bias, arguments, batched_dim=weight.dim())
         layout = CONTIGUOUS if geometry.contiguous_output else _layout(*map(is_channels_last_like, (input, weight)))
         problem = geometry.problem(input.shape, weight.shape, input.dtype, layout, bias is not None)
         prepared = PreparedConv(problem, input, weight, NO_EPILOGUE)
@@ -100,14 +105,28 @@ def forward_of(
     return lookup(call_key(input, weight, bias, geometry, FORWARD_KEY), prepare).forward(input, weight, bias)
 
 
+_OTHER = {Pass.DGRAD: "weight", Pass.WGRAD: "input"}
+
+
 def _gradient_call(
-    key: tuple, like: torch.Tensor, geometry: Geometry, input_shape: Sequence[int], weight_shape: Sequence[int],
-    input_channels_last: bool, weight_channels_last: bool, layout: str,
+    key: tuple, operands: tuple[torch.Tensor, torch.Tensor], geometry: Geometry, input_shape: Sequence[int],
+    weight_shape: Sequence[int], input_channels_last: bool, weight_channels_last: bool, layout: str,
 ) -> PreparedConv:  # fmt: skip
-    """The prepared call that serves a gradient pass for `key` (its operands, shapes and layouts)."""
+    """The prepared call that serves a gradient pass for `key` (its operands, dY first, shapes and
+    layouts): its first use checks that the operands fit the convolution, since a direct caller
+    (`torch.ops.aten.convolution_backward`) may give any."""
+    pass_name = key[0]
 
     def prepare() -> tuple[PreparedConv, bool]:
+        like = operands[0]
         problem = geometry.problem(input_shape, weight_shape, like.dtype, layout)
+        expected = (problem.output_shape, problem.weight_shape if pass_name == Pass.DGRAD else problem.input_shape)
+        for tensor, shape, name in zip(operands, expected, ("grad_output", _OTHER[pass_name]), strict=True):
+            if tuple(tensor.shape) != tuple(shape) or tensor.dtype != like.dtype or tensor.device != like.device:
+                raise RuntimeError(
+                    f"{pass_name}: expected {name} of shape {list(shape)}, dtype {like.dtype} and device "
+                    f"{like.device} for this convolution, got {list(tensor.shape)}, {tensor.dtype}, {tensor.device}"
+                )
         return PreparedConv.for_gradients(problem, like, input_channels_last, weight_channels_last), True
 
     return lookup((*key, geometry, flags_key()), prepare)
@@ -119,7 +138,7 @@ def input_grad_of(
 ) -> torch.Tensor:  # fmt: skip
     """dX of a convolution whose input has `input_shape`, laid out as asked, no autograd."""
     key = (Pass.DGRAD, tensor_key(grad_output), tensor_key(weight), tuple(input_shape), input_channels_last)
-    call = _gradient_call(key, grad_output, geometry, input_shape, weight.shape, input_channels_last,
+    call = _gradient_call(key, (grad_output, weight), geometry, input_shape, weight.shape, input_channels_last,
                           is_channels_last_like(weight), _layout(input_channels_last))  # fmt: skip
     return call.input_grad(grad_output, weight)
 
@@ -131,8 +150,8 @@ def weight_grad_of(
     """dW of a convolution whose weight has `weight_shape`, laid out as asked, no autograd."""
     input_channels_last = is_channels_last_like(input)
     key = (Pass.WGRAD, tensor_key(grad_output), tensor_key(input), tuple(weight_shape), weight_channels_last)
-    call = _gradient_call(key, input, geometry, input.shape, weight_shape, input_channels_last, weight_channels_last,
-                          _layout(input_channels_last, weight_channels_last))  # fmt: skip
+    call = _gradient_call(key, (grad_output, input), geometry, input.shape, weight_shape, input_channels_last,
+                          weight_channels_last, _layout(input_channels_last, weight_channels_last))  # fmt: skip
     return call.weight_grad(input, grad_output)
 
 

@@ -15,6 +15,7 @@ are planned and prepared on the first backward, per grad_output layout.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 
@@ -182,19 +183,28 @@ class PreparedConv:
             return output
         run = self._forward
         if run is None:
-            if self.forward_plan is None:  # a call made for its gradients (`for_gradients`) runs a forward too
-                self.forward_plan = self._plan(Pass.FWD)[0]
-            plan = self.forward_plan
-            epilogue = Epilogue(self.epilogue.activation, self.epilogue.negative_slope, residual, preactivation)
-            run = spec(Pass.FWD, plan.variant).prepare(input, weight, bias, output, self.problem, plan.config, epilogue)
-            self._forward = run
+            prepare = functools.partial(self._prepare_forward, input, weight, bias, output, residual, preactivation)
+            if self.forward_plan is None:  # a call made for its gradients (`for_gradients`): its operands vary
+                run = self._gradient(Pass.FWD, (input, weight), lambda: (prepare(), None, True))[0]
+            else:
+                run = self._forward = prepare()
         self._launch(run, input, weight, bias, output, residual, preactivation)
         return output
 
-    def _gradient(self, pass_name: Pass, operand: torch.Tensor, prepare: Callable[[], tuple]) -> tuple:
-        """(run, allocation) of a gradient pass, prepared once per layout of `operand` (grad_output)
-        and kept when its plan is final."""
-        key = (pass_name, operand.stride(), operand.dtype, operand.data_ptr() & 15)
+    def _prepare_forward(self, input, weight, bias, output, residual, preactivation) -> Callable:
+        """The forward's launch for these tensors' layouts (planned now for a `for_gradients` call,
+        whose forward runs only for a transposed convolution's input gradient)."""
+        plan = self.forward_plan or self._plan(Pass.FWD)[0]
+        epilogue = Epilogue(self.epilogue.activation, self.epilogue.negative_slope, residual, preactivation)
+        return spec(Pass.FWD, plan.variant).prepare(input, weight, bias, output, self.problem, plan.config, epilogue)
+
+    def _gradient(
+        self, pass_name: Pass | str, operands: tuple[torch.Tensor, ...], prepare: Callable[[], tuple]
+    ) -> tuple:
+        """(run, allocation) of a pass, prepared once per layout of its `operands` and kept when its
+        plan is final. Every operand whose strides the call's key does not fix is in the layout: dY
+        always, and for a transposed convolution (`for_gradients`) x and dY in every role."""
+        key = (pass_name, *(item for t in operands for item in (t.stride(), t.dtype, t.data_ptr() & 15)))
         entry = self._gradients.get(key)
         if entry is None:
             run, allocation, final = prepare()
@@ -224,7 +234,7 @@ class PreparedConv:
 
         if math.prod(self.problem.input_shape) == 0:
             return _empty(self.problem.input_shape, grad_output, self.input_channels_last)
-        run, allocation = self._gradient(Pass.DGRAD, grad_output, prepare)
+        run, allocation = self._gradient(Pass.DGRAD, (grad_output, weight), prepare)
         grad_input = self._new(allocation)
         self._launch(run, grad_output, weight, grad_input)
         return grad_input
@@ -239,7 +249,7 @@ class PreparedConv:
         problem = self.problem
         if problem.gemm_m == 0:  # no output pixel (an empty batch): nothing to sum, dW = 0
             return _empty(problem.weight_shape, input, self.weight_channels_last).zero_()
-        run, allocation = self._gradient(Pass.WGRAD, grad_output, prepare)
+        run, allocation = self._gradient(Pass.WGRAD, (input, grad_output), prepare)
         grad_weight = self._new(allocation)
         self._launch(run, input, grad_output, grad_weight)
         return grad_weight
@@ -262,7 +272,7 @@ class PreparedConv:
 
         if self.problem.gemm_m == 0:
             return self.weight_grad(input, grad_output), self.bias_grad(grad_output)
-        run, allocations = self._gradient("weight and bias", grad_output, prepare)
+        run, allocations = self._gradient("weight and bias", (input, grad_output), prepare)
         if run is None:
             return self.weight_grad(input, grad_output), self.bias_grad(grad_output)
         grad_weight, grad_bias = self._new(allocations[0]), self._new(allocations[1])
@@ -278,7 +288,7 @@ class PreparedConv:
             grad_bias = torch.empty((grad_output.shape[1],), dtype=grad_output.dtype, device=grad_output.device)
             return prepare_bias_grad(grad_output, grad_bias), _allocation(grad_bias), True
 
-        run, allocation = self._gradient("bias", grad_output, prepare)
+        run, allocation = self._gradient("bias", (grad_output,), prepare)
         grad_bias = self._new(allocation)
         self._launch(run, grad_output, grad_bias)
         return grad_bias
@@ -293,7 +303,7 @@ class PreparedConv:
             run = prepare_activation_grad(grad_output, saved, grad, epilogue.activation, epilogue.negative_slope)
             return run, _allocation(grad), True
 
-        run, allocation = self._gradient("activation", grad_output, prepare)
+        run, allocation = self._gradient("activation", (grad_output, saved), prepare)
         grad = self._new(allocation)
         self._launch(run, grad_output, saved, grad)
         return grad

@@ -148,13 +148,22 @@ def _transposed(torch_function, axes: int, input, weight, bias, stride, padding,
     geometry = tuple(hashable(a) for a in (stride, padding, output_padding, groups, dilation))
     if transforms_active():
         return _transformed(torch_function, axes, input, weight, bias, geometry)
-    call = lookup(call_key(input, weight, bias, geometry, TRANSPOSE_KEY),
-                  lambda: _prepare(torch_function, axes, input, weight, bias, geometry))  # fmt: skip
+    call = transposed_call(torch_function, axes, input, weight, bias, geometry)
     batched = input.dim() == axes + 2
     x = input if batched else input.unsqueeze(0)
     needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (input, weight, bias))
     output = ConvTranspose2dFunction.apply(x, weight, bias, call) if needs_grad else call.forward(x, weight, bias)
     return output if batched else output.squeeze(0)
+
+
+def transposed_call(
+    torch_function, axes: int, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: tuple
+) -> TransposedCall:  # fmt: skip
+    """The prepared call of a 2-D or 3-D (`axes`) transposed convolution, validated as torch
+    validates it on first use of its key; `geometry` is (stride, padding, output_padding, groups,
+    dilation), hashable."""
+    return lookup(call_key(input, weight, bias, geometry, TRANSPOSE_KEY),
+                  lambda: _prepare(torch_function, axes, input, weight, bias, geometry))  # fmt: skip
 
 
 def _transformed(torch_function, axes: int, input, weight, bias, geometry: tuple) -> torch.Tensor:
