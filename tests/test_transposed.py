@@ -251,3 +251,19 @@ def test_explain_transposed_names_the_passes_that_serve_each_one():
         assert answer["backward"][name]["config"] == plans[name].config.as_dict()
     with pytest.raises(RuntimeError, match="output padding must be smaller than either stride or dilation"):
         tritonconv.explain_transposed(x, weight, stride=1, output_padding=1)
+
+
+def test_a_dy_of_another_layout_in_a_later_backward_gets_launches_of_its_own():
+    """The backward of one transposed call, first with a contiguous dY, then a channels_last one,
+    then contiguous again: each gives torch's gradients (a launch prepared for the first dY's
+    strides once served the second and gave wrong ones)."""
+    torch.manual_seed(11)
+    x = torch.randn(1, 4, 4, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    for layout in (torch.contiguous_format, torch.channels_last, torch.contiguous_format):
+        y = tritonconv.conv_transpose2d(x, weight, stride=2, padding=1)
+        grad_output = torch.randn(y.shape, dtype=torch.float64).contiguous(memory_format=layout)
+        got = torch.autograd.grad(y, (x, weight), grad_output)
+        want = torch.autograd.grad(F.conv_transpose2d(x, weight, stride=2, padding=1), (x, weight), grad_output)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9)
