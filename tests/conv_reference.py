@@ -199,3 +199,18 @@ def recording_launcher(launched: list, name: str, prepare, *args):
         return run(*tensors)
 
     return recorded
+
+
+def spy_on(monkeypatch, module, names: tuple[str, ...]) -> list[str]:
+    """Replace each of `module`'s functions `names` by one that records its name, then calls it:
+    the names of the calls made, in order (tests show which passes ran)."""
+    ran: list[str] = []
+    for name in names:
+        original = getattr(module, name)
+
+        def spy(*args, _original=original, _name=name):
+            ran.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(module, name, spy)
+    return ran

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
+from conv_reference import spy_on
 
 import tritonconv
 from tritonconv import aten as tritonconv_aten
@@ -41,16 +42,7 @@ def _sample(name: str, seed: int = 0):
 @pytest.fixture
 def served(monkeypatch) -> list[str]:
     """The direct passes the aten kernels ran, by name."""
-    ran: list[str] = []
-    for name in ("forward_of", "input_grad_of", "weight_grad_of", "bias_grad_of"):
-        original = getattr(tritonconv_aten, name)
-
-        def spy(*args, _original=original, _name=name):
-            ran.append(_name)
-            return _original(*args)
-
-        monkeypatch.setattr(tritonconv_aten, name, spy)
-    return ran
+    return spy_on(monkeypatch, tritonconv_aten, ("forward_of", "input_grad_of", "weight_grad_of", "bias_grad_of"))
 
 
 def _close(got, want, what: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
+from conv_reference import spy_on
 from torch.func import grad, jacfwd, jacrev, jvp, vmap
 
 import tritonconv
@@ -44,16 +45,7 @@ def _operands(kind: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, tor
 @pytest.fixture
 def passes(monkeypatch) -> list[str]:
     """The differentiable Functions' Triton passes run while the test runs, by name."""
-    ran: list[str] = []
-    for name in ("forward_of", "input_grad_of", "weight_grad_of", "bias_grad_of"):
-        original = getattr(differentiable, name)
-
-        def spy(*args, _original=original, _name=name):
-            ran.append(_name)
-            return _original(*args)
-
-        monkeypatch.setattr(differentiable, name, spy)
-    return ran
+    return spy_on(monkeypatch, differentiable, ("forward_of", "input_grad_of", "weight_grad_of", "bias_grad_of"))
 
 
 def _assert_close(got, want, what: str) -> None:

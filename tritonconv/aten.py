@@ -119,21 +119,22 @@ def _convolution_backward(torch_kernel, keyset, grad_output, input, weight, bias
                    bias_sizes, stride, padding, dilation, transposed, output_padding, groups, output_mask)  # fmt: skip
 
 
-def _as_2d(input: torch.Tensor, weight: torch.Tensor, *arguments: Sequence[int], fill: Sequence[int]) -> tuple:
-    """A 1-D call as the 2-D one with H = 1: (N, C, 1, L) views and (fill, value) pairs."""
-    return (input.unsqueeze(-2), weight.unsqueeze(-2),
-            *((first, *value) for first, value in zip(fill, arguments, strict=True)))  # fmt: skip
-
-
-def _forward(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups) -> torch.Tensor:
+def _as_served(input: torch.Tensor, weight: torch.Tensor, *geometry: Sequence[int]) -> tuple[bool, tuple]:
+    """(whether the call is 1-D, its operands and (stride, padding, dilation, output_padding)), a 1-D
+    call as the 2-D one with H = 1: (N, C, 1, L) views; refuses what no route serves."""
     axes = weight.dim() - 2
     if axes not in (1, 2, 3) or input.dim() != weight.dim():
         raise ValueError(f"tritonconv serves batched 1-D, 2-D and 3-D convolutions; got input {list(input.shape)}")
-    one_dimensional = axes == 1
-    if one_dimensional:
-        input, weight, stride, padding, dilation, output_padding = _as_2d(
-            input, weight, stride, padding, dilation, output_padding, fill=(1, 0, 1, 0)
-        )
+    if axes != 1:
+        return False, (input, weight, *geometry)
+    lifted = ((first, *value) for first, value in zip((1, 0, 1, 0), geometry, strict=True))
+    return True, (input.unsqueeze(-2), weight.unsqueeze(-2), *lifted)
+
+
+def _forward(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups) -> torch.Tensor:
+    one_dimensional, (input, weight, stride, padding, dilation, output_padding) = _as_served(
+        input, weight, stride, padding, dilation, output_padding
+    )
     if transposed:
         call = _transposed_call(input, weight, bias, stride, padding, dilation, output_padding, groups)
         output = call.forward(input, weight, bias)
@@ -152,14 +153,10 @@ def _transposed_call(input, weight, bias, stride, padding, dilation, output_padd
 def _backward(grad_output, input, weight, bias_sizes, stride, padding, dilation, transposed, output_padding, groups,
               output_mask) -> tuple:  # fmt: skip
     """(dX, dW, db) where `output_mask` asks for them, None elsewhere, as aten's kernel returns them."""
-    axes = weight.dim() - 2
-    if axes not in (1, 2, 3) or input.dim() != weight.dim():
-        raise ValueError(f"tritonconv serves batched 1-D, 2-D and 3-D convolutions; got input {list(input.shape)}")
-    one_dimensional = axes == 1
+    one_dimensional, (input, weight, stride, padding, dilation, output_padding) = _as_served(
+        input, weight, stride, padding, dilation, output_padding
+    )
     if one_dimensional:
-        input, weight, stride, padding, dilation, output_padding = _as_2d(
-            input, weight, stride, padding, dilation, output_padding, fill=(1, 0, 1, 0)
-        )
         grad_output = grad_output.unsqueeze(-2)
     wants_input, wants_weight, wants_bias = output_mask
     if transposed:
