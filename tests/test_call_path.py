@@ -23,7 +23,7 @@ PACKAGE = Path(tritonconv.__file__).parent
 # From the bottom up; a module may import its own layer or lower ones, never a higher one.
 LAYERS = [
     ("foundation", ("_version", "arithmetic", "planar", "runtime", "config", "torch_reference", "suites", "kernels",
-                    "static_compile")),
+                    "static_compile", "vmap_rules")),
     ("launchers", ("ops",)),
     ("planning", ("registry", "tuning.space", "tuning.fingerprint", "tuning.cache", "tuning.select",
                   "tuning.nearest", "tuning.tuner", "tuning.distributed", "tuning.session", "tuning", "dispatch",

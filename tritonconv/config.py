@@ -83,10 +83,16 @@ def _gemm_config(element_size: int, m: int, n: int, k: int) -> KernelConfig:
 def heuristic_config(problem: ConvProblem, variant: str = "implicit_gemm") -> KernelConfig:
     """A config for `variant` sized to `problem`, chosen without timing anything."""
     if variant == "depthwise":
-        # One output row per program: block_m output columns by block_n channels, no tl.dot.
+        # One output row segment per program: block_m output columns by block_n channels, no tl.dot.
+        # With fewer than 16 channels (an RGB image, a signal's few) the channel block shrinks to
+        # them and the column block grows to up to 2048 outputs, the 32 x 64 tile of a wide layer:
+        # a 16-wide block would leave 13 of 16 lanes masked for 3 channels, and a 32-column one make
+        # the grid 64 times longer than it need be.
+        few_channels = problem.k < 16
+        block_n = _clamp_pow2(problem.k, 4, 16) if few_channels else _clamp_pow2(problem.k, 16, 64)
         return KernelConfig(
-            block_m=_clamp_pow2(problem.q, 8, 32),
-            block_n=_clamp_pow2(problem.k, 16, 64),
+            block_m=_clamp_pow2(problem.q, 8, 2048 // block_n if few_channels else 32),
+            block_n=block_n,
             halo_in_registers=False,
             num_warps=4,
             num_stages=1,

@@ -30,7 +30,7 @@ import dataclasses
 import torch
 import torch.autograd.forward_ad as forward_ad
 
-from . import library_ops
+from . import library_ops, vmap_rules
 from .arithmetic import ConvProblem, is_channels_last_like, memory_format_of
 from .autograd import ConvGradients
 from .direct import Geometry, bias_grad_of, forward_of, input_grad_of, spread_bias_grad, weight_grad_of
@@ -54,18 +54,6 @@ def _sum(*terms: torch.Tensor | None) -> torch.Tensor | None:
     for term in present[1:]:
         total = total + term
     return total
-
-
-def _stacked(tensor: torch.Tensor, batch_dim: int | None, batch_size: int) -> torch.Tensor:
-    """`tensor` with the vmapped axis first, broadcast to it when it has none."""
-    if batch_dim is None:
-        return tensor.expand(batch_size, *tensor.shape)
-    return tensor.movedim(batch_dim, 0)
-
-
-def _grouped_channels(tensor: torch.Tensor, batch_dim: int | None, batch_size: int) -> torch.Tensor:
-    """(B, N, C, ...) as (N, B*C, ...): the vmapped batch as groups of channels."""
-    return _stacked(tensor, batch_dim, batch_size).movedim(0, 1).flatten(1, 2)
 
 
 class ConvForward(torch.autograd.Function):
@@ -109,15 +97,10 @@ class ConvForward(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, input, weight, bias, geometry: Geometry):
-        input_dim, weight_dim, bias_dim, _ = in_dims
-        batch = info.batch_size
-        if weight_dim is None and bias_dim is None:  # the vmapped inputs are more images of one batch
-            output = ConvForward.apply(input.movedim(input_dim, 0).flatten(0, 1), weight, bias, geometry)
-            return output.unflatten(0, (batch, -1)), 0
-        weights = _stacked(weight, weight_dim, batch).flatten(0, 1)
-        biases = None if bias is None else _stacked(bias, bias_dim, batch).flatten(0, 1)
-        output = ConvForward.apply(_grouped_channels(input, input_dim, batch), weights, biases, geometry.grouped(batch))
-        return output.unflatten(1, (batch, -1)), 1
+        def run(input, weight, bias, factor):
+            return ConvForward.apply(input, weight, bias, geometry.grouped(factor))
+
+        return vmap_rules.forward_rule(run, info.batch_size, in_dims[:3], input, weight, bias)
 
 
 class InputGrad(torch.autograd.Function):
@@ -160,18 +143,10 @@ class InputGrad(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, grad_output, weight, geometry: Geometry, input_shape: tuple, input_channels_last: bool):
-        grad_output_dim, weight_dim = in_dims[:2]
-        batch = info.batch_size
-        n, c, *spatial = input_shape
-        if weight_dim is None:  # more images of one batch
-            grad_outputs = grad_output.movedim(grad_output_dim, 0).flatten(0, 1)
-            grad_input = InputGrad.apply(grad_outputs, weight, geometry, (batch * n, c, *spatial), input_channels_last)
-            return grad_input.unflatten(0, (batch, -1)), 0
-        grad_outputs = _grouped_channels(grad_output, grad_output_dim, batch)
-        weights = _stacked(weight, weight_dim, batch).flatten(0, 1)
-        grad_input = InputGrad.apply(grad_outputs, weights, geometry.grouped(batch), (n, batch * c, *spatial),
-                                     input_channels_last)  # fmt: skip
-        return grad_input.unflatten(1, (batch, -1)), 1
+        def run(grad_output, weight, shape, factor):
+            return InputGrad.apply(grad_output, weight, geometry.grouped(factor), tuple(shape), input_channels_last)
+
+        return vmap_rules.input_grad_rule(run, info.batch_size, in_dims[:2], grad_output, weight, input_shape)
 
 
 class WeightGrad(torch.autograd.Function):
@@ -214,13 +189,10 @@ class WeightGrad(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, input, grad_output, geometry: Geometry, weight_shape: tuple, weight_channels_last: bool):
-        batch = info.batch_size
-        input_dim, grad_output_dim = in_dims[:2]
-        inputs = _grouped_channels(input, input_dim, batch)
-        grad_outputs = _grouped_channels(grad_output, grad_output_dim, batch)
-        shape = (batch * weight_shape[0], *weight_shape[1:])
-        grad_weight = WeightGrad.apply(inputs, grad_outputs, geometry.grouped(batch), shape, weight_channels_last)
-        return grad_weight.unflatten(0, (batch, -1)), 0
+        def run(input, grad_output, shape, factor):
+            return WeightGrad.apply(input, grad_output, geometry.grouped(factor), tuple(shape), weight_channels_last)
+
+        return vmap_rules.weight_grad_rule(run, info.batch_size, in_dims[:2], input, grad_output, weight_shape)
 
 
 class BiasGrad(torch.autograd.Function):
@@ -248,9 +220,7 @@ class BiasGrad(torch.autograd.Function):
 
     @staticmethod
     def vmap(info, in_dims, grad_output):
-        (grad_output_dim,) = in_dims
-        grad_bias = BiasGrad.apply(_grouped_channels(grad_output, grad_output_dim, info.batch_size))
-        return grad_bias.unflatten(0, (info.batch_size, -1)), 0
+        return vmap_rules.bias_grad_rule(BiasGrad.apply, info.batch_size, in_dims[0], grad_output)
 
 
 @dataclasses.dataclass(frozen=True)

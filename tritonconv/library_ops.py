@@ -22,6 +22,7 @@ from typing import Optional
 
 import torch
 
+from . import vmap_rules
 from .arithmetic import (
     CHANNELS_LAST,
     CONTIGUOUS,
@@ -279,3 +280,40 @@ def conv2d(
     if input.dim() == 3:
         return conv2d_op(input.unsqueeze(0), weight, bias, *geometry).squeeze(0)
     return conv2d_op(input, weight, bias, *geometry)
+
+
+def _conv2d_vmap(info, in_dims, input, weight, bias, stride, padding, dilation, groups):
+    def run(input, weight, bias, factor):
+        return conv2d_op(input, weight, bias, stride, padding, dilation, groups * factor)
+
+    return vmap_rules.forward_rule(run, info.batch_size, in_dims[:3], input, weight, bias)
+
+
+def _input_grad_vmap(info, in_dims, grad_output, weight, input_shape, input_channels_last, stride, padding, dilation,
+                     groups):  # fmt: skip
+    def run(grad_output, weight, shape, factor):
+        return conv2d_input_grad_op(grad_output, weight, shape, input_channels_last, stride, padding, dilation,
+                                    groups * factor)  # fmt: skip
+
+    return vmap_rules.input_grad_rule(run, info.batch_size, in_dims[:2], grad_output, weight, input_shape)
+
+
+def _weight_grad_vmap(info, in_dims, grad_output, input, weight_shape, weight_channels_last, stride, padding,
+                      dilation, groups):  # fmt: skip
+    def run(input, grad_output, shape, factor):
+        return conv2d_weight_grad_op(grad_output, input, shape, weight_channels_last, stride, padding, dilation,
+                                     groups * factor)  # fmt: skip
+
+    return vmap_rules.weight_grad_rule(run, info.batch_size, in_dims[1::-1], input, grad_output, weight_shape)
+
+
+def _bias_grad_vmap(info, in_dims, grad_output):
+    return vmap_rules.bias_grad_rule(conv2d_bias_grad_op, info.batch_size, in_dims[0], grad_output)
+
+
+# torch.func.vmap over the ops (a vmapped compiled graph, a direct call): the rules the Functions use.
+if hasattr(conv2d_op, "register_vmap"):  # torch >= 2.5
+    conv2d_op.register_vmap(_conv2d_vmap)
+    conv2d_input_grad_op.register_vmap(_input_grad_vmap)
+    conv2d_weight_grad_op.register_vmap(_weight_grad_vmap)
+    conv2d_bias_grad_op.register_vmap(_bias_grad_vmap)

@@ -238,12 +238,16 @@ def _grouped_tile_clamp(config: KernelConfig, problem: ConvProblem) -> KernelCon
 
 
 def _depthwise_clamp(width: Callable[[ConvProblem], int]) -> Callable[..., KernelConfig]:
-    """One output row per program: block_m columns of `width`, block_n channels."""
+    """One output row per program: block_m columns of `width`, block_n channels. Fewer than 16
+    channels take a block of 4 or 8 and proportionally more columns (as the heuristic does)."""
 
     def clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
-        return dataclasses.replace(
-            config, block_m=_fit(config.block_m, width(problem), 8), block_n=_fit(config.block_n, problem.k, 16)
-        )
+        if problem.k >= 16:
+            block_n, block_m = _fit(config.block_n, problem.k, 16), config.block_m
+        else:  # the tile of a 16-channel block, its spare lanes spent on columns
+            block_n = _fit(config.block_n, problem.k, 4)
+            block_m = config.block_m * 16 // block_n
+        return dataclasses.replace(config, block_m=_fit(block_m, width(problem), 8), block_n=block_n)
 
     return clamp
 
