@@ -249,3 +249,24 @@ def test_depthwise_halo_width_covers_every_tap():
     problem = tritonconv.make_problem(n=1, c=4, h=9, w=15, k=4, r=3, s=5, stride=2, padding=1, dilation=3, groups=4)
     # 8 outputs at stride 2 span 15 columns, plus (5 - 1) * 3 of kernel reach = 27 -> 32.
     assert depthwise.halo_width(problem, 8) == 32
+
+
+@pytest.mark.parametrize("channels", [3, 8])
+def test_a_depthwise_route_with_few_channels_agrees_with_torch_at_every_candidate(channels, device):
+    """Fewer than 16 channels take a channel block of 4 or 8 and more columns (the heuristic and the
+    tuning space): every such config, forward and input gradient, against torch in float64."""
+    from tritonconv.tuning.space import candidates
+
+    x, weight, bias = random_conv_inputs(1, channels, 3, 40, channels, 3, 3, groups=channels, dtype=torch.float64,
+                                         device=device, channels_last=True, seed=12)  # fmt: skip
+    problem = problem_from_tensors(x, weight, bias, padding=1, groups=channels)
+    configs = {heuristic_config(problem, "depthwise"): None} | dict.fromkeys(candidates(problem, "fwd", "depthwise"))
+    assert heuristic_config(problem, "depthwise").block_n == (4 if channels == 3 else 8)
+    grad_output = torch.randn(problem.output_shape, dtype=torch.float64, device=device)
+    want_dx = torch.nn.grad.conv2d_input(x.shape, weight, grad_output, padding=1, groups=channels)
+    for config in configs:
+        plan = Plan("depthwise", config, "test")
+        y = fwd_module.conv2d_fwd(x, weight, bias, problem, plan)
+        assert_conv2d_close(y, x, weight, bias, padding=1, groups=channels)
+        dx = fwd_module.conv2d_dgrad(grad_output, weight, problem, True, plan)
+        torch.testing.assert_close(dx, want_dx, rtol=1e-9, atol=1e-9, msg=lambda m, c=config: f"dgrad at {c}: {m}")
