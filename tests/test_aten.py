@@ -116,6 +116,20 @@ def test_an_exported_program_runs_tritonconv():
     assert tritonconv.stats()["aten.convolution"] == {"tritonconv": 2, "torch": 0, "fallbacks": {}}
 
 
+def test_a_compiled_model_calls_tritonconv_from_its_graph():
+    """Inductor leaves convolutions to an extern call of aten.convolution, which tritonconv serves."""
+    torch._dynamo.reset()
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()).double()
+    x = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    want = model(x)
+    compiled = torch.compile(model)
+    tritonconv.reset_stats()
+    with tritonconv.use_aten():
+        got = compiled(x)
+    _close(got, want, "compiled model")
+    assert tritonconv.stats()["aten.convolution"] == {"tritonconv": 1, "torch": 0, "fallbacks": {}}
+
+
 def test_what_tritonconv_cannot_serve_goes_to_torchs_kernel_counted():
     """A complex convolution and a bias of the wrong length: torch's kernel takes both and raises
     its own errors (its CPU kernel has no complex convolution either), and both are counted."""
