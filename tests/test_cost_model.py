@@ -64,3 +64,21 @@ def test_the_check_writes_its_report(tmp_path, capsys):
 def test_an_unknown_pass_is_refused():
     with pytest.raises(ValueError, match="unknown pass"):
         estimate(PROBLEM, "bwd", CONFIG)
+
+
+def test_a_limited_tuning_run_times_the_heuristic_and_the_models_best():
+    from tritonconv.registry import spec
+    from tritonconv.tuning import tuner
+    from tritonconv.tuning.cost_model import rank
+    from tritonconv.tuning.space import candidates
+
+    configs = candidates(PROBLEM, "fwd", "implicit_gemm")
+    heuristic = spec("fwd", "implicit_gemm").heuristic(PROBLEM)
+    chosen = tuner._sample(configs, 4, PROBLEM, "fwd", "implicit_gemm")
+    best = [config for config in rank(PROBLEM, "fwd", configs) if config != heuristic]
+    assert len(configs) > 4 and chosen == ([heuristic, *best[:3]] if heuristic in configs else best[:4])
+    depthwise = make_problem(n=8, c=32, h=28, w=28, k=32, r=3, s=3, padding=1, groups=32, dtype=torch.bfloat16)
+    spread = candidates(depthwise, "fwd", "depthwise")
+    assert tuner._sample(spread, 3, depthwise, "fwd", "depthwise") == [
+        spread[int(i * len(spread) / 3)] for i in range(3)
+    ]

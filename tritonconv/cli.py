@@ -136,7 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     _list_option(tune, "--layout", (CHANNELS_LAST, CONTIGUOUS), [CHANNELS_LAST], "memory formats")
     tune.add_argument("--batch", type=_positive, help="override every layer's (or the model input's) batch size")
     tune.add_argument("--force", action="store_true", help="retune problems the cache already holds")
-    tune.add_argument("--max-candidates", type=_positive, help="time at most this many configs per variant")
+    tune.add_argument(
+        "--max-candidates",
+        type=_positive,
+        help="time at most this many configs per variant: the heuristic's and the cost model's best",
+    )
     bench = commands.add_parser("bench", help="time a suite against torch; write OUT.csv, OUT.png and OUT.md")
     bench.add_argument(
         "--suite", type=_suite, required=True, help="a suite name (see `tritonconv suites`) or a CSV path"

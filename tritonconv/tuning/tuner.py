@@ -25,9 +25,10 @@ from ..arithmetic import CHANNELS_LAST, ConvProblem
 from ..calls import conv2d_dgrad, conv2d_fwd, conv2d_wgrad
 from ..config import KernelConfig
 from ..ops import launch
-from ..registry import Plan, tuned_variants
+from ..registry import Plan, spec, tuned_variants
 from ..runtime import POISON_ENV, fp32_dot_precision, is_interpreted
 from ..torch_reference import TORCH_CONV2D, TORCH_CONV3D
+from . import cost_model
 from .fingerprint import device_slug, problem_fingerprint
 from .select import choose
 from .space import DEFAULT_SHARED_MEMORY, candidates
@@ -156,7 +157,8 @@ def tune_problem(
     shared_memory = _shared_memory(device)
     tried, timings, failed = [], {}, []
     for variant in tuned_variants(problem, pass_name):
-        for config in _sample(candidates(problem, pass_name, variant, shared_memory), max_candidates):
+        for config in _sample(candidates(problem, pass_name, variant, shared_memory), max_candidates, problem,
+                              pass_name, variant):  # fmt: skip
             index = len(tried)
             tried.append((variant, config))
             reason = static_reason(workload, variant, config, shared_memory) or _gate(
@@ -229,12 +231,21 @@ def _gate(workload: Workload, variant: str, config: KernelConfig, dtype: torch.d
         return f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
 
 
-def _sample(configs: list[KernelConfig], limit: int | None) -> list[KernelConfig]:
-    """`limit` configs spread evenly over the space's order (all when no limit)."""
+def _sample(
+    configs: list[KernelConfig], limit: int | None, problem: ConvProblem, pass_name: str, variant: str
+) -> list[KernelConfig]:  # fmt: skip
+    """At most `limit` of a route's configs (all when no limit): for a GEMM route, the heuristic's
+    config and the static cost model's best (`cost_model.rank`); for the others, which the model
+    does not describe, configs spread evenly over the space's order."""
     if limit is None or len(configs) <= limit:
         return configs
-    step = len(configs) / limit
-    return [configs[int(i * step)] for i in range(limit)]
+    if variant in cost_model.UNMODELLED:
+        step = len(configs) / limit
+        return [configs[int(i * step)] for i in range(limit)]
+    heuristic = spec(pass_name, variant).heuristic(problem)
+    ranked = cost_model.rank(problem, pass_name, configs)
+    first = [heuristic] if heuristic in configs else []
+    return [*first, *(config for config in ranked if config != heuristic)][:limit]
 
 
 def _shared_memory(device: torch.device) -> int:
