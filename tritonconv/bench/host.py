@@ -153,6 +153,9 @@ def main() -> None:
     batch = args.batch if args.batch is not None else (None if on_gpu else 1)
     rows = []
     for layer in load_suite(args.suite, batch=batch, dtype=getattr(torch, args.dtype)):
+        if layer.problem.is_3d:  # the calls timed here are conv2d's
+            print(f"{layer.name:>20s} skipped: a 3-D layer", flush=True)
+            continue
         calls = layer_calls(layer.problem, device, layer.problem.dtype)
         for pass_name, fn in calls.items():
             kernels = "" if pass_name.startswith("torch") or on_gpu else launches_per_call(fn)
