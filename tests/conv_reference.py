@@ -214,3 +214,8 @@ def spy_on(monkeypatch, module, names: tuple[str, ...]) -> list[str]:
 
         monkeypatch.setattr(module, name, spy)
     return ran
+
+
+def assert_float64_close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+    """Two float64 results that must agree to rounding (torch's and tritonconv's), named on failure."""
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9, msg=lambda message: f"{what}: {message}")

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
-from conv_reference import spy_on
+from conv_reference import assert_float64_close, spy_on
 
 import tritonconv
 from tritonconv import aten as tritonconv_aten
@@ -45,10 +45,6 @@ def served(monkeypatch) -> list[str]:
     return spy_on(monkeypatch, tritonconv_aten, ("forward_of", "input_grad_of", "weight_grad_of", "bias_grad_of"))
 
 
-def _close(got, want, what: str) -> None:
-    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9, msg=lambda message: f"{what}: {message}")
-
-
 @pytest.mark.parametrize("name", SAMPLES)
 def test_aten_convolution_and_its_backward_are_tritonconvs(name):
     x, weight, bias, arguments = _sample(name)
@@ -62,10 +58,10 @@ def test_aten_convolution_and_its_backward_are_tritonconvs(name):
         got_grads = aten.convolution_backward(grad_output, x, weight, list(bias.shape), *arguments, mask)
         only_dx = aten.convolution_backward(grad_output, x, weight, None, *arguments, [True, False, False])
     assert got.shape == want.shape and got.stride() == want.stride()
-    _close(got, want, "output")
+    assert_float64_close(got, want, "output")
     for what, g, w in zip(("dx", "dW", "db"), got_grads, want_grads, strict=True):
-        _close(g, w, what)
-    _close(only_dx[0], want_grads[0], "dx alone")
+        assert_float64_close(g, w, what)
+    assert_float64_close(only_dx[0], want_grads[0], "dx alone")
     assert only_dx[1] is None and only_dx[2] is None
     stats = tritonconv.stats()
     assert stats["aten.convolution"] == {"tritonconv": 1, "torch": 0, "fallbacks": {}}
@@ -97,7 +93,7 @@ def test_unpatched_functional_convs_autograd_and_nn_grad_run_tritonconv(served):
     with tritonconv.use_aten():
         got = everything()
     for index, (g, w) in enumerate(zip(got, want, strict=True)):
-        _close(g, w, f"result {index}")
+        assert_float64_close(g, w, f"result {index}")
     stats = tritonconv.stats()
     assert stats["aten.convolution"]["torch"] == stats["aten.convolution_backward"]["torch"] == 0
     assert stats["aten.convolution"]["tritonconv"] >= 2 and stats["aten.convolution_backward"]["tritonconv"] >= 3
@@ -112,7 +108,7 @@ def test_an_exported_program_runs_tritonconv():
     tritonconv.reset_stats()
     with tritonconv.use_aten():
         got = exported.module()(x)
-    _close(got, want, "exported program")
+    assert_float64_close(got, want, "exported program")
     assert tritonconv.stats()["aten.convolution"] == {"tritonconv": 2, "torch": 0, "fallbacks": {}}
 
 
@@ -126,7 +122,7 @@ def test_a_compiled_model_calls_tritonconv_from_its_graph():
     tritonconv.reset_stats()
     with tritonconv.use_aten():
         got = compiled(x)
-    _close(got, want, "compiled model")
+    assert_float64_close(got, want, "compiled model")
     assert tritonconv.stats()["aten.convolution"] == {"tritonconv": 1, "torch": 0, "fallbacks": {}}
 
 

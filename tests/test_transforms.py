@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
-from conv_reference import spy_on
+from conv_reference import assert_float64_close, spy_on
 from torch.func import grad, jacfwd, jacrev, jvp, vmap
 
 import tritonconv
@@ -48,10 +48,6 @@ def passes(monkeypatch) -> list[str]:
     return spy_on(monkeypatch, differentiable, ("forward_of", "input_grad_of", "weight_grad_of", "bias_grad_of"))
 
 
-def _assert_close(got, want, what: str) -> None:
-    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9, msg=lambda message: f"{what}: {message}")
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_dual_tensor_that_does_not_require_grad_keeps_its_tangent_through_patched_torch(kind, passes):
     """The issue's repro, for every kind: F.convNd patched, the input dual, nothing requiring grad."""
@@ -70,8 +66,8 @@ def test_a_dual_tensor_that_does_not_require_grad_keeps_its_tangent_through_patc
     finally:
         tritonconv.unpatch_torch()
     assert got.tangent is not None, "the tangent was dropped"
-    _assert_close(got.primal, want.primal, "primal")
-    _assert_close(got.tangent, want.tangent, "tangent")
+    assert_float64_close(got.primal, want.primal, "primal")
+    assert_float64_close(got.tangent, want.tangent, "tangent")
     assert passes, "no Triton pass ran"
 
 
@@ -90,7 +86,7 @@ def test_tangents_of_every_operand_equal_torchs(kind, passes):
             gradients = torch.autograd.grad(output.primal.square().sum(), leaves)
         results.append((output.primal, output.tangent, *gradients))
     for name, got, want in zip(("primal", "tangent", "dx", "dW", "db"), *results, strict=True):
-        _assert_close(got, want, name)
+        assert_float64_close(got, want, name)
     assert {"forward_of", "input_grad_of"} & set(passes) and "weight_grad_of" in passes
 
 
@@ -113,12 +109,12 @@ def test_per_sample_gradients_and_jacrev_equal_torchs(kind, passes):
     per_sample = [vmap(grad(functools.partial(loss, f), argnums=(0, 1, 2)), in_dims=(0, None, None))(x, weight, bias)
                   for f in (ours, torchs)]  # fmt: skip
     for name, got, want in zip(("dx", "dW", "db"), *per_sample, strict=True):
-        _assert_close(got, want, f"per-sample {name}")
+        assert_float64_close(got, want, f"per-sample {name}")
     for argnum, name in enumerate(("x", "weight")):
         jacobians = [
             jacrev(lambda *a, f=f: f(*a, **arguments), argnums=argnum)(x, weight, bias) for f in (ours, torchs)
         ]
-        _assert_close(*jacobians, f"jacrev in {name}")
+        assert_float64_close(*jacobians, f"jacrev in {name}")
     assert {"input_grad_of", "weight_grad_of", "bias_grad_of"} <= set(passes) or "forward_of" in passes
 
 
@@ -131,7 +127,7 @@ def test_vmapped_weights_run_as_one_grouped_convolution(kind, passes):
     for in_dims, inputs in (((None, 0, 0), x), ((0, 0, 0), torch.stack([x, -x, 2 * x]))):
         got, want = (vmap(functools.partial(f, **arguments), in_dims=in_dims)(inputs, weights, biases)
                      for f in (ours, torchs))  # fmt: skip
-        _assert_close(got, want, f"vmap over {in_dims}")
+        assert_float64_close(got, want, f"vmap over {in_dims}")
     assert passes
 
 
@@ -149,7 +145,7 @@ def test_func_jvp_and_forward_over_reverse_hessian_vector_products(kind, passes)
         return primal, tangent, hvp, jacfwd(lambda w: call(x, w, bias))(weight)
 
     for name, got, want in zip(("primal", "jvp", "hvp", "jacfwd"), results(ours), results(torchs), strict=True):
-        _assert_close(got, want, name)
+        assert_float64_close(got, want, name)
     assert passes
 
 
@@ -163,7 +159,7 @@ def test_a_planted_error_in_a_tangent_is_caught(monkeypatch):
         got = fwAD.unpack_dual(tritonconv.conv2d(fwAD.make_dual(x, tangent), weight, bias, groups=2)).tangent
         want = fwAD.unpack_dual(F.conv2d(fwAD.make_dual(x, tangent), weight, bias, groups=2)).tangent
     with pytest.raises(AssertionError, match="not close"):
-        _assert_close(got, want, "tangent")
+        assert_float64_close(got, want, "tangent")
 
 
 def test_a_fused_epilogue_under_forward_ad_is_the_convolution_then_torchs_activation():
@@ -175,7 +171,7 @@ def test_a_fused_epilogue_under_forward_ad_is_the_convolution_then_torchs_activa
         got = fwAD.unpack_dual(tritonconv.conv2d(dual, weight, bias, padding=2, dilation=2, groups=2,
                                                  activation="silu", residual=residual))  # fmt: skip
         want = fwAD.unpack_dual(F.silu(F.conv2d(dual, weight, bias, padding=2, dilation=2, groups=2) + residual))
-    _assert_close(got.tangent, want.tangent, "tangent")
+    assert_float64_close(got.tangent, want.tangent, "tangent")
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["contiguous", "channels_last"])
@@ -200,7 +196,7 @@ def test_an_empty_batch_has_every_gradient(kind, wanted, channels_last):
             assert got is None, name
             continue
         assert got.shape == want.shape, name
-        _assert_close(got, want, name)
+        assert_float64_close(got, want, name)
         if got.numel() == 0:  # no data to lay out: torch's CPU kernels pick an empty tensor's strides by backend
             continue
         assert got.stride() == want.stride(), f"{name}: torch's memory format is {want.stride()}, got {got.stride()}"
@@ -222,9 +218,11 @@ def test_the_custom_ops_have_the_same_vmap_rules(passes):
         x, w, dy = xs[b].requires_grad_(), weights[b].requires_grad_(), grad_outputs[b]
         y = F.conv2d(x, w, padding=1, groups=2)
         want_x, want_w = torch.autograd.grad(y, (x, w), dy)
-        _assert_close(conv(xs.detach(), weights.detach())[b], y, f"forward {b}")
-        _assert_close(input_grad(grad_outputs, weights.detach())[b], want_x, f"dX {b}")
-        _assert_close(weight_grad(grad_outputs, xs.detach())[b], want_w, f"dW {b}")
-        _assert_close(bias_grad(grad_outputs)[b], dy.sum((0, 2, 3)), f"db {b}")
+        assert_float64_close(conv(xs.detach(), weights.detach())[b], y, f"forward {b}")
+        assert_float64_close(input_grad(grad_outputs, weights.detach())[b], want_x, f"dX {b}")
+        assert_float64_close(weight_grad(grad_outputs, xs.detach())[b], want_w, f"dW {b}")
+        assert_float64_close(bias_grad(grad_outputs)[b], dy.sum((0, 2, 3)), f"db {b}")
     folded = vmap(lambda x: library_ops.conv2d_op(x, weights[0].detach(), None, *geometry))(xs.detach())
-    _assert_close(folded, torch.stack([F.conv2d(x, weights[0].detach(), padding=1, groups=2) for x in xs]), "folded")
+    assert_float64_close(
+        folded, torch.stack([F.conv2d(x, weights[0].detach(), padding=1, groups=2) for x in xs]), "folded"
+    )

@@ -95,6 +95,7 @@ def _serving() -> Iterator[None]:
         _local.depth -= 1
 
 
+@torch.compiler.disable  # a compiled graph's extern call lands here: Dynamo must not trace the launchers
 def _served(op: str, torch_kernel, keyset, ours: Callable, *arguments) -> object:
     torchs = functools.partial(torch_kernel.call_boxed, keyset)
     if getattr(_local, "depth", 0):

@@ -26,6 +26,7 @@ be differentiable or batched.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 import torch.autograd.forward_ad as forward_ad
@@ -48,12 +49,19 @@ def transforms_active() -> bool:
     return _functorch_active() or (forward_ad._current_level >= 0 and _forward_grad_enabled())
 
 
-def _sum(*terms: torch.Tensor | None) -> torch.Tensor | None:
-    present = [term for term in terms if term is not None]
-    total = present[0] if present else None
-    for term in present[1:]:
-        total = total + term
-    return total
+def _bilinear_tangent(
+    pass_: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], first: torch.Tensor, second: torch.Tensor,
+    first_tangent: torch.Tensor | None, second_tangent: torch.Tensor | None,
+) -> torch.Tensor:  # fmt: skip
+    """The tangent of a bilinear pass f(a, b): f(da, b) + f(a, db), each term through the pass's own
+    kernels; a missing tangent is zero."""
+    if first_tangent is None and second_tangent is None:
+        return pass_(torch.zeros_like(first), second)
+    if second_tangent is None:
+        return pass_(first_tangent, second)
+    if first_tangent is None:
+        return pass_(first, second_tangent)
+    return pass_(first_tangent, second) + pass_(first, second_tangent)
 
 
 class ConvForward(torch.autograd.Function):
@@ -87,13 +95,10 @@ class ConvForward(torch.autograd.Function):
     def jvp(ctx, input_tangent, weight_tangent, bias_tangent, _):
         input, weight = ctx.saved_tensors
         gradients = ctx.gradients.for_operands(input_tangent, weight_tangent)
-        spatial = [1] * (input.dim() - 2)
-        tangent = _sum(
-            None if input_tangent is None else gradients.forward(input_tangent, weight),
-            None if weight_tangent is None else gradients.forward(input, weight_tangent),
-            None if bias_tangent is None else bias_tangent.view(1, -1, *spatial),
-        )
-        return tangent if tangent is not None else gradients.forward(torch.zeros_like(input), weight)
+        tangent = _bilinear_tangent(gradients.forward, input, weight, input_tangent, weight_tangent)
+        if bias_tangent is None:
+            return tangent
+        return tangent + bias_tangent.view(1, -1, *[1] * (input.dim() - 2))
 
     @staticmethod
     def vmap(info, in_dims, input, weight, bias, geometry: Geometry):
@@ -135,11 +140,7 @@ class InputGrad(torch.autograd.Function):
     def jvp(ctx, grad_output_tangent, weight_tangent, *_):
         grad_output, weight = ctx.saved_tensors
         gradients = ctx.gradients.for_operands(grad_output_tangent, weight_tangent)
-        tangent = _sum(
-            None if grad_output_tangent is None else gradients.input_grad(grad_output_tangent, weight),
-            None if weight_tangent is None else gradients.input_grad(grad_output, weight_tangent),
-        )
-        return tangent if tangent is not None else gradients.input_grad(torch.zeros_like(grad_output), weight)
+        return _bilinear_tangent(gradients.input_grad, grad_output, weight, grad_output_tangent, weight_tangent)
 
     @staticmethod
     def vmap(info, in_dims, grad_output, weight, geometry: Geometry, input_shape: tuple, input_channels_last: bool):
@@ -181,11 +182,7 @@ class WeightGrad(torch.autograd.Function):
     def jvp(ctx, input_tangent, grad_output_tangent, *_):
         input, grad_output = ctx.saved_tensors
         gradients = ctx.gradients.for_operands(input_tangent, grad_output_tangent)
-        tangent = _sum(
-            None if input_tangent is None else gradients.weight_grad(input_tangent, grad_output),
-            None if grad_output_tangent is None else gradients.weight_grad(input, grad_output_tangent),
-        )
-        return tangent if tangent is not None else gradients.weight_grad(input, torch.zeros_like(grad_output))
+        return _bilinear_tangent(gradients.weight_grad, input, grad_output, input_tangent, grad_output_tangent)
 
     @staticmethod
     def vmap(info, in_dims, input, grad_output, geometry: Geometry, weight_shape: tuple, weight_channels_last: bool):
