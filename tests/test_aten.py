@@ -14,6 +14,7 @@ import tritonconv
 from tritonconv import aten as tritonconv_aten
 
 aten = torch.ops.aten
+pytestmark = pytest.mark.skipif(not hasattr(torch.library, "get_kernel"), reason="use_aten needs torch >= 2.9")
 
 # (input shape, weight shape, stride, padding, dilation, transposed, output_padding, groups)
 SAMPLES = {

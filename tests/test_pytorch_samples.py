@@ -45,6 +45,8 @@ def _value_and_gradients(function, sample) -> tuple[torch.Tensor, ...]:
 @pytest.mark.parametrize("route", ["patch_torch", "use_aten"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_pytorchs_samples_give_torchs_values_and_gradients(kind, route):
+    if route == "use_aten" and not hasattr(torch.library, "get_kernel"):
+        pytest.skip("use_aten needs torch >= 2.9")
     samples = _samples(kind)
     op = "aten.convolution" if route == "use_aten" else kind  # the name stats() counts it under
     for index, sample in enumerate(samples):
