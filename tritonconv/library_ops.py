@@ -4,7 +4,9 @@ Dynamo cannot trace the launchers (caches, plans, files); a custom op is opaque 
 graph records a call to `tritonconv::conv2d`, its fake implementation gives the output's shape,
 dtype and memory format, and its registered autograd formula calls the gradient ops. Eager calls do
 not come here (`functional.conv2d` takes the direct path, which costs less host time per call);
-only calls made while torch.compile traces do.
+calls made while torch.compile traces do, and an eager backward under torch's legacy vmap
+(gradcheck's batched checks: `differentiable.Gradients.for_operands`), whose fallback runs an op one
+sample at a time. The gradient ops take 2-D and 3-D operands alike.
 
 Padding is passed as four integers (top, left, bottom, right), since 'same' with an even dilated
 kernel pads one more element at the end.
@@ -12,8 +14,10 @@ kernel pads one more element at the end.
 The gradient ops have autograd formulas of their own, made of the other ops: the input gradient is
 bilinear in (dY, W) and the weight gradient in (x, dY), and each one's derivatives are the forward
 and the other gradient with the operands' roles swapped. So gradients of gradients (double
-backward: gradient penalties, Hessian-vector products) run the same Triton kernels, to any order;
-the eager Functions take this path when the backward itself is recorded (`create_graph=True`).
+backward: gradient penalties, Hessian-vector products) run the same Triton kernels, to any order.
+An eager recorded backward (`create_graph=True`) takes the Functions of `differentiable.py` instead,
+which have forward-mode formulas too (custom ops have none). The ops' vmap rules are
+`vmap_rules.py`'s, as the Functions' are.
 """
 
 import dataclasses
@@ -61,7 +65,7 @@ def conv2d_op(
     groups: int,
 ) -> torch.Tensor:
     """Forward of a batched (N, C, H, W) input, through a call prepared per key (`prepared.py`); a
-    (N, C, D, H, W) one's through `differentiable.forward_of` (the gradients' derivatives need it)."""
+    (N, C, D, H, W) one's through `direct.forward_of` (the 3-D gradients' derivatives need it)."""
     if weight.dim() == 5:
         return forward_of(input, weight, bias, _geometry(stride, padding, dilation, groups))
     geometry = (tuple(stride), tuple(padding), tuple(dilation), groups)
