@@ -1,11 +1,8 @@
 """The correctness reference every kernel test shares: torch's conv in float64, one tolerance table.
 
-Tolerances are bounds, not guesses. With T = conv(|x|, |w|) (the sum of |terms| per output element)
-and L = (C/groups)*R*S, an element may be off by
-    out_eps * |ref| + (in_eps + L * acc_eps) * T
-out_eps covers rounding the fp32 accumulator to the output dtype, in_eps the rounding of operands
-the tensor cores see (TF32 truncates both operands), and L * acc_eps the worst-case growth of the
-fp32 (or fp64) accumulation. A wrong tap, channel or mask is off by a whole term, far above this.
+Tolerances are bounds, not guesses (`torch_reference.error_bound`, shared with the GPU quick run):
+with T = conv(|x|, |w|) and L = (C/groups)*R*S for the forward, an element may be off by
+SAFETY * (out_eps * |ref| + (in_eps + L * acc_eps) * T).
 """
 
 from __future__ import annotations
@@ -19,17 +16,7 @@ import triton
 import triton.language as tl
 
 from tritonconv.arithmetic import is_channels_last_like, problem_from_tensors, problem_from_tensors_3d
-
-# dtype -> (out_eps, in_eps, acc_eps); "tf32" is fp32 as the tensor cores multiply it.
-EPSILONS = {
-    torch.float64: (2.0**-52, 2.0**-52, 2.0**-53),
-    torch.float32: (2.0**-23, 2.0**-23, 2.0**-24),
-    "tf32": (2.0**-23, 2.0**-9, 2.0**-24),
-    torch.float16: (2.0**-10, 0.0, 2.0**-24),
-    # One bf16 ulp, not half: the Triton interpreter truncates f32 -> bf16 instead of rounding.
-    torch.bfloat16: (2.0**-7, 0.0, 2.0**-24),
-}
-SAFETY = 2.0
+from tritonconv.torch_reference import error_bound
 
 
 def tf32_in_effect(dtype: torch.dtype, device: torch.device | str) -> bool:
@@ -98,8 +85,7 @@ def assert_conv2d_close(actual: torch.Tensor, input, weight, bias=None, **kwargs
     magnitude = reference_conv2d(input.abs(), weight.abs(), None if bias is None else bias.abs(), **kwargs)
     problem = _problem(input, weight, bias, kwargs)
     key = "tf32" if tf32_in_effect(input.dtype, input.device) else input.dtype
-    out_eps, in_eps, acc_eps = EPSILONS[key]
-    bound = SAFETY * (out_eps * expected.abs() + (in_eps + problem.gemm_k * acc_eps) * magnitude)
+    bound = error_bound(expected, magnitude, key, problem.gemm_k)
     excess = (got - expected).abs() - bound
     worst = int(excess.argmax())
     assert excess.max() <= 0, (
@@ -128,7 +114,6 @@ def assert_grads_close(grads, input, weight, bias, grad_output, **kwargs) -> Non
     problem = _problem(input, weight, bias, kwargs)
     reductions = (problem.k_per_group * problem.t * problem.r * problem.s, problem.gemm_m, problem.gemm_m)
     key = "tf32" if tf32_in_effect(input.dtype, input.device) else input.dtype
-    out_eps, in_eps, acc_eps = EPSILONS[key]
     for name, got, want, mag, length, like in zip(
         ("input", "weight", "bias"), grads, expected, magnitude, reductions, (input, weight, bias), strict=True
     ):
@@ -145,7 +130,7 @@ def assert_grads_close(grads, input, weight, bias, grad_output, **kwargs) -> Non
             )
         got64 = got.detach().to("cpu", torch.float64)
         assert not torch.isnan(got64).any(), f"grad of {name}: elements never written"
-        bound = SAFETY * (out_eps * want.abs() + (in_eps + length * acc_eps) * mag)
+        bound = error_bound(want, mag, key, length)
         excess = (got64 - want).abs() - bound
         assert excess.max() <= 0, (
             f"grad of {name}: error {float((got64 - want).abs().max()):.3e} over bound (L={length})"

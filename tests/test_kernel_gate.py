@@ -83,7 +83,7 @@ def test_the_tuner_never_times_a_statically_unfit_candidate(monkeypatch):
     timed = []
     unfit = {}
 
-    def static_reason(workload, variant, config, shared_memory):
+    def static_reason(workload, variant, config, shared_memory, numbers=None):
         if not unfit:
             unfit[config] = "statically unfit (k): spills 8 bytes"
         return unfit.get(config)

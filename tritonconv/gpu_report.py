@@ -88,15 +88,22 @@ def code_version() -> str:
     return digest.hexdigest()[:12]
 
 
-def load_state(device: str) -> dict:
-    path = ROOT / "reports" / device / STATE_FILE
+def read_state(path: Path) -> dict:
+    """A resumable run's record of its steps: name -> {version, status, seconds}."""
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def save_state(device: str, state: dict) -> None:
-    path = ROOT / "reports" / device / STATE_FILE
+def write_state(path: Path, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
+
+
+def load_state(device: str) -> dict:
+    return read_state(ROOT / "reports" / device / STATE_FILE)
+
+
+def save_state(device: str, state: dict) -> None:
+    write_state(ROOT / "reports" / device / STATE_FILE, state)
 
 
 def plan_table(device: str, version: str) -> pd.DataFrame:

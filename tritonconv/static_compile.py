@@ -67,13 +67,14 @@ class _CompileOnlyDriver:
 
 
 @contextlib.contextmanager
-def compiling_for(arch: str) -> Iterator[None]:
-    """Within this context kernels compile for `arch` (a key of `ARCHES`) and launchers plan for it."""
-    if arch not in ARCHES:
+def compiling_for(arch: str | tuple[int, int]) -> Iterator[None]:
+    """Within this context kernels compile for `arch` (a key of `ARCHES`, or a compute capability)
+    and launchers plan for it."""
+    if not isinstance(arch, tuple) and arch not in ARCHES:
         raise ValueError(f"unknown arch {arch!r}; known: {', '.join(ARCHES)}")
     from triton.runtime import driver
 
-    capability = ARCHES[arch]
+    capability = arch if isinstance(arch, tuple) else ARCHES[arch]
     previous = driver._active  # None until a driver was needed (`reset_active` would create one: none here)
     driver.set_active(_CompileOnlyDriver(capability))
     with runtime.target_capability(capability):
@@ -96,6 +97,80 @@ def compile_captured(kernel_launch: object, pointers: Sequence[object]) -> objec
     """Compile a launch recorded by `ops.launch.captured()` with the pointers it was called with."""
     arguments = (*pointers, *kernel_launch.scalars)
     return compile_launch(kernel_launch.kernel, kernel_launch.grid, arguments, kernel_launch.constexprs)
+
+
+# A captured launch without its memory, picklable: (module, kernel name, grid, pointer stand-ins,
+# scalars, constexprs). Equal specs compile to the same kernel.
+LaunchSpec = tuple[str, str, tuple, tuple, tuple, tuple]
+# Static numbers of launches compiled ahead (`bench.quick.precompile`): spec -> (usage, num_warps).
+KNOWN_USAGE: dict[LaunchSpec, tuple[StaticUsage, int]] = {}
+
+
+def launch_spec(kernel_launch: object, pointers: Sequence[object]) -> LaunchSpec:
+    """What decides a launch's compiled kernel, without its memory: each pointer's dtype and address
+    mod 16 (Triton specialises 16-byte alignment; a descriptor's fields too), the scalars (Triton
+    specialises 1 and multiples of 16) and the constexprs."""
+    fn = kernel_launch.kernel.fn
+    return (fn.__module__, fn.__name__, kernel_launch.grid, tuple(_pointer_spec(p) for p in pointers),
+            tuple(kernel_launch.scalars), tuple(sorted(kernel_launch.constexprs.items())))  # fmt: skip
+
+
+def _pointer_spec(pointer: object) -> tuple:
+    import torch
+
+    from .ops.descriptors import TensorDescriptor
+
+    if isinstance(pointer, torch.Tensor):
+        return ("tensor", str(pointer.dtype), pointer.data_ptr() % 16)
+    if TensorDescriptor is not None and isinstance(pointer, TensorDescriptor):
+        fields = tuple((name, tuple(value) if isinstance(value, list | tuple) else value)
+                       for name, value in sorted(vars(pointer).items()) if name != "base")  # fmt: skip
+        return ("descriptor", str(pointer.base.dtype), pointer.base.data_ptr() % 16, fields)
+    return ("value", pointer)
+
+
+def _stand_in(spec: tuple) -> object:
+    """A CPU object a compile takes for the pointer `spec` describes: a tensor of its dtype at an
+    address with the same remainder mod 16 (or a descriptor over one)."""
+    import torch
+
+    from .ops.descriptors import TensorDescriptor, rebased
+
+    kind = spec[0]
+    if kind == "value":
+        return spec[1]
+    dtype = getattr(torch, spec[1].removeprefix("torch."))
+    raw = torch.empty(128, dtype=torch.uint8)
+    skip = (spec[2] - raw.data_ptr()) % 16
+    base = raw[skip : skip + 64].view(dtype)
+    if kind == "tensor":
+        return base
+    descriptor = object.__new__(TensorDescriptor)
+    descriptor.__dict__.update({name: list(value) if isinstance(value, tuple) else value for name, value in spec[3]})
+    return rebased(descriptor, base)
+
+
+def compile_spec(spec: LaunchSpec) -> tuple[str | None, tuple[StaticUsage, int] | None]:
+    """Compile one captured launch (inside `compiling_for`): (None, (usage, num_warps)), or (the
+    error, None)."""
+    import importlib
+
+    module, name, grid, pointers, scalars, constexprs = spec
+    kernel = getattr(importlib.import_module(module), name)
+    try:
+        compiled = compile_launch(kernel, grid, (*map(_stand_in, pointers), *scalars), dict(constexprs))
+        return None, (usage(compiled), compiled.metadata.num_warps)
+    except Exception as error:  # the timed run meets the same error and records it against its candidate
+        return f"{name}: {type(error).__name__}: {' '.join(str(error).split())[:200]}", None
+
+
+def captured_usage(kernel_launch: object, pointers: Sequence[object]) -> tuple[StaticUsage, int]:
+    """(usage, num_warps) of a captured launch: remembered from a compile ahead, else compiled now."""
+    known = KNOWN_USAGE.get(launch_spec(kernel_launch, pointers))
+    if known is not None:
+        return known
+    compiled = compile_captured(kernel_launch, pointers)
+    return usage(compiled), compiled.metadata.num_warps
 
 
 def usage(compiled: object) -> StaticUsage:

@@ -8,6 +8,31 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# Tolerances are bounds, not guesses. With T the sum of |terms| per output element (the pass run on
+# |operands|) and L its reduction length, an element may be off by
+#     SAFETY * (out_eps * |ref| + (in_eps + L * acc_eps) * T)
+# out_eps covers rounding the fp32 accumulator to the output dtype, in_eps the rounding of operands
+# the tensor cores see (TF32 truncates both operands), L * acc_eps the worst-case growth of the fp32
+# (or fp64) accumulation. A wrong tap, channel or mask is off by a whole term, far above this.
+# dtype -> (out_eps, in_eps, acc_eps); "tf32" is fp32 as the tensor cores multiply it.
+EPSILONS = {
+    torch.float64: (2.0**-52, 2.0**-52, 2.0**-53),
+    torch.float32: (2.0**-23, 2.0**-23, 2.0**-24),
+    "tf32": (2.0**-23, 2.0**-9, 2.0**-24),
+    torch.float16: (2.0**-10, 0.0, 2.0**-24),
+    # One bf16 ulp, not half: the Triton interpreter truncates f32 -> bf16 instead of rounding.
+    torch.bfloat16: (2.0**-7, 0.0, 2.0**-24),
+}
+SAFETY = 2.0
+
+
+def error_bound(expected: torch.Tensor, magnitude: torch.Tensor, precision: torch.dtype | str, length: int):
+    """The largest error each element of a result may show (the bound above), for `precision` (a
+    dtype, or "tf32") and reduction length `length`."""
+    out_eps, in_eps, acc_eps = EPSILONS[precision]
+    return SAFETY * (out_eps * expected.abs() + (in_eps + length * acc_eps) * magnitude)
+
+
 TORCH_CONV2D = F.conv2d
 TORCH_CONV1D = F.conv1d
 TORCH_CONV3D = F.conv3d

@@ -199,6 +199,20 @@ def variant_provider(variant: str, **config_changes: object) -> Provider:
     return provide
 
 
+def pinned_provider(choose: Callable[[object, str], Plan | None]) -> Provider:
+    """tritonconv's call of any pass with its plan pinned to `choose(problem, pass)`, where that
+    gives one (None: the provider does not apply; planar 3-D layers are never pinned)."""
+
+    def provide(case: Case) -> Call | None:
+        plan = None if case.planar is not None else choose(case.problem, case.pass_name)
+        if plan is None:
+            return None
+        pinned = PreparedConv(case.problem, case.x, case.weight, NO_EPILOGUE, plans={Pass(case.pass_name): plan})
+        return _triton(dataclasses.replace(case, prepared=pinned))
+
+    return provide
+
+
 PROVIDERS: dict[str, Provider] = {
     "triton": _triton,
     "triton api": _triton_api,
@@ -229,11 +243,12 @@ def time_call(fn: Callable[[], object]) -> tuple[float, float]:
 
 def measure(
     case: Case, providers: Mapping[str, Provider] | Iterable[str], reference: str = "torch",
-    reproducibility: bool = False,
+    reproducibility: bool = False, timer: Callable[[Call], tuple[float, float]] | None = None,
 ) -> list[dict]:  # fmt: skip
-    """One row per applicable provider: `provider`, `ms`, `graph_ms`, `max_rel_err` against the
-    `reference` provider's result (checked before anything is timed) and, with `reproducibility`,
-    whether two runs were bitwise equal."""
+    """One row per applicable provider: `provider`, `ms`, `graph_ms` (by `timer`, default
+    `time_call`), `max_rel_err` against the `reference` provider's result (checked before anything
+    is timed) and, with `reproducibility`, whether two runs were bitwise equal."""
+    timer = timer or time_call
     if not isinstance(providers, Mapping):
         providers = {name: PROVIDERS[name] for name in providers}
     calls = {name: call for name, provider in providers.items() if (call := provider(case)) is not None}
@@ -244,6 +259,6 @@ def measure(
         row = {"provider": name, "max_rel_err": timing.relative_error(got, expected)}
         if reproducibility:
             row["bitwise_reproducible"] = torch.equal(got, call())
-        row["ms"], row["graph_ms"] = time_call(call)
+        row["ms"], row["graph_ms"] = timer(call)
         rows.append(row)
     return rows

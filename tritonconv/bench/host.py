@@ -139,6 +139,31 @@ def layer_calls(problem, device: str, dtype: torch.dtype) -> dict[str, Callable[
     return calls
 
 
+def host_rows(layers: list, on_gpu: bool, time_us: Callable[[Callable[[], object]], float]) -> list[dict]:
+    """One row per (layer, timed call): µs per call by `time_us`, with real launches on a GPU and
+    stubbed ones without (the kernels each call launches are listed there). 3-D layers are skipped:
+    the calls timed here are conv2d's."""
+    device = "cuda" if on_gpu else "cpu"
+    rows = []
+    for layer in layers:
+        if layer.problem.is_3d:
+            print(f"{layer.name:>20s} skipped: a 3-D layer", flush=True)
+            continue
+        calls = layer_calls(layer.problem, device, layer.problem.dtype)
+        for pass_name, fn in calls.items():
+            kernels = "" if pass_name.startswith("torch") or on_gpu else launches_per_call(fn)
+            launch.STUB = None if on_gpu else no_launch
+            try:
+                microseconds = time_us(fn)
+            finally:
+                launch.STUB = None
+            rows.append({"layer": layer.name, "pass": pass_name, "host_us": microseconds, "launches": kernels,
+                         "launch": "real" if on_gpu else "stub", "batch": layer.problem.n,
+                         "dtype": str(layer.problem.dtype).removeprefix("torch.")})  # fmt: skip
+            print(f"{layer.name:>20s} {pass_name:>18s} {microseconds:8.2f} us  {kernels}", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", default="resnet50")
@@ -149,23 +174,9 @@ def main() -> None:
     parser.add_argument("--out", default="host.csv")
     args = parser.parse_args()
     on_gpu = torch.cuda.is_available() and device_slug() != "interpreter"
-    device = "cuda" if on_gpu else "cpu"
     batch = args.batch if args.batch is not None else (None if on_gpu else 1)
-    rows = []
-    for layer in load_suite(args.suite, batch=batch, dtype=getattr(torch, args.dtype)):
-        if layer.problem.is_3d:  # the calls timed here are conv2d's
-            print(f"{layer.name:>20s} skipped: a 3-D layer", flush=True)
-            continue
-        calls = layer_calls(layer.problem, device, layer.problem.dtype)
-        for pass_name, fn in calls.items():
-            kernels = "" if pass_name.startswith("torch") or on_gpu else launches_per_call(fn)
-            launch.STUB = None if on_gpu else no_launch
-            microseconds = host_us(fn, args.calls, args.repeats)
-            launch.STUB = None
-            rows.append({"layer": layer.name, "pass": pass_name, "host_us": microseconds, "launches": kernels,
-                         "launch": "real" if on_gpu else "stub", "batch": layer.problem.n,
-                         "dtype": args.dtype})  # fmt: skip
-            print(f"{layer.name:>20s} {pass_name:>18s} {microseconds:8.2f} us  {kernels}", flush=True)
+    layers = load_suite(args.suite, batch=batch, dtype=getattr(torch, args.dtype))
+    rows = host_rows(layers, on_gpu, lambda fn: host_us(fn, args.calls, args.repeats))
     table = stamp(pd.DataFrame(rows), torch.cuda.get_device_name() if on_gpu else "cpu (launch stubbed)")
     table.to_csv(args.out, index=False)
     summary = table.groupby("pass", sort=False)["host_us"].median()

@@ -36,11 +36,12 @@ class TuneSummary:
 def device_cache(directory: str | Path | None = None) -> TuningCache:
     """This device's cache file under `directory` (default: `cache_dir()`), one object per file so
     its parsed entries are shared."""
-    return _cache_for(Path(directory or cache_dir()) / f"{device_slug()}.json")
+    return cache_at(Path(directory or cache_dir()) / f"{device_slug()}.json")
 
 
 @functools.cache
-def _cache_for(path: Path) -> TuningCache:
+def cache_at(path: Path) -> TuningCache:
+    """The one `TuningCache` object of the file at `path` in this process."""
     return TuningCache(path)
 
 
@@ -53,7 +54,7 @@ def cached_entry(cache: TuningCache, problem: ConvProblem, pass_name: str) -> di
 def shipped_table() -> TuningCache | None:
     """The table shipped for this device in `autotune/` (installed as `tritonconv.autotune`), if any."""
     path = suites.suites_folder() / f"{device_slug()}.json"
-    return _cache_for(path) if path.exists() else None
+    return cache_at(path) if path.exists() else None
 
 
 def find_entry(problem: ConvProblem, pass_name: str, *, borrow: bool = True) -> tuple[dict, str] | None:
@@ -94,6 +95,8 @@ def tune_problems(
     progress: Callable[[int, int, str], None] | None = None,
     shard: Shard | None = None,
     transposed: Iterable[ConvProblem] = (),
+    top_k: int | None = None,
+    records: list[dict] | None = None,
 ) -> TuneSummary:
     """Tune every (problem, pass) not already cached (all of them with `force`), writing each entry
     as soon as it is tuned so an interrupted run keeps what it finished. `transposed` holds the
@@ -102,7 +105,9 @@ def tune_problems(
 
     With a `shard` (see `tuning.distributed`), this process takes only its share of the work, then
     every rank's entries, new and cached, are stored into this process's cache too, and the summary
-    counts every rank's work. `progress` sees this process's share.
+    counts every rank's work. `progress` sees this process's share. `top_k` times only the pruned
+    candidates (`tuner.tune_problem`); `records` receives one row per candidate timed here, with
+    the problem's cache key.
     """
     cache = cache or device_cache()
     distinct = list(dict.fromkeys(problems))
@@ -121,7 +126,10 @@ def tune_problems(
         if entry is not None:
             outcomes.append(("cached", key, entry))
             continue
-        entry = tune_problem(problem, pass_name, timer=timer, max_candidates=max_candidates)
+        rows: list[dict] = []
+        entry = tune_problem(problem, pass_name, timer=timer, max_candidates=max_candidates, top_k=top_k, records=rows)
+        if records is not None:
+            records.extend({"key": key, **row} for row in rows)
         cache.store({key: entry})
         outcomes.append(("failed" if entry["config"] is None else "tuned", key, entry))
     if progress:
@@ -142,4 +150,4 @@ def _store_by_device(cache: TuningCache, outcomes: list[tuple[str, str, dict]]) 
         by_device.setdefault(entry.get("device", device_slug()), {})[key] = entry
     for slug, entries in by_device.items():
         path = cache.path.with_name(f"{slug}.json")
-        (cache if path == cache.path else _cache_for(path)).store(entries)
+        (cache if path == cache.path else cache_at(path)).store(entries)

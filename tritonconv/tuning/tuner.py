@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import math
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -28,7 +30,7 @@ from ..ops import launch
 from ..registry import Plan, spec, tuned_variants
 from ..runtime import POISON_ENV, fp32_dot_precision, is_interpreted
 from ..torch_reference import TORCH_CONV2D, TORCH_CONV3D
-from . import cost_model
+from . import cost_model, prune
 from .fingerprint import device_slug, problem_fingerprint
 from .select import choose
 from .space import DEFAULT_SHARED_MEMORY, candidates
@@ -74,10 +76,17 @@ class Workload:
     """Random inputs for one problem, the pass's launcher and torch's answer to check it against."""
 
     run: Callable[[str, KernelConfig], torch.Tensor]
-    expected: torch.Tensor
+    expected: torch.Tensor | None
+    operands: tuple[torch.Tensor, ...] = ()
 
 
-def make_workload(problem: ConvProblem, pass_name: str, device: torch.device) -> Workload:
+def make_workload(
+    problem: ConvProblem, pass_name: str, device: torch.device, reference_dtype: torch.dtype | None = None,
+    answer: bool = True,
+) -> Workload:  # fmt: skip
+    """Seeded random operands on `device` and torch's answer (in `reference_dtype`, by default fp32,
+    fp64 for fp64 problems; none without `answer`, for a run that only captures the launches);
+    `workload.operands` keeps (x, weight, grad_output) for other checks."""
     generator = torch.Generator().manual_seed(0)
     channels_last = problem.layout == CHANNELS_LAST
 
@@ -85,10 +94,13 @@ def make_workload(problem: ConvProblem, pass_name: str, device: torch.device) ->
         return torch.randn(shape, generator=generator).to(device, problem.dtype).to(memory_format=problem.memory_format)
 
     x, weight, grad_output = tensor(problem.input_shape), tensor(problem.weight_shape), tensor(problem.output_shape)
-    expected = torch_answer(problem, pass_name, x, weight, grad_output)
+    expected = torch_answer(problem, pass_name, x, weight, grad_output, reference_dtype) if answer else None
+    operands = (x, weight, grad_output)
     if pass_name == "fwd":
         return Workload(
-            lambda variant, config: conv2d_fwd(x, weight, None, problem, Plan(variant, config, "tuning")), expected
+            lambda variant, config: conv2d_fwd(x, weight, None, problem, Plan(variant, config, "tuning")),
+            expected,
+            operands,
         )
     if pass_name == "dgrad":
         return Workload(
@@ -96,24 +108,28 @@ def make_workload(problem: ConvProblem, pass_name: str, device: torch.device) ->
                 grad_output, weight, problem, channels_last, Plan(variant, config, "tuning")
             ),
             expected,
+            operands,
         )
     return Workload(
         lambda variant, config: conv2d_wgrad(x, grad_output, problem, channels_last, Plan(variant, config, "tuning")),
         expected,
+        operands,
     )
 
 
 def torch_answer(
-    problem: ConvProblem, pass_name: str, x: torch.Tensor, weight: torch.Tensor, grad_output: torch.Tensor
-) -> torch.Tensor:
-    """torch's forward, input gradient or weight gradient of the problem, in fp32 (fp64 for fp64),
-    through autograd. Padding that is larger at the end ('same' with an even kernel) is added to x
-    by torch's pad first, as torch itself does, and the input gradient is cropped back."""
+    problem: ConvProblem, pass_name: str, x: torch.Tensor, weight: torch.Tensor, grad_output: torch.Tensor,
+    reference_dtype: torch.dtype | None = None,
+) -> torch.Tensor:  # fmt: skip
+    """torch's forward, input gradient or weight gradient of the problem, in `reference_dtype` (by
+    default fp32, fp64 for fp64), through autograd. Padding that is larger at the end ('same' with
+    an even kernel) is added to x by torch's pad first, as torch itself does, and the input gradient
+    is cropped back."""
     depth = problem.depth
     axes = [] if depth is None else [(depth.stride, depth.padding, depth.padding_end, depth.dilation)]
     axes += list(zip(problem.stride, problem.padding, problem.padding_end, problem.dilation, strict=True))
     stride, begin, end, dilation = (tuple(axis[i] for axis in axes) for i in range(4))
-    reference_dtype = torch.float64 if problem.dtype == torch.float64 else torch.float32
+    reference_dtype = reference_dtype or (torch.float64 if problem.dtype == torch.float64 else torch.float32)
     extra = [amount for b, e in reversed(list(zip(begin, end, strict=True))) for amount in (0, e - b)]
     padded = F.pad(x.to(reference_dtype), extra).requires_grad_()
     wide_weight = weight.to(reference_dtype).requires_grad_()
@@ -145,29 +161,43 @@ def tune_problem(
     timer: Timer | None = None,
     device: torch.device | None = None,
     max_candidates: int | None = None,
+    top_k: int | None = None,
+    records: list[dict] | None = None,
 ) -> dict:
-    """Time and check every candidate of every tuned variant; return the cache entry (its "config"
-    is None when every candidate failed)."""
-    on_gpu = not interpreted() and torch.cuda.is_available()
+    """Time and check every candidate of every tuned variant (at most `max_candidates` per variant),
+    or, with `top_k`, only the pruned few (`prune.pruned`: the heuristic's, the TMA route's and the
+    cost model's `top_k` best); return the cache entry (its "config" is None when every candidate
+    failed). With `records`, one row per candidate is appended to it: why it was picked, its
+    static numbers and its time or why it was not timed (`candidate_record`)."""
+    on_gpu = _on_gpu()
     device = device or torch.device("cuda" if on_gpu else "cpu")
     timer = timer or (gpu_timer if on_gpu else interpreter_timer)
     if max_candidates is None and not on_gpu:
         max_candidates = INTERPRETER_CANDIDATES
     workload = make_workload(problem, pass_name, device)
     shared_memory = _shared_memory(device)
+    if top_k is not None:
+        picked = prune.pruned(problem, pass_name, top_k, shared_memory)
+    else:
+        picked = [prune.Candidate(variant, config, prune.SPREAD if max_candidates else "space")
+                  for variant in tuned_variants(problem, pass_name)
+                  for config in _sample(candidates(problem, pass_name, variant, shared_memory), max_candidates,
+                                        problem, pass_name, variant)]  # fmt: skip
     tried, timings, failed = [], {}, []
-    for variant in tuned_variants(problem, pass_name):
-        for config in _sample(candidates(problem, pass_name, variant, shared_memory), max_candidates, problem,
-                              pass_name, variant):  # fmt: skip
-            index = len(tried)
-            tried.append((variant, config))
-            reason = static_reason(workload, variant, config, shared_memory) or _gate(
-                workload, variant, config, problem.dtype
-            )
-            if reason is not None:
-                failed.append({"variant": variant, "config": config.as_dict(), "reason": reason})
-                continue
+    for candidate in picked:
+        variant, config = candidate.variant, candidate.config
+        index = len(tried)
+        tried.append((variant, config))
+        numbers: dict = {}
+        reason = static_reason(workload, variant, config, shared_memory, numbers) or _gate(
+            workload, variant, config, problem.dtype
+        )
+        if reason is None:
             timings[index] = list(timer(lambda variant=variant, config=config: workload.run(variant, config)))
+        else:
+            failed.append({"variant": variant, "config": config.as_dict(), "reason": reason})
+        if records is not None:
+            records.append(candidate_record(problem, pass_name, candidate, numbers, reason, timings.get(index)))
     entry = {
         "pass": pass_name,
         "problem": problem_fields(problem),
@@ -175,6 +205,7 @@ def tune_problem(
         "failed": failed,
         "device": device_slug(device if device.type == "cuda" else None),
         "timed_on": "gpu" if on_gpu else "interpreter (times mean nothing)",
+        **({} if top_k is None else {"pruned_to": f"heuristic, TMA and the cost model's top {top_k}"}),
         "tuned_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     entry["fingerprint"] = problem_fingerprint(pass_name, tuned_variants(problem, pass_name))
@@ -203,23 +234,89 @@ def problem_fields(problem: ConvProblem) -> dict:
     }  # fmt: skip
 
 
-def static_reason(workload: Workload, variant: str, config: KernelConfig, shared_memory: int) -> str | None:
+def static_reason(
+    workload: Workload, variant: str, config: KernelConfig, shared_memory: int, numbers: dict | None = None
+) -> str | None:
     """Why a candidate is unfit before anything runs: its kernels, compiled for this GPU but not
     launched, spill registers or need more shared memory than a block gets. None when they are fit,
-    or where nothing compiles (the interpreter); a compile error is left to `_gate`, which records it."""
-    if interpreted():
-        return None
+    or where nothing compiles (the interpreter); a compile error is left to `_gate`, which records it.
+    `numbers`, if given, receives what the launches showed (`static_numbers`)."""
     try:
         with launch.captured() as launches:
             workload.run(variant, config)
-        for kernel_launch, pointers in launches:
-            compiled = static_compile.compile_captured(kernel_launch, pointers)
-            problems = static_compile.resource_problems(static_compile.usage(compiled), shared_memory)
+    except Exception:  # a launcher that refuses the config: `_gate` runs it and records why
+        return None
+    usages = []
+    try:
+        for kernel_launch, pointers in launches if not interpreted() else ():
+            found, warps = static_compile.captured_usage(kernel_launch, pointers)
+            usages.append((found, warps))
+            problems = static_compile.resource_problems(found, shared_memory)
             if problems:
                 return f"statically unfit ({kernel_launch.kernel.__name__}): {'; '.join(problems)}"
     except Exception:  # compile errors and the like: `_gate` runs the candidate and records them
         return None
+    finally:
+        if numbers is not None:
+            numbers.update(static_numbers(launches, usages))
     return None
+
+
+def static_numbers(launches: Sequence, usages: Sequence[tuple[static_compile.StaticUsage, int]]) -> dict:
+    """The launches' kernels and programs and, where they were compiled, the heaviest kernel's
+    registers per thread and shared bytes, the spill bytes of all, and the blocks of it one SM holds
+    (`occupancy`). The main kernel (most programs) stands for the call."""
+    if not launches:
+        return {}
+    grids = [math.prod(kernel_launch.grid) for kernel_launch, _ in launches]
+    numbers = {"kernels": " ".join(kernel_launch.kernel.__name__ for kernel_launch, _ in launches),
+               "launches": len(launches), "programs": max(grids)}  # fmt: skip
+    if usages:
+        main = grids.index(max(grids))
+        found, warps = usages[min(main, len(usages) - 1)]
+        numbers.update(registers=max(u.registers for u, _ in usages), spill_bytes=sum(u.spill_bytes for u, _ in usages),
+                       shared_bytes=max(u.shared_bytes for u, _ in usages), num_warps=warps,
+                       blocks_per_sm=occupancy(found, warps))  # fmt: skip
+    return numbers
+
+
+def occupancy(
+    found: static_compile.StaticUsage, num_warps: int, device: cost_model.DeviceModel = cost_model.H200
+) -> int:
+    """Blocks of a kernel one SM holds: the least of its warp slots, its 64K registers (allocated per
+    warp in 256s) and its shared memory (at least 1)."""
+    per_warp = -(-max(found.registers, 1) * 32 // 256) * 256
+    by_registers = 65536 // (per_warp * num_warps)
+    by_shared = device.shared_memory_per_sm // found.shared_bytes if found.shared_bytes else device.max_blocks_per_sm
+    return max(1, min(device.max_blocks_per_sm, device.max_warps_per_sm // num_warps, by_registers, by_shared))
+
+
+def candidate_record(
+    problem: ConvProblem, pass_name: str, candidate: prune.Candidate, numbers: dict, reason: str | None,
+    samples: Sequence[float] | None,
+) -> dict:  # fmt: skip
+    """One timed (or refused) candidate as a row of the per-candidate report: why it was picked, the
+    cost model's estimate, its static numbers and waves over the SMs, its median time."""
+    estimate = None if candidate.variant in cost_model.UNMODELLED else cost_model.estimate(
+        problem, pass_name, candidate.config, cost_model.H200)  # fmt: skip
+    sms = torch.cuda.get_device_properties(0).multi_processor_count if _on_gpu() else cost_model.H200.sms
+    programs = numbers.get("programs")
+    blocks = numbers.get("blocks_per_sm")
+    return {
+        "pass": str(pass_name), "variant": str(candidate.variant), "why": candidate.why,
+        "model_rank": candidate.model_rank, **candidate.config.as_dict(),
+        "model_us": None if estimate is None else estimate.seconds * 1e6,
+        **{name: numbers.get(name) for name in ("kernels", "launches", "programs", "registers", "spill_bytes",
+                                                "shared_bytes", "num_warps", "blocks_per_sm")},
+        "sms": sms, "waves": None if programs is None or blocks is None else -(-programs // (sms * blocks)),
+        "status": "timed" if reason is None else reason,
+        "median_ms": None if samples is None else statistics.median(samples),
+        "samples": None if samples is None else len(samples),
+    }  # fmt: skip
+
+
+def _on_gpu() -> bool:
+    return not interpreted() and torch.cuda.is_available()
 
 
 def _gate(workload: Workload, variant: str, config: KernelConfig, dtype: torch.dtype) -> str | None:

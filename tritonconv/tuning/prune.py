@@ -1,0 +1,72 @@
+"""The few candidates a short GPU window times per (problem, pass), chosen by the static cost model.
+
+A full tuning space holds tens to hundreds of configs per route; a 15-minute GPU window can time
+about ten per (layer, pass) of a network. `pruned` picks them without running anything:
+- the untimed rule's choice (its route at its heuristic config), so the tuned table can only beat
+  what runs today;
+- the TMA route at its heuristic config where it applies, so the new Hopper kernels are measured
+  at least once on every layer they serve;
+- the cost model's `top_k` fastest candidates over every modelled route's space together
+  (`cost_model.rank`), routes competing on the model's seconds;
+- for a route the model does not describe (`cost_model.UNMODELLED`: no 2-D GEMM), `top_k` of its
+  space spread evenly over the space's order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..arithmetic import ConvProblem
+from ..config import KernelConfig
+from ..registry import Variant, rule_variant, spec, tuned_variants
+from . import cost_model
+from .space import DEFAULT_SHARED_MEMORY, candidates
+
+HEURISTIC = "heuristic"
+TMA_HEURISTIC = "tma heuristic"
+SPREAD = "spread"
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """One (route, config) to time and why it was picked: `HEURISTIC`, `TMA_HEURISTIC`, `SPREAD`
+    or `model #i` (its rank by the cost model, 1 = the model's fastest)."""
+
+    variant: str
+    config: KernelConfig
+    why: str
+    model_rank: int | None = None
+
+
+def pruned(
+    problem: ConvProblem, pass_name: str, top_k: int, shared_memory: int = DEFAULT_SHARED_MEMORY,
+    device: cost_model.DeviceModel = cost_model.H200,
+) -> list[Candidate]:  # fmt: skip
+    """At most `top_k` + 2 candidates for a GEMM-only problem (module docstring), no (route, config) twice."""
+    variants = tuned_variants(problem, pass_name)
+    rule = rule_variant(problem, pass_name)
+    chosen = [Candidate(rule, spec(pass_name, rule).heuristic(problem), HEURISTIC)]
+    if Variant.TMA in variants and rule != Variant.TMA:
+        chosen.append(Candidate(Variant.TMA, spec(pass_name, Variant.TMA).heuristic(problem), TMA_HEURISTIC))
+    taken = {(c.variant, c.config) for c in chosen}
+    pool = [(variant, config) for variant in variants if variant not in cost_model.UNMODELLED
+            for config in candidates(problem, pass_name, variant, shared_memory)]  # fmt: skip
+    seconds = {item: cost_model.estimate(problem, pass_name, item[1], device).seconds for item in pool}
+    ranked = sorted(pool, key=seconds.__getitem__)  # stable: ties keep the routes' and spaces' order
+    picks = 0
+    for position, item in enumerate(ranked, start=1):
+        if picks == top_k:
+            break
+        if item not in taken:
+            chosen.append(Candidate(*item, f"model #{position}", position))
+            taken.add(item)
+            picks += 1
+    for variant in variants:
+        if variant not in cost_model.UNMODELLED:
+            continue
+        space = [config for config in candidates(problem, pass_name, variant, shared_memory)
+                 if (variant, config) not in taken]  # fmt: skip
+        step = max(1.0, len(space) / top_k)
+        for index in range(min(top_k, len(space))):
+            chosen.append(Candidate(variant, space[int(index * step)], SPREAD))
+    return chosen
