@@ -438,5 +438,6 @@ def tuned_variants(problem: ConvProblem, pass_name: str) -> list[Variant]:
     a backward pass, every route it has, so the specialised routes compete with the general ones."""
     if Pass(pass_name) != Pass.FWD:
         return list(routes(problem, pass_name))
+    general = [s.variant for s in pass_specs(Pass.FWD) if s.variant == Variant.IMPLICIT_GEMM and s.applies(problem)]
     competing = [s.variant for s in pass_specs(Pass.FWD) if s.competes and s.applies(problem)]
-    return list(dict.fromkeys([rule_variant(problem, pass_name), Variant.IMPLICIT_GEMM, *competing]))
+    return list(dict.fromkeys([rule_variant(problem, pass_name), *general, *competing]))

@@ -307,7 +307,7 @@ def candidate_record(
         "model_rank": candidate.model_rank, **candidate.config.as_dict(),
         "model_us": None if estimate is None else estimate.seconds * 1e6,
         **{name: numbers.get(name) for name in ("kernels", "launches", "programs", "registers", "spill_bytes",
-                                                "shared_bytes", "num_warps", "blocks_per_sm")},
+                                                "shared_bytes", "blocks_per_sm")},
         "sms": sms, "waves": None if programs is None or blocks is None else -(-programs // (sms * blocks)),
         "status": "timed" if reason is None else reason,
         "median_ms": None if samples is None else statistics.median(samples),

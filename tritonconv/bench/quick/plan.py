@@ -79,8 +79,9 @@ def stages(run: QuickRun) -> list[Stage]:
 
     def tune_stage(name: str, of: str, optional: bool) -> Stage:
         return Stage(name, (f"quick_candidates_{Path(of).stem}.csv", "the shipped table"),
-                     lambda r: tune.tune_suite(r, of, name), lambda r: tune.launchers(r, of), lambda r: _tune_counts(r, of),
-                     lambda c: c["candidates"] * CANDIDATE_S, up_front=not optional, optional=optional)  # fmt: skip
+                     lambda r: tune.tune_suite(r, of, name), lambda r: tune.launchers(r, of),
+                     lambda r: _tune_counts(r, of), lambda c: c["candidates"] * CANDIDATE_S,
+                     up_front=not optional, optional=optional)  # fmt: skip
 
     def bench_stage(name: str, of: str, optional: bool) -> Stage:
         return Stage(name, (f"quick_{Path(of).stem}.csv", SUMMARY_FILE), lambda r: _bench_and_summarise(r, of, name),
