@@ -8,7 +8,7 @@ CPU_TORCH ?= torch==2.13.0
 # `make gpu-report PY=python3` on a GPU machine without network uses its own Python, no venv to set up.
 SETUP := $(if $(filter $(VENV)/bin/python,$(PY)),setup,)
 
-.PHONY: setup test test-gpu lint format kernels-check gpu-report demo bench bench-kernels clean
+.PHONY: setup test test-gpu lint format kernels-check gpu-quick gpu-report demo bench bench-kernels clean
 
 setup: $(VENV)/.installed
 
@@ -40,7 +40,20 @@ format: setup
 kernels-check: setup
 	env -u TRITON_INTERPRET $(PY) -m tritonconv.cli check-kernels --arch sm90
 
-# The one command to run when a GPU is lent: GPU tests, tuning into the shipped table, suite benchmarks
+# The one command for a short GPU window (one command of at most 10 minutes): every route checked on the
+# GPU, ResNet-50 tuned over the cost model's pruned space into autotune/<gpu>.json and benchmarked against
+# cuDNN (eager and CUDA graphs), then more suites while time is left, into reports/<gpu>/; resumable, and
+# mirrored under $$OUT stage by stage where that is set. DRY_RUN=1: its plan, kernels and estimated device time.
+# On a lent GPU (no network): make gpu-quick PY=python3
+gpu-quick: $(SETUP)
+ifeq ($(DRY_RUN),1)
+	env -u TRITON_INTERPRET $(PY) -m tritonconv.bench.quick --dry-run
+else
+	@test "$(HAS_NVIDIA_GPU)" = 1 || { echo "make gpu-quick needs an NVIDIA GPU; DRY_RUN=1 prints its plan"; exit 2; }
+	$(PY) -m tritonconv.bench.quick
+endif
+
+# For longer GPU windows: GPU tests, tuning into the shipped table, suite benchmarks
 # against cuDNN and Inductor, host time and profile, static-vs-driver registers, into reports/<gpu>/.
 # Each step fits a 10-minute command; run it again until it says no steps are left. DRY_RUN=1: the plan.
 # On a lent GPU (no network): make gpu-report PY=python3

@@ -31,7 +31,7 @@ def quick_run(tmp_path, monkeypatch, timers) -> context.QuickRun:
         "interpreter", reports, session.device_cache(tmp_path / "tables").path, timers, 3600, gpu=False,
         main_suite="smoke", more_suites=(str(tmp_path / "tiny.csv"),), top_k=1, correctness_batch=None,
         precisions=("fp32 ieee", "bf16"), layouts=("channels_last",), model=tiny_model, model_name="tiny",
-        model_input=(3, 6, 6), model_batches=(2,),
+        model_input=(3, 6, 6), model_batches=(2,), export=tmp_path / "out",
     )  # fmt: skip
 
 
@@ -116,8 +116,8 @@ def test_the_quick_run_writes_every_file_and_resumes_where_it_stopped(tmp_path, 
     host = pd.read_csv(run.reports / "quick_host_smoke.csv")
     assert host["layer"].nunique() == 7 and len(host) == 7 * 11  # the 2-D layers, 11 calls each
     model = pd.read_csv(run.reports / "quick_model.csv")
-    assert list(model["call"]) == ["train step unpatched", "train step patched", "inference unpatched",
-                                   "inference patched fuse=True"] and (model["inference_rel_err"] < 0.05).all()  # fmt: skip
+    calls = ["train step unpatched", "train step patched", "inference unpatched", "inference patched fuse=True"]
+    assert list(model["call"]) == calls and (model["inference_rel_err"] < 0.05).all()
     assert (run.reports / "quick_candidates_tiny.csv").exists() and (run.reports / "quick_tiny.csv").exists()
     text = (run.reports / plan.SUMMARY_FILE).read_text()
     rows = [line for line in text.splitlines() if line.startswith("|")]
@@ -126,6 +126,9 @@ def test_the_quick_run_writes_every_file_and_resumes_where_it_stopped(tmp_path, 
     assert any(line.startswith("| smoke") and "| all" in line for line in rows) and "1.00x" in text
     assert rows[0] in out, "the run prints the summary table at its end"
     assert not list((run.reports / ".gpu-quick").glob("*.jsonl")), "finished stages leave no journal"
+    exported = {path.name for path in (tmp_path / "out" / "reports" / "interpreter").iterdir()}
+    assert {path.name for path in run.reports.iterdir() if path.is_file()} == exported
+    assert (tmp_path / "out" / "autotune" / run.table.name).read_text() == run.table.read_text()
 
 
 def test_the_summary_is_the_geomean_of_cudnns_time_over_ours_per_pass():
@@ -161,3 +164,46 @@ def test_the_dry_run_counts_stages_candidates_and_kernels(tmp_path, monkeypatch,
     seconds = float(out.strip().splitlines()[-1].removeprefix("estimated device time: ").removesuffix(" s"))
     assert plan.START_S < seconds < 600
     assert torch.backends.cudnn.allow_tf32  # the correctness stage put torch's switch back
+
+
+COMPILE_AHEAD = """
+import json, torch
+from tritonconv import static_compile
+from tritonconv.bench.quick import precompile
+from tritonconv.bench.quick.correctness import Check, launcher
+from tritonconv.suites import load_suite
+
+if __name__ == "__main__":
+    layer = load_suite("smoke", dtype=torch.bfloat16)[0]  # 3x3 pad 1: the TMA route applies
+    with static_compile.compiling_for("sm90"):
+        work = [launcher(Check(layer.name, layer.problem, "fwd", variant, "bf16"), torch.device("cpu"))
+                for variant in ("implicit_gemm", "tma")]
+        specs = precompile.capture(work)
+    first = precompile.compile_all(specs, (9, 0), jobs=2)
+    again = precompile.compile_all(specs, (9, 0), jobs=1)
+    with static_compile.compiling_for("sm90"), precompile.launch.captured() as launches:
+        work[1]()
+    found, warps = static_compile.captured_usage(*launches[0])  # known from the workers: nothing compiles
+    kinds = sorted({pointer[0] for spec in specs for pointer in spec[3]})
+    print(json.dumps({"first": first, "again": again, "kinds": kinds, "tma": found.tma,
+                      "known": len(static_compile.KNOWN_USAGE), "entries": precompile.triton_cache_entries()}))
+"""
+
+
+def test_kernels_compiled_ahead_by_workers_are_the_ones_the_run_finds(tmp_path):
+    """Two routes' launches (one fed by TMA descriptors) compiled by two worker processes land in
+    Triton's cache under the keys the run itself computes: a second compile finds them all."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path / "triton")
+    done = subprocess.run([sys.executable, "-c", COMPILE_AHEAD], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    first, again = found["first"], found["again"]
+    assert first["launches"] == 2 and first["compiled"] == 2 and not first["errors"], first
+    assert again["compiled"] == 0 and again["found_compiled"] == 2 and found["entries"] == 2, again
+    assert "descriptor" in found["kinds"] and found["tma"] and found["known"] == 2

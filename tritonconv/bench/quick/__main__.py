@@ -14,7 +14,7 @@ from pathlib import Path
 from ...runtime import rerun_compiled
 
 ROOT = Path(__file__).resolve().parents[3]
-BUDGET_S = 525  # the command must end within 9 minutes: the last stage may overrun its check a little
+BUDGET_S = 510  # from main(): imports before it and a stage item in flight at the deadline stay under 540 s
 DRY_RUN_DEVICE = "nvidia-h200-sm90"  # the GPU a lent machine has
 
 
@@ -42,8 +42,9 @@ def main() -> int:
     reports = ROOT / "reports" / device
     reports.mkdir(parents=True, exist_ok=True)
     timers = context.gpu_timers() if gpu else context.rehearsal_timers()
+    export = Path(os.environ["OUT"]) if os.environ.get("OUT") else None  # the lent GPU's folder that comes back
     run = plan.quick_run(device, reports, suites_folder() / f"{device}.json", timers, args.budget, gpu,
-                         model=plan.torchvision_resnet50())  # fmt: skip
+                         model=plan.torchvision_resnet50(), export=export)  # fmt: skip
     stages = plan.stages(run)
     if args.dry_run:
         with static_compile.compiling_for("sm90"):

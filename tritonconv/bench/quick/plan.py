@@ -177,10 +177,12 @@ def execute(run: QuickRun, plan: list[Stage], capability: tuple[int, int] | None
         state[stage.name] = {"version": version, "status": "done" if status.startswith("done") else status,
                              "result": status, "seconds": round(time.monotonic() - began, 1)}  # fmt: skip
         write_state(state_path, state)
+        run.export_files()
         print(f"   {status} in {state[stage.name]['seconds']} s", flush=True)
         if status.startswith("out of time"):
             break
     table = write_summary(run)
+    run.export_files()
     print(summary.markdown(table) if table is not None else "no benchmark finished: no summary")
     left = [stage.name for stage in plan if not _done(state.get(stage.name), version)]
     print(f"{len(left)} stages left" + (f" ({', '.join(left)}): run it again" if left else ""))
