@@ -30,6 +30,7 @@ def quick_run(tmp_path, monkeypatch, timers) -> context.QuickRun:
     return plan.quick_run(
         "interpreter", reports, session.device_cache(tmp_path / "tables").path, timers, 3600, gpu=False,
         main_suite="smoke", more_suites=(str(tmp_path / "tiny.csv"),), top_k=1, correctness_batch=None,
+        correctness_suite=str(tmp_path / "tiny.csv"),
         precisions=("fp32 ieee", "bf16"), layouts=("channels_last",), model=tiny_model, model_name="tiny",
         model_input=(3, 6, 6), model_batches=(2,), export=tmp_path / "out",
     )  # fmt: skip
@@ -59,7 +60,7 @@ def test_the_quick_run_writes_every_file_and_resumes_where_it_stopped(tmp_path, 
     first = capsys.readouterr().out
     assert first.splitlines()[1].startswith("compile ahead (stages a-c):"), "the compile count comes first"
     checks = pd.read_csv(run.reports / "quick_correctness.csv")
-    expected = correctness.checks("smoke", None, run.precisions, run.layouts)
+    expected = correctness.checks(run.correctness_suite, None, run.precisions, run.layouts)
     assert list(checks.columns) == [*correctness.COLUMNS, "device"] and len(checks) == len(expected)
     assert (checks["verdict"] == "ok").all(), checks[checks["verdict"] != "ok"]
     assert set(checks["precision"]) == {"fp32 ieee", "bf16"} and (checks["error_over_bound"] <= 1).all()
@@ -169,6 +170,7 @@ def test_the_dry_run_counts_stages_candidates_and_kernels(tmp_path, monkeypatch,
 COMPILE_AHEAD = """
 import json, torch
 from tritonconv import static_compile
+from tritonconv.ops import launch_spec
 from tritonconv.bench.quick import precompile
 from tritonconv.bench.quick.correctness import Check, launcher
 from tritonconv.suites import load_suite
@@ -183,10 +185,10 @@ if __name__ == "__main__":
     again = precompile.compile_all(specs, (9, 0), jobs=1)
     with static_compile.compiling_for("sm90"), precompile.launch.captured() as launches:
         work[1]()
-    found, warps = static_compile.captured_usage(*launches[0])  # known from the workers: nothing compiles
+    found, warps = launch_spec.captured_usage(*launches[0])  # known from the workers: nothing compiles
     kinds = sorted({pointer[0] for spec in specs for pointer in spec[3]})
     print(json.dumps({"first": first, "again": again, "kinds": kinds, "tma": found.tma,
-                      "known": len(static_compile.KNOWN_USAGE), "entries": precompile.triton_cache_entries()}))
+                      "known": len(launch_spec.KNOWN_USAGE), "entries": precompile.triton_cache_entries()}))
 """
 
 

@@ -153,10 +153,17 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert len(entries) == 80 and {key.split("-")[0] for key in entries} == {"first", "second"}
 
 
+# Three smoke layers (a 3x3, a strided 5x5 stem, a 1x1): what the CLI tests tune, several times each.
+FEW_LAYERS = "\n".join((tritonconv.suites.suites_folder() / "smoke.csv").read_text().splitlines()[2:6]) + "\n"
+
+
 def run_cli(cache, *args, check=True):
     env = {**os.environ, "TRITONCONV_CACHE_DIR": str(cache)}
+    suite = cache / "suite" / "few.csv"
+    suite.parent.mkdir(exist_ok=True)
+    suite.write_text(FEW_LAYERS)
     result = subprocess.run(
-        [sys.executable, "-m", "tritonconv.cli", "tune", "--suite", "smoke", "--max-candidates", "1", *args],
+        [sys.executable, "-m", "tritonconv.cli", "tune", "--suite", str(suite), "--max-candidates", "1", *args],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     if check:
@@ -168,27 +175,29 @@ def summary_line(result):
     return result.stdout.strip().splitlines()[-1]
 
 
-SMOKE_LAYERS = len(tritonconv.suites.load_suite("smoke"))
+FEW_LAYER_COUNT = 3
 
 
 def test_cli_tunes_then_serves_from_cache_and_survives_truncation(tmp_path):
     first = run_cli(tmp_path)
-    assert summary_line(first) == f"tuned: {SMOKE_LAYERS}, from cache: 0, failed: 0"
+    assert summary_line(first) == f"tuned: {FEW_LAYER_COUNT}, from cache: 0, failed: 0"
     assert "interpreter" in first.stderr, "a CPU run must say its timings mean nothing"
-    assert summary_line(run_cli(tmp_path)) == f"tuned: 0, from cache: {SMOKE_LAYERS}, failed: 0"
+    assert summary_line(run_cli(tmp_path)) == f"tuned: 0, from cache: {FEW_LAYER_COUNT}, failed: 0"
     (cache_file,) = tmp_path.glob("*.json")
     text = cache_file.read_text()
     cache_file.write_text(text[: len(text) // 3])
     survived = run_cli(tmp_path)
     assert "unreadable" in survived.stderr
-    assert summary_line(survived) == f"tuned: {SMOKE_LAYERS}, from cache: 0, failed: 0"
-    assert summary_line(run_cli(tmp_path)) == f"tuned: 0, from cache: {SMOKE_LAYERS}, failed: 0"
+    assert summary_line(survived) == f"tuned: {FEW_LAYER_COUNT}, from cache: 0, failed: 0"
+    assert summary_line(run_cli(tmp_path)) == f"tuned: 0, from cache: {FEW_LAYER_COUNT}, failed: 0"
 
 
 def test_two_tune_processes_at_once_keep_both(tmp_path):
     env = {**os.environ, "TRITONCONV_CACHE_DIR": str(tmp_path)}
+    suite = tmp_path / "few.csv"
+    suite.write_text(FEW_LAYERS)
     commands = [
-        [sys.executable, "-m", "tritonconv.cli", "tune", "--suite", "smoke", "--max-candidates", "1", "--pass", name]
+        [sys.executable, "-m", "tritonconv.cli", "tune", "--suite", str(suite), "--max-candidates", "1", "--pass", name]
         for name in ("fwd", "wgrad")
     ]
     processes = [
@@ -197,7 +206,7 @@ def test_two_tune_processes_at_once_keep_both(tmp_path):
     assert [process.wait(timeout=600) for process in processes] == [0, 0]
     (cache_file,) = tmp_path.glob("*.json")
     passes = sorted(key.split()[0] for key in TuningCache(cache_file).entries())
-    assert passes == ["fwd"] * SMOKE_LAYERS + ["wgrad"] * SMOKE_LAYERS
+    assert passes == ["fwd"] * FEW_LAYER_COUNT + ["wgrad"] * FEW_LAYER_COUNT
 
 
 def test_explain_reports_the_config_source(tmp_path, monkeypatch):

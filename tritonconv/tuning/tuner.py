@@ -26,7 +26,7 @@ from .. import kernels, static_compile
 from ..arithmetic import CHANNELS_LAST, ConvProblem
 from ..calls import conv2d_dgrad, conv2d_fwd, conv2d_wgrad
 from ..config import KernelConfig
-from ..ops import launch
+from ..ops import launch, launch_spec
 from ..registry import Plan, spec, tuned_variants
 from ..runtime import POISON_ENV, fp32_dot_precision, is_interpreted
 from ..torch_reference import TORCH_CONV2D, TORCH_CONV3D
@@ -249,7 +249,7 @@ def static_reason(
     usages = []
     try:
         for kernel_launch, pointers in launches if not interpreted() else ():
-            found, warps = static_compile.captured_usage(kernel_launch, pointers)
+            found, warps = launch_spec.captured_usage(kernel_launch, pointers)
             usages.append((found, warps))
             problems = static_compile.resource_problems(found, shared_memory)
             if problems:

@@ -220,10 +220,13 @@ def dry_run(run: QuickRun, plan: list[Stage]) -> int:
     version = code_version()
     state = read_state(run.reports / STATE_FILE)
     print(f"quick run plan for {run.device} (code version {version}); each stage's files complete before the next")
-    rows, seen, total, optional = [], set(), START_S, 0.0
+    rows, seen, total, optional, capture_s = [], set(), START_S, 0.0, 0.0
     for stage in plan:
+        began = time.monotonic()
         counts = stage.counts(run)
         specs = precompile.capture(stage.launchers(run))
+        if stage.up_front:
+            capture_s += time.monotonic() - began
         keys = {precompile.compile_key(spec) for spec in specs}
         new = len(keys - seen)
         seen |= keys
@@ -235,14 +238,15 @@ def dry_run(run: QuickRun, plan: list[Stage]) -> int:
                      "what": ", ".join(f"{k} {v}" for k, v in counts.items()), "new kernels": new,
                      "estimate_s": round(seconds, 1), "writes": ", ".join(stage.files)})  # fmt: skip
     up_front = sum(row["new kernels"] for row, stage in zip(rows, plan, strict=True) if stage.up_front)
-    compile_s = POOL_START_S + up_front * COMPILE_CORE_S / GPU_CORES
+    compile_s = POOL_START_S + up_front * COMPILE_CORE_S / GPU_CORES + capture_s
     print(pd.DataFrame(rows).to_markdown(index=False))
     print(
         f"kernels to compile ahead for a-c: {up_front} (the GPU machine starts with an empty Triton cache), "
         f"{sum(row['new kernels'] for row in rows) - up_front} more for the model and d stages as they start"
     )
-    print(f"assumptions: start {START_S:.0f} s; compile {COMPILE_CORE_S} s per kernel per core on {GPU_CORES} cores "
-          f"+ {POOL_START_S:.0f} s; a check {CHECK_S} s; a tuning candidate {CANDIDATE_S:.3f} s (do_bench "
+    print(f"assumptions: start {START_S:.0f} s; capturing a-c's launches {capture_s:.0f} s (as long as it took "
+          f"here); compile {COMPILE_CORE_S} s per kernel per core on {GPU_CORES} cores + {POOL_START_S:.0f} s; "
+          f"a check {CHECK_S} s; a tuning candidate {CANDIDATE_S:.3f} s (do_bench "
           f"{context.TUNE_WARMUP_MS}+{context.TUNE_REP_MS} ms, L2 clears x{L2_CLEAR_FACTOR}, its check); a benchmark "
           f"call {PROVIDER_S:.3f} s (eager {context.BENCH_WARMUP_MS}+{context.BENCH_REP_MS} ms, graph "
           f"{context.BENCH_REP_MS} ms); cuDNN's search {CUDNN_SEARCH_S} s per layer-pass; host {HOST_CALL_S:.3f} s "

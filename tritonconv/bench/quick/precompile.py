@@ -21,14 +21,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ... import static_compile
-from ...ops import launch
+from ...ops import launch, launch_spec
 
 
-def capture(work: Iterable[Callable[[], object]]) -> list[static_compile.LaunchSpec]:
+def capture(work: Iterable[Callable[[], object]]) -> list[launch_spec.LaunchSpec]:
     """The distinct kernels the calls in `work` launch, captured instead of run (a call that raises is
     skipped: the stage records its error when it runs for real). Launches that differ only in their
     grid compile to one kernel, so they count once."""
-    found: dict[tuple, static_compile.LaunchSpec] = {}
+    found: dict[tuple, launch_spec.LaunchSpec] = {}
     for call in work:
         with launch.captured() as launches:
             try:
@@ -36,12 +36,12 @@ def capture(work: Iterable[Callable[[], object]]) -> list[static_compile.LaunchS
             except Exception:  # a refused config is the stage's to report when it runs, not the compile's
                 continue
         for kernel_launch, pointers in launches:
-            spec = static_compile.launch_spec(kernel_launch, pointers)
+            spec = launch_spec.launch_spec(kernel_launch, pointers)
             found.setdefault(compile_key(spec), spec)
     return list(found.values())
 
 
-def compile_key(spec: static_compile.LaunchSpec) -> tuple:
+def compile_key(spec: launch_spec.LaunchSpec) -> tuple:
     """What of a launch Triton's compile depends on: not its grid, and of each scalar only the class
     Triton specialises it by (1, a multiple of 16, 32 or 64 bits), so two layers whose sizes differ
     but fall in the same classes share one kernel."""
@@ -67,9 +67,9 @@ def triton_cache_entries() -> int:
     return sum(1 for entry in folder.iterdir() if entry.is_dir()) if folder.is_dir() else 0
 
 
-def compile_all(specs: list[static_compile.LaunchSpec], capability: tuple[int, int], jobs: int | None = None) -> dict:
+def compile_all(specs: list[launch_spec.LaunchSpec], capability: tuple[int, int], jobs: int | None = None) -> dict:
     """Compile `specs` for `capability` in `jobs` processes (default: one per core), remembering each
-    kernel's static numbers for the tuner (`static_compile.KNOWN_USAGE`); what happened: launches,
+    kernel's static numbers for the tuner (`launch_spec.KNOWN_USAGE`); what happened: launches,
     the entries this added to Triton's cache (compiled now), the rest (found compiled), the errors
     and the seconds it took."""
     began, before = time.monotonic(), triton_cache_entries()
@@ -78,15 +78,15 @@ def compile_all(specs: list[static_compile.LaunchSpec], capability: tuple[int, i
         results = []
     elif jobs == 1:
         with static_compile.compiling_for(capability):
-            results = [static_compile.compile_spec(spec) for spec in specs]
+            results = [launch_spec.compile_spec(spec) for spec in specs]
     else:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no CUDA state, no TRITON_INTERPRET
         with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
                                                     initargs=(capability,)) as pool:  # fmt: skip
-            results = list(pool.map(static_compile.compile_spec, specs, chunksize=max(1, len(specs) // (4 * jobs))))
+            results = list(pool.map(launch_spec.compile_spec, specs, chunksize=max(1, len(specs) // (4 * jobs))))
     compiled = max(0, triton_cache_entries() - before)
     failed = [error for error, _ in results if error]
-    static_compile.KNOWN_USAGE.update((spec, found) for spec, (_, found) in zip(specs, results, strict=True) if found)
+    launch_spec.KNOWN_USAGE.update((spec, found) for spec, (_, found) in zip(specs, results, strict=True) if found)
     return {"launches": len(specs), "compiled": min(compiled, len(specs)),
             "found_compiled": max(0, len(specs) - compiled - len(failed)), "errors": failed,
             "seconds": round(time.monotonic() - began, 1), "jobs": jobs}  # fmt: skip
