@@ -21,8 +21,10 @@ endif
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
+# The tests run in the interpreter, one core each: the files are shared out over every core (a file's
+# tests stay in one process, so its module fixtures run once).
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 test-gpu: $(SETUP)
 	$(PY) -m pytest -q -m gpu

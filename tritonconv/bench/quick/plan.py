@@ -183,6 +183,10 @@ def execute(run: QuickRun, plan: list[Stage], capability: tuple[int, int] | None
             break
     table = write_summary(run)
     run.export_files()
+    checks = run.reports / "quick_correctness.csv"
+    if checks.exists():
+        verdicts = pd.read_csv(checks)["verdict"]
+        print(f"correctness: {len(verdicts)} checks, {int((verdicts != 'ok').sum())} not ok ({checks.name})")
     print(summary.markdown(table) if table is not None else "no benchmark finished: no summary")
     left = [stage.name for stage in plan if not _done(state.get(stage.name), version)]
     print(f"{len(left)} stages left" + (f" ({', '.join(left)}): run it again" if left else ""))
@@ -243,6 +247,7 @@ def dry_run(run: QuickRun, plan: list[Stage]) -> int:
     print(
         f"kernels to compile ahead for a-c: {up_front} (the GPU machine starts with an empty Triton cache), "
         f"{sum(row['new kernels'] for row in rows) - up_front} more for the model and d stages as they start"
+        + ("" if run.model else f" (the model's not counted: no {run.model_name} here)")
     )
     print(f"assumptions: start {START_S:.0f} s; capturing a-c's launches {capture_s:.0f} s (as long as it took "
           f"here); compile {COMPILE_CORE_S} s per kernel per core on {GPU_CORES} cores + {POOL_START_S:.0f} s; "

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ... import patch
+from ...patch import patch
 from ...dispatch import heuristic_plan, plan_pass
 from ...registry import Pass, Plan, Variant, routes, spec
 from ...suites import load_suite
