@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ...patch import patch
 from ...dispatch import heuristic_plan, plan_pass
+from ...patch import patch
 from ...registry import Pass, Plan, Variant, routes, spec
 from ...suites import load_suite
 from ...tuning.tuner import TOLERANCE
