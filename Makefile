@@ -40,7 +40,7 @@ format: setup
 # Every kernel route compiled for Hopper (sm_90) without a GPU: fails on a compile error, a spill, too
 # much shared memory or a tl.dot without wgmma at a chosen config; writes reports/static/sm90_triton<v>.csv.
 kernels-check: setup
-	env -u TRITON_INTERPRET $(PY) -m tritonconv.cli check-kernels --arch sm90
+	env -u TRITON_INTERPRET $(PY) -m tritonconv check-kernels --arch sm90
 
 # The one command for a short GPU window (one command of at most 10 minutes): every route checked on the
 # GPU, ResNet-50 tuned over the cost model's pruned space into autotune/<gpu>.json and benchmarked against
@@ -49,10 +49,10 @@ kernels-check: setup
 # On a lent GPU (no network): make gpu-quick PY=python3
 gpu-quick: $(SETUP)
 ifeq ($(DRY_RUN),1)
-	env -u TRITON_INTERPRET $(PY) -m tritonconv.bench.quick --dry-run
+	env -u TRITON_INTERPRET $(PY) -m tritonconv.tools.bench.quick --dry-run
 else
 	@test "$(HAS_NVIDIA_GPU)" = 1 || { echo "make gpu-quick needs an NVIDIA GPU; DRY_RUN=1 prints its plan"; exit 2; }
-	$(PY) -m tritonconv.bench.quick
+	$(PY) -m tritonconv.tools.bench.quick
 endif
 
 # For longer GPU windows: GPU tests, tuning into the shipped table, suite benchmarks
@@ -61,10 +61,10 @@ endif
 # On a lent GPU (no network): make gpu-report PY=python3
 gpu-report: $(SETUP)
 ifeq ($(DRY_RUN),1)
-	$(PY) -m tritonconv.gpu_report --dry-run $(if $(HAS_NVIDIA_GPU),,--device nvidia-h100-80gb-hbm3-sm90)
+	$(PY) -m tritonconv.tools.gpu_report --dry-run $(if $(HAS_NVIDIA_GPU),,--device nvidia-h100-80gb-hbm3-sm90)
 else
 	@test "$(HAS_NVIDIA_GPU)" = 1 || { echo "make gpu-report needs an NVIDIA GPU; DRY_RUN=1 prints its plan"; exit 2; }
-	$(PY) -m tritonconv.gpu_report
+	$(PY) -m tritonconv.tools.gpu_report
 endif
 
 # The demo tunes then benchmarks a suite: smoke through the interpreter without a GPU, ResNet-50 with
@@ -73,8 +73,8 @@ DEMO_SUITE := $(if $(HAS_NVIDIA_GPU),resnet50,smoke)
 DEMO_TUNE := $(if $(HAS_NVIDIA_GPU),--max-candidates 8,)
 
 demo: setup
-	$(PY) -m tritonconv.cli tune --suite $(DEMO_SUITE) --pass fwd,dgrad,wgrad $(DEMO_TUNE)
-	$(PY) -m tritonconv.cli bench --suite $(DEMO_SUITE) --out demo-out/$(DEMO_SUITE).csv
+	$(PY) -m tritonconv tune --suite $(DEMO_SUITE) --pass fwd,dgrad,wgrad $(DEMO_TUNE)
+	$(PY) -m tritonconv bench --suite $(DEMO_SUITE) --out demo-out/$(DEMO_SUITE).csv
 
 # GPU only. `bench` writes the committed suite reports, reports/<gpu>/<suite>.{csv,png,md}, every
 # pass against cuDNN and Inductor; `bench-kernels` runs the per-kernel studies (variants, profiles).
@@ -82,15 +82,15 @@ BENCH_SUITES := resnet50 resnext50_32x4d mobilenetv2 convnext_t
 bench: setup
 	@gpu=$$($(PY) -c "from tritonconv.tuning.fingerprint import device_slug; print(device_slug())"); \
 	for suite in $(BENCH_SUITES); do \
-		$(PY) -m tritonconv.cli bench --suite $$suite --baseline torch,inductor --out reports/$$gpu/$$suite.csv || exit 1; \
+		$(PY) -m tritonconv bench --suite $$suite --baseline torch,inductor --out reports/$$gpu/$$suite.csv || exit 1; \
 	done
 
 bench-kernels: setup
-	$(PY) -m tritonconv.bench.forward
-	$(PY) -m tritonconv.bench.variants
-	$(PY) -m tritonconv.bench.backward
-	$(PY) -m tritonconv.bench.profile
-	$(PY) -m tritonconv.bench.epilogue
+	$(PY) -m tritonconv.tools.bench.forward
+	$(PY) -m tritonconv.tools.bench.variants
+	$(PY) -m tritonconv.tools.bench.backward
+	$(PY) -m tritonconv.tools.bench.profile
+	$(PY) -m tritonconv.tools.bench.epilogue
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis demo-out

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from tritonconv.arithmetic import is_channels_last_like, problem_from_tensors, problem_from_tensors_3d
-from tritonconv.torch_reference import error_bound
+from tritonconv.problem.arithmetic import is_channels_last_like, problem_from_tensors, problem_from_tensors_3d
+from tritonconv.problem.torch_reference import error_bound
 
 
 def tf32_in_effect(dtype: torch.dtype, device: torch.device | str) -> bool:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import tritonconv
-from tritonconv.arithmetic import (
+from tritonconv.problem.arithmetic import (
     conv_output_size,
     is_channels_last_like,
     make_problem,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conv_reference import assert_float64_close, spy_on
 
 import tritonconv
-from tritonconv import aten as tritonconv_aten
+from tritonconv.frontend import aten as tritonconv_aten
 
 aten = torch.ops.aten
 pytestmark = pytest.mark.skipif(not hasattr(torch.library, "get_kernel"), reason="use_aten needs torch >= 2.9")
@@ -67,7 +67,7 @@ def test_aten_convolution_and_its_backward_are_tritonconvs(name):
     stats = tritonconv.stats()
     assert stats["aten.convolution"] == {"tritonconv": 1, "torch": 0, "fallbacks": {}}
     assert stats["aten.convolution_backward"] == {"tritonconv": 2, "torch": 0, "fallbacks": {}}
-    assert not tritonconv.aten.aten_enabled(), "use_aten() put torch's kernels back"
+    assert not tritonconv.frontend.aten.aten_enabled(), "use_aten() put torch's kernels back"
 
 
 def test_unpatched_functional_convs_autograd_and_nn_grad_run_tritonconv(served):
@@ -156,7 +156,7 @@ def test_enable_and_disable_aten():
     try:
         with tritonconv.use_aten():  # nested: leaves it enabled
             F.conv2d(x, weight)
-        assert tritonconv.aten.aten_enabled()
+        assert tritonconv.frontend.aten.aten_enabled()
         F.conv2d(x, weight)
     finally:
         tritonconv.disable_aten()

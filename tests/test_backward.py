@@ -9,11 +9,11 @@ from conv_reference import assert_grads_close, needs_runtime_loops, random_conv_
 from test_conv2d_fwd import FP64, SHAPE_IDS, SHAPES
 
 import tritonconv
-from tritonconv import calls as backward
-from tritonconv.arithmetic import problem_from_tensors
-from tritonconv.config import dgrad_by_phase, wgrad_config
-from tritonconv.dispatch import Plan
-from tritonconv.prepared import PreparedConv
+from tritonconv.plan.dispatch import Plan
+from tritonconv.plan.prepared import PreparedConv
+from tritonconv.problem.arithmetic import problem_from_tensors
+from tritonconv.problem.config import dgrad_by_phase, wgrad_config
+from tritonconv.routes import calls as backward
 
 pytestmark = needs_runtime_loops
 LAYOUTS = pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
@@ -79,7 +79,7 @@ def test_saves_only_what_backward_needs(device):
 
 
 def test_gradcheck_float64(device):
-    if not tritonconv.runtime.supports_fp64_dot():
+    if not tritonconv.problem.runtime.supports_fp64_dot():
         pytest.skip("Triton < 3.5 has no fp64 tl.dot")
     x, weight, bias = random_conv_inputs(1, 4, 5, 4, 4, 3, 2, 2, True, torch.float64, device)
     args = [t.requires_grad_() for t in (x, weight, bias)]
@@ -200,7 +200,8 @@ def test_training_steps_follow_torch(device):
 @pytest.mark.parametrize("stride, expected", [(1, "conv1x1"), (2, None)], ids=["stride1", "stride2"])
 def test_1x1_dgrad_runs_the_conv1x1_gemm(stride, expected, device, monkeypatch):
     """dX of a stride-1 1x1 conv is a 1x1 conv of dY with the transposed weight; strided ones are not."""
-    from tritonconv import dispatch, registry
+    from tritonconv.plan import dispatch
+    from tritonconv.routes import registry
 
     used = []
     key = (registry.Pass.DGRAD, registry.Variant.CONV1X1)

@@ -9,9 +9,9 @@ import torch
 from conv_reference import needs_runtime_loops
 
 import tritonconv
-from tritonconv.bench import backward, epilogue, forward, harness, study, variants
 from tritonconv.ops import depthwise
-from tritonconv.suites import SuiteLayer
+from tritonconv.problem.suites import SuiteLayer
+from tritonconv.tools.bench import backward, epilogue, forward, harness, study, variants
 
 
 @pytest.fixture

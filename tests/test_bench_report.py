@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from conv_reference import loops_to_runtime_bounds
 
-from tritonconv.bench.compare import compare
-from tritonconv.suites import suites_folder
+from tritonconv.problem.suites import suites_folder
+from tritonconv.tools.bench.compare import compare
 
 REQUIRED_COLUMNS = [
     "suite", "layer", "pass", "n", "c", "h", "w", "k", "r", "s", "stride_h", "stride_w", "pad_h", "pad_w", "dil_h",
@@ -37,7 +37,7 @@ def bench(tmp_path, *args):
     suite = tmp_path / "smoke.csv"
     kept = [line for line in smoke if line.startswith(("#", "layer,")) or line.split(",")[0] in SUITE_LAYERS]
     suite.write_text("\n".join(kept) + "\n")
-    command = [sys.executable, "-m", "tritonconv.cli", "bench", "--suite", str(suite), "--out", str(tmp_path / "x.csv")]
+    command = [sys.executable, "-m", "tritonconv", "bench", "--suite", str(suite), "--out", str(tmp_path / "x.csv")]
     result = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -84,7 +84,7 @@ def test_compare_reads_two_reports(report, tmp_path):
     assert list(joined["verdict"]).count("slower") == 1 and list(joined["verdict"]).count("faster") == 1
     assert f"{len(table)} rows: 1 faster, 1 slower, {len(table) - 2} unchanged" in text
     printed = subprocess.run(
-        [sys.executable, "-m", "tritonconv.cli", "compare", str(directory / "x.csv"), str(tmp_path / "new.csv")],
+        [sys.executable, "-m", "tritonconv", "compare", str(directory / "x.csv"), str(tmp_path / "new.csv")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert printed.returncode == 1 and "1 faster, 1 slower" in printed.stdout  # a slower row fails the compare
@@ -100,7 +100,7 @@ def test_the_inductor_baseline_on_a_suite_of_ones_own(tmp_path):
         "3x3,2,1,4,5,5,8,3,3,1,1,1,1,1,1,1\n"
     )
     env = {**os.environ, "TRITONCONV_CACHE_DIR": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "tritonconv.cli", "bench", "--suite", str(suite), "--pass", "fwd",
+    command = [sys.executable, "-m", "tritonconv", "bench", "--suite", str(suite), "--pass", "fwd",
                "--dtype", "float32", "--baseline", "torch,inductor", "--out", str(tmp_path / "y.csv")]  # fmt: skip
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -125,7 +125,7 @@ def test_a_3d_suite_benches_and_compares(tmp_path):
     suite = tmp_path / "tiny_video.csv"
     suite.write_text(VIDEO_SUITE)
     env = {**os.environ, "TRITONCONV_CACHE_DIR": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "tritonconv.cli", "bench", "--suite", str(suite), "--out", str(tmp_path / "v.csv")]
+    command = [sys.executable, "-m", "tritonconv", "bench", "--suite", str(suite), "--out", str(tmp_path / "v.csv")]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(tmp_path / "v.csv")

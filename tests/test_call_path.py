@@ -11,27 +11,21 @@ import torch.nn.functional as F
 from conv_reference import needs_runtime_loops
 
 import tritonconv
-from tritonconv import calls, dispatch, prepared, registry
-from tritonconv.arithmetic import make_problem_3d, memory_format_of
 from tritonconv.ops.epilogue import NO_EPILOGUE
-from tritonconv.registry import Pass, Plan, Variant
-from tritonconv.runtime import POISON_ENV
+from tritonconv.plan import dispatch, prepared
+from tritonconv.problem.arithmetic import make_problem_3d, memory_format_of
+from tritonconv.problem.runtime import POISON_ENV
+from tritonconv.routes import calls, registry
+from tritonconv.routes.registry import Pass, Plan, Variant
 from tritonconv.tuning import cache as tuning_cache
 
 PACKAGE = Path(tritonconv.__file__).parent
 
-# From the bottom up; a module may import its own layer or lower ones, never a higher one.
-LAYERS = [
-    ("foundation", ("_version", "arithmetic", "planar", "runtime", "config", "torch_reference", "suites", "kernels",
-                    "static_compile", "vmap_rules")),
-    ("launchers", ("ops",)),
-    ("planning", ("registry", "tuning.space", "tuning.fingerprint", "tuning.cache", "tuning.select",
-                  "tuning.nearest", "tuning.tuner", "tuning.distributed", "tuning.session", "tuning", "dispatch",
-                  "calls", "prepared", "direct")),
-    ("front ends", ("autograd", "functional", "library_ops", "differentiable", "nn", "fallback", "routing", "patch",
-                    "fusion", "swap", "transposed", "volume", "aten")),
-    ("tools", ("tuning.model", "bench", "kernel_gate", "gpu_report", "progress", "cli", "demo", "__main__", "")),
-]  # fmt: skip
+# The package's folders from the bottom up, written once: a module may import from its own folder or
+# a lower one, never a higher one. `_version` sits below them all, the package itself (`__init__`,
+# the public API) beside the tools (the command line and the demo call it), `__main__` above all.
+FOLDERS = ("problem", "kernels", "ops", "routes", "tuning", "plan", "frontend", "models", "tools")
+TOP_LEVEL = {"_version": -1, "": FOLDERS.index("tools"), "__main__": len(FOLDERS)}
 
 
 def module_name(path: Path) -> str:
@@ -41,14 +35,16 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module (dotted, relative to the package) -> the package's modules it imports at module level."""
+def import_graph(anywhere: bool = False) -> dict[str, set[str]]:
+    """Module (dotted, relative to the package) -> the package's modules it imports at module level
+    (`anywhere`: inside functions too)."""
     modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
     graph = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         imported = set()
-        for node in ast.parse(path.read_text()).body:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree) if anywhere else tree.body:
             if isinstance(node, ast.ImportFrom) and node.level:
                 base = package.split(".") if package else []
                 base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
@@ -66,14 +62,17 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def layer_of(module: str) -> int:
-    best = None
-    for rank, (_, prefixes) in enumerate(LAYERS):
-        for prefix in prefixes:
-            matches = module == prefix or (prefix and module.startswith(prefix + "."))
-            if matches and (best is None or len(prefix) > best[0]):
-                best = (len(prefix), rank)
-    assert best is not None, f"{module} has no layer in LAYERS"
-    return best[1]
+    """The rank of the module's folder in `FOLDERS` (`TOP_LEVEL` for the package's own modules)."""
+    if module in TOP_LEVEL:
+        return TOP_LEVEL[module]
+    folder = module.split(".")[0]
+    assert folder in FOLDERS, f"{module} is in no folder of FOLDERS"
+    return FOLDERS.index(folder)
+
+
+def layer_name(module: str) -> str:
+    rank = layer_of(module)
+    return FOLDERS[rank] if 0 <= rank < len(FOLDERS) else f"top level {module or '__init__'}"
 
 
 def test_the_import_graph_has_no_cycle():
@@ -96,14 +95,28 @@ def test_the_import_graph_has_no_cycle():
             visit(module, [module])
 
 
-def test_nothing_imports_upward():
+def test_nothing_imports_from_a_folder_above_its_own():
+    """Imports anywhere in a module (inside functions too) go to its own folder or lower ones."""
     upward = [
-        f"{module} ({LAYERS[layer_of(module)][0]}) imports {child} ({LAYERS[layer_of(child)][0]})"
-        for module, children in import_graph().items()
+        f"{module} ({layer_name(module)}) imports {child} ({layer_name(child)})"
+        for module, children in import_graph(anywhere=True).items()
         for child in children
         if layer_of(child) > layer_of(module)
     ]
     assert upward == []
+
+
+def test_the_package_keeps_its_modules_in_folders():
+    top_level = sorted(path.stem for path in PACKAGE.glob("*.py"))
+    assert [name for name in top_level if name not in ("__init__", "__main__", "_version")] == []
+    folders = sorted(path.name for path in PACKAGE.iterdir() if (path / "__init__.py").exists())
+    assert folders == sorted(FOLDERS)
+
+
+def test_a_planted_upward_import_is_caught():
+    """The check can fail: a problem/ module that imports a front end is reported."""
+    planted = {**import_graph(anywhere=True), "problem.planted": {"frontend.functional"}}
+    assert [m for m, children in planted.items() for c in children if layer_of(c) > layer_of(m)] == ["problem.planted"]
 
 
 # ---- prepared calls replay bit for bit ---------------------------------------------------------

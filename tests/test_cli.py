@@ -6,10 +6,10 @@ import io
 import pandas as pd
 import pytest
 
-from tritonconv import cli
-from tritonconv.bench import timing
-from tritonconv.bench.compare import KEY
-from tritonconv.progress import Progress
+from tritonconv.tools import cli
+from tritonconv.tools.bench import timing
+from tritonconv.tools.bench.compare import KEY
+from tritonconv.tools.progress import Progress
 
 USAGE_ERRORS = {
     "unknown suite (tune)": (["tune", "--suite", "nope"], "unknown suite 'nope'"),

@@ -11,12 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tritonconv
-from tritonconv import calls as fwd_module
-from tritonconv.arithmetic import problem_from_tensors
-from tritonconv.config import KernelConfig, heuristic_config
-from tritonconv.dispatch import Plan, applicable_variants
 from tritonconv.ops import common as launch_common
-from tritonconv.runtime import check_device, new_output, supports_fp64_dot
+from tritonconv.plan.dispatch import Plan, applicable_variants
+from tritonconv.problem.arithmetic import problem_from_tensors
+from tritonconv.problem.config import KernelConfig, heuristic_config
+from tritonconv.problem.runtime import check_device, new_output, supports_fp64_dot
+from tritonconv.routes import calls as fwd_module
 
 # (name, n, c, h, w, k, r, s, stride, padding, dilation, groups, bias): odd sizes on purpose, so
 # every tile has a ragged edge in M, N and the reduction.

@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from conv_reference import assert_conv2d_close, assert_grads_close
 
 import tritonconv
-from tritonconv import prepared, registry
-from tritonconv.arithmetic import make_problem_3d
 from tritonconv.ops.epilogue import NO_EPILOGUE
-from tritonconv.registry import Pass, Plan, Variant
+from tritonconv.plan import prepared
+from tritonconv.problem.arithmetic import make_problem_3d
+from tritonconv.routes import registry
+from tritonconv.routes.registry import Pass, Plan, Variant
 
 # (n, c, d, h, w, k, t, r, s, arguments): what each case pins down
 CASES = {
@@ -221,7 +222,7 @@ def test_tuning_explain_and_tune_model_cover_3d(tmp_path, monkeypatch):
 
 
 def test_the_video_suite_loads_3d_layers():
-    layers = tritonconv.suites.load_suite("video", dtype=torch.bfloat16)
+    layers = tritonconv.problem.suites.load_suite("video", dtype=torch.bfloat16)
     assert layers and all(layer.problem.is_3d for layer in layers)
     assert {layer.problem.t for layer in layers} >= {1, 3}
 
@@ -405,7 +406,7 @@ def test_3d_convolutions_that_are_2d_ones_run_the_2d_routes(case):
     assert uses_3d_kernels == (kind is None), launched
     answer = tritonconv.explain(x, weight, bias, **arguments)
     assert answer.get("planar") == kind and (answer["problem"].is_3d == (kind is None))
-    recorded = tritonconv.tuning.model.record_problems(lambda t: F.conv3d(t, weight, bias, **arguments), x)
+    recorded = tritonconv.models.tune_model.record_problems(lambda t: F.conv3d(t, weight, bias, **arguments), x)
     assert recorded == [answer["problem"]]
 
 
@@ -415,7 +416,7 @@ def test_depthwise_3d_runs_its_direct_kernel_and_a_planted_error_is_caught(monke
     from tritonconv.ops import conv3d as launchers
 
     x, weight, bias = _inputs(2, 8, 4, 5, 6, 16, (3, 3, 3), groups=8, channels_last=True, seed=6)
-    problem = tritonconv.arithmetic.problem_from_tensors_3d(x, weight, bias, 1, 1, 1, 8)
+    problem = tritonconv.problem.arithmetic.problem_from_tensors_3d(x, weight, bias, 1, 1, 1, 8)
     assert registry.rule_variant(problem, Pass.FWD) == Variant.DEPTHWISE_3D  # multiplier 2 included
     launched = _kernels_run(lambda: assert_conv2d_close(tritonconv.conv3d(x, weight, bias, padding=1, groups=8), x,
                                                         weight, bias, padding=1, groups=8))  # fmt: skip

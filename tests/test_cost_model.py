@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tritonconv import make_problem
-from tritonconv.bench import cost_model_check
-from tritonconv.config import KernelConfig
+from tritonconv.problem.config import KernelConfig
+from tritonconv.tools.bench import cost_model_check
 from tritonconv.tuning.cost_model import H100_SXM, H200, estimate
 
 SWEEP = Path(__file__).parents[1] / "reports" / "h100" / "wgrad_sweep_resnet50_bf16_channels_last.csv"
@@ -67,7 +67,7 @@ def test_an_unknown_pass_is_refused():
 
 
 def test_a_limited_tuning_run_times_the_heuristic_and_the_models_best():
-    from tritonconv.registry import spec
+    from tritonconv.routes.registry import spec
     from tritonconv.tuning import tuner
     from tritonconv.tuning.cost_model import rank
     from tritonconv.tuning.space import candidates

@@ -9,11 +9,12 @@ from conv_reference import needs_runtime_loops, random_conv_inputs, recording_la
 from test_backward import run_shape
 
 import tritonconv
-from tritonconv import calls as backward
-from tritonconv import dispatch, registry
-from tritonconv.config import depthwise_wgrad_config
-from tritonconv.dispatch import Plan, backward_variants, heuristic_backward_config
 from tritonconv.ops import wgrad as wgrad_ops
+from tritonconv.plan import dispatch
+from tritonconv.plan.dispatch import Plan, backward_variants, heuristic_backward_config
+from tritonconv.problem.config import depthwise_wgrad_config
+from tritonconv.routes import calls as backward
+from tritonconv.routes import registry
 
 pytestmark = needs_runtime_loops
 LAYOUTS = pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.autograd import gradcheck, gradgradcheck
 
 import tritonconv
-from tritonconv import differentiable
+from tritonconv.frontend import differentiable
 
 CONV2D_CASES = {
     "stride 2, padding 1, groups 2": dict(stride=2, padding=1, groups=2),

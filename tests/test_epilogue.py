@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from conv_reference import needs_runtime_loops
 
 import tritonconv
-from tritonconv.functional import _fused_forward, torch_activation
+from tritonconv.frontend.functional import _fused_forward, torch_activation
 from tritonconv.ops.epilogue import ACTIVATIONS
 
 # (variant the rule picks, c, k, r, groups, stride)

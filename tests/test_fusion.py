@@ -9,7 +9,7 @@ from conv_reference import needs_runtime_loops
 from torch import nn
 
 import tritonconv
-from tritonconv import fallback
+from tritonconv.frontend import fallback
 
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 

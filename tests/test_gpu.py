@@ -14,12 +14,12 @@ from conv_reference import assert_conv2d_close, assert_grads_close, random_conv_
 from test_conv2d_fwd import SHAPE_IDS, SHAPES, run_case
 
 import tritonconv
-from tritonconv.arithmetic import problem_from_tensors
-from tritonconv.calls import conv2d_fwd
-from tritonconv.config import heuristic_config
-from tritonconv.dispatch import Plan, applicable_variants
 from tritonconv.ops import depthwise
-from tritonconv.runtime import supports_fp64_dot
+from tritonconv.plan.dispatch import Plan, applicable_variants
+from tritonconv.problem.arithmetic import problem_from_tensors
+from tritonconv.problem.config import heuristic_config
+from tritonconv.problem.runtime import supports_fp64_dot
+from tritonconv.routes.calls import conv2d_fwd
 
 pytestmark = pytest.mark.gpu
 
@@ -171,9 +171,9 @@ def test_patched_model_in_bf16_channels_last(compile_mode, device):
 def test_suite_bench_on_the_gpu_times_every_provider():
     """`tritonconv bench`'s measurement on a GPU: do_bench and CUDA-graph times for tritonconv, cuDNN
     and Inductor, results within tolerance, and a report row with finite roofline figures."""
-    from tritonconv.bench import report
-    from tritonconv.bench.run import measure
-    from tritonconv.suites import load_suite
+    from tritonconv.problem.suites import load_suite
+    from tritonconv.tools.bench import report
+    from tritonconv.tools.bench.run import measure
 
     layer = load_suite("resnet50", batch=8)[2]
     peaks = {torch.bfloat16: report.measure_peaks(torch.bfloat16)}
@@ -199,7 +199,7 @@ def test_suite_bench_on_the_gpu_times_every_provider():
 def test_fused_epilogue_in_bf16_channels_last(layer, activation, with_residual, device):
     """Every variant's compiled epilogue (the 1x1 one through its tensor-descriptor store when there
     is no residual), values and gradients, against torch's unfused ops in float32."""
-    from tritonconv.functional import torch_activation
+    from tritonconv.frontend.functional import torch_activation
 
     _, n, c, h, w, k, r, s, stride, padding, dilation, groups, has_bias = layer
     x, weight, bias = random_conv_inputs(n, c, h, w, k, r, s, groups, has_bias, torch.bfloat16, device, True)
@@ -224,7 +224,7 @@ def test_fused_epilogue_in_bf16_channels_last(layer, activation, with_residual, 
 
 def test_the_compile_only_register_counts_match_the_drivers():
     """What the compile gate reads from a cubin is what the driver reports for the loaded kernel."""
-    from tritonconv import kernel_gate
+    from tritonconv.tools import kernel_gate
 
     items = kernel_gate.gate_items(("smoke",), (torch.bfloat16,))[:6]
     table = kernel_gate.against_driver(items, None)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from tritonconv.bench import harness
-from tritonconv.bench.quick import context, correctness, plan, precompile, summary, tune
+from tritonconv.tools.bench import harness
+from tritonconv.tools.bench.quick import context, correctness, plan, precompile, summary, tune
 from tritonconv.tuning import session
 from tritonconv.tuning.prune import HEURISTIC, TMA_HEURISTIC, pruned
 
@@ -169,11 +169,11 @@ def test_the_dry_run_counts_stages_candidates_and_kernels(tmp_path, monkeypatch,
 
 COMPILE_AHEAD = """
 import json, torch
-from tritonconv import static_compile
+from tritonconv.ops import static_compile
 from tritonconv.ops import launch_spec
-from tritonconv.bench.quick import precompile
-from tritonconv.bench.quick.correctness import Check, launcher
-from tritonconv.suites import load_suite
+from tritonconv.tools.bench.quick import precompile
+from tritonconv.tools.bench.quick.correctness import Check, launcher
+from tritonconv.problem.suites import load_suite
 
 if __name__ == "__main__":
     layer = load_suite("smoke", dtype=torch.bfloat16)[0]  # 3x3 pad 1: the TMA route applies

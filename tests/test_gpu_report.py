@@ -3,7 +3,7 @@ next invocation, and redone when the code changes."""
 
 import sys
 
-from tritonconv import gpu_report
+from tritonconv.tools import gpu_report
 
 
 def test_the_plan_covers_every_suite_and_pass_in_steps_under_nine_minutes():

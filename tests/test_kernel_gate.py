@@ -10,17 +10,19 @@ import textwrap
 import torch
 
 import tritonconv
-from tritonconv import kernel_gate, registry
+from tritonconv.routes import registry
+from tritonconv.tools import kernel_gate
 from tritonconv.tuning import tuner
 
 # Runs in a process without TRITON_INTERPRET (interpreted kernels do not compile for a GPU).
 PLANTED = textwrap.dedent(
     """
     import dataclasses, json, torch
-    from tritonconv import kernel_gate, static_compile
-    from tritonconv.arithmetic import make_problem
-    from tritonconv.config import KernelConfig
-    from tritonconv.registry import spec
+    from tritonconv.tools import kernel_gate
+    from tritonconv.ops import static_compile
+    from tritonconv.problem.arithmetic import make_problem
+    from tritonconv.problem.config import KernelConfig
+    from tritonconv.routes.registry import spec
     from tritonconv.tuning import tuner
 
     problem = make_problem(n=4, c=64, h=16, w=16, k=256, r=3, s=3, padding=1, dtype=torch.bfloat16,

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import tritonconv
-from tritonconv import fallback, fusion, routing
-from tritonconv.patch import torch_is_patched
-from tritonconv.torch_reference import TORCH_CONV2D
+from tritonconv.frontend import fallback
+from tritonconv.models import fusion, routing
+from tritonconv.models.patch import torch_is_patched
+from tritonconv.problem.torch_reference import TORCH_CONV2D
 
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 CUSTOM_FORWARD_MODELS = {

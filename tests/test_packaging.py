@@ -3,7 +3,7 @@
 import tomllib
 from pathlib import Path
 
-from tritonconv.suites import available_suites, load_suite
+from tritonconv.problem.suites import available_suites, load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,7 +17,7 @@ def test_every_subpackage_is_listed_for_installation():
 
 
 def test_smoke_suite_covers_every_variant():
-    from tritonconv.dispatch import choose_variant
+    from tritonconv.plan.dispatch import choose_variant
 
     assert "smoke" in available_suites()
     variants = {choose_variant(layer.problem) for layer in load_suite("smoke")}

@@ -1,4 +1,4 @@
-"""`tritonconv.patch` on models written the way users write them, `patched()`, fallbacks, compile.
+"""`tritonconv.models.patch` on models written the way users write them, `patched()`, fallbacks, compile.
 
 Each test builds a model twice from one seed: a reference left to torch, and a copy that is patched.
 Patched, it must give the same outputs, gradients and training trajectory; unpatched, no trace.
@@ -15,8 +15,8 @@ from conv_reference import needs_runtime_loops
 from torch import nn
 
 import tritonconv
-from tritonconv import fallback
-from tritonconv.patch import torch_is_patched
+from tritonconv.frontend import fallback
+from tritonconv.models.patch import torch_is_patched
 
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 

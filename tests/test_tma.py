@@ -13,12 +13,13 @@ import triton.language as tl
 from conv_reference import assert_conv2d_close, random_conv_inputs
 
 import tritonconv
-from tritonconv import dispatch, prepared, registry
 from tritonconv.ops import tma
 from tritonconv.ops.descriptors import TensorDescriptor
 from tritonconv.ops.epilogue import NO_EPILOGUE, Epilogue
 from tritonconv.ops.launch import KernelLaunch
-from tritonconv.registry import Pass, Plan, Variant
+from tritonconv.plan import dispatch, prepared
+from tritonconv.routes import registry
+from tritonconv.routes.registry import Pass, Plan, Variant
 
 pytestmark = pytest.mark.skipif(TensorDescriptor is None, reason="this Triton has no host tensor descriptors")
 
@@ -249,7 +250,7 @@ def test_a_conv_with_bias_on_the_tma_weight_gradient_runs_no_bias_reduction(devi
     config = registry.spec(Pass.WGRAD, Variant.TMA).heuristic(problem)
     plans = {Pass.WGRAD: Plan(Variant.TMA, config, "test")}
     x.requires_grad_(), weight.requires_grad_(), bias.requires_grad_()
-    y = tritonconv.functional.Conv2dFunction.apply(
+    y = tritonconv.frontend.functional.Conv2dFunction.apply(
         x, weight, bias, prepared.PreparedConv(problem, x, weight, NO_EPILOGUE, plans=plans)
     )
     grad_output = torch.randn_like(y)

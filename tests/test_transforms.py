@@ -19,7 +19,7 @@ from conv_reference import assert_float64_close, spy_on
 from torch.func import grad, jacfwd, jacrev, jvp, vmap
 
 import tritonconv
-from tritonconv import differentiable, library_ops
+from tritonconv.frontend import differentiable, library_ops
 
 # kind -> (ours, torch's, input shape, weight shape, bias length, arguments)
 KINDS = {

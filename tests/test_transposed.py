@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from conv_reference import needs_runtime_loops
 
 import tritonconv
-from tritonconv import suites
-from tritonconv.registry import TRANSPOSED_PASSES
-from tritonconv.transposed import transposed_problem
+from tritonconv.frontend.transposed import transposed_problem
+from tritonconv.problem import suites
+from tritonconv.routes.registry import TRANSPOSED_PASSES
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-5)
 # (in channels, out channels, kernel, stride, padding, output_padding, groups, dilation)
@@ -174,7 +174,7 @@ class SmallUNet(torch.nn.Module):
 @pytest.mark.parametrize("build, shape", [(DCGANGenerator, (2, 8, 1, 1)), (SmallUNet, (2, 3, 9, 7))],
                          ids=["dcgan", "unet"])  # fmt: skip
 def test_patched_decoders_match_torch_and_leave_no_transposed_conv_alone(build, shape):
-    from tritonconv import fallback
+    from tritonconv.frontend import fallback
 
     torch.manual_seed(0)
     reference = build()
@@ -242,9 +242,9 @@ def test_explain_transposed_names_the_passes_that_serve_each_one():
     answer = tritonconv.explain_transposed(x, weight, stride=2, padding=1, output_padding=1)
     problem = answer["problem"]
     assert (problem.n, problem.c, problem.h, problem.w, problem.k) == (2, 4, 10, 10, 8)
-    assert answer["routes"]["fwd"] == [str(v) for v in tritonconv.registry.routes(problem, "dgrad")]
-    assert answer["routes"]["dgrad"] == [str(v) for v in tritonconv.registry.routes(problem, "fwd")]
-    plans = {name: tritonconv.dispatch.plan_pass(problem, served) for name, served in TRANSPOSED_PASSES.items()}
+    assert answer["routes"]["fwd"] == [str(v) for v in tritonconv.routes.registry.routes(problem, "dgrad")]
+    assert answer["routes"]["dgrad"] == [str(v) for v in tritonconv.routes.registry.routes(problem, "fwd")]
+    plans = {name: tritonconv.plan.dispatch.plan_pass(problem, served) for name, served in TRANSPOSED_PASSES.items()}
     assert (answer["variant"], answer["config"]) == (plans["fwd"].variant, plans["fwd"].config.as_dict())
     for name in ("dgrad", "wgrad"):
         assert answer["backward"][name]["variant"] == plans[name].variant

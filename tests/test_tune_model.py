@@ -14,8 +14,8 @@ from conv_reference import needs_runtime_loops
 from torch import nn
 
 import tritonconv
+from tritonconv.models.tune_model import record_problems
 from tritonconv.tuning.cache import TuningCache
-from tritonconv.tuning.model import record_problems
 
 
 class MixedModel(nn.Module):
@@ -52,8 +52,8 @@ def test_recording_sees_every_conv_as_tritonconv_would_run_it():
 
 
 def test_recording_compiles_no_kernel_and_leaves_the_model_as_it_was(monkeypatch):
-    from tritonconv import functional
-    from tritonconv.prepared import PreparedConv
+    from tritonconv.frontend import functional
+    from tritonconv.plan.prepared import PreparedConv
 
     monkeypatch.setattr(PreparedConv, "forward", lambda *args: pytest.fail("a kernel ran while recording"))
     model = MixedModel().train()
@@ -85,7 +85,7 @@ def build():
 
 def run_tune(cache, *args, cwd=None, launcher=()):
     env = {**os.environ, "TRITONCONV_CACHE_DIR": str(cache), "PYTHONPATH": os.pathsep.join(sys.path)}
-    command = [*launcher, "-m", "tritonconv.cli", "tune", "--max-candidates", "1", *args]
+    command = [*launcher, "-m", "tritonconv", "tune", "--max-candidates", "1", *args]
     result = subprocess.run(
         command if launcher else [sys.executable, *command], env=env, cwd=cwd, capture_output=True, text=True,
         timeout=600,
@@ -105,7 +105,7 @@ def test_cli_tunes_a_model_from_its_factory(tmp_path):
 
 def test_cli_refuses_a_model_without_an_input_shape(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "tritonconv.cli", "tune", "--model", "my_models:build"],
+        [sys.executable, "-m", "tritonconv", "tune", "--model", "my_models:build"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2 and "--input-shape" in result.stderr
@@ -116,7 +116,7 @@ def test_torchrun_shards_the_suite_and_every_rank_gets_every_entry(tmp_path):
     cache holds every entry; a second run finds them all cached."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     lines = run_tune(tmp_path, "--suite", "smoke", launcher=torchrun)
-    layers = len(tritonconv.suites.load_suite("smoke"))
+    layers = len(tritonconv.problem.suites.load_suite("smoke"))
     assert lines[-1] == f"tuned: {layers}, from cache: 0, failed: 0" and lines.count(lines[-1]) == 1, lines
     assert "ranks: 2" in lines[0]
     (cache_file,) = tmp_path.glob("*.json")

@@ -154,7 +154,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 
 
 # Three smoke layers (a 3x3, a strided 5x5 stem, a 1x1): what the CLI tests tune, several times each.
-FEW_LAYERS = "\n".join((tritonconv.suites.suites_folder() / "smoke.csv").read_text().splitlines()[2:6]) + "\n"
+FEW_LAYERS = "\n".join((tritonconv.problem.suites.suites_folder() / "smoke.csv").read_text().splitlines()[2:6]) + "\n"
 
 
 def run_cli(cache, *args, check=True):
@@ -163,7 +163,7 @@ def run_cli(cache, *args, check=True):
     suite.parent.mkdir(exist_ok=True)
     suite.write_text(FEW_LAYERS)
     result = subprocess.run(
-        [sys.executable, "-m", "tritonconv.cli", "tune", "--suite", str(suite), "--max-candidates", "1", *args],
+        [sys.executable, "-m", "tritonconv", "tune", "--suite", str(suite), "--max-candidates", "1", *args],
         env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     if check:
@@ -197,7 +197,7 @@ def test_two_tune_processes_at_once_keep_both(tmp_path):
     suite = tmp_path / "few.csv"
     suite.write_text(FEW_LAYERS)
     commands = [
-        [sys.executable, "-m", "tritonconv.cli", "tune", "--suite", str(suite), "--max-candidates", "1", "--pass", name]
+        [sys.executable, "-m", "tritonconv", "tune", "--suite", str(suite), "--max-candidates", "1", "--pass", name]
         for name in ("fwd", "wgrad")
     ]
     processes = [
@@ -210,7 +210,7 @@ def test_two_tune_processes_at_once_keep_both(tmp_path):
 
 
 def test_explain_reports_the_config_source(tmp_path, monkeypatch):
-    from tritonconv import dispatch
+    from tritonconv.plan import dispatch
     from tritonconv.tuning.session import tune_problems
 
     monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path))
@@ -234,7 +234,7 @@ def test_explain_reports_the_config_source(tmp_path, monkeypatch):
 
 
 def test_mode_on_tunes_a_new_problem_on_first_use(tmp_path, monkeypatch):
-    from tritonconv import dispatch
+    from tritonconv.plan import dispatch
 
     monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("TRITONCONV_AUTOTUNE", "on")
@@ -280,7 +280,7 @@ def tune_into(directory, *problems):
 
 
 def source_of(x, weight, **kwargs):
-    from tritonconv import dispatch
+    from tritonconv.plan import dispatch
 
     dispatch.forget_plans()
     explained = tritonconv.explain(x, weight, **kwargs)
@@ -298,7 +298,7 @@ def test_shipped_table_serves_after_the_users_cache(tmp_path, monkeypatch):
     shipped.mkdir()
     (built,) = (tmp_path / "build").glob("*.json")
     shutil.copy(built, shipped / built.name)
-    monkeypatch.setattr("tritonconv.suites.suites_folder", lambda: shipped)
+    monkeypatch.setattr("tritonconv.problem.suites.suites_folder", lambda: shipped)
     monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path / "user"))
     assert source_of(x, weight, padding=1)[0] == "shipped table"
     tune_into(tmp_path / "user", problem)
@@ -361,7 +361,7 @@ def test_a_gradient_tunes_every_route_and_its_backward_launches_the_winner(
 ):
     """The specialised route and the general kernels compete; the backward of a conv then runs the
     winner (with its tuned config), and explain says so."""
-    from tritonconv import dispatch
+    from tritonconv.plan import dispatch
     from tritonconv.tuning.session import tune_problems
 
     monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path))
@@ -380,7 +380,7 @@ def test_a_gradient_tunes_every_route_and_its_backward_launches_the_winner(
     explained = tritonconv.explain(x, weight, **geometry)["backward"][pass_name]
     assert explained == {"variant": routes[winner], "config": entry["config"], "config_source": "tuned cache"}
 
-    from tritonconv import registry
+    from tritonconv.routes import registry
 
     launched = []
     for route in ("conv1x1", "depthwise"):
@@ -420,7 +420,7 @@ def test_a_cached_route_the_problem_does_not_have_serves_the_heuristic(tmp_path,
 
 
 def source_of_pass(x, weight, pass_name, **kwargs):
-    from tritonconv import dispatch
+    from tritonconv.plan import dispatch
 
     dispatch.forget_plans()
     explained = tritonconv.explain(x, weight, **kwargs)["backward"][pass_name]

@@ -8,12 +8,13 @@ from conv_reference import assert_conv2d_close, random_conv_inputs
 from test_conv2d_fwd import FP64, SHAPE_IDS, SHAPES
 
 import tritonconv
-from tritonconv import calls as fwd_module
-from tritonconv import dispatch, registry
-from tritonconv.arithmetic import problem_from_tensors
-from tritonconv.config import KernelConfig, heuristic_config
-from tritonconv.dispatch import GROUPED_TILE_MAX_CHANNELS, Plan, applicable_variants, choose_variant
 from tritonconv.ops import conv1x1, depthwise
+from tritonconv.plan import dispatch
+from tritonconv.plan.dispatch import GROUPED_TILE_MAX_CHANNELS, Plan, applicable_variants, choose_variant
+from tritonconv.problem.arithmetic import problem_from_tensors
+from tritonconv.problem.config import KernelConfig, heuristic_config
+from tritonconv.routes import calls as fwd_module
+from tritonconv.routes import registry
 
 LAYOUTS = pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, FP64], ids=str)

@@ -4,18 +4,18 @@ Importing this package never touches CUDA. To run on CPU tensors (slowly, for te
 TRITON_INTERPRET=1 before the import.
 """
 
-from . import library_ops  # registers the tritonconv:: custom ops torch.compile sees
 from ._version import __version__
-from .arithmetic import ConvProblem, make_problem, problem_from_tensors
-from .aten import disable_aten, enable_aten, use_aten
-from .dispatch import explain
-from .fallback import reset_stats, stats
-from .functional import Conv2dFunction, conv1d, conv2d
-from .nn import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
-from .patch import PatchReport, patch, patch_torch, patched, unpatch, unpatch_torch
-from .transposed import conv_transpose1d, conv_transpose2d, conv_transpose3d, explain_transposed
-from .tuning.model import tune_model
-from .volume import Conv3dFunction, conv3d
+from .frontend import library_ops  # registers the tritonconv:: custom ops torch.compile sees
+from .frontend.aten import disable_aten, enable_aten, use_aten
+from .frontend.fallback import reset_stats, stats
+from .frontend.functional import Conv2dFunction, conv1d, conv2d
+from .frontend.nn import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+from .frontend.transposed import conv_transpose1d, conv_transpose2d, conv_transpose3d, explain_transposed
+from .frontend.volume import Conv3dFunction, conv3d
+from .models.patch import PatchReport, patch, patch_torch, patched, unpatch, unpatch_torch
+from .models.tune_model import tune_model
+from .plan.dispatch import explain
+from .problem.arithmetic import ConvProblem, make_problem, problem_from_tensors
 
 __all__ = [
     "Conv1d",

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import torch
 import triton
 
-from ..arithmetic import is_channels_last_like
 from ..kernels import _activation_grad_kernel
+from ..problem.arithmetic import is_channels_last_like
 from .common import needs_int64
 from .epilogue import slope_constant
 from .launch import KernelLaunch

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..arithmetic import ConvProblem
-from ..runtime import fp32_dot_precision, is_interpreted
+from ..problem.arithmetic import ConvProblem
+from ..problem.runtime import fp32_dot_precision, is_interpreted
 from .epilogue import Epilogue
 
 INT32_LIMIT = 2**31 - 1

@@ -7,9 +7,9 @@ from collections.abc import Callable
 import torch
 import triton
 
-from ..arithmetic import ConvProblem
-from ..config import KernelConfig
 from ..kernels import _conv2d_fwd_1x1_kernel
+from ..problem.arithmetic import ConvProblem
+from ..problem.config import KernelConfig
 from .common import LaunchFlags, forward_constexprs, forward_strides
 from .descriptors import TensorDescriptor, aligned, dense_nhwc, descriptors_usable, rebased
 from .epilogue import Epilogue

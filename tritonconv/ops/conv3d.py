@@ -14,14 +14,14 @@ from collections.abc import Callable
 import torch
 import triton
 
-from ..arithmetic import ConvProblem, is_channels_last_like
-from ..config import KernelConfig
 from ..kernels import (
     _conv3d_dgrad_kernel,
     _conv3d_fwd_depthwise_kernel,
     _conv3d_fwd_kernel,
     _conv3d_wgrad_partial_kernel,
 )
+from ..problem.arithmetic import ConvProblem, is_channels_last_like
+from ..problem.config import KernelConfig
 from .common import INT32_LIMIT, LaunchFlags, needs_int64
 from .epilogue import Epilogue
 from .launch import KernelLaunch

@@ -6,9 +6,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..arithmetic import ConvProblem
-from ..config import KernelConfig
 from ..kernels import _conv2d_fwd_depthwise_kernel
+from ..problem.arithmetic import ConvProblem
+from ..problem.config import KernelConfig
 from .common import LaunchFlags, forward_constexprs, forward_strides, geometry_kwargs
 from .epilogue import Epilogue
 from .launch import KernelLaunch

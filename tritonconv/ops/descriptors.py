@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..runtime import device_capability, is_interpreted
+from ..problem.runtime import device_capability, is_interpreted
 
 try:  # host-side tensor descriptors: Triton >= 3.4
     from triton.tools.tensor_descriptor import TensorDescriptor

@@ -17,10 +17,10 @@ from collections.abc import Callable
 import torch
 import triton
 
-from ..arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, dgrad_as_conv1x1, dgrad_as_depthwise
-from ..arithmetic import is_channels_last_like as channels_last
-from ..config import KernelConfig
 from ..kernels import _conv2d_dgrad_kernel, _conv2d_dgrad_phased_kernel
+from ..problem.arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, dgrad_as_conv1x1, dgrad_as_depthwise
+from ..problem.arithmetic import is_channels_last_like as channels_last
+from ..problem.config import KernelConfig
 from . import conv1x1, depthwise
 from .common import LaunchFlags, geometry_kwargs, needs_int64
 from .forward import prepare_forward

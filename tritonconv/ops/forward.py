@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..arithmetic import ConvProblem, is_channels_last_like
-from ..config import KernelConfig
+from ..problem.arithmetic import ConvProblem, is_channels_last_like
+from ..problem.config import KernelConfig
 from . import implicit_gemm
 from .common import LaunchFlags, batch_chunks, forward_pointers, needs_int64
 from .epilogue import NO_EPILOGUE, Epilogue

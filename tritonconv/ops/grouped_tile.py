@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import triton
 
-from ..arithmetic import ConvProblem
-from ..config import KernelConfig
 from ..kernels import _conv2d_fwd_grouped_tile_kernel
+from ..problem.arithmetic import ConvProblem
+from ..problem.config import KernelConfig
 from .common import LaunchFlags, forward_constexprs, forward_strides, geometry_kwargs
 from .epilogue import Epilogue
 from .launch import KernelLaunch

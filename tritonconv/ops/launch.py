@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from ..runtime import is_interpreted
+from ..problem.runtime import is_interpreted
 
 try:  # Triton >= 3.4: the launcher takes every parameter in order, and the hooks live in knobs
     from triton import knobs as _knobs

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .. import static_compile
+from . import static_compile
 from .descriptors import TensorDescriptor, rebased
 
 # A captured launch without its memory, picklable: (module, kernel name, grid, pointer stand-ins,

@@ -15,9 +15,9 @@ from collections.abc import Callable
 import torch
 import triton
 
-from ..arithmetic import ConvProblem
-from ..config import KernelConfig
 from ..kernels import _conv2d_fwd_tma_kernel, _conv2d_wgrad_tma_kernel
+from ..problem.arithmetic import ConvProblem
+from ..problem.config import KernelConfig
 from . import dgrad, implicit_gemm, wgrad
 from .common import LaunchFlags, forward_constexprs, needs_int64, tap_kwargs
 from .descriptors import TensorDescriptor, aligned, dense_nhwc, descriptors_usable, rebased

@@ -14,15 +14,15 @@ from collections.abc import Callable
 import torch
 import triton
 
-from ..arithmetic import ConvProblem
-from ..arithmetic import is_channels_last_like as channels_last
-from ..config import KernelConfig
 from ..kernels import (
     _conv2d_bias_grad_kernel,
     _conv2d_wgrad_depthwise_kernel,
     _conv2d_wgrad_partial_kernel,
     _sum_splits_kernel,
 )
+from ..problem.arithmetic import ConvProblem
+from ..problem.arithmetic import is_channels_last_like as channels_last
+from ..problem.config import KernelConfig
 from .common import LaunchFlags, geometry_kwargs, needs_int64
 from .launch import KernelLaunch
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..arithmetic import ConvProblem
+from ..problem.arithmetic import ConvProblem
 
 CACHE_ENV = "TRITONCONV_CACHE_DIR"
 FORMAT = 1

@@ -27,9 +27,9 @@ import dataclasses
 import torch
 import triton
 
-from ..arithmetic import ConvProblem
-from ..config import KernelConfig
-from ..registry import Pass, Variant
+from ..problem.arithmetic import ConvProblem
+from ..problem.config import KernelConfig
+from ..routes.registry import Pass, Variant
 
 HIDING_WARPS = 8  # resident warps per SM below which memory latency shows (assumption)
 STAGE_EFFICIENCY = {1: 0.6, 2: 0.85}  # exposed load latency with fewer than 3 stages (assumption)

@@ -13,8 +13,8 @@ import triton
 
 from .. import kernels
 from .._version import __version__
-from ..registry import spec
-from ..runtime import is_interpreted
+from ..problem.runtime import is_interpreted
+from ..routes.registry import spec
 from .space import space_digest
 
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from ..arithmetic import ConvProblem, DepthAxis, make_problem
-from ..registry import Pass, is_depthwise, routes, rule_variant
+from ..problem.arithmetic import ConvProblem, DepthAxis, make_problem
+from ..routes.registry import Pass, is_depthwise, routes, rule_variant
 
 
 def problem_class(problem: ConvProblem, pass_name: str) -> tuple:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..arithmetic import ConvProblem
-from ..config import KernelConfig
-from ..registry import Variant, rule_variant, spec, tuned_variants
+from ..problem.arithmetic import ConvProblem
+from ..problem.config import KernelConfig
+from ..routes.registry import Variant, rule_variant, spec, tuned_variants
 from . import cost_model
 from .space import DEFAULT_SHARED_MEMORY, candidates
 

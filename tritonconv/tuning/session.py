@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import suites
-from ..arithmetic import ConvProblem
-from ..registry import TRANSPOSED_PASSES, Pass, tuned_variants
+from ..problem import suites
+from ..problem.arithmetic import ConvProblem
+from ..routes.registry import TRANSPOSED_PASSES, Pass, tuned_variants
 from .cache import TuningCache, cache_dir, problem_key
 from .distributed import Shard
 from .fingerprint import device_slug, problem_fingerprint

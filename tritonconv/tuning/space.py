@@ -14,9 +14,9 @@ import hashlib
 import itertools
 import json
 
-from ..arithmetic import ConvProblem
-from ..config import KernelConfig
-from ..registry import REGISTRY, Variant, spec
+from ..problem.arithmetic import ConvProblem
+from ..problem.config import KernelConfig
+from ..routes.registry import REGISTRY, Variant, spec
 
 # Per-block shared memory of an H100 (227 KiB usable of 228); the tuner passes the device's own limit.
 DEFAULT_SHARED_MEMORY = 227 * 1024
@@ -34,7 +34,7 @@ def space_digest(pass_name: str, variant: str) -> str:
 def shared_memory_bytes(config: KernelConfig, element_size: int, variant: str) -> int:
     """Operand tiles held in shared memory, one copy per pipeline stage. On an H100 with Triton 3.6
     the compiled kernels' allocation matched this to within a 2 KiB scratch buffer (e.g. 98,304
-    bytes for 128x128x64 bf16 tiles at 3 stages; `python -m tritonconv.bench.profile`)."""
+    bytes for 128x128x64 bf16 tiles at 3 stages; `python -m tritonconv.tools.bench.profile`)."""
     if variant == Variant.DEPTHWISE:
         return 0  # no tl.dot: nothing is staged through shared memory
     per_stage = (config.block_m * config.block_k + config.block_k * config.block_n) * config.block_g

@@ -22,14 +22,14 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from .. import kernels, static_compile
-from ..arithmetic import CHANNELS_LAST, ConvProblem
-from ..calls import conv2d_dgrad, conv2d_fwd, conv2d_wgrad
-from ..config import KernelConfig
-from ..ops import launch, launch_spec
-from ..registry import Plan, spec, tuned_variants
-from ..runtime import POISON_ENV, fp32_dot_precision, is_interpreted
-from ..torch_reference import TORCH_CONV2D, TORCH_CONV3D
+from .. import kernels
+from ..ops import launch, launch_spec, static_compile
+from ..problem.arithmetic import CHANNELS_LAST, ConvProblem
+from ..problem.config import KernelConfig
+from ..problem.runtime import POISON_ENV, fp32_dot_precision, is_interpreted
+from ..problem.torch_reference import TORCH_CONV2D, TORCH_CONV3D
+from ..routes.calls import conv2d_dgrad, conv2d_fwd, conv2d_wgrad
+from ..routes.registry import Plan, spec, tuned_variants
 from . import cost_model, prune
 from .fingerprint import device_slug, problem_fingerprint
 from .select import choose

@@ -1,0 +1,432 @@
+"""Public functional API with `torch.nn.functional` semantics, differentiable through Triton kernels."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..ops.epilogue import ACTIVATIONS, NO_EPILOGUE, Epilogue, saves_output, slope_constant
+from ..plan.direct import Geometry
+from ..plan.prepared import PreparedConv, call_key, lookup, tensor_key
+from ..plan.prepared import _prepared as PREPARED
+from ..problem.arithmetic import CONTIGUOUS, ConvProblem, hashable, problem_from_tensors
+from ..problem.torch_reference import TORCH_CONV1D, TORCH_CONV2D, check_like_torch
+from . import differentiable, library_ops
+from .autograd import ConvGradients, conv_gradients, save_operands
+from .differentiable import Gradients, transforms_active
+
+
+class Conv2dFunction(torch.autograd.Function):
+    """conv2d with a Triton backward, through a prepared call (`prepared.PreparedConv`): the
+    gradients' kernels are planned and prepared on the first backward and replayed after."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, prepared: PreparedConv):
+        output = prepared.forward(input, weight, bias)
+        save_operands(ctx, input, weight)
+        ctx.prepared = prepared
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return (*conv_gradients(ctx, grad_output, gradients_of(ctx.prepared, grad_output)), None)
+
+
+def gradients_of(prepared: PreparedConv, grad_output: torch.Tensor) -> ConvGradients:
+    """Where a backward's gradients come from: the prepared call's kernels or, when the backward is
+    itself recorded (`create_graph=True`, for double backward), carries tangents (forward-over-reverse
+    AD) or runs under vmap (`jacrev`), the same kernels through the Functions of `differentiable.py`,
+    whose derivatives and vmap rules make that work. Under torch's legacy vmap (gradcheck's batched
+    gradients), which knows no Function's vmap rule, they are the gradient ops, which its fallback
+    runs one sample at a time."""
+    if torch.is_grad_enabled() or transforms_active() or _is_legacy_batched(grad_output):
+        gradients = Gradients.of(prepared.problem, prepared.input_channels_last, prepared.weight_channels_last)
+        return gradients.for_operands(grad_output)
+    return prepared
+
+
+_is_legacy_batched = torch._C._functorch.is_legacy_batchedtensor
+
+
+def _recorded_preactivation_grad(epilogue: Epilogue, grad_output: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
+    """dZ = dY * activation'(Z) in torch's ops, for a recorded backward. relu's and leaky_relu's
+    derivative is piecewise constant, so this is exact to any order; the smooth activations' second
+    derivative needs Z as a function of the inputs, which the fused kernel does not keep."""
+    if epilogue.activation not in ("relu", "leaky_relu"):
+        raise RuntimeError(
+            f"tritonconv: double backward (create_graph=True) through a fused {epilogue.activation!r} epilogue is not "
+            "supported; apply the activation outside the convolution (tritonconv.conv2d without activation=, or "
+            "patch() without fuse=True)"
+        )
+    slope = 0.0 if epilogue.activation == "relu" else epilogue.negative_slope
+    return grad_output * torch.where(saved > 0, 1.0, slope).to(grad_output.dtype)
+
+
+def _fused_run(
+    prepared: PreparedConv,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    for_backward: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(output, what the activation's derivative reads: the output, the pre-activation, or None)."""
+    activation = prepared.epilogue.activation
+    from_output = prepared.keeps_output_for_backward
+    preactivation = prepared.new_output() if activation and not from_output and for_backward else None
+    output = prepared.forward(input, weight, bias, residual, preactivation)
+    return output, ((output if from_output else preactivation) if activation else None)
+
+
+def _fused_forward(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor | None,
+    problem: ConvProblem,
+    activation: str,
+    negative_slope: float,
+    for_backward: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`_fused_run` on a call prepared for these arguments alone (the planned path)."""
+    prepared = PreparedConv(problem, input, weight, Epilogue(activation, negative_slope))
+    return _fused_run(prepared, input, weight, bias, residual, for_backward)
+
+
+class FusedConv2dFunction(torch.autograd.Function):
+    """activation(conv2d(input, weight, bias) + residual), all in the forward kernel's epilogue.
+
+    The backward turns dY into dZ (Z = conv + bias + residual) in one Triton pass, from the output
+    for relu and leaky_relu and from Z, written by the forward kernel beside Y, for the others; Z is
+    written only when some gradient is needed. dZ is then the residual's gradient and feeds the
+    convolution's gradients by the formula `Conv2dFunction` uses."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, residual, prepared: PreparedConv):
+        output, saved = _fused_run(prepared, input, weight, bias, residual, for_backward=True)
+        save_operands(ctx, input, weight, saved)
+        ctx.prepared = prepared
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        prepared = ctx.prepared
+        grad_z = grad_output
+        if prepared.epilogue.activation:
+            saved = ctx.saved_tensors[2]
+            if torch.is_grad_enabled():
+                grad_z = _recorded_preactivation_grad(prepared.epilogue, grad_output, saved)
+            else:
+                grad_z = prepared.preactivation_grad(grad_output, saved)
+        grad_residual = grad_z if ctx.needs_input_grad[3] else None
+        return (*conv_gradients(ctx, grad_z, gradients_of(prepared, grad_z)), grad_residual, None)
+
+
+def conv2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: str | int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    *,
+    activation: str | None = None,
+    residual: torch.Tensor | None = None,
+    negative_slope: float = 0.01,
+) -> torch.Tensor:
+    """2-D convolution computed by Triton kernels, with exactly `torch.nn.functional.conv2d`'s semantics.
+
+    Accepts batched (N, C, H, W) and unbatched (C, H, W) inputs, NCHW, channels_last or any strided
+    view (read in place, never copied), `padding='same'|'valid'`, and fp16, bf16, fp32 (TF32 when
+    `torch.backends.cudnn.allow_tf32` is set) and fp64. The output has the memory format torch gives it.
+    Differentiable in input, weight and bias; every gradient is computed by Triton kernels. Under
+    `torch.autocast` it computes in the autocast dtype, as `F.conv2d` does.
+
+    Fused epilogue: `activation` ('relu', 'silu', 'gelu', 'gelu_tanh', 'leaky_relu' with
+    `negative_slope`) and `residual` (a tensor of the output's shape and dtype, any strides) make the
+    result `activation(conv2d(input, weight, bias) + residual)`, computed before the kernel stores
+    its tile; `residual` receives its gradient too.
+
+    The first call with a given key (shapes, strides, dtypes, flags: `prepared.call_key`) plans and
+    prepares its kernels; later ones only allocate the output and launch.
+    """
+    if activation is not None or residual is not None:
+        return _fused(input, weight, bias, (stride, padding, dilation, groups), activation, residual, negative_slope)
+    if _shapes_only:  # recording a model's problems (models.tune_model): torch computes, no kernel compiles
+        return TORCH_CONV2D(input, weight, bias, stride, padding, dilation, groups)
+    if input.dim() in (3, 4) and input.shape[-3] == 0:  # no input channels: torch's empty result (or its error)
+        return TORCH_CONV2D(input, weight, bias, stride, padding, dilation, groups)
+    autocast_dtype = autocast_dtype_for(input)
+    if autocast_dtype is not None:
+        input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
+    if torch.compiler.is_compiling():  # torch.compile holds the custom op in its graph (library_ops.py)
+        return library_ops.conv2d(input, weight, bias, stride, padding, dilation, groups)
+    geometry = (stride, padding, dilation, groups)
+    if transforms_active():  # forward AD or torch.func: Functions with tangents and vmap rules
+        check_like_torch(TORCH_CONV2D, input, weight, bias, geometry)
+        return differentiable.convolution(input, weight, bias, Geometry.of(*geometry))
+    try:
+        key = call_key(input, weight, bias, geometry)
+        prepared = PREPARED.get(key) or lookup(key, lambda: _prepare(input, weight, bias, geometry))
+    except TypeError as error:  # a geometry argument given as a list: the same call with tuples
+        if "unhashable" not in str(error):
+            raise
+        return conv2d(input, weight, bias, *(hashable(a) for a in geometry))
+    return _run(prepared, input, weight, bias)
+
+
+def _prepare(
+    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: tuple,
+    epilogue: Epilogue = NO_EPILOGUE, as_problem=problem_from_tensors,
+) -> tuple[PreparedConv, bool]:  # fmt: skip
+    """Validate the call as F.conv2d does (raising its errors), plan it and prepare its launches."""
+    problem = as_problem(input, weight, bias, *geometry)
+    batched_input = input if input.dim() == 4 else input.unsqueeze(0)
+    prepared = PreparedConv(problem, batched_input, weight, epilogue)
+    return prepared, prepared.final
+
+
+def _run(prepared: PreparedConv, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    batched = input.dim() == 4
+    if not batched:
+        input = input.unsqueeze(0)
+    if torch.is_grad_enabled() and (
+        input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    ):
+        output = Conv2dFunction.apply(input, weight, bias, prepared)
+    else:  # inference: no autograd node to build, so skip Function.apply's cost on every call
+        output = prepared.forward(input, weight, bias)
+    return output if batched else output.squeeze(0)
+
+
+def _fused(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    geometry: tuple,
+    activation: str | None,
+    residual: torch.Tensor | None,
+    negative_slope: float,
+) -> torch.Tensor:
+    """conv2d with an epilogue: in the kernel, or, while recording, under torch.compile (Inductor
+    fuses the epilogue itself) and under forward AD or torch.func (whose tangents and vmap rules
+    torch's own add and activation have), as the convolution followed by torch's add and activation."""
+    if activation is not None and activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be None or one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+    if _shapes_only or torch.compiler.is_compiling() or transforms_active():
+        return _with_torch_epilogue(conv2d(input, weight, bias, *geometry), activation, residual, negative_slope)
+    autocast_dtype = autocast_dtype_for(input)
+    if autocast_dtype is not None:
+        input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
+    batched = input.dim() == 4
+    residual_wants_grad = residual is not None and residual.requires_grad and torch.is_grad_enabled()
+    needs_grad = _needs_grad(input, weight, bias) or residual_wants_grad
+    activation = activation or ""
+    slope = slope_constant(activation, negative_slope)
+    keeps_z = needs_grad and bool(activation) and not saves_output(activation, negative_slope)
+    key = call_key(input, weight, bias, tuple(hashable(a) for a in geometry),
+                   (activation, slope, negative_slope >= 0, tensor_key(residual), keeps_z))  # fmt: skip
+
+    def prepare() -> tuple[PreparedConv, bool]:
+        prepared, final = _prepare(input, weight, bias, geometry, Epilogue(activation, slope))
+        _check_residual(residual, prepared.problem, input, batched)
+        return prepared, final
+
+    prepared = lookup(key, prepare)
+    if residual is not None and not batched:
+        residual = residual.unsqueeze(0)
+    batched_input = input if batched else input.unsqueeze(0)
+    if needs_grad:
+        output = FusedConv2dFunction.apply(batched_input, weight, bias, residual, prepared)
+    else:
+        output = _fused_run(prepared, batched_input, weight, bias, residual, for_backward=False)[0]
+    return output if batched else output.squeeze(0)
+
+
+def _check_residual(residual: torch.Tensor | None, problem: ConvProblem, input: torch.Tensor, batched: bool) -> None:
+    if residual is None:
+        return
+    expected = problem.output_shape if batched else problem.output_shape[1:]
+    if tuple(residual.shape) != tuple(expected) or residual.dtype != input.dtype or residual.device != input.device:
+        raise RuntimeError(
+            f"residual must match the convolution's output: shape {list(expected)}, dtype {input.dtype}, device "
+            f"{input.device}; got shape {list(residual.shape)}, dtype {residual.dtype}, device {residual.device}"
+        )
+
+
+def _with_torch_epilogue(
+    output: torch.Tensor, activation: str | None, residual: torch.Tensor | None, negative_slope: float
+) -> torch.Tensor:
+    if residual is not None:
+        output = output + residual
+    return output if activation is None else torch_activation(output, activation, negative_slope)
+
+
+def torch_conv2d_with_epilogue(
+    input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, residual=None,
+    negative_slope=0.01,
+) -> torch.Tensor:  # fmt: skip
+    """The unfused computation in torch alone: torch's conv, then its add and activation."""
+    output = TORCH_CONV2D(input, weight, bias, stride, padding, dilation, groups)
+    return _with_torch_epilogue(output, activation, residual, negative_slope)
+
+
+def torch_activation(output: torch.Tensor, activation: str, negative_slope: float = 0.01) -> torch.Tensor:
+    """torch's own form of each fusable activation (the reference the fused kernels match)."""
+    if activation == "relu":
+        return F.relu(output)
+    if activation == "silu":
+        return F.silu(output)
+    if activation == "gelu":
+        return F.gelu(output)
+    if activation == "gelu_tanh":
+        return F.gelu(output, approximate="tanh")
+    return F.leaky_relu(output, negative_slope)
+
+
+def conv1d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: str | int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> torch.Tensor:
+    """1-D convolution with `torch.nn.functional.conv1d`'s semantics, computed by the 2-D kernels
+    with H = 1: (N, C, L) or unbatched (C, L) inputs, weight (K, C/groups, S), padding int or
+    'same'/'valid'. The output is contiguous, as torch's is; gradients flow as in `conv2d`."""
+    if _shapes_only or (input.dim() in (2, 3) and 0 in input.shape[-2:]):  # recording, or no channels or length
+        return TORCH_CONV1D(input, weight, bias, stride, padding, dilation, groups)
+    autocast_dtype = autocast_dtype_for(input)
+    if autocast_dtype is not None:
+        input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
+    input_2d, weight_2d, geometry = as_conv2d(input, weight, stride, padding, dilation, groups)
+    if torch.compiler.is_compiling():
+        return library_ops.conv2d(input_2d, weight_2d, bias, *geometry).squeeze(-2)
+    if transforms_active():
+        check_like_torch(TORCH_CONV1D, input, weight, bias, (stride, padding, dilation, groups), batched_dim=3)
+        return differentiable.convolution(input_2d, weight_2d, bias, Geometry.of(*geometry, True)).squeeze(-2)
+    prepared = lookup(
+        call_key(input_2d, weight_2d, bias, geometry, CONV1D_KEY),
+        lambda: _prepare(input_2d, weight_2d, bias, geometry, as_problem=_conv1d_problem),
+    )
+    return _run(prepared, input_2d, weight_2d, bias).squeeze(-2)
+
+
+CONV1D_KEY = ("conv1d",)  # a conv1d's output is contiguous whatever its input's strides: its own plans
+
+
+def _conv1d_problem(input_2d, weight_2d, bias, *geometry) -> ConvProblem:
+    return conv1d_problem(input_2d, weight_2d, bias, geometry)
+
+
+def conv1d_problem(
+    input_2d: torch.Tensor, weight_2d: torch.Tensor, bias: torch.Tensor | None, geometry: tuple
+) -> ConvProblem:
+    """The 2-D problem that serves a conv1d, from `as_conv2d`'s views and geometry: contiguous
+    output whatever the input's strides, as torch's conv1d gives."""
+    return _contiguous(problem_from_tensors(input_2d, weight_2d, bias, *geometry))
+
+
+@functools.lru_cache(maxsize=4096)
+def _contiguous(problem: ConvProblem) -> ConvProblem:
+    return dataclasses.replace(problem, layout=CONTIGUOUS)
+
+
+def as_conv2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    stride: int | Sequence[int],
+    padding: str | int | Sequence[int],
+    dilation: int | Sequence[int],
+    groups: int,
+) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """A conv1d call as the conv2d it is with H = 1: the input and weight with a unit height axis
+    (views), and (stride, padding, dilation, groups) for the 2-D call. Refuses what `F.conv1d`
+    refuses, with its messages."""
+    if input.dim() not in (2, 3):
+        raise RuntimeError(
+            f"Expected 2D (unbatched) or 3D (batched) input to conv1d, but got input of size: {list(input.shape)}"
+        )
+    if weight.dim() != 3:
+        raise RuntimeError(
+            f"Expected {weight.dim()}-dimensional input for {weight.dim()}-dimensional weight {list(weight.shape)}, "
+            f"but got {input.dim()}-dimensional input of size {list(input.shape)} instead"
+        )
+    channels = input.shape[-2]
+    if groups > 0 and weight.shape[1] * groups != channels:
+        batched_shape = list(input.shape) if input.dim() == 3 else [1, *input.shape]
+        raise RuntimeError(
+            f"Given groups={groups}, weight of size {list(weight.shape)}, expected input{batched_shape} "
+            f"to have {weight.shape[1] * groups} channels, but got {channels} channels instead"
+        )
+    padding = padding if isinstance(padding, str) else (0, _single(padding, "padding"))
+    geometry = ((1, _single(stride, "stride")), padding, (1, _single(dilation, "dilation")), groups)
+    return input.unsqueeze(-2), weight.unsqueeze(-2), geometry
+
+
+def _single(value: int | Sequence[int], name: str) -> int:
+    """conv1d's int or 1-sequence argument as an int."""
+    if isinstance(value, Sequence):
+        if len(value) != 1:
+            raise RuntimeError(
+                f"expected {name} to be a single integer value or a list of 1 values to match the "
+                f"convolution dimensions, but got {name}={list(value)}"
+            )
+        (value,) = value
+    return value
+
+
+def _needs_grad(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    return input.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+
+
+_shapes_only = False
+
+
+def recording_shapes() -> bool:
+    """True while `torch_computes()` holds: a model's problems are being recorded (`models.tune_model`)."""
+    return _shapes_only
+
+
+@contextlib.contextmanager
+def torch_computes() -> Iterator[None]:
+    """Within this context `conv2d` hands every call to `F.conv2d`: `models.tune_model` records the
+    problems a model runs through torch's own conv, where a model already using tritonconv would
+    otherwise compile (and, with TRITONCONV_AUTOTUNE=on, tune) mid-recording."""
+    global _shapes_only
+    previous, _shapes_only = _shapes_only, True
+    try:
+        yield
+    finally:
+        _shapes_only = previous
+
+
+# One C call that is False outside every autocast region: the common case costs no more than that.
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
+
+
+def autocast_dtype_for(input: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast would run F.conv2d in on `input`'s device, or None outside autocast."""
+    if not _any_autocast():
+        return None
+    device_type = input.device.type
+    if device_type not in ("cuda", "cpu") or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def autocast(tensor: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Cast as autocast does: floating tensors other than float64 (differentiably)."""
+    if tensor is None or not tensor.is_floating_point() or tensor.dtype == torch.float64:
+        return tensor
+    return tensor.to(dtype)

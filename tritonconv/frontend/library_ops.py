@@ -1,0 +1,323 @@
+"""tritonconv's convolution as `torch.library` custom ops, so `torch.compile` can hold it in a graph.
+
+Dynamo cannot trace the launchers (caches, plans, files); a custom op is opaque to it instead: the
+graph records a call to `tritonconv::conv2d`, its fake implementation gives the output's shape,
+dtype and memory format, and its registered autograd formula calls the gradient ops. Eager calls do
+not come here (`functional.conv2d` takes the direct path, which costs less host time per call);
+calls made while torch.compile traces do, and an eager backward under torch's legacy vmap
+(gradcheck's batched checks: `differentiable.Gradients.for_operands`), whose fallback runs an op one
+sample at a time. The gradient ops take 2-D and 3-D operands alike.
+
+Padding is passed as four integers (top, left, bottom, right), since 'same' with an even dilated
+kernel pads one more element at the end.
+
+The gradient ops have autograd formulas of their own, made of the other ops: the input gradient is
+bilinear in (dY, W) and the weight gradient in (x, dY), and each one's derivatives are the forward
+and the other gradient with the operands' roles swapped. So gradients of gradients (double
+backward: gradient penalties, Hessian-vector products) run the same Triton kernels, to any order.
+An eager recorded backward (`create_graph=True`) takes the Functions of `differentiable.py` instead,
+which have forward-mode formulas too (custom ops have none). The ops' vmap rules are
+`vmap_rules.py`'s, as the Functions' are.
+"""
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Optional
+
+import torch
+
+from ..ops.epilogue import NO_EPILOGUE
+from ..plan.direct import Geometry, bias_grad_of, forward_of, input_grad_of, spread_bias_grad, weight_grad_of
+from ..plan.prepared import PreparedConv, call_key, lookup
+from ..problem import vmap_rules
+from ..problem.arithmetic import (
+    CHANNELS_LAST,
+    CONTIGUOUS,
+    ConvProblem,
+    memory_format_of,
+    problem_from_tensors,
+    resolve_padding,
+    to_pair,
+)
+from ..problem.arithmetic import is_channels_last_like as channels_last
+from .autograd import conv_gradients, save_operands
+
+
+def _empty(shape: Sequence[int], like: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return torch.empty(shape, dtype=like.dtype, device=like.device,
+                       memory_format=memory_format_of(len(shape), channels_last))  # fmt: skip
+
+
+def _geometry(stride: list[int], padding: list[int], dilation: list[int], groups: int) -> Geometry:
+    """The gradient ops' arguments (leading then trailing paddings, one per spatial axis)."""
+    axes = len(stride)
+    return Geometry.with_bounds(stride, padding[:axes], padding[axes:], dilation, groups)
+
+
+@torch.library.custom_op("tritonconv::conv2d", mutates_args=())
+def conv2d_op(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor],  # noqa: UP045 (torch.library's schema inference reads Optional on every torch)
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+) -> torch.Tensor:
+    """Forward of a batched (N, C, H, W) input, through a call prepared per key (`prepared.py`); a
+    (N, C, D, H, W) one's through `direct.forward_of` (the 3-D gradients' derivatives need it)."""
+    if weight.dim() == 5:
+        return forward_of(input, weight, bias, _geometry(stride, padding, dilation, groups))
+    geometry = (tuple(stride), tuple(padding), tuple(dilation), groups)
+
+    def prepare() -> tuple[PreparedConv, bool]:
+        problem = _forward_problem(input, weight, bias, stride, padding, dilation, groups)
+        prepared = PreparedConv(problem, input, weight, NO_EPILOGUE)
+        return prepared, prepared.final
+
+    return lookup(call_key(input, weight, bias, geometry, LIBRARY_OP_KEY), prepare).forward(input, weight, bias)
+
+
+LIBRARY_OP_KEY = ("library op",)  # the op's geometry is normalized (four paddings): keys of its own
+
+
+def _forward_problem(input, weight, bias, stride, padding, dilation, groups) -> ConvProblem:
+    """The forward's problem, validated as `F.conv2d` validates its arguments."""
+    problem = problem_from_tensors(input, weight, bias, tuple(stride), tuple(padding[:2]), tuple(dilation), groups)
+    if tuple(padding[2:]) != problem.padding_end:
+        problem = dataclasses.replace(problem, padding_end=(padding[2], padding[3]))
+    return problem
+
+
+@conv2d_op.register_fake
+def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
+    if weight.dim() == 5:
+        layout = CHANNELS_LAST if channels_last(input) or channels_last(weight) else CONTIGUOUS
+        geometry = _geometry(stride, padding, dilation, groups)
+        problem = geometry.problem(input.shape, weight.shape, input.dtype, layout, bias is not None)
+    else:
+        problem = _forward_problem(input, weight, bias, stride, padding, dilation, groups)
+    return torch.empty(
+        problem.output_shape, dtype=input.dtype, device=input.device, memory_format=problem.memory_format
+    )
+
+
+@torch.library.custom_op("tritonconv::conv2d_input_grad", mutates_args=())
+def conv2d_input_grad_op(
+    grad_output: torch.Tensor,
+    weight: torch.Tensor,
+    input_shape: list[int],
+    input_channels_last: bool,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+) -> torch.Tensor:
+    """dX: the input itself is not needed, only its shape and layout. 2-D or 3-D, by the weight's rank."""
+    geometry = _geometry(stride, padding, dilation, groups)
+    return input_grad_of(grad_output, weight, geometry, input_shape, input_channels_last)
+
+
+@conv2d_input_grad_op.register_fake
+def _input_grad_fake(grad_output, weight, input_shape, input_channels_last, stride, padding, dilation, groups):
+    return _empty(input_shape, grad_output, input_channels_last)
+
+
+@torch.library.custom_op("tritonconv::conv2d_weight_grad", mutates_args=())
+def conv2d_weight_grad_op(
+    grad_output: torch.Tensor,
+    input: torch.Tensor,
+    weight_shape: list[int],
+    weight_channels_last: bool,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+) -> torch.Tensor:
+    """dW: the weight itself is not needed, only its shape and layout. 2-D or 3-D, by the input's rank."""
+    geometry = _geometry(stride, padding, dilation, groups)
+    return weight_grad_of(input, grad_output, geometry, weight_shape, weight_channels_last)
+
+
+@conv2d_weight_grad_op.register_fake
+def _weight_grad_fake(grad_output, input, weight_shape, weight_channels_last, stride, padding, dilation, groups):
+    return _empty(weight_shape, input, weight_channels_last)
+
+
+@torch.library.custom_op("tritonconv::conv2d_bias_grad", mutates_args=())
+def conv2d_bias_grad_op(grad_output: torch.Tensor) -> torch.Tensor:
+    """db of a 4-D or 5-D dY."""
+    return bias_grad_of(grad_output)
+
+
+@conv2d_bias_grad_op.register_fake
+def _bias_grad_fake(grad_output):
+    return grad_output.new_empty((grad_output.shape[1],))
+
+
+@dataclasses.dataclass(frozen=True)
+class OpGradients:
+    """A convolution's gradients as custom ops (`autograd.ConvGradients`): a compiled graph holds
+    them as it holds the forward, and, having autograd formulas, they are differentiable."""
+
+    input_shape: list[int]
+    input_channels_last: bool
+    weight_shape: list[int]
+    weight_channels_last: bool
+    geometry: tuple  # (stride, four paddings, dilation, groups), as the ops take them
+
+    @classmethod
+    def of(cls, problem: ConvProblem, input_channels_last: bool, weight_channels_last: bool) -> "OpGradients":
+        """The gradients of `problem`'s (2-D or 3-D) convolution: an eager backward's under torch's
+        legacy vmap (gradcheck's batched-grad check), whose fallback runs ops one sample at a time."""
+        stride, begin, end, dilation = map(list, problem.spatial_arguments)
+        return cls(list(problem.input_shape), input_channels_last, list(problem.weight_shape), weight_channels_last,
+                   (stride, [*begin, *end], dilation, problem.groups))  # fmt: skip
+
+    def input_grad(self, grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return conv2d_input_grad_op(grad_output, weight, self.input_shape, self.input_channels_last, *self.geometry)
+
+    def weight_grad(self, input: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+        return conv2d_weight_grad_op(grad_output, input, self.weight_shape, self.weight_channels_last, *self.geometry)
+
+    def bias_grad(self, grad_output: torch.Tensor) -> torch.Tensor:
+        return conv2d_bias_grad_op(grad_output)
+
+    def weight_and_bias_grad(self, input: torch.Tensor, grad_output: torch.Tensor) -> tuple:
+        """Two ops: the compiled graph's own reduction of db may fuse with its neighbours."""
+        return self.weight_grad(input, grad_output), self.bias_grad(grad_output)
+
+    def forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The convolution itself, for the derivatives of the gradients (and a transposed one's dx)."""
+        return conv2d_op(input, weight, bias, *self.geometry)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    input, weight, _, *geometry = inputs
+    save_operands(ctx, input, weight)
+    ctx.gradients = OpGradients(list(input.shape), channels_last(input), list(weight.shape), channels_last(weight),
+                                tuple(geometry))  # fmt: skip
+
+
+def _backward(ctx, grad_output):
+    return *conv_gradients(ctx, grad_output, ctx.gradients), None, None, None, None
+
+
+conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _setup_input_grad(ctx, inputs, output) -> None:
+    grad_output, weight, input_shape, input_channels_last, *geometry = inputs
+    ctx.save_for_backward(grad_output, weight)
+    ctx.gradients = OpGradients(list(input_shape), input_channels_last, list(weight.shape), channels_last(weight),
+                                tuple(geometry))  # fmt: skip
+
+
+def _input_grad_backward(ctx, grad):
+    """dX = dgrad(dY, W): d/d(dY) is the forward of `grad` by W, d/dW the weight gradient of
+    `grad` (as the input) against dY."""
+    grad_output, weight = ctx.saved_tensors
+    gradients = ctx.gradients
+    needs_grad_output, needs_weight = ctx.needs_input_grad[:2]
+    return (
+        gradients.forward(grad, weight) if needs_grad_output else None,
+        gradients.weight_grad(grad, grad_output) if needs_weight else None,
+        *[None] * 6,
+    )
+
+
+conv2d_input_grad_op.register_autograd(_input_grad_backward, setup_context=_setup_input_grad)
+
+
+def _setup_weight_grad(ctx, inputs, output) -> None:
+    grad_output, input, weight_shape, weight_channels_last, *geometry = inputs
+    ctx.save_for_backward(grad_output, input)
+    ctx.gradients = OpGradients(list(input.shape), channels_last(input), list(weight_shape), weight_channels_last,
+                                tuple(geometry))  # fmt: skip
+
+
+def _weight_grad_backward(ctx, grad):
+    """dW = wgrad(x, dY): d/d(dY) is the forward of x by `grad`, d/dx the input gradient of dY
+    through `grad` as the weight."""
+    grad_output, input = ctx.saved_tensors
+    gradients = ctx.gradients
+    needs_grad_output, needs_input = ctx.needs_input_grad[:2]
+    return (
+        gradients.forward(input, grad) if needs_grad_output else None,
+        gradients.input_grad(grad_output, grad) if needs_input else None,
+        *[None] * 6,
+    )
+
+
+conv2d_weight_grad_op.register_autograd(_weight_grad_backward, setup_context=_setup_weight_grad)
+
+
+def _setup_bias_grad(ctx, inputs, output) -> None:
+    (grad_output,) = inputs
+    ctx.shape = grad_output.shape
+    ctx.memory_format = memory_format_of(grad_output.dim(), channels_last(grad_output))
+
+
+def _bias_grad_backward(ctx, grad):
+    """db = dY summed over batch and pixels: its derivative spreads `grad` back over them."""
+    return spread_bias_grad(grad, ctx.shape, ctx.memory_format)
+
+
+conv2d_bias_grad_op.register_autograd(_bias_grad_backward, setup_context=_setup_bias_grad)
+
+
+def conv2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: int | Sequence[int],
+    padding: str | int | Sequence[int],
+    dilation: int | Sequence[int],
+    groups: int,
+) -> torch.Tensor:
+    """`F.conv2d`'s arguments, normalized to the op's, for a 3- or 4-D input."""
+    if input.dim() not in (3, 4) or weight.dim() != 4:
+        problem_from_tensors(input, weight, bias, stride, padding, dilation, groups)  # raises torch's error
+    stride_hw, dilation_hw = to_pair(stride, "stride"), to_pair(dilation, "dilation")
+    begin, end = resolve_padding(padding, (weight.shape[2], weight.shape[3]), stride_hw, dilation_hw)
+    geometry = (list(stride_hw), [*begin, *end], list(dilation_hw), groups)
+    if input.dim() == 3:
+        return conv2d_op(input.unsqueeze(0), weight, bias, *geometry).squeeze(0)
+    return conv2d_op(input, weight, bias, *geometry)
+
+
+def _conv2d_vmap(info, in_dims, input, weight, bias, stride, padding, dilation, groups):
+    def run(input, weight, bias, factor):
+        return conv2d_op(input, weight, bias, stride, padding, dilation, groups * factor)
+
+    return vmap_rules.forward_rule(run, info.batch_size, in_dims[:3], input, weight, bias)
+
+
+def _input_grad_vmap(info, in_dims, grad_output, weight, input_shape, input_channels_last, stride, padding, dilation,
+                     groups):  # fmt: skip
+    def run(grad_output, weight, shape, factor):
+        return conv2d_input_grad_op(grad_output, weight, shape, input_channels_last, stride, padding, dilation,
+                                    groups * factor)  # fmt: skip
+
+    return vmap_rules.input_grad_rule(run, info.batch_size, in_dims[:2], grad_output, weight, input_shape)
+
+
+def _weight_grad_vmap(info, in_dims, grad_output, input, weight_shape, weight_channels_last, stride, padding,
+                      dilation, groups):  # fmt: skip
+    def run(input, grad_output, shape, factor):
+        return conv2d_weight_grad_op(grad_output, input, shape, weight_channels_last, stride, padding, dilation,
+                                     groups * factor)  # fmt: skip
+
+    return vmap_rules.weight_grad_rule(run, info.batch_size, in_dims[1::-1], input, grad_output, weight_shape)
+
+
+def _bias_grad_vmap(info, in_dims, grad_output):
+    return vmap_rules.bias_grad_rule(conv2d_bias_grad_op, info.batch_size, in_dims[0], grad_output)
+
+
+# torch.func.vmap over the ops (a vmapped compiled graph, a direct call): the rules the Functions use.
+if hasattr(conv2d_op, "register_vmap"):  # torch >= 2.5
+    conv2d_op.register_vmap(_conv2d_vmap)
+    conv2d_input_grad_op.register_vmap(_input_grad_vmap)
+    conv2d_weight_grad_op.register_vmap(_weight_grad_vmap)
+    conv2d_bias_grad_op.register_vmap(_bias_grad_vmap)

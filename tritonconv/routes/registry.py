@@ -1,0 +1,450 @@
+"""Every kernel route tritonconv has, one spec each: the single place that says what a variant is.
+
+A `VariantSpec` names, for one (pass, variant):
+- `applies`: the problems its kernel computes correctly (the autotuner may time any of them);
+- `preferred`: the problems the untimed rule sends to it (the first preferred spec in `SPECS`
+  order wins, so the rule for a pass reads top to bottom);
+- `prepare`: its launcher, which builds the launch for a call's tensors (`ops/`);
+- `kernel_modules`: the `kernels/` modules it runs (their source is part of a tuned entry's
+  fingerprint);
+- `space`, `heuristic` and `clamp`: its config space as data, its untimed config, and how a config
+  of the space is fitted to a problem;
+- `competes`: a forward route the tuner times wherever it applies though the rule never picks it
+  (a new kernel not yet measured on a GPU);
+- `fuses_bias_grad`: a weight-gradient route whose launcher also computes the bias gradient from
+  the dY it reads (`prepare(..., grad_bias=...)`), so no separate bias reduction runs.
+
+Planning (`dispatch`), the tuner, the fingerprint and `explain` read this table and nothing else.
+Adding a variant is a kernel, a launcher and one spec here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+import triton
+
+from ..ops import conv1x1, conv3d, depthwise, dgrad, grouped_tile, implicit_gemm, tma, wgrad
+from ..ops.descriptors import TensorDescriptor
+from ..ops.forward import prepare_forward
+from ..problem.arithmetic import (
+    CHANNELS_LAST,
+    CONTIGUOUS,
+    ConvProblem,
+    dgrad_as_conv1x1,
+    dgrad_as_depthwise,
+    dilated_reach,
+)
+from ..problem.config import (
+    KernelConfig,
+    conv3d_config,
+    conv3d_depthwise_config,
+    conv3d_dgrad_config,
+    conv3d_wgrad_config,
+    depthwise_wgrad_config,
+    dgrad_by_phase,
+    dgrad_masking_config,
+    dgrad_phased_config,
+    heuristic_config,
+    tma_config,
+    tma_dgrad_config,
+    tma_wgrad_config,
+    wgrad_config,
+)
+
+
+class Pass(StrEnum):
+    FWD = "fwd"
+    DGRAD = "dgrad"
+    WGRAD = "wgrad"
+
+
+class Variant(StrEnum):
+    IMPLICIT_GEMM = "implicit_gemm"
+    CONV1X1 = "conv1x1"
+    GROUPED_TILE = "grouped_tile"
+    DEPTHWISE = "depthwise"
+    STRIDE_PHASED = "stride_phased"
+    TMA = "tma"
+    IMPLICIT_GEMM_3D = "implicit_gemm_3d"
+    DEPTHWISE_3D = "depthwise_3d"
+
+
+# A transposed convolution is the input gradient of its underlying convolution
+# (`transposed.transposed_problem`): each of its passes is one of that convolution's.
+TRANSPOSED_PASSES = {Pass.FWD: Pass.DGRAD, Pass.DGRAD: Pass.FWD, Pass.WGRAD: Pass.WGRAD}
+
+GROUPED_TILE_MAX_CHANNELS = 32
+
+GEMM_AXES = {
+    "block_m": (64, 128, 256),
+    "block_n": (32, 64, 128, 256),
+    "block_k": (32, 64, 128),
+    "group_m": (8,),
+    "num_warps": (4, 8),
+    "num_stages": (2, 3, 4, 5),
+}
+DEPTHWISE_AXES = {
+    "block_m": (8, 16, 32, 64),
+    "block_n": (16, 32, 64, 128),
+    "halo_in_registers": (False, True),
+    "num_warps": (2, 4, 8),
+    "num_stages": (1,),
+}
+GROUPED_TILE_AXES = {
+    "block_m": (32, 64, 128),
+    "block_n": (16, 32),
+    "block_k": (16, 32, 64),
+    "block_g": (1, 2, 4, 8),
+    "num_warps": (4, 8),
+    "num_stages": (2, 3),
+}
+WGRAD_AXES = {
+    "block_m": (64, 128),
+    "block_n": (64, 128),
+    "block_k": (32, 64),
+    "split_k": (1, 2, 4, 8, 16, 32),
+    "num_warps": (4, 8),
+    "num_stages": (3, 4),
+}
+DEPTHWISE_WGRAD_AXES = {  # block_m pixels by block_n channels of one tap, no tl.dot
+    "block_m": (16, 32, 64, 128),
+    "block_n": (16, 32, 64, 128),
+    "split_k": (1, 4, 16, 64),
+    "num_warps": (2, 4, 8),
+    "num_stages": (1,),
+}
+
+
+# ---- when a route applies -------------------------------------------------------------------
+
+
+def no_padding(problem: ConvProblem) -> bool:
+    return problem.padding == (0, 0) and problem.padding_end == (0, 0)
+
+
+def is_conv1x1(problem: ConvProblem) -> bool:
+    """1x1 kernel, groups == 1, no padding (any stride; dilation is moot at 1x1): a plain GEMM."""
+    return problem.groups == 1 and problem.r == problem.s == 1 and no_padding(problem)
+
+
+def is_depthwise(problem: ConvProblem) -> bool:
+    """Groups of one input channel each (any channel multiplier K/groups)."""
+    return problem.groups > 1 and problem.c_per_group == 1
+
+
+def is_small_grouped(problem: ConvProblem) -> bool:
+    """Groups too small to fill a tensor-core tile alone: one grouped_tile program covers several."""
+    return (
+        problem.groups > 1
+        and problem.c_per_group <= GROUPED_TILE_MAX_CHANNELS
+        and problem.k_per_group <= GROUPED_TILE_MAX_CHANNELS
+    )
+
+
+def dgrad_is_conv1x1(problem: ConvProblem) -> bool:
+    return is_conv1x1(problem) and problem.stride == (1, 1)
+
+
+def dgrad_is_depthwise_conv(problem: ConvProblem) -> bool:
+    """Stride 1, one output channel per input channel, and padding no wider than the dilated kernel
+    on any side (so the transposed padding dil*(k-1) - pad is not negative)."""
+    if not is_depthwise(problem) or problem.k_per_group != 1 or problem.stride != (1, 1):
+        return False
+    reach = dilated_reach(problem)
+    pads = (*problem.padding, *problem.padding_end)
+    return all(pad <= reach[index % 2] for index, pad in enumerate(pads))
+
+
+def is_strided(problem: ConvProblem) -> bool:
+    return problem.stride != (1, 1)
+
+
+def always(problem: ConvProblem) -> bool:
+    return True
+
+
+def never(problem: ConvProblem) -> bool:
+    return False
+
+
+def tma_applies(problem: ConvProblem) -> bool:
+    """Stride 1, one group, channels_last, and channel rows a descriptor can address (16-byte
+    multiples: C a multiple of 8 in 16-bit dtypes, of 4 in fp32). The launcher falls back to the
+    pointer kernel for tensors it cannot address (an NCHW weight, a strided view, no TMA)."""
+    return (
+        problem.stride == (1, 1)
+        and problem.groups == 1
+        and problem.layout == CHANNELS_LAST
+        and problem.element_size in (2, 4)
+        and problem.c * problem.element_size % 16 == 0
+        and TensorDescriptor is not None
+    )
+
+
+def tma_dgrad_applies(problem: ConvProblem) -> bool:
+    """As `tma_applies`, with dY's rows (K channels) addressable too."""
+    return tma_applies(problem) and problem.k * problem.element_size % 16 == 0
+
+
+# ---- fitting a config to a problem ------------------------------------------------------------
+
+
+def _fit(block: int, size: int, smallest: int) -> int:
+    """A block no larger than the power of two covering `size`, and no smaller than `smallest`."""
+    return max(smallest, min(block, triton.next_power_of_2(max(size, 1))))
+
+
+def _gemm_clamp(sides: Callable[[ConvProblem], tuple[int, int, int]]) -> Callable[..., KernelConfig]:
+    """Fit block_m/n/k to the (M, N, reduction) GEMM a route computes for one group."""
+
+    def clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
+        m, n, k = sides(problem)
+        return dataclasses.replace(
+            config, block_m=_fit(config.block_m, m, 16), block_n=_fit(config.block_n, n, 16),
+            block_k=_fit(config.block_k, k, 16),
+        )  # fmt: skip
+
+    return clamp
+
+
+def _forward_sides(problem: ConvProblem) -> tuple[int, int, int]:
+    return problem.gemm_m, problem.k_per_group, problem.gemm_k
+
+
+def _tma_sides(problem: ConvProblem) -> tuple[int, int, int]:
+    return problem.gemm_m, problem.k_per_group, problem.c_per_group
+
+
+def _tma_dgrad_sides(problem: ConvProblem) -> tuple[int, int, int]:
+    return problem.n * problem.h * problem.w, problem.c_per_group, problem.k_per_group
+
+
+def _conv3d_dgrad_sides(problem: ConvProblem) -> tuple[int, int, int]:
+    rows = problem.n * problem.d * problem.h * problem.w
+    return rows, problem.c_per_group, problem.k_per_group * problem.t * problem.r * problem.s
+
+
+def _masking_dgrad_sides(problem: ConvProblem) -> tuple[int, int, int]:
+    return problem.n * problem.h * problem.w, problem.c_per_group, problem.k_per_group * problem.r * problem.s
+
+
+def _phased_dgrad_sides(problem: ConvProblem) -> tuple[int, int, int]:
+    """Pixels of one stride phase; a reduction tile holds output channels of one tap."""
+    rows, columns = (triton.cdiv(size, step) for size, step in zip((problem.h, problem.w), problem.stride, strict=True))
+    return problem.n * rows * columns, problem.c_per_group, problem.k_per_group
+
+
+def _grouped_tile_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
+    config = _gemm_clamp(_forward_sides)(config, problem)
+    return dataclasses.replace(config, block_g=min(config.block_g, triton.next_power_of_2(problem.groups)))
+
+
+def _depthwise_clamp(width: Callable[[ConvProblem], int]) -> Callable[..., KernelConfig]:
+    """One output row per program: block_m columns of `width`, block_n channels. Fewer than 16
+    channels take a block of 4 or 8 and proportionally more columns (as the heuristic does)."""
+
+    def clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
+        if problem.k >= 16:
+            block_n, block_m = _fit(config.block_n, problem.k, 16), config.block_m
+        else:  # the tile of a 16-channel block, its spare lanes spent on columns
+            block_n = _fit(config.block_n, problem.k, 4)
+            block_m = config.block_m * 16 // block_n
+        return dataclasses.replace(config, block_m=_fit(block_m, width(problem), 8), block_n=block_n)
+
+    return clamp
+
+
+def _wgrad_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
+    """M = K/g, N = (C/g)*R*S; the reduction is N*P*Q, and more splits than blocks of it are empty programs."""
+    reduction = problem.gemm_m
+    return dataclasses.replace(
+        config, block_m=_fit(config.block_m, problem.k_per_group, 16), block_n=_fit(config.block_n, problem.gemm_k, 16),
+        split_k=max(1, min(config.split_k, triton.cdiv(reduction, config.block_k))),
+    )  # fmt: skip
+
+
+def _tma_wgrad_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
+    """M = K, N = C at one tap, block_k pixels per box; more splits than boxes are empty programs."""
+    block_k = _fit(config.block_k, problem.p * problem.q, 16)
+    boxes = problem.n * triton.cdiv(problem.p * problem.q, block_k)
+    block_m, block_n = _fit(config.block_m, problem.k_per_group, 16), _fit(config.block_n, problem.c_per_group, 16)
+    split_k = max(1, min(config.split_k, boxes))
+    return dataclasses.replace(config, block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k)
+
+
+def _depthwise_wgrad_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
+    """Pixels by channels, the pixels split."""
+    reduction = problem.gemm_m
+    block_m = _fit(config.block_m, reduction, 16)
+    return dataclasses.replace(
+        config, block_m=block_m, block_n=_fit(config.block_n, problem.k, 16),
+        split_k=max(1, min(config.split_k, triton.cdiv(reduction, block_m))),
+    )  # fmt: skip
+
+
+# ---- the table ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What will run for a pass of a problem: the variant, its launch config, and where the config
+    came from ('heuristic', 'tuned cache', ...; see `dispatch.plan_pass`)."""
+
+    variant: Variant
+    config: KernelConfig
+    config_source: str
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One kernel route of one pass; see the module docstring for each field."""
+
+    pass_name: Pass
+    variant: Variant
+    applies: Callable[[ConvProblem], bool]
+    preferred: Callable[[ConvProblem], bool]
+    prepare: Callable
+    kernel_modules: tuple[str, ...]
+    space: Mapping[str, tuple]
+    heuristic: Callable[[ConvProblem], KernelConfig]
+    clamp: Callable[[KernelConfig, ConvProblem], KernelConfig]
+    competes: bool = False  # a forward route the tuner times wherever it applies, though the rule never picks it
+    fuses_bias_grad: bool = False  # a weight-gradient route that computes the bias gradient too
+
+    @property
+    def key(self) -> tuple[Pass, Variant]:
+        return self.pass_name, self.variant
+
+
+def _forward(prepare_variant: Callable, **options: object) -> Callable:
+    """A forward variant's launcher: `prepare(x, weight, bias, y, problem, config, epilogue)`."""
+    return functools.partial(prepare_forward, prepare_variant, **options)
+
+
+def _forward_heuristic(variant: Variant) -> Callable[[ConvProblem], KernelConfig]:
+    return lambda problem: heuristic_config(problem, variant)
+
+
+SPECS: tuple[VariantSpec, ...] = (
+    VariantSpec(Pass.FWD, Variant.CONV1X1, is_conv1x1, is_conv1x1, _forward(conv1x1.prepare), ("conv1x1_fwd",),
+                GEMM_AXES, _forward_heuristic(Variant.CONV1X1), _gemm_clamp(_forward_sides)),
+    VariantSpec(Pass.FWD, Variant.DEPTHWISE, lambda problem: problem.c_per_group == 1, is_depthwise,
+                _forward(depthwise.prepare), ("depthwise_fwd",), DEPTHWISE_AXES,
+                _forward_heuristic(Variant.DEPTHWISE), _depthwise_clamp(lambda problem: problem.q)),
+    VariantSpec(Pass.FWD, Variant.GROUPED_TILE, always, is_small_grouped, _forward(grouped_tile.prepare),
+                ("grouped_tile_fwd",), GROUPED_TILE_AXES, _forward_heuristic(Variant.GROUPED_TILE),
+                _grouped_tile_clamp),
+    # Stride-1 convolutions fed by tensor descriptors (TMA): not the rule's choice until measured on a GPU.
+    VariantSpec(Pass.FWD, Variant.TMA, tma_applies, never, _forward(tma.prepare), ("tma_fwd", "implicit_gemm_fwd"),
+                GEMM_AXES, tma_config, _gemm_clamp(_tma_sides), competes=True),
+    VariantSpec(Pass.FWD, Variant.IMPLICIT_GEMM, always, always, _forward(implicit_gemm.prepare),
+                ("implicit_gemm_fwd",), GEMM_AXES, _forward_heuristic(Variant.IMPLICIT_GEMM),
+                _gemm_clamp(_forward_sides)),
+    # dX of a stride-1 1x1 conv: the conv1x1 GEMM on dY and the transposed weight.
+    VariantSpec(Pass.DGRAD, Variant.CONV1X1, dgrad_is_conv1x1, dgrad_is_conv1x1, dgrad.prepare_conv1x1_route,
+                ("conv1x1_fwd",), GEMM_AXES,
+                lambda problem: heuristic_config(dgrad_as_conv1x1(problem, CONTIGUOUS), Variant.CONV1X1),
+                _gemm_clamp(_masking_dgrad_sides)),
+    # dX of a stride-1 depthwise conv: the depthwise kernel on dY and the flipped weight.
+    VariantSpec(Pass.DGRAD, Variant.DEPTHWISE, dgrad_is_depthwise_conv, dgrad_is_depthwise_conv,
+                dgrad.prepare_depthwise_route, ("depthwise_fwd",), DEPTHWISE_AXES,
+                lambda problem: heuristic_config(dgrad_as_depthwise(problem, CONTIGUOUS), Variant.DEPTHWISE),
+                _depthwise_clamp(lambda problem: problem.w)),
+    VariantSpec(Pass.DGRAD, Variant.STRIDE_PHASED, is_strided, dgrad_by_phase, dgrad.prepare_phased,
+                ("dgrad_phased",), GEMM_AXES, dgrad_phased_config, _gemm_clamp(_phased_dgrad_sides)),
+    # dX of a stride-1 conv by the TMA-fed forward kernel, roles swapped: not the rule's choice until measured.
+    VariantSpec(Pass.DGRAD, Variant.TMA, tma_dgrad_applies, never, tma.prepare_dgrad, ("tma_fwd", "dgrad"),
+                GEMM_AXES, tma_dgrad_config, _gemm_clamp(_tma_dgrad_sides)),
+    VariantSpec(Pass.DGRAD, Variant.IMPLICIT_GEMM, always, always, dgrad.prepare_masking, ("dgrad",), GEMM_AXES,
+                dgrad_masking_config, _gemm_clamp(_masking_dgrad_sides)),
+    VariantSpec(Pass.WGRAD, Variant.DEPTHWISE, is_depthwise, is_depthwise, wgrad.prepare_depthwise, ("wgrad",),
+                DEPTHWISE_WGRAD_AXES, depthwise_wgrad_config, _depthwise_wgrad_clamp),
+    # dW of a stride-1 conv fed by descriptors, K x C per tap: not the rule's choice until measured on a GPU.
+    VariantSpec(Pass.WGRAD, Variant.TMA, tma_dgrad_applies, never, tma.prepare_wgrad, ("tma_wgrad", "wgrad"),
+                WGRAD_AXES, tma_wgrad_config, _tma_wgrad_clamp, fuses_bias_grad=True),
+    VariantSpec(Pass.WGRAD, Variant.IMPLICIT_GEMM, always, always, wgrad.prepare_split_k, ("wgrad",), WGRAD_AXES,
+                wgrad_config, _wgrad_clamp),
+)  # fmt: skip
+
+
+def is_3d(problem: ConvProblem) -> bool:
+    return problem.is_3d
+
+
+def is_depthwise_3d(problem: ConvProblem) -> bool:
+    return problem.is_3d and is_depthwise(problem)
+
+
+DEPTHWISE_3D_AXES = {k: v for k, v in DEPTHWISE_AXES.items() if k != "halo_in_registers"}
+
+
+def _planar(spec: VariantSpec) -> VariantSpec:
+    """A 2-D route: it neither applies to nor is preferred for a 3-D problem."""
+    applies, preferred = spec.applies, spec.preferred
+    return dataclasses.replace(
+        spec,
+        applies=lambda problem: not problem.is_3d and applies(problem),
+        preferred=lambda problem: not problem.is_3d and preferred(problem),
+    )
+
+
+# 3-D convolutions (`ops/conv3d.py`): one general implicit-GEMM route per pass and a direct depthwise
+# forward, first in each pass so the rule reads "3-D problems here" before the 2-D routes, which
+# never apply to them.
+VOLUME_SPECS: tuple[VariantSpec, ...] = (
+    VariantSpec(Pass.FWD, Variant.DEPTHWISE_3D, is_depthwise_3d, is_depthwise_3d, conv3d.prepare_depthwise_forward,
+                ("conv3d",), DEPTHWISE_3D_AXES, conv3d_depthwise_config, _depthwise_clamp(lambda problem: problem.q)),
+    VariantSpec(Pass.FWD, Variant.IMPLICIT_GEMM_3D, is_3d, is_3d, conv3d.prepare_forward, ("conv3d",), GEMM_AXES,
+                conv3d_config, _gemm_clamp(_forward_sides)),
+    VariantSpec(Pass.DGRAD, Variant.IMPLICIT_GEMM_3D, is_3d, is_3d, conv3d.prepare_dgrad, ("conv3d",), GEMM_AXES,
+                conv3d_dgrad_config, _gemm_clamp(_conv3d_dgrad_sides)),
+    VariantSpec(Pass.WGRAD, Variant.IMPLICIT_GEMM_3D, is_3d, is_3d, conv3d.prepare_wgrad, ("conv3d", "wgrad"),
+                WGRAD_AXES, conv3d_wgrad_config, _wgrad_clamp),
+)  # fmt: skip
+SPECS = tuple(
+    spec for pass_name in Pass for spec in (*VOLUME_SPECS, *map(_planar, SPECS)) if spec.pass_name == pass_name
+)
+REGISTRY: dict[tuple[Pass, Variant], VariantSpec] = {spec.key: spec for spec in SPECS}
+
+
+def spec(pass_name: str, variant: str) -> VariantSpec:
+    """The spec of (pass, variant); KeyError naming the known ones otherwise."""
+    try:
+        return REGISTRY[Pass(pass_name), Variant(variant)]
+    except (KeyError, ValueError):
+        known = ", ".join(f"{p}/{v}" for p, v in REGISTRY)
+        raise KeyError(f"no kernel route for pass {pass_name!r} and variant {variant!r}; known: {known}") from None
+
+
+def pass_specs(pass_name: str) -> tuple[VariantSpec, ...]:
+    return tuple(s for s in SPECS if s.pass_name == pass_name)
+
+
+@functools.lru_cache(maxsize=4096)
+def rule_variant(problem: ConvProblem, pass_name: str) -> Variant:
+    """The untimed rule's choice: the first spec of the pass (in `SPECS` order) that prefers the problem."""
+    return next(s.variant for s in pass_specs(Pass(pass_name)) if s.preferred(problem))
+
+
+@functools.lru_cache(maxsize=4096)
+def routes(problem: ConvProblem, pass_name: str) -> tuple[Variant, ...]:
+    """Every variant of the pass whose kernel computes `problem`, the rule's choice first."""
+    chosen = rule_variant(problem, pass_name)
+    others = (s.variant for s in pass_specs(Pass(pass_name)) if s.applies(problem) and s.variant != chosen)
+    return (chosen, *others)
+
+
+def tuned_variants(problem: ConvProblem, pass_name: str) -> list[Variant]:
+    """What the autotuner times: the forward, the rule's choice and, if different, the general
+    kernel (the other forward variants serve any problem but are never faster off their class);
+    a backward pass, every route it has, so the specialised routes compete with the general ones."""
+    if Pass(pass_name) != Pass.FWD:
+        return list(routes(problem, pass_name))
+    general = [s.variant for s in pass_specs(Pass.FWD) if s.variant == Variant.IMPLICIT_GEMM and s.applies(problem)]
+    competing = [s.variant for s in pass_specs(Pass.FWD) if s.competes and s.applies(problem)]
+    return list(dict.fromkeys([rule_variant(problem, pass_name), *general, *competing]))
