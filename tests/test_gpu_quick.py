@@ -209,3 +209,15 @@ def test_kernels_compiled_ahead_by_workers_are_the_ones_the_run_finds(tmp_path):
     assert first["launches"] == 2 and first["compiled"] == 2 and not first["errors"], first
     assert again["compiled"] == 0 and again["found_compiled"] == 2 and found["entries"] == 2, again
     assert "descriptor" in found["kinds"] and found["tma"] and found["known"] == 2
+
+
+def test_a_failing_compile_ahead_costs_compile_time_not_the_run(tmp_path, monkeypatch, capsys):
+    run = quick_run(tmp_path, monkeypatch, context.rehearsal_timers())
+
+    def broken(work):
+        raise RuntimeError("planted")
+
+    monkeypatch.setattr(precompile, "capture", broken)
+    assert plan.execute(run, plan.stages(run)[:1], capability=(9, 0)) == 0
+    assert "compile ahead (stages a-c) failed" in capsys.readouterr().out
+    assert (run.reports / "quick_correctness.csv").exists()

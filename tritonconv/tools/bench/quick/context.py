@@ -1,8 +1,8 @@
 """What every stage of the quick run shares: where it writes, how it times, when its time ends.
 
 `Timers` is the one place a stage's time comes from, so a rehearsal on the CPU injects its own
-(`rehearsal_timers`: each call runs once and gets a fixed time) and the stages, files and resume
-logic run exactly as they would on the GPU. A `Journal` is a stage's rows as it makes them, one
+(`rehearsal_timers`: fixed times) and the stages, files and resume logic run exactly as they would
+on the GPU. A `Journal` is a stage's rows as it makes them, one
 JSON line each, so a run killed inside a stage resumes it without redoing the rows it finished.
 """
 

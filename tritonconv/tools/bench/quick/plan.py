@@ -20,6 +20,7 @@ resumes where the first stopped, and a stage that ran out of time resumes from i
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import traceback
 from collections.abc import Callable
@@ -157,7 +158,7 @@ def execute(run: QuickRun, plan: list[Stage], capability: tuple[int, int] | None
     _compile(run, [stage for stage in pending if stage.up_front], capability, "stages a-c")
     failed = 0
     for stage in pending:
-        if stage.optional and run.time_left() < stage.seconds(stage.counts(run)):
+        if stage.optional and run.time_left() < _estimate(stage, run):
             print(f"== {stage.name}: not started, its estimate exceeds the {run.time_left():.0f} s left", flush=True)
             break
         if not stage.up_front:
@@ -193,11 +194,28 @@ def execute(run: QuickRun, plan: list[Stage], capability: tuple[int, int] | None
     return 1 if failed else 0
 
 
+def _estimate(stage: Stage, run: QuickRun) -> float:
+    try:
+        return stage.seconds(stage.counts(run))
+    except Exception:  # a stage that cannot be counted is not started while time is short
+        traceback.print_exc()
+        return math.inf
+
+
 def _done(record: dict | None, version: str) -> bool:
     return bool(record) and record.get("version") == version and record.get("status") == "done"
 
 
 def _compile(run: QuickRun, plan: list[Stage], capability: tuple[int, int] | None, what: str) -> None:
+    """Compile the stages' kernels ahead; a failure here costs compile time in the stages, not the run."""
+    try:
+        _compile_ahead(run, plan, capability, what)
+    except Exception:  # the stages still run: each kernel then compiles as it is first launched
+        traceback.print_exc()
+        print(f"compile ahead ({what}) failed: the kernels compile as the stages launch them", flush=True)
+
+
+def _compile_ahead(run: QuickRun, plan: list[Stage], capability: tuple[int, int] | None, what: str) -> None:
     began = time.monotonic()
     specs = precompile.capture(call for stage in plan for call in stage.launchers(run))
     captured_s = time.monotonic() - began
