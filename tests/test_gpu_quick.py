@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from tritonconv.ops import launch_spec
 from tritonconv.tools.bench import harness
 from tritonconv.tools.bench.quick import context, correctness, plan, precompile, summary, tune
 from tritonconv.tuning import session
@@ -150,9 +151,9 @@ def test_captured_launches_that_differ_only_in_grid_or_size_class_compile_once()
     other_grid = ("m", "k", (9, 1, 1), *base[3:])
     other_size = (*base[:4], (128, 9, 1), base[5])
     divisible_by_16 = (*base[:4], (64, 16, 1), base[5])
-    assert precompile.compile_key(base) == precompile.compile_key(other_grid) == precompile.compile_key(other_size)
-    assert precompile.compile_key(base) != precompile.compile_key(divisible_by_16)
-    assert precompile.compile_key(base) != precompile.compile_key((*base[:4], (64, 7, 2**31), base[5]))
+    assert launch_spec.compile_key(base) == launch_spec.compile_key(other_grid) == launch_spec.compile_key(other_size)
+    assert launch_spec.compile_key(base) != launch_spec.compile_key(divisible_by_16)
+    assert launch_spec.compile_key(base) != launch_spec.compile_key((*base[:4], (64, 7, 2**31), base[5]))
 
 
 def test_the_dry_run_counts_stages_candidates_and_kernels(tmp_path, monkeypatch, capsys):

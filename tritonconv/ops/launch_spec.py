@@ -15,8 +15,8 @@ from .descriptors import TensorDescriptor, rebased
 # A captured launch without its memory, picklable: (module, kernel name, grid, pointer stand-ins,
 # scalars, constexprs). Equal specs compile to the same kernel.
 LaunchSpec = tuple[str, str, tuple, tuple, tuple, tuple]
-# Static numbers of launches compiled ahead (`bench.quick.precompile`): spec -> (usage, num_warps).
-KNOWN_USAGE: dict[LaunchSpec, tuple[static_compile.StaticUsage, int]] = {}
+# Static numbers of kernels compiled ahead (`tools.bench.quick.precompile`): compile key -> (usage, num_warps).
+KNOWN_USAGE: dict[tuple, tuple[static_compile.StaticUsage, int]] = {}
 
 
 def launch_spec(kernel_launch: object, pointers: Sequence[object]) -> LaunchSpec:
@@ -26,6 +26,21 @@ def launch_spec(kernel_launch: object, pointers: Sequence[object]) -> LaunchSpec
     fn = kernel_launch.kernel.fn
     return (fn.__module__, fn.__name__, kernel_launch.grid, tuple(_pointer_spec(p) for p in pointers),
             tuple(kernel_launch.scalars), tuple(sorted(kernel_launch.constexprs.items())))  # fmt: skip
+
+
+def compile_key(spec: LaunchSpec) -> tuple:
+    """What of a launch Triton's compile depends on: not its grid, and of each scalar only the class
+    Triton specialises it by (1, a multiple of 16, 32 or 64 bits), so two layers whose sizes differ
+    but fall in the same classes share one kernel."""
+    module, name, _, pointers, scalars, constexprs = spec
+    return module, name, pointers, tuple(_scalar_class(value) for value in scalars), constexprs
+
+
+def _scalar_class(value: object) -> object:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return type(value).__name__ if not isinstance(value, bool) else value
+    bits = 32 if -(2**31) <= value < 2**31 else 64
+    return "one" if value == 1 else (bits, value % 16 == 0)
 
 
 def _pointer_spec(pointer: object) -> tuple:
@@ -69,7 +84,7 @@ def compile_spec(spec: LaunchSpec) -> tuple[str | None, tuple[static_compile.Sta
 
 def captured_usage(kernel_launch: object, pointers: Sequence[object]) -> tuple[static_compile.StaticUsage, int]:
     """(usage, num_warps) of a captured launch: remembered from a compile ahead, else compiled now."""
-    known = KNOWN_USAGE.get(launch_spec(kernel_launch, pointers))
+    known = KNOWN_USAGE.get(compile_key(launch_spec(kernel_launch, pointers)))
     if known is not None:
         return known
     compiled = static_compile.compile_captured(kernel_launch, pointers)

@@ -38,6 +38,10 @@ class KernelConfig:
     def as_dict(self) -> dict[str, int | bool]:
         return asdict(self)
 
+    def as_text(self) -> str:
+        """'block_m=128 block_n=64 ...': the config as one CSV cell."""
+        return " ".join(f"{name}={value}" for name, value in self.as_dict().items())
+
     def gemm_kwargs(self) -> dict[str, int]:
         """Meta-parameters of the tiled GEMM kernels (implicit GEMM and 1x1)."""
         return {

@@ -146,7 +146,7 @@ def compile_item(item: GateItem) -> list[dict]:
     base = {
         "suite": item.suite, "layer": item.layer, "pass": item.pass_name, "variant": item.variant,
         "dtype": str(item.problem.dtype).removeprefix("torch."),
-        "config": "" if item.config is None else _config_text(item.config), "source": item.source,
+        "config": "" if item.config is None else item.config.as_text(), "source": item.source,
     }  # fmt: skip
     try:
         launches = _launches(item)
@@ -236,10 +236,6 @@ def _tensor(shape: tuple[int, ...], problem: ConvProblem) -> torch.Tensor:
     return torch.empty(shape, dtype=problem.dtype, memory_format=memory_format_of(len(shape), True))
 
 
-def _config_text(config: KernelConfig) -> str:
-    return " ".join(f"{name}={value}" for name, value in config.as_dict().items())
-
-
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text[:300]}"
@@ -272,7 +268,7 @@ def against_driver(items: Sequence[GateItem], static_table: pd.DataFrame | None)
                 rows.append({
                     "layer": item.layer, "pass": str(item.pass_name), "variant": item.variant,
                     "kernel": kernel_launch.kernel.__name__, "dtype": str(item.problem.dtype).removeprefix("torch."),
-                    "config": "" if item.config is None else _config_text(item.config),
+                    "config": "" if item.config is None else item.config.as_text(),
                     "driver_registers": compiled.n_regs, "driver_spills": compiled.n_spills,
                     "cubin_registers": found.registers, "cubin_spill_bytes": found.spill_bytes,
                 })  # fmt: skip

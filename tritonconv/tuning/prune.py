@@ -66,7 +66,13 @@ def pruned(
             continue
         space = [config for config in candidates(problem, pass_name, variant, shared_memory)
                  if (variant, config) not in taken]  # fmt: skip
-        step = max(1.0, len(space) / top_k)
-        for index in range(min(top_k, len(space))):
-            chosen.append(Candidate(variant, space[int(index * step)], SPREAD))
+        chosen += [Candidate(variant, config, SPREAD) for config in spread(space, top_k)]
     return chosen
+
+
+def spread(configs: list[KernelConfig], limit: int) -> list[KernelConfig]:
+    """At most `limit` of `configs`, spread evenly over their order (all of them when they fit)."""
+    if len(configs) <= limit:
+        return configs
+    step = len(configs) / limit
+    return [configs[int(i * step)] for i in range(limit)]

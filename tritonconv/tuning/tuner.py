@@ -169,10 +169,10 @@ def tune_problem(
     cost model's `top_k` best); return the cache entry (its "config" is None when every candidate
     failed). With `records`, one row per candidate is appended to it: why it was picked, its
     static numbers and its time or why it was not timed (`candidate_record`)."""
-    on_gpu = _on_gpu()
-    device = device or torch.device("cuda" if on_gpu else "cpu")
-    timer = timer or (gpu_timer if on_gpu else interpreter_timer)
-    if max_candidates is None and not on_gpu:
+    gpu = on_gpu()
+    device = device or torch.device("cuda" if gpu else "cpu")
+    timer = timer or (gpu_timer if gpu else interpreter_timer)
+    if max_candidates is None and not gpu:
         max_candidates = INTERPRETER_CANDIDATES
     workload = make_workload(problem, pass_name, device)
     shared_memory = _shared_memory(device)
@@ -204,7 +204,7 @@ def tune_problem(
         "candidates": len(tried),
         "failed": failed,
         "device": device_slug(device if device.type == "cuda" else None),
-        "timed_on": "gpu" if on_gpu else "interpreter (times mean nothing)",
+        "timed_on": "gpu" if gpu else "interpreter (times mean nothing)",
         **({} if top_k is None else {"pruned_to": f"heuristic, TMA and the cost model's top {top_k}"}),
         "tuned_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
@@ -275,7 +275,7 @@ def static_numbers(launches: Sequence, usages: Sequence[tuple[static_compile.Sta
         main = grids.index(max(grids))
         found, warps = usages[min(main, len(usages) - 1)]
         numbers.update(registers=max(u.registers for u, _ in usages), spill_bytes=sum(u.spill_bytes for u, _ in usages),
-                       shared_bytes=max(u.shared_bytes for u, _ in usages), num_warps=warps,
+                       shared_bytes=max(u.shared_bytes for u, _ in usages),
                        blocks_per_sm=occupancy(found, warps))  # fmt: skip
     return numbers
 
@@ -299,7 +299,7 @@ def candidate_record(
     cost model's estimate, its static numbers and waves over the SMs, its median time."""
     estimate = None if candidate.variant in cost_model.UNMODELLED else cost_model.estimate(
         problem, pass_name, candidate.config, cost_model.H200)  # fmt: skip
-    sms = torch.cuda.get_device_properties(0).multi_processor_count if _on_gpu() else cost_model.H200.sms
+    sms = torch.cuda.get_device_properties(0).multi_processor_count if on_gpu() else cost_model.H200.sms
     programs = numbers.get("programs")
     blocks = numbers.get("blocks_per_sm")
     return {
@@ -315,7 +315,8 @@ def candidate_record(
     }  # fmt: skip
 
 
-def _on_gpu() -> bool:
+def on_gpu() -> bool:
+    """Kernels compile and run on a CUDA GPU here (not in the interpreter)."""
     return not interpreted() and torch.cuda.is_available()
 
 
@@ -337,8 +338,7 @@ def _sample(
     if limit is None or len(configs) <= limit:
         return configs
     if variant in cost_model.UNMODELLED:
-        step = len(configs) / limit
-        return [configs[int(i * step)] for i in range(limit)]
+        return prune.spread(configs, limit)
     heuristic = spec(pass_name, variant).heuristic(problem)
     ranked = cost_model.rank(problem, pass_name, configs)
     first = [heuristic] if heuristic in configs else []

@@ -34,16 +34,12 @@ from ...plan.prepared import PreparedConv
 from ...problem.planar import PlanarCall, planar_call, volume_problem
 from ...problem.suites import SuiteLayer
 from ...routes.registry import Pass, Plan, spec
-from ...tuning.tuner import interpreted
+from ...tuning.tuner import on_gpu
 from . import timing
 
 Call = Callable[[], torch.Tensor]
 Provider = Callable[["Case"], Call | None]
 GRADIENT_INDEX = {Pass.DGRAD: 0, Pass.WGRAD: 1}
-
-
-def on_gpu() -> bool:
-    return torch.cuda.is_available() and not interpreted()
 
 
 @dataclasses.dataclass

@@ -83,7 +83,7 @@ def run_check(check: Check, device: torch.device) -> dict:
     config = spec(pass_name, check.variant).heuristic(problem)
     reduction = gemm_sides(problem, pass_name)[2]
     row = {"layer": check.layer, "pass": pass_name, "variant": check.variant, "precision": check.precision,
-           "layout": problem.layout, "config": " ".join(f"{k}={v}" for k, v in config.as_dict().items()),
+           "layout": problem.layout, "config": config.as_text(),
            "reduction": reduction}  # fmt: skip
     try:
         workload = make_workload(problem, pass_name, device, reference_dtype=torch.float64)

@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ....ops import launch_spec
 from ....problem.runtime import is_interpreted
 from ...gpu_report import code_version, read_state, write_state
 from . import context, correctness, precompile, suite, summary, tune
@@ -115,9 +116,8 @@ def _tune_counts(run: QuickRun, of: str) -> dict[str, int]:
 
 
 def _bench_counts(run: QuickRun, of: str) -> dict[str, int]:
-    calls = len(suite.launchers(run, of))  # the pinned heuristic and TMA calls
-    passes = len(tune.work(run, of))
-    return {"layer-passes": passes, "timed calls": calls + 2 * passes}  # + tuned and torch
+    passes, calls = suite.timed_calls(run, of)
+    return {"layer-passes": passes, "timed calls": calls}
 
 
 def _planar_layers(run: QuickRun, of: str) -> int:
@@ -249,7 +249,7 @@ def dry_run(run: QuickRun, plan: list[Stage]) -> int:
         specs = precompile.capture(stage.launchers(run))
         if stage.up_front:
             capture_s += time.monotonic() - began
-        keys = {precompile.compile_key(spec) for spec in specs}
+        keys = {launch_spec.compile_key(spec) for spec in specs}
         new = len(keys - seen)
         seen |= keys
         seconds = stage.seconds(counts)

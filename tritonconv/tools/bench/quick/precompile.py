@@ -36,23 +36,8 @@ def capture(work: Iterable[Callable[[], object]]) -> list[launch_spec.LaunchSpec
                 continue
         for kernel_launch, pointers in launches:
             spec = launch_spec.launch_spec(kernel_launch, pointers)
-            found.setdefault(compile_key(spec), spec)
+            found.setdefault(launch_spec.compile_key(spec), spec)
     return list(found.values())
-
-
-def compile_key(spec: launch_spec.LaunchSpec) -> tuple:
-    """What of a launch Triton's compile depends on: not its grid, and of each scalar only the class
-    Triton specialises it by (1, a multiple of 16, 32 or 64 bits), so two layers whose sizes differ
-    but fall in the same classes share one kernel."""
-    module, name, _, pointers, scalars, constexprs = spec
-    return module, name, pointers, tuple(_scalar_class(value) for value in scalars), constexprs
-
-
-def _scalar_class(value: object) -> object:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return type(value).__name__ if not isinstance(value, bool) else value
-    bits = 32 if -(2**31) <= value < 2**31 else 64
-    return "one" if value == 1 else (bits, value % 16 == 0)
 
 
 def triton_cache_entries() -> int:
@@ -85,7 +70,8 @@ def compile_all(specs: list[launch_spec.LaunchSpec], capability: tuple[int, int]
             results = list(pool.map(launch_spec.compile_spec, specs, chunksize=max(1, len(specs) // (4 * jobs))))
     compiled = max(0, triton_cache_entries() - before)
     failed = [error for error, _ in results if error]
-    launch_spec.KNOWN_USAGE.update((spec, found) for spec, (_, found) in zip(specs, results, strict=True) if found)
+    launch_spec.KNOWN_USAGE.update((launch_spec.compile_key(spec), found)
+                                   for spec, (_, found) in zip(specs, results, strict=True) if found)  # fmt: skip
     return {"launches": len(specs), "compiled": min(compiled, len(specs)),
             "found_compiled": max(0, len(specs) - compiled - len(failed)), "errors": failed,
             "seconds": round(time.monotonic() - began, 1), "jobs": jobs}  # fmt: skip

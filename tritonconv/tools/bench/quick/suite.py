@@ -68,6 +68,22 @@ def launchers(run: QuickRun, suite: str) -> list[Callable[[], object]]:
     return calls
 
 
+def timed_calls(run: QuickRun, suite: str) -> tuple[int, int]:
+    """(layer-passes, provider calls) `bench_suite` times, counted without tensors where the count
+    does not need them: tuned and torch always, the rule and TMA where they apply; a 3-D layer's case
+    is built, since only its tensors say whether it runs as a planar 2-D convolution (never pinned)."""
+    passes = calls = 0
+    for layer in load_suite(suite, batch=run.batch, dtype=run.dtype, layout=run.layout):
+        for pass_name in Pass:
+            passes += 1
+            case = (
+                harness.make_case(layer, str(pass_name), device=str(run.torch_device)) if layer.problem.is_3d else None
+            )
+            planar = case is not None and case.planar is not None
+            calls += 2 + (0 if planar else 1 + (_tma_plan(layer.problem, str(pass_name)) is not None))
+    return passes, calls
+
+
 def bench_suite(run: QuickRun, suite: str, stage: str) -> pd.DataFrame:
     """Every (layer, pass) of the suite by every provider into `quick_<suite>.csv`; resumes from
     the journal."""
@@ -89,7 +105,7 @@ def bench_suite(run: QuickRun, suite: str, stage: str) -> pd.DataFrame:
                     "key": key, "layer": layer.name, "count": layer.count, "pass": str(pass_name), **row,
                     "correct": row["max_rel_err"] <= TOLERANCE[layer.problem.dtype],
                     "variant": None if plan is None else str(plan.variant),
-                    "config": None if plan is None else " ".join(f"{k}={v}" for k, v in plan.config.as_dict().items()),
+                    "config": None if plan is None else plan.config.as_text(),
                     "config_source": None if plan is None else plan.config_source,
                 })  # fmt: skip
             journal.add(found)
