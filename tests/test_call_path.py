@@ -3,6 +3,7 @@ a re-plan whenever anything in a call's key changes."""
 
 import ast
 import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,47 @@ def _route_problem(route, layout):
     n, c, h, w, k, r, s, stride, padding, groups = sizes
     return tritonconv.make_problem(n=n, c=c, h=h, w=w, k=k, r=r, s=s, stride=stride, padding=padding, groups=groups,
                                    layout=layout)  # fmt: skip
+
+
+def calls_between(layers: tuple[str, str], call) -> list[str]:
+    """'caller -> callee' for each Python call `call()` makes from one of the two package folders
+    into the other, in order."""
+    crossings = []
+
+    def folder(frame) -> tuple[str | None, str]:
+        module = frame.f_globals.get("__name__", "") if frame is not None else ""
+        parts = module.split(".")
+        return (parts[1] if len(parts) > 1 and parts[0] == "tritonconv" else None), module
+
+    def profile(frame, event, arg):
+        if event == "call":
+            (callee_folder, callee), (caller_folder, caller) = folder(frame), folder(frame.f_back)
+            if {callee_folder, caller_folder} == set(layers):
+                crossings.append(f"{caller}.{frame.f_back.f_code.co_name} -> {callee}.{frame.f_code.co_name}")
+
+    sys.setprofile(profile)
+    try:
+        call()
+    finally:
+        sys.setprofile(None)
+    return crossings
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["plain", "fused"])
+def test_a_forward_call_goes_from_the_front_end_to_the_plan_and_never_back(fused, device):
+    """A conv2d with a new key: the front end asks the plan layer for the prepared call (which
+    validates, plans and prepares it alone) and runs it; the plan layer never calls back into the
+    front end."""
+    x = torch.randn(1, 3, 5, 6, device=device)
+    weight = torch.randn(4, 3, 3, 3, device=device)
+    residual = torch.randn(1, 4, 5, 6, device=device) if fused else None
+    options = {"activation": "relu", "residual": residual} if fused else {}
+    prepared._prepared.clear()
+    walk = calls_between(("frontend", "plan"), lambda: tritonconv.conv2d(x, weight, padding=1, **options))
+    assert walk, "the walk sees the call"
+    back = [step for step in walk if step.startswith("tritonconv.plan")]
+    assert not back, f"the plan layer called back into the front end: {back}"
+    assert any(step.endswith("plan.prepared.prepared_conv") for step in walk), walk
 
 
 def test_every_route_has_a_replay_case():

@@ -252,10 +252,16 @@ def test_a_planted_off_by_one_in_depth_is_caught(pass_name, monkeypatch):
     original = launchers.KernelLaunch
 
     def shifted(kernel, grid, scalars, constexprs):
-        return original(kernel, grid, scalars, {**constexprs, "PAD_D": constexprs["PAD_D"] + 1})
+        return original(kernel, grid, scalars, _depth_padded(constexprs))
 
     monkeypatch.setattr(launchers, "KernelLaunch", shifted)
     assert error() > 1e-2
+
+
+def _depth_padded(constexprs: dict) -> dict:
+    """A launch's constexprs with one more leading depth padding: a wrong launch the tests must see."""
+    geometry = constexprs["GEOMETRY"]
+    return {**constexprs, "GEOMETRY": geometry._replace(pad_d=geometry.pad_d + 1)}
 
 
 def test_the_64_bit_voxel_path_in_every_pass(monkeypatch):
@@ -268,7 +274,7 @@ def test_the_64_bit_voxel_path_in_every_pass(monkeypatch):
     original = launchers.KernelLaunch
 
     def noting(kernel, grid, scalars, constexprs):
-        seen.append(constexprs["INDEX_64"])
+        seen.append(constexprs["NUMERICS"].index_64)
         return original(kernel, grid, scalars, constexprs)
 
     monkeypatch.setattr(launchers, "KernelLaunch", noting)
@@ -423,7 +429,7 @@ def test_depthwise_3d_runs_its_direct_kernel_and_a_planted_error_is_caught(monke
     assert launched == ["_conv3d_fwd_depthwise_kernel"]
     original = launchers.KernelLaunch
     monkeypatch.setattr(launchers, "KernelLaunch", lambda kernel, grid, scalars, constexprs: original(
-        kernel, grid, scalars, {**constexprs, "PAD_D": constexprs["PAD_D"] + 1}))  # fmt: skip
+        kernel, grid, scalars, _depth_padded(constexprs)))  # fmt: skip
     shifted = prepared.PreparedConv(problem, x, weight, NO_EPILOGUE).forward(x, weight, bias)
     with pytest.raises(AssertionError):
         assert_conv2d_close(shifted, x, weight, bias, padding=1, groups=8)

@@ -4,8 +4,11 @@ Each rank trains on its half of the batch; DDP averages the gradients, so both r
 identical, and equal (to rounding) to one process training torch's nn.Conv2d on the whole batch.
 """
 
+import gc
 import os
+import time
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -18,6 +21,7 @@ import tritonconv
 pytestmark = needs_runtime_loops
 WORLD_SIZE = 2
 STEPS = 3
+SPAWN_TIMEOUT_S = 240
 
 
 def build_model(conv: type[nn.Conv2d] = tritonconv.Conv2d) -> nn.Module:
@@ -49,12 +53,29 @@ def _rank_main(rank: int, init_file: str, out_dir: str) -> None:
         shard = slice(rank * 2, rank * 2 + 2)
         train(model, data[shard], target[shard])
         torch.save(model.module.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+        # Free DDP's reducer while the process group is still registered: freed after it, at the end of
+        # the process, gloo's destructor can wait on a worker thread that waits for the GIL (a torch race
+        # that hung one run here).
+        del model
+        gc.collect()
     finally:
         dist.destroy_process_group()
 
 
+def _spawn(function, args: tuple, timeout_s: float = SPAWN_TIMEOUT_S) -> None:
+    """`mp.spawn`, but a rank that has not finished within `timeout_s` fails the test instead of
+    hanging it."""
+    context = mp.spawn(function, args=args, nprocs=WORLD_SIZE, join=False)
+    deadline = time.monotonic() + timeout_s
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the DDP ranks did not finish within {timeout_s} s")
+
+
 def test_ddp_replicas_stay_identical_and_match_one_process(tmp_path):
-    mp.spawn(_rank_main, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    _spawn(_rank_main, (str(tmp_path / "init"), str(tmp_path)))
     states = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
     single = build_model(nn.Conv2d)
     train(single, *batch())

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from conv_reference import needs_runtime_loops
 
 import tritonconv
-from tritonconv.frontend.functional import _fused_forward, torch_activation
-from tritonconv.ops.epilogue import ACTIVATIONS
+from tritonconv.frontend.functional import torch_activation
+from tritonconv.ops.epilogue import ACTIVATIONS, Epilogue
+from tritonconv.plan.prepared import PreparedConv
 
 # (variant the rule picks, c, k, r, groups, stride)
 VARIANT_SHAPES = {
@@ -82,12 +83,17 @@ def test_relu_keeps_no_extra_tensor_and_inference_keeps_none(device):
     x, weight, bias, residual, geometry = make_case("conv1x1", torch.float32, device)
     problem = tritonconv.problem_from_tensors(x, weight, bias, **geometry)
     detached = [t.detach() for t in (x, weight, bias, residual)]
-    output, saved = _fused_forward(*detached, problem, "relu", 0.01, for_backward=True)
+
+    def fused_forward(x, weight, bias, residual, problem, activation, slope, for_backward):
+        prepared = PreparedConv(problem, x, weight, Epilogue(activation, slope))
+        return prepared.forward_with_epilogue(x, weight, bias, residual, for_backward)
+
+    output, saved = fused_forward(*detached, problem, "relu", 0.01, for_backward=True)
     assert saved is output, "relu's derivative reads the output: no pre-activation kept"
-    output, saved = _fused_forward(*detached, problem, "silu", 0.01, for_backward=True)
+    output, saved = fused_forward(*detached, problem, "silu", 0.01, for_backward=True)
     torch.testing.assert_close(saved, unfused(*detached, geometry, None))  # silu keeps z = conv + bias + residual
-    assert _fused_forward(*detached, problem, "silu", 0.01, for_backward=False)[1] is None
-    leaky = _fused_forward(*detached, problem, "leaky_relu", -0.5, for_backward=True)
+    assert fused_forward(*detached, problem, "silu", 0.01, for_backward=False)[1] is None
+    leaky = fused_forward(*detached, problem, "leaky_relu", -0.5, for_backward=True)
     assert leaky[1] is not leaky[0], "a negative slope flips the sign: the pre-activation is needed"
     with torch.no_grad():
         y = tritonconv.conv2d(x, weight, bias, **geometry, activation="gelu", residual=residual)

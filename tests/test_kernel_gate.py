@@ -71,6 +71,20 @@ def test_the_gate_compiles_every_registered_route():
     assert len(kernel_gate.gate_items(("smoke",), (torch.bfloat16,), space=True)) > len(items)
 
 
+DOT_KERNELS = {
+    "_conv2d_fwd_implicit_gemm_kernel", "_conv2d_fwd_1x1_kernel", "_conv2d_fwd_grouped_tile_kernel",
+    "_conv2d_fwd_tma_kernel", "_conv2d_wgrad_tma_kernel", "_conv2d_dgrad_kernel", "_conv2d_dgrad_phased_kernel",
+    "_conv2d_wgrad_partial_kernel", "_conv3d_fwd_kernel", "_conv3d_dgrad_kernel", "_conv3d_wgrad_partial_kernel",
+}  # fmt: skip
+
+
+def test_the_gate_knows_which_kernels_multiply_tiles():
+    """The wgmma rule applies to the kernels that multiply tiles, through `tl.dot` or the shared
+    `dot_accumulate`: a kernel it stopped seeing would never be held to it."""
+    found = {name for name in tritonconv.kernels.__all__ if kernel_gate._has_dot(getattr(tritonconv.kernels, name))}
+    assert found == DOT_KERNELS
+
+
 def test_a_2d_dot_kernel_at_a_wgmma_tile_must_issue_wgmma():
     kernel = tritonconv.kernels._conv2d_fwd_implicit_gemm_kernel
     without = kernel_gate.static_compile.StaticUsage(128, 0, 1024, wgmma=False, mma_sync=True, tma=False)

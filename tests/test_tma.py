@@ -125,7 +125,8 @@ def test_a_planted_off_by_one_is_caught(pass_name, device, monkeypatch):
     original = tma.KernelLaunch
 
     def shifted(kernel, grid, scalars, constexprs):
-        return original(kernel, grid, scalars, {**constexprs, "PAD_H": constexprs["PAD_H"] + 1})
+        geometry = constexprs["GEOMETRY"]
+        return original(kernel, grid, scalars, {**constexprs, "GEOMETRY": geometry._replace(pad_h=geometry.pad_h + 1)})
 
     monkeypatch.setattr(tma, "KernelLaunch", shifted)
     with pytest.raises(AssertionError, match="not close"):

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import functools
 from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..ops.epilogue import ACTIVATIONS, NO_EPILOGUE, Epilogue, saves_output, slope_constant
+from ..ops.epilogue import ACTIVATIONS, Epilogue, saves_output, slope_constant
 from ..plan.direct import Geometry
-from ..plan.prepared import PreparedConv, call_key, lookup, tensor_key
+from ..plan.prepared import PreparedConv, call_key, prepared_conv, tensor_key
 from ..plan.prepared import _prepared as PREPARED
-from ..problem.arithmetic import CONTIGUOUS, ConvProblem, hashable, problem_from_tensors
+from ..problem.arithmetic import conv1d_problem, hashable
 from ..problem.torch_reference import TORCH_CONV1D, TORCH_CONV2D, check_like_torch
 from . import differentiable, library_ops
 from .autograd import ConvGradients, conv_gradients, save_operands
@@ -67,37 +65,6 @@ def _recorded_preactivation_grad(epilogue: Epilogue, grad_output: torch.Tensor, 
     return grad_output * torch.where(saved > 0, 1.0, slope).to(grad_output.dtype)
 
 
-def _fused_run(
-    prepared: PreparedConv,
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    residual: torch.Tensor | None,
-    for_backward: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(output, what the activation's derivative reads: the output, the pre-activation, or None)."""
-    activation = prepared.epilogue.activation
-    from_output = prepared.keeps_output_for_backward
-    preactivation = prepared.new_output() if activation and not from_output and for_backward else None
-    output = prepared.forward(input, weight, bias, residual, preactivation)
-    return output, ((output if from_output else preactivation) if activation else None)
-
-
-def _fused_forward(
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    residual: torch.Tensor | None,
-    problem: ConvProblem,
-    activation: str,
-    negative_slope: float,
-    for_backward: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`_fused_run` on a call prepared for these arguments alone (the planned path)."""
-    prepared = PreparedConv(problem, input, weight, Epilogue(activation, negative_slope))
-    return _fused_run(prepared, input, weight, bias, residual, for_backward)
-
-
 class FusedConv2dFunction(torch.autograd.Function):
     """activation(conv2d(input, weight, bias) + residual), all in the forward kernel's epilogue.
 
@@ -108,7 +75,7 @@ class FusedConv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, weight, bias, residual, prepared: PreparedConv):
-        output, saved = _fused_run(prepared, input, weight, bias, residual, for_backward=True)
+        output, saved = prepared.forward_with_epilogue(input, weight, bias, residual, for_backward=True)
         save_operands(ctx, input, weight, saved)
         ctx.prepared = prepared
         return output
@@ -173,23 +140,12 @@ def conv2d(
         return differentiable.convolution(input, weight, bias, Geometry.of(*geometry))
     try:
         key = call_key(input, weight, bias, geometry)
-        prepared = PREPARED.get(key) or lookup(key, lambda: _prepare(input, weight, bias, geometry))
+        prepared = PREPARED.get(key) or prepared_conv(key, input, weight, bias, geometry)
     except TypeError as error:  # a geometry argument given as a list: the same call with tuples
         if "unhashable" not in str(error):
             raise
         return conv2d(input, weight, bias, *(hashable(a) for a in geometry))
     return _run(prepared, input, weight, bias)
-
-
-def _prepare(
-    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, geometry: tuple,
-    epilogue: Epilogue = NO_EPILOGUE, as_problem=problem_from_tensors,
-) -> tuple[PreparedConv, bool]:  # fmt: skip
-    """Validate the call as F.conv2d does (raising its errors), plan it and prepare its launches."""
-    problem = as_problem(input, weight, bias, *geometry)
-    batched_input = input if input.dim() == 4 else input.unsqueeze(0)
-    prepared = PreparedConv(problem, batched_input, weight, epilogue)
-    return prepared, prepared.final
 
 
 def _run(prepared: PreparedConv, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -233,31 +189,15 @@ def _fused(
     key = call_key(input, weight, bias, tuple(hashable(a) for a in geometry),
                    (activation, slope, negative_slope >= 0, tensor_key(residual), keeps_z))  # fmt: skip
 
-    def prepare() -> tuple[PreparedConv, bool]:
-        prepared, final = _prepare(input, weight, bias, geometry, Epilogue(activation, slope))
-        _check_residual(residual, prepared.problem, input, batched)
-        return prepared, final
-
-    prepared = lookup(key, prepare)
+    prepared = prepared_conv(key, input, weight, bias, geometry, Epilogue(activation, slope), residual=residual)
     if residual is not None and not batched:
         residual = residual.unsqueeze(0)
     batched_input = input if batched else input.unsqueeze(0)
     if needs_grad:
         output = FusedConv2dFunction.apply(batched_input, weight, bias, residual, prepared)
     else:
-        output = _fused_run(prepared, batched_input, weight, bias, residual, for_backward=False)[0]
+        output = prepared.forward_with_epilogue(batched_input, weight, bias, residual, for_backward=False)[0]
     return output if batched else output.squeeze(0)
-
-
-def _check_residual(residual: torch.Tensor | None, problem: ConvProblem, input: torch.Tensor, batched: bool) -> None:
-    if residual is None:
-        return
-    expected = problem.output_shape if batched else problem.output_shape[1:]
-    if tuple(residual.shape) != tuple(expected) or residual.dtype != input.dtype or residual.device != input.device:
-        raise RuntimeError(
-            f"residual must match the convolution's output: shape {list(expected)}, dtype {input.dtype}, device "
-            f"{input.device}; got shape {list(residual.shape)}, dtype {residual.dtype}, device {residual.device}"
-        )
 
 
 def _with_torch_epilogue(
@@ -313,31 +253,12 @@ def conv1d(
     if transforms_active():
         check_like_torch(TORCH_CONV1D, input, weight, bias, (stride, padding, dilation, groups), batched_dim=3)
         return differentiable.convolution(input_2d, weight_2d, bias, Geometry.of(*geometry, True)).squeeze(-2)
-    prepared = lookup(
-        call_key(input_2d, weight_2d, bias, geometry, CONV1D_KEY),
-        lambda: _prepare(input_2d, weight_2d, bias, geometry, as_problem=_conv1d_problem),
-    )
+    key = call_key(input_2d, weight_2d, bias, geometry, CONV1D_KEY)
+    prepared = prepared_conv(key, input_2d, weight_2d, bias, geometry, as_problem=conv1d_problem)
     return _run(prepared, input_2d, weight_2d, bias).squeeze(-2)
 
 
 CONV1D_KEY = ("conv1d",)  # a conv1d's output is contiguous whatever its input's strides: its own plans
-
-
-def _conv1d_problem(input_2d, weight_2d, bias, *geometry) -> ConvProblem:
-    return conv1d_problem(input_2d, weight_2d, bias, geometry)
-
-
-def conv1d_problem(
-    input_2d: torch.Tensor, weight_2d: torch.Tensor, bias: torch.Tensor | None, geometry: tuple
-) -> ConvProblem:
-    """The 2-D problem that serves a conv1d, from `as_conv2d`'s views and geometry: contiguous
-    output whatever the input's strides, as torch's conv1d gives."""
-    return _contiguous(problem_from_tensors(input_2d, weight_2d, bias, *geometry))
-
-
-@functools.lru_cache(maxsize=4096)
-def _contiguous(problem: ConvProblem) -> ConvProblem:
-    return dataclasses.replace(problem, layout=CONTIGUOUS)
 
 
 def as_conv2d(

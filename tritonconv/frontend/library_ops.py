@@ -26,15 +26,15 @@ from typing import Optional
 
 import torch
 
-from ..ops.epilogue import NO_EPILOGUE
 from ..plan.direct import Geometry, bias_grad_of, forward_of, input_grad_of, spread_bias_grad, weight_grad_of
-from ..plan.prepared import PreparedConv, call_key, lookup
+from ..plan.prepared import call_key, prepared_conv
 from ..problem import vmap_rules
 from ..problem.arithmetic import (
     CHANNELS_LAST,
     CONTIGUOUS,
     ConvProblem,
     memory_format_of,
+    problem_from_schema,
     problem_from_tensors,
     resolve_padding,
     to_pair,
@@ -69,24 +69,12 @@ def conv2d_op(
     if weight.dim() == 5:
         return forward_of(input, weight, bias, _geometry(stride, padding, dilation, groups))
     geometry = (tuple(stride), tuple(padding), tuple(dilation), groups)
-
-    def prepare() -> tuple[PreparedConv, bool]:
-        problem = _forward_problem(input, weight, bias, stride, padding, dilation, groups)
-        prepared = PreparedConv(problem, input, weight, NO_EPILOGUE)
-        return prepared, prepared.final
-
-    return lookup(call_key(input, weight, bias, geometry, LIBRARY_OP_KEY), prepare).forward(input, weight, bias)
+    key = call_key(input, weight, bias, geometry, LIBRARY_OP_KEY)
+    prepared = prepared_conv(key, input, weight, bias, geometry, as_problem=problem_from_schema)
+    return prepared.forward(input, weight, bias)
 
 
 LIBRARY_OP_KEY = ("library op",)  # the op's geometry is normalized (four paddings): keys of its own
-
-
-def _forward_problem(input, weight, bias, stride, padding, dilation, groups) -> ConvProblem:
-    """The forward's problem, validated as `F.conv2d` validates its arguments."""
-    problem = problem_from_tensors(input, weight, bias, tuple(stride), tuple(padding[:2]), tuple(dilation), groups)
-    if tuple(padding[2:]) != problem.padding_end:
-        problem = dataclasses.replace(problem, padding_end=(padding[2], padding[3]))
-    return problem
 
 
 @conv2d_op.register_fake
@@ -96,7 +84,7 @@ def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
         geometry = _geometry(stride, padding, dilation, groups)
         problem = geometry.problem(input.shape, weight.shape, input.dtype, layout, bias is not None)
     else:
-        problem = _forward_problem(input, weight, bias, stride, padding, dilation, groups)
+        problem = problem_from_schema(input, weight, bias, stride, padding, dilation, groups)
     return torch.empty(
         problem.output_shape, dtype=input.dtype, device=input.device, memory_format=problem.memory_format
     )

@@ -1,4 +1,6 @@
-"""Triton kernels, one file per algorithm. Only `@triton.jit` code lives here; launchers are in `ops/`."""
+"""Triton kernels, one file per algorithm, and the helpers they share (`common`). Only `@triton.jit`
+code lives here, and the NamedTuples their grouped constexprs take (`constexprs`); launchers are in
+`ops/`."""
 
 from .conv1x1_fwd import _conv2d_fwd_1x1_kernel
 from .conv3d import (

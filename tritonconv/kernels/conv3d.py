@@ -21,8 +21,7 @@ Video activations pass 2^31 elements easily: with INDEX_64 the flat voxel indice
 import triton
 import triton.language as tl
 
-from .indexing import group_and_tile
-from .tile import zero_accumulator
+from .common import dot_accumulate, group_and_tile, row_major_tile, widen, zero_accumulator
 
 
 @triton.jit
@@ -34,96 +33,88 @@ def _voxels(offs, OD, P, Q):
 
 
 @triton.jit
-def _taps(offs_k, C_PER_GROUP: tl.constexpr, T: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
-          CHANNELS_INNER: tl.constexpr):  # fmt: skip
+def _taps(offs_k, C_PER_GROUP: tl.constexpr, GEOMETRY: tl.constexpr, CHANNELS_INNER: tl.constexpr):
     """(channel, t, r, s) of flattened reduction indices over (C/g)*T*R*S, ordered (t, r, s, c)
     with CHANNELS_INNER, else (c, t, r, s)."""
+    TAPS: tl.constexpr = GEOMETRY.t * GEOMETRY.r * GEOMETRY.s
     if CHANNELS_INNER:
         channel = offs_k % C_PER_GROUP
         tap = offs_k // C_PER_GROUP
     else:
-        channel = offs_k // (T * R * S)
-        tap = offs_k % (T * R * S)
-    return channel, tap // (R * S), (tap // S) % R, tap % S
+        channel = offs_k // TAPS
+        tap = offs_k % TAPS
+    return channel, tap // (GEOMETRY.r * GEOMETRY.s), (tap // GEOMETRY.s) % GEOMETRY.r, tap % GEOMETRY.s
+
+
+@triton.jit
+def _inside(in_d, in_h, in_w, D, H, W):
+    """Where (in_d, in_h, in_w) lies in the D x H x W input, not in its padding."""
+    return (in_d >= 0) & (in_d < D) & (in_h >= 0) & (in_h < H) & (in_w >= 0) & (in_w < W)
 
 
 @triton.jit
 def _rows(N, D, H, W, INDEX_64: tl.constexpr):
     """N*D*H*W, computed in 64 bits when it may pass 2^31 (the scalar arguments are 32-bit)."""
-    if INDEX_64:
-        return N.to(tl.int64) * D * H * W
-    return N * D * H * W
+    return widen(N, INDEX_64) * D * H * W
 
 
 @triton.jit
-def _first_rows(pid_m, BLOCK_M: tl.constexpr, INDEX_64: tl.constexpr):
-    """The flat row indices of tile `pid_m`, 64-bit when the rows may pass 2^31."""
-    if INDEX_64:
-        return pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    return pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+def _tile_ranges(pid_m, pid_n, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, INDEX_64: tl.constexpr):
+    """`common.tile_ranges` with the row indices in 64 bits when the rows may pass 2^31."""
+    offs_m = widen(pid_m, INDEX_64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    return offs_m, offs_n, offs_m < M, offs_n < N
 
 
 @triton.jit
 def _conv3d_fwd_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr,
     N, D, H, W, OD, P, Q, K_PER_GROUP,
-    stride_xn, stride_xc, stride_xd, stride_xh, stride_xw,
-    stride_wk, stride_wc, stride_wt, stride_wr, stride_ws,
-    stride_bias,
-    stride_yn, stride_yk, stride_yd, stride_yh, stride_yw,
-    C_PER_GROUP: tl.constexpr, T: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
-    STRIDE_D: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
-    PAD_D: tl.constexpr, PAD_H: tl.constexpr, PAD_W: tl.constexpr,
-    DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
-    GROUPS: tl.constexpr, HAS_BIAS: tl.constexpr, CHANNELS_INNER: tl.constexpr, INDEX_64: tl.constexpr,
-    ACC_FP64: tl.constexpr, UPCAST_OPERANDS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    x_strides, w_strides, stride_bias, y_strides,
+    C_PER_GROUP: tl.constexpr, GEOMETRY: tl.constexpr, GROUPS: tl.constexpr, HAS_BIAS: tl.constexpr,
+    CHANNELS_INNER: tl.constexpr, NUMERICS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
-    """One BLOCK_M x BLOCK_N tile of one group's output voxels x output channels."""
-    GEMM_K: tl.constexpr = C_PER_GROUP * T * R * S
+    """One BLOCK_M x BLOCK_N tile of one group's output voxels x output channels (GEOMETRY:
+    `constexprs.Geometry3d`)."""
+    stride_xn, stride_xc, stride_xd, stride_xh, stride_xw = x_strides
+    stride_wk, stride_wc, stride_wt, stride_wr, stride_ws = w_strides
+    GEMM_K: tl.constexpr = C_PER_GROUP * GEOMETRY.t * GEOMETRY.r * GEOMETRY.s
+    INDEX_64: tl.constexpr = NUMERICS.index_64
     M = _rows(N, OD, P, Q, INDEX_64)
     group, pid_m, pid_n = group_and_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(K_PER_GROUP, BLOCK_N),
                                          GROUPS, GROUP_M)  # fmt: skip
-    offs_m = _first_rows(pid_m, BLOCK_M, INDEX_64)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < M
-    mask_n = offs_n < K_PER_GROUP
+    offs_m, offs_n, mask_m, mask_n = _tile_ranges(pid_m, pid_n, M, K_PER_GROUP, BLOCK_M, BLOCK_N, INDEX_64)
     image, out_d, out_h, out_w = _voxels(offs_m, OD, P, Q)
-    out_channel = group * K_PER_GROUP + offs_n
-    first_channel = group * C_PER_GROUP
-    if INDEX_64:
-        out_channel = out_channel.to(tl.int64)
-        first_channel = first_channel.to(tl.int64)
-    in_d0 = out_d * STRIDE_D - PAD_D
-    in_h0 = out_h * STRIDE_H - PAD_H
-    in_w0 = out_w * STRIDE_W - PAD_W
+    out_channel = widen(group * K_PER_GROUP + offs_n, INDEX_64)
+    first_channel = widen(group * C_PER_GROUP, INDEX_64)
+    in_d0 = out_d * GEOMETRY.stride_d - GEOMETRY.pad_d
+    in_h0 = out_h * GEOMETRY.stride_h - GEOMETRY.pad_h
+    in_w0 = out_w * GEOMETRY.stride_w - GEOMETRY.pad_w
     x_row = image * stride_xn + first_channel * stride_xc
 
-    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, NUMERICS)
     for k0 in range(0, GEMM_K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < GEMM_K
-        channel, tap_t, tap_r, tap_s = _taps(offs_k, C_PER_GROUP, T, R, S, CHANNELS_INNER)
-        if INDEX_64:
-            channel = channel.to(tl.int64)
-        in_d = in_d0[:, None] + (tap_t * DIL_D)[None, :]
-        in_h = in_h0[:, None] + (tap_r * DIL_H)[None, :]
-        in_w = in_w0[:, None] + (tap_s * DIL_W)[None, :]
-        inside = (in_d >= 0) & (in_d < D) & (in_h >= 0) & (in_h < H) & (in_w >= 0) & (in_w < W)
+        channel, tap_t, tap_r, tap_s = _taps(offs_k, C_PER_GROUP, GEOMETRY, CHANNELS_INNER)
+        channel = widen(channel, INDEX_64)
+        in_d = in_d0[:, None] + (tap_t * GEOMETRY.dil_d)[None, :]
+        in_h = in_h0[:, None] + (tap_r * GEOMETRY.dil_h)[None, :]
+        in_w = in_w0[:, None] + (tap_s * GEOMETRY.dil_w)[None, :]
+        in_bounds = _inside(in_d, in_h, in_w, D, H, W)
         x_offs = (x_row[:, None] + (channel * stride_xc)[None, :] + in_d * stride_xd + in_h * stride_xh
                   + in_w * stride_xw)  # fmt: skip
-        a = tl.load(x_ptr + x_offs, mask=mask_m[:, None] & mask_k[None, :] & inside, other=0.0)
+        a = tl.load(x_ptr + x_offs, mask=mask_m[:, None] & mask_k[None, :] & in_bounds, other=0.0)
         w_offs = (out_channel * stride_wk)[None, :] + (
             channel * stride_wc + tap_t * stride_wt + tap_r * stride_wr + tap_s * stride_ws
         )[:, None]
         b = tl.load(w_ptr + w_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        if UPCAST_OPERANDS:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+        acc = dot_accumulate(acc, a, b, NUMERICS)
 
     if HAS_BIAS:
         acc += tl.load(bias_ptr + out_channel * stride_bias, mask=mask_n, other=0.0).to(acc.dtype)[None, :]
+    stride_yn, stride_yk, stride_yd, stride_yh, stride_yw = y_strides
     y_row = image * stride_yn + out_d * stride_yd + out_h * stride_yh + out_w * stride_yw
     y_offs = y_row[:, None] + (out_channel * stride_yk)[None, :]
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
@@ -133,46 +124,38 @@ def _conv3d_fwd_kernel(
 def _conv3d_dgrad_kernel(
     dy_ptr, w_ptr, dx_ptr,
     N, D, H, W, OD, P, Q, C_PER_GROUP,
-    stride_dyn, stride_dyk, stride_dyd, stride_dyh, stride_dyw,
-    stride_wk, stride_wc, stride_wt, stride_wr, stride_ws,
-    stride_dxn, stride_dxc, stride_dxd, stride_dxh, stride_dxw,
-    K_PER_GROUP: tl.constexpr, T: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
-    STRIDE_D: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
-    PAD_D: tl.constexpr, PAD_H: tl.constexpr, PAD_W: tl.constexpr,
-    DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
-    GROUPS: tl.constexpr, CHANNELS_INNER: tl.constexpr, INDEX_64: tl.constexpr,
-    ACC_FP64: tl.constexpr, UPCAST_OPERANDS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    dy_strides, w_strides, dx_strides,
+    K_PER_GROUP: tl.constexpr, GEOMETRY: tl.constexpr, GROUPS: tl.constexpr, CHANNELS_INNER: tl.constexpr,
+    NUMERICS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     """One BLOCK_M x BLOCK_N tile of one group's input voxels x input channels of dX."""
-    GEMM_K: tl.constexpr = K_PER_GROUP * T * R * S
+    stride_dyn, stride_dyk, stride_dyd, stride_dyh, stride_dyw = dy_strides
+    stride_wk, stride_wc, stride_wt, stride_wr, stride_ws = w_strides
+    STRIDE_D: tl.constexpr = GEOMETRY.stride_d
+    STRIDE_H: tl.constexpr = GEOMETRY.stride_h
+    STRIDE_W: tl.constexpr = GEOMETRY.stride_w
+    GEMM_K: tl.constexpr = K_PER_GROUP * GEOMETRY.t * GEOMETRY.r * GEOMETRY.s
+    INDEX_64: tl.constexpr = NUMERICS.index_64
     M = _rows(N, D, H, W, INDEX_64)
     group, pid_m, pid_n = group_and_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(C_PER_GROUP, BLOCK_N),
                                          GROUPS, GROUP_M)  # fmt: skip
-    offs_m = _first_rows(pid_m, BLOCK_M, INDEX_64)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask_m = offs_m < M
-    mask_n = offs_n < C_PER_GROUP
+    offs_m, offs_n, mask_m, mask_n = _tile_ranges(pid_m, pid_n, M, C_PER_GROUP, BLOCK_M, BLOCK_N, INDEX_64)
     image, in_d, in_h, in_w = _voxels(offs_m, D, H, W)
-    in_channel = group * C_PER_GROUP + offs_n
-    channel_in_group = offs_n  # the weight's second axis is the channel within its group
-    first_out_channel = group * K_PER_GROUP
-    if INDEX_64:
-        in_channel = in_channel.to(tl.int64)
-        channel_in_group = channel_in_group.to(tl.int64)
-        first_out_channel = first_out_channel.to(tl.int64)
+    in_channel = widen(group * C_PER_GROUP + offs_n, INDEX_64)
+    channel_in_group = widen(offs_n, INDEX_64)  # the weight's second axis is the channel within its group
+    first_out_channel = widen(group * K_PER_GROUP, INDEX_64)
     dy_row = image * stride_dyn + first_out_channel * stride_dyk
 
-    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, NUMERICS)
     for k0 in range(0, GEMM_K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < GEMM_K
-        out_channel, tap_t, tap_r, tap_s = _taps(offs_k, K_PER_GROUP, T, R, S, CHANNELS_INNER)
-        if INDEX_64:
-            out_channel = out_channel.to(tl.int64)
-        num_d = in_d[:, None] + PAD_D - (tap_t * DIL_D)[None, :]
-        num_h = in_h[:, None] + PAD_H - (tap_r * DIL_H)[None, :]
-        num_w = in_w[:, None] + PAD_W - (tap_s * DIL_W)[None, :]
+        out_channel, tap_t, tap_r, tap_s = _taps(offs_k, K_PER_GROUP, GEOMETRY, CHANNELS_INNER)
+        out_channel = widen(out_channel, INDEX_64)
+        num_d = in_d[:, None] + GEOMETRY.pad_d - (tap_t * GEOMETRY.dil_d)[None, :]
+        num_h = in_h[:, None] + GEOMETRY.pad_h - (tap_r * GEOMETRY.dil_h)[None, :]
+        num_w = in_w[:, None] + GEOMETRY.pad_w - (tap_s * GEOMETRY.dil_w)[None, :]
         out_d = num_d // STRIDE_D
         out_h = num_h // STRIDE_H
         out_w = num_w // STRIDE_W
@@ -181,15 +164,13 @@ def _conv3d_dgrad_kernel(
         dy_offs = (dy_row[:, None] + (out_channel * stride_dyk)[None, :] + out_d * stride_dyd + out_h * stride_dyh
                    + out_w * stride_dyw)  # fmt: skip
         a = tl.load(dy_ptr + dy_offs, mask=mask_m[:, None] & mask_k[None, :] & reached, other=0.0)
-        w_offs = (channel_in_group * stride_wc)[None, :] + (
-            (first_out_channel + out_channel) * stride_wk + tap_t * stride_wt + tap_r * stride_wr + tap_s * stride_ws
-        )[:, None]
-        b = tl.load(w_ptr + w_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        if UPCAST_OPERANDS:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+        w_tap = ((first_out_channel + out_channel) * stride_wk + tap_t * stride_wt + tap_r * stride_wr
+                 + tap_s * stride_ws)  # fmt: skip
+        b = tl.load(w_ptr + ((channel_in_group * stride_wc)[None, :] + w_tap[:, None]),
+                    mask=mask_k[:, None] & mask_n[None, :], other=0.0)  # fmt: skip
+        acc = dot_accumulate(acc, a, b, NUMERICS)
 
+    stride_dxn, stride_dxc, stride_dxd, stride_dxh, stride_dxw = dx_strides
     dx_row = image * stride_dxn + in_d * stride_dxd + in_h * stride_dxh + in_w * stride_dxw
     dx_offs = dx_row[:, None] + (in_channel * stride_dxc)[None, :]
     tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
@@ -199,33 +180,24 @@ def _conv3d_dgrad_kernel(
 def _conv3d_wgrad_partial_kernel(
     x_ptr, dy_ptr, out_ptr,
     N, D, H, W, OD, P, Q, K_PER_GROUP, chunk,
-    stride_xn, stride_xc, stride_xd, stride_xh, stride_xw,
-    stride_dyn, stride_dyk, stride_dyd, stride_dyh, stride_dyw,
-    stride_out_split, stride_out_k, stride_out_c, stride_out_t, stride_out_r, stride_out_s,
-    C_PER_GROUP: tl.constexpr, T: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
-    STRIDE_D: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
-    PAD_D: tl.constexpr, PAD_H: tl.constexpr, PAD_W: tl.constexpr,
-    DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
-    GROUPS: tl.constexpr, CHANNELS_INNER: tl.constexpr, INDEX_64: tl.constexpr,
-    ACC_FP64: tl.constexpr, UPCAST_OPERANDS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    x_strides, dy_strides, out_strides,
+    C_PER_GROUP: tl.constexpr, GEOMETRY: tl.constexpr, GROUPS: tl.constexpr, CHANNELS_INNER: tl.constexpr,
+    NUMERICS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """Partial dW of one (output channels x (c, t, r, s)) tile over output voxels
     [split * chunk, + chunk), stored through (split, k, c, t, r, s) strides: a workspace, or dW
     itself when there is one split."""
-    CTRS: tl.constexpr = C_PER_GROUP * T * R * S
+    stride_xn, stride_xc, stride_xd, stride_xh, stride_xw = x_strides
+    stride_dyn, stride_dyk, stride_dyd, stride_dyh, stride_dyw = dy_strides
+    stride_out_split, stride_out_k, stride_out_c, stride_out_t, stride_out_r, stride_out_s = out_strides
+    CTRS: tl.constexpr = C_PER_GROUP * GEOMETRY.t * GEOMETRY.r * GEOMETRY.s
+    INDEX_64: tl.constexpr = NUMERICS.index_64
     pid = tl.program_id(0)
     split = tl.program_id(1)
-    num_pid_m = tl.cdiv(K_PER_GROUP, BLOCK_M)
-    num_pid_n = tl.cdiv(CTRS, BLOCK_N)
-    group = pid // (num_pid_m * num_pid_n)
-    pid_m = (pid // num_pid_n) % num_pid_m
-    pid_n = pid % num_pid_n
+    group, pid_m, pid_n = row_major_tile(pid, tl.cdiv(K_PER_GROUP, BLOCK_M), tl.cdiv(CTRS, BLOCK_N))
     L = _rows(N, OD, P, Q, INDEX_64)
-    if INDEX_64:
-        start = split.to(tl.int64) * chunk
-    else:
-        start = split * chunk
+    start = widen(split, INDEX_64) * chunk
     end = tl.minimum(start + chunk, L)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -233,13 +205,12 @@ def _conv3d_wgrad_partial_kernel(
     mask_m = offs_m < K_PER_GROUP
     mask_n = offs_n < CTRS
     out_channel = group * K_PER_GROUP + offs_m
-    channel, tap_t, tap_r, tap_s = _taps(offs_n, C_PER_GROUP, T, R, S, CHANNELS_INNER)
+    channel, tap_t, tap_r, tap_s = _taps(offs_n, C_PER_GROUP, GEOMETRY, CHANNELS_INNER)
     in_channel = group * C_PER_GROUP + channel
-    if INDEX_64:
-        out_channel = out_channel.to(tl.int64)
-        in_channel = in_channel.to(tl.int64)
+    out_channel = widen(out_channel, INDEX_64)
+    in_channel = widen(in_channel, INDEX_64)
 
-    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, NUMERICS)
     for l0 in range(start, end, BLOCK_K):
         offs_l = l0 + tl.arange(0, BLOCK_K)
         mask_l = offs_l < end
@@ -248,17 +219,14 @@ def _conv3d_wgrad_partial_kernel(
             image * stride_dyn + out_d * stride_dyd + out_h * stride_dyh + out_w * stride_dyw
         )[None, :]
         a = tl.load(dy_ptr + dy_offs, mask=mask_m[:, None] & mask_l[None, :], other=0.0)
-        in_d = (out_d * STRIDE_D - PAD_D)[:, None] + (tap_t * DIL_D)[None, :]
-        in_h = (out_h * STRIDE_H - PAD_H)[:, None] + (tap_r * DIL_H)[None, :]
-        in_w = (out_w * STRIDE_W - PAD_W)[:, None] + (tap_s * DIL_W)[None, :]
-        inside = (in_d >= 0) & (in_d < D) & (in_h >= 0) & (in_h < H) & (in_w >= 0) & (in_w < W)
+        in_d = (out_d * GEOMETRY.stride_d - GEOMETRY.pad_d)[:, None] + (tap_t * GEOMETRY.dil_d)[None, :]
+        in_h = (out_h * GEOMETRY.stride_h - GEOMETRY.pad_h)[:, None] + (tap_r * GEOMETRY.dil_h)[None, :]
+        in_w = (out_w * GEOMETRY.stride_w - GEOMETRY.pad_w)[:, None] + (tap_s * GEOMETRY.dil_w)[None, :]
+        in_bounds = _inside(in_d, in_h, in_w, D, H, W)
         x_offs = ((image * stride_xn)[:, None] + (in_channel * stride_xc)[None, :] + in_d * stride_xd
                   + in_h * stride_xh + in_w * stride_xw)  # fmt: skip
-        b = tl.load(x_ptr + x_offs, mask=mask_l[:, None] & mask_n[None, :] & inside, other=0.0)
-        if UPCAST_OPERANDS:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+        b = tl.load(x_ptr + x_offs, mask=mask_l[:, None] & mask_n[None, :] & in_bounds, other=0.0)
+        acc = dot_accumulate(acc, a, b, NUMERICS)
 
     weight_offs = channel * stride_out_c + tap_t * stride_out_t + tap_r * stride_out_r + tap_s * stride_out_s
     out_offs = split.to(tl.int64) * stride_out_split + (out_channel * stride_out_k)[:, None] + weight_offs[None, :]
@@ -269,45 +237,38 @@ def _conv3d_wgrad_partial_kernel(
 def _conv3d_fwd_depthwise_kernel(
     x_ptr, w_ptr, bias_ptr, y_ptr,
     D, H, W, OD, P, Q, K,
-    stride_xn, stride_xc, stride_xd, stride_xh, stride_xw,
-    stride_wk, stride_wt, stride_wr, stride_ws,
-    stride_bias,
-    stride_yn, stride_yk, stride_yd, stride_yh, stride_yw,
-    MULTIPLIER: tl.constexpr, T: tl.constexpr, R: tl.constexpr, S: tl.constexpr,
-    STRIDE_D: tl.constexpr, STRIDE_H: tl.constexpr, STRIDE_W: tl.constexpr,
-    PAD_D: tl.constexpr, PAD_H: tl.constexpr, PAD_W: tl.constexpr,
-    DIL_D: tl.constexpr, DIL_H: tl.constexpr, DIL_W: tl.constexpr,
-    HAS_BIAS: tl.constexpr, INDEX_64: tl.constexpr, ACC_FP64: tl.constexpr,
+    x_strides, w_strides, stride_bias, y_strides,
+    MULTIPLIER: tl.constexpr, GEOMETRY: tl.constexpr, HAS_BIAS: tl.constexpr, NUMERICS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Output row (image, d, h) = program 0, columns BLOCK_M * program 1, channels BLOCK_N *
-    program 2; output channel k reads input channel k // MULTIPLIER."""
+    program 2; output channel k reads input channel k // MULTIPLIER. The weight strides are
+    (k, t, r, s)."""
+    stride_xn, stride_xc, stride_xd, stride_xh, stride_xw = x_strides
+    stride_wk, stride_wt, stride_wr, stride_ws = w_strides
+    INDEX_64: tl.constexpr = NUMERICS.index_64
     row = tl.program_id(0)
-    image = row // (OD * P)
-    out_d = (row // P) % OD
-    out_h = row % P
     out_w = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     out_channel = tl.program_id(2) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_w = out_w < Q
     mask_k = out_channel < K
-    if INDEX_64:
-        image = image.to(tl.int64)
-        out_d = out_d.to(tl.int64)
-        out_h = out_h.to(tl.int64)
-        out_w = out_w.to(tl.int64)
-        out_channel = out_channel.to(tl.int64)
+    image = widen(row // (OD * P), INDEX_64)
+    out_d = widen((row // P) % OD, INDEX_64)
+    out_h = widen(row % P, INDEX_64)
+    out_w = widen(out_w, INDEX_64)
+    out_channel = widen(out_channel, INDEX_64)
     in_channel = out_channel // MULTIPLIER
     x_base = image * stride_xn + (in_channel * stride_xc)[None, :]
     w_base = out_channel * stride_wk
-    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
-    for tap_t in range(T):
-        in_d = out_d * STRIDE_D - PAD_D + tap_t * DIL_D
-        for tap_r in range(R):
-            in_h = out_h * STRIDE_H - PAD_H + tap_r * DIL_H
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, NUMERICS)
+    for tap_t in range(GEOMETRY.t):
+        in_d = out_d * GEOMETRY.stride_d - GEOMETRY.pad_d + tap_t * GEOMETRY.dil_d
+        for tap_r in range(GEOMETRY.r):
+            in_h = out_h * GEOMETRY.stride_h - GEOMETRY.pad_h + tap_r * GEOMETRY.dil_h
             row_inside = (in_d >= 0) & (in_d < D) & (in_h >= 0) & (in_h < H)
-            for tap_s in range(S):
-                in_w = tl.where(row_inside, out_w * STRIDE_W - PAD_W + tap_s * DIL_W, -1)  # -1: outside
-                inside = mask_w & (in_w >= 0) & (in_w < W)
+            for tap_s in range(GEOMETRY.s):
+                in_w = tl.where(row_inside, out_w * GEOMETRY.stride_w - GEOMETRY.pad_w + tap_s * GEOMETRY.dil_w, -1)
+                inside = mask_w & (in_w >= 0) & (in_w < W)  # in_w is -1 (outside) where the row is
                 x_offs = x_base + in_d * stride_xd + in_h * stride_xh + (in_w * stride_xw)[:, None]
                 x = tl.load(x_ptr + x_offs, mask=inside[:, None] & mask_k[None, :], other=0.0)
                 w_offs = w_base + tap_t * stride_wt + tap_r * stride_wr + tap_s * stride_ws
@@ -315,6 +276,7 @@ def _conv3d_fwd_depthwise_kernel(
                 acc += x.to(acc.dtype) * w.to(acc.dtype)[None, :]
     if HAS_BIAS:
         acc += tl.load(bias_ptr + out_channel * stride_bias, mask=mask_k, other=0.0).to(acc.dtype)[None, :]
+    stride_yn, stride_yk, stride_yd, stride_yh, stride_yw = y_strides
     y_offs = (image * stride_yn + out_d * stride_yd + out_h * stride_yh + (out_w * stride_yw)[:, None]
               + (out_channel * stride_yk)[None, :])  # fmt: skip
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_w[:, None] & mask_k[None, :])

@@ -10,76 +10,28 @@ multiplies another group's channels (a block-diagonal tile would).
 import triton
 import triton.language as tl
 
-from .indexing import output_pixels, reduction_taps
-from .tile import store_output
+from .common import dot_accumulate, inside, output_pixels, reduction_taps, row_major_tile, store_output, widen
 
 
 @triton.jit
 def _conv2d_fwd_grouped_tile_kernel(
-    x_ptr,
-    w_ptr,
-    bias_ptr,
-    y_ptr,
-    residual_ptr,
-    z_ptr,
-    N,
-    H,
-    W,
-    P,
-    Q,
-    stride_xn,
-    stride_xc,
-    stride_xh,
-    stride_xw,
-    stride_wk,
-    stride_wc,
-    stride_wr,
-    stride_ws,
-    stride_bias,
-    stride_yn,
-    stride_yk,
-    stride_yp,
-    stride_yq,
-    stride_rn,
-    stride_rk,
-    stride_rp,
-    stride_rq,
-    C_PER_GROUP: tl.constexpr,
-    K_PER_GROUP: tl.constexpr,
-    R: tl.constexpr,
-    S: tl.constexpr,
-    STRIDE_H: tl.constexpr,
-    STRIDE_W: tl.constexpr,
-    PAD_H: tl.constexpr,
-    PAD_W: tl.constexpr,
-    DIL_H: tl.constexpr,
-    DIL_W: tl.constexpr,
-    GROUPS: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    HAS_RESIDUAL: tl.constexpr,
-    ACTIVATION: tl.constexpr,
-    NEGATIVE_SLOPE: tl.constexpr,
-    STORE_PREACTIVATION: tl.constexpr,
-    CHANNELS_INNER: tl.constexpr,
-    INDEX_64: tl.constexpr,
-    ACC_FP64: tl.constexpr,
-    UPCAST_OPERANDS: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    BLOCK_G: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
+    x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
+    N, H, W, P, Q,
+    x_strides, w_strides, stride_bias, y_strides, r_strides,
+    C_PER_GROUP: tl.constexpr, K_PER_GROUP: tl.constexpr, GEOMETRY: tl.constexpr, GROUPS: tl.constexpr,
+    EPILOGUE: tl.constexpr, CHANNELS_INNER: tl.constexpr, NUMERICS: tl.constexpr,
+    BLOCK_G: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
     """A [BLOCK_G, BLOCK_M, BLOCK_N] tile: BLOCK_G groups x BLOCK_M output pixels x BLOCK_N channels
     of each group. The reduction order follows the layout, as in the implicit-GEMM kernel."""
+    stride_xn, stride_xc, stride_xh, stride_xw = x_strides
+    stride_wk, stride_wc, stride_wr, stride_ws = w_strides
+    R: tl.constexpr = GEOMETRY.r
+    S: tl.constexpr = GEOMETRY.s
     GEMM_K: tl.constexpr = C_PER_GROUP * R * S
     pid = tl.program_id(0)
     M = N * P * Q
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(K_PER_GROUP, BLOCK_N)
-    pid_g = pid // (num_pid_m * num_pid_n)
-    pid_m = (pid // num_pid_n) % num_pid_m
-    pid_n = pid % num_pid_n
+    pid_g, pid_m, pid_n = row_major_tile(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(K_PER_GROUP, BLOCK_N))
 
     offs_g = pid_g * BLOCK_G + tl.arange(0, BLOCK_G)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -87,19 +39,16 @@ def _conv2d_fwd_grouped_tile_kernel(
     mask_g = offs_g < GROUPS
     mask_m = offs_m < M
     mask_n = offs_n < K_PER_GROUP
-    image, out_h, out_w = output_pixels(offs_m, P, Q, INDEX_64)
-    first_channel = offs_g * C_PER_GROUP
-    out_channel = offs_g[:, None] * K_PER_GROUP + offs_n[None, :]  # [G, N]
-    if INDEX_64:
-        first_channel = first_channel.to(tl.int64)
-        out_channel = out_channel.to(tl.int64)
-    in_h0 = out_h * STRIDE_H - PAD_H
-    in_w0 = out_w * STRIDE_W - PAD_W
+    image, out_h, out_w = output_pixels(offs_m, P, Q, NUMERICS.index_64)
+    first_channel = widen(offs_g * C_PER_GROUP, NUMERICS.index_64)
+    out_channel = widen(offs_g[:, None] * K_PER_GROUP + offs_n[None, :], NUMERICS.index_64)  # [G, N]
+    in_h0 = out_h * GEOMETRY.stride_h - GEOMETRY.pad_h
+    in_w0 = out_w * GEOMETRY.stride_w - GEOMETRY.pad_w
     x_row = image * stride_xn  # [M]
     mask_gm = mask_g[:, None, None] & mask_m[None, :, None]  # [G, M, 1]
     mask_gn = mask_g[:, None, None] & mask_n[None, None, :]  # [G, 1, N]
 
-    if ACC_FP64:
+    if NUMERICS.acc_fp64:
         acc = tl.zeros((BLOCK_G, BLOCK_M, BLOCK_N), dtype=tl.float64)
     else:
         acc = tl.zeros((BLOCK_G, BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -107,9 +56,9 @@ def _conv2d_fwd_grouped_tile_kernel(
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < GEMM_K
         channel, tap_r, tap_s = reduction_taps(offs_k, C_PER_GROUP, R, S, CHANNELS_INNER)
-        in_h = in_h0[:, None] + (tap_r * DIL_H)[None, :]  # [M, K]
-        in_w = in_w0[:, None] + (tap_s * DIL_W)[None, :]
-        in_bounds = mask_k[None, :] & (in_h >= 0) & (in_h < H) & (in_w >= 0) & (in_w < W)
+        in_h = in_h0[:, None] + (tap_r * GEOMETRY.dil_h)[None, :]  # [M, K]
+        in_w = in_w0[:, None] + (tap_s * GEOMETRY.dil_w)[None, :]
+        in_bounds = inside(mask_k[None, :], in_h, in_w, H, W)
         pixel_offs = x_row[:, None] + in_h * stride_xh + in_w * stride_xw  # [M, K]
         in_channel = first_channel[:, None] + channel[None, :]  # [G, K]
         x_offs = pixel_offs[None, :, :] + (in_channel * stride_xc)[:, None, :]
@@ -118,18 +67,15 @@ def _conv2d_fwd_grouped_tile_kernel(
             None, :, None
         ]
         b = tl.load(w_ptr + w_offs, mask=mask_gn & mask_k[None, :, None], other=0.0)
-        if UPCAST_OPERANDS:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+        acc = dot_accumulate(acc, a, b, NUMERICS)
 
-    if HAS_BIAS:
+    if EPILOGUE.has_bias:
         bias = tl.load(bias_ptr + out_channel * stride_bias, mask=mask_g[:, None] & mask_n[None, :], other=0.0)
         acc += bias.to(acc.dtype)[:, None, :]
+    stride_yn, stride_yk, stride_yp, stride_yq = y_strides
+    stride_rn, stride_rk, stride_rp, stride_rq = r_strides
     y_row = image * stride_yn + out_h * stride_yp + out_w * stride_yq  # [M]
     y_offs = y_row[None, :, None] + (out_channel * stride_yk)[:, None, :]
     r_row = image * stride_rn + out_h * stride_rp + out_w * stride_rq
     r_offs = r_row[None, :, None] + (out_channel * stride_rk)[:, None, :]
-    mask_y = mask_gm & mask_n[None, None, :]
-    store_output(acc, y_ptr, y_offs, mask_y, residual_ptr, r_offs, z_ptr,
-                 HAS_RESIDUAL, STORE_PREACTIVATION, ACTIVATION, NEGATIVE_SLOPE)  # fmt: skip
+    store_output(acc, y_ptr, y_offs, mask_gm & mask_n[None, None, :], residual_ptr, r_offs, z_ptr, EPILOGUE)

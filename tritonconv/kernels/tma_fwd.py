@@ -19,56 +19,22 @@ box [BLOCK_K, 1, BLOCK_N] at (k0, tap, c0) is then already the [reduction, outpu
 import triton
 import triton.language as tl
 
-from .indexing import swizzled_tile
-from .tile import store_output, zero_accumulator
+from .common import dot_accumulate, finish_pixel_tile, swizzled_tile, widen, zero_accumulator
 
 
 @triton.jit
 def _conv2d_fwd_tma_kernel(
-    x_desc,
-    w_desc,
-    bias_ptr,
-    y_ptr,
-    residual_ptr,
-    z_ptr,
-    N,
-    P,
-    Q,
-    K,
-    stride_bias,
-    stride_yn,
-    stride_yk,
-    stride_yp,
-    stride_yq,
-    stride_rn,
-    stride_rk,
-    stride_rp,
-    stride_rq,
+    x_desc, w_desc, bias_ptr, y_ptr, residual_ptr, z_ptr,
+    N, P, Q, K,
+    stride_bias, y_strides, r_strides,
     C: tl.constexpr,  # the reduction's channels: the input's (forward) or dY's (TRANSPOSED)
-    R: tl.constexpr,
-    S: tl.constexpr,
-    PAD_H: tl.constexpr,
-    PAD_W: tl.constexpr,
-    DIL_H: tl.constexpr,
-    DIL_W: tl.constexpr,
-    TRANSPOSED: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    HAS_RESIDUAL: tl.constexpr,
-    ACTIVATION: tl.constexpr,
-    NEGATIVE_SLOPE: tl.constexpr,
-    STORE_PREACTIVATION: tl.constexpr,
-    INDEX_64: tl.constexpr,
-    ACC_FP64: tl.constexpr,
-    UPCAST_OPERANDS: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-    BLOCK_Q: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    GEOMETRY: tl.constexpr, TRANSPOSED: tl.constexpr, EPILOGUE: tl.constexpr, NUMERICS: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
-):
+):  # fmt: skip
     """One box of BLOCK_P x BLOCK_Q output pixels of one image by BLOCK_N output channels (P, Q and K
-    are the output's: dX's H, W and C when TRANSPOSED)."""
+    are the output's: dX's H, W and C when TRANSPOSED). GEOMETRY's stride is 1."""
+    S: tl.constexpr = GEOMETRY.s
     BLOCK_M: tl.constexpr = BLOCK_P * BLOCK_Q
     CHANNEL_STEPS: tl.constexpr = (C + BLOCK_K - 1) // BLOCK_K
     pid = tl.program_id(0)
@@ -81,23 +47,20 @@ def _conv2d_fwd_tma_kernel(
     q0 = (box % tiles_q) * BLOCK_Q
     n0 = pid_n * BLOCK_N
 
-    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
-    for step in range(0, R * S * CHANNEL_STEPS):
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, NUMERICS)
+    for step in range(0, GEOMETRY.r * S * CHANNEL_STEPS):
         tap = step // CHANNEL_STEPS
         c0 = (step % CHANNEL_STEPS) * BLOCK_K
         if TRANSPOSED:
-            h0 = p0 + PAD_H - (tap // S) * DIL_H
-            w0 = q0 + PAD_W - (tap % S) * DIL_W
+            h0 = p0 + GEOMETRY.pad_h - (tap // S) * GEOMETRY.dil_h
+            w0 = q0 + GEOMETRY.pad_w - (tap % S) * GEOMETRY.dil_w
             b = w_desc.load([c0, tap, n0]).reshape(BLOCK_K, BLOCK_N)
         else:
-            h0 = p0 + (tap // S) * DIL_H - PAD_H
-            w0 = q0 + (tap % S) * DIL_W - PAD_W
+            h0 = p0 + (tap // S) * GEOMETRY.dil_h - GEOMETRY.pad_h
+            w0 = q0 + (tap % S) * GEOMETRY.dil_w - GEOMETRY.pad_w
             b = w_desc.load([n0, tap, c0]).reshape(BLOCK_N, BLOCK_K).T
         a = x_desc.load([image, h0, w0, c0]).reshape(BLOCK_M, BLOCK_K)
-        if UPCAST_OPERANDS:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+        acc = dot_accumulate(acc, a, b, NUMERICS)
 
     offs_m = tl.arange(0, BLOCK_M)
     out_h = p0 + offs_m // BLOCK_Q
@@ -105,15 +68,8 @@ def _conv2d_fwd_tma_kernel(
     out_channel = n0 + tl.arange(0, BLOCK_N)
     mask_m = (out_h < P) & (out_w < Q)
     mask_n = out_channel < K
-    if INDEX_64:
-        image = image.to(tl.int64)
-        out_h = out_h.to(tl.int64)
-        out_channel = out_channel.to(tl.int64)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + out_channel * stride_bias, mask=mask_n, other=0.0)
-        acc += bias.to(acc.dtype)[None, :]
-    y_offs = (image * stride_yn + out_h * stride_yp + out_w * stride_yq)[:, None] + (out_channel * stride_yk)[None, :]
-    r_offs = (image * stride_rn + out_h * stride_rp + out_w * stride_rq)[:, None] + (out_channel * stride_rk)[None, :]
-    mask_y = mask_m[:, None] & mask_n[None, :]
-    store_output(acc, y_ptr, y_offs, mask_y, residual_ptr, r_offs, z_ptr,
-                 HAS_RESIDUAL, STORE_PREACTIVATION, ACTIVATION, NEGATIVE_SLOPE)  # fmt: skip
+    image = widen(image, NUMERICS.index_64)
+    out_h = widen(out_h, NUMERICS.index_64)
+    out_channel = widen(out_channel, NUMERICS.index_64)
+    finish_pixel_tile(acc, image, out_h, out_w, out_channel, mask_m, mask_n,
+                      bias_ptr, stride_bias, y_ptr, y_strides, residual_ptr, r_strides, z_ptr, EPILOGUE)  # fmt: skip

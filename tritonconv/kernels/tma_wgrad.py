@@ -20,61 +20,37 @@ ordered sum finishes. dY is then read once for both gradients, and no third kern
 import triton
 import triton.language as tl
 
-from .tile import zero_accumulator
+from .common import dot_accumulate, zero_accumulator
 
 
 @triton.jit
 def _conv2d_wgrad_tma_kernel(
-    x_desc,
-    dy_desc,
-    out_ptr,
-    bias_ptr,
-    P,
-    Q,
-    BOXES,
-    CHUNK,
-    stride_out_split,
-    stride_out_k,
-    stride_out_c,
-    stride_out_r,
-    stride_out_s,
-    bias_offset,
-    stride_bias_split,
-    stride_bias,
-    K: tl.constexpr,
-    C: tl.constexpr,
-    R: tl.constexpr,
-    S: tl.constexpr,
-    PAD_H: tl.constexpr,
-    PAD_W: tl.constexpr,
-    DIL_H: tl.constexpr,
-    DIL_W: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    ACC_FP64: tl.constexpr,
-    UPCAST_OPERANDS: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-    BLOCK_Q: tl.constexpr,
-):
+    x_desc, dy_desc, out_ptr, bias_ptr,
+    P, Q, BOXES, CHUNK,
+    out_strides, bias_offset, stride_bias_split, stride_bias,
+    K: tl.constexpr, C: tl.constexpr, GEOMETRY: tl.constexpr, HAS_BIAS: tl.constexpr, NUMERICS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_Q: tl.constexpr,
+):  # fmt: skip
     """dW[k0:k0+BLOCK_M, c0:c0+BLOCK_N, r, s] summed over boxes [chunk*CHUNK, +CHUNK) of BOXES (and,
-    with HAS_BIAS, db[k0:k0+BLOCK_M] by the programs of tap 0 and C block 0)."""
+    with HAS_BIAS, db[k0:k0+BLOCK_M] by the programs of tap 0 and C block 0). `out_strides` are
+    (split, k, c, r, s); GEOMETRY's stride is 1."""
+    stride_out_split, stride_out_k, stride_out_c, stride_out_r, stride_out_s = out_strides
+    S: tl.constexpr = GEOMETRY.s
     PIXELS: tl.constexpr = BLOCK_P * BLOCK_Q
     TILES_C: tl.constexpr = (C + BLOCK_N - 1) // BLOCK_N
     pid = tl.program_id(0)
     chunk = tl.program_id(1)
     tile_c = pid % TILES_C
-    tap = (pid // TILES_C) % (R * S)
-    tile_k = pid // (TILES_C * R * S)
+    tap = (pid // TILES_C) % (GEOMETRY.r * S)
+    tile_k = pid // (TILES_C * GEOMETRY.r * S)
     k0 = tile_k * BLOCK_M
     c0 = tile_c * BLOCK_N
-    shift_h = (tap // S) * DIL_H - PAD_H
-    shift_w = (tap % S) * DIL_W - PAD_W
+    shift_h = (tap // S) * GEOMETRY.dil_h - GEOMETRY.pad_h
+    shift_w = (tap % S) * GEOMETRY.dil_w - GEOMETRY.pad_w
     tiles_q = tl.cdiv(Q, BLOCK_Q)
     boxes_per_image = tl.cdiv(P, BLOCK_P) * tiles_q
 
-    acc = zero_accumulator(BLOCK_M, BLOCK_N, ACC_FP64)
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, NUMERICS)
     sums_bias = (tap == 0) & (tile_c == 0)
     bias_acc = tl.zeros([BLOCK_M], dtype=acc.dtype)
     first = chunk * CHUNK
@@ -87,10 +63,7 @@ def _conv2d_wgrad_tma_kernel(
         if HAS_BIAS:  # noqa: SIM102 - the constexpr test alone removes the branch at compile time
             if sums_bias:
                 bias_acc += tl.sum(a.to(acc.dtype), axis=1)
-        if UPCAST_OPERANDS:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+        acc = dot_accumulate(acc, a, b, NUMERICS)
 
     offs_k = k0 + tl.arange(0, BLOCK_M)
     offs_c = c0 + tl.arange(0, BLOCK_N)

@@ -17,15 +17,9 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ..frontend import transposed
-from ..frontend.functional import (
-    as_conv2d,
-    autocast,
-    autocast_dtype_for,
-    conv1d_problem,
-    torch_computes,
-)
+from ..frontend.functional import as_conv2d, autocast, autocast_dtype_for, torch_computes
 from ..frontend.transposed import TORCH_CONV_TRANSPOSE1D, TORCH_CONV_TRANSPOSE2D, TORCH_CONV_TRANSPOSE3D
-from ..problem.arithmetic import ConvProblem, problem_from_tensors
+from ..problem.arithmetic import ConvProblem, conv1d_problem, problem_from_tensors
 from ..problem.planar import volume_problem
 from ..problem.torch_reference import TORCH_CONV1D, TORCH_CONV2D, TORCH_CONV3D
 from ..tuning.distributed import Shard
@@ -64,7 +58,7 @@ def _problem_of_call(func: object, *args, **kwargs) -> ConvProblem:
     if func is TORCH_CONV2D:
         return problem_from_tensors(input, weight, bias, *geometry)
     input, weight, geometry = as_conv2d(input, weight, *geometry)
-    return conv1d_problem(input, weight, bias, geometry)
+    return conv1d_problem(input, weight, bias, *geometry)
 
 
 def record_problems(model: Callable, *example_inputs, **example_kwargs) -> list[ConvProblem]:

@@ -1,14 +1,18 @@
-"""What every launcher shares: the per-launch flags and the 32/64-bit indexing decisions."""
+"""What every launcher shares: the per-launch flags and the 32/64-bit indexing decisions, the kernels' grouped
+constexprs built from a problem, and what a forward variant's `prepare` takes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
+from ..kernels.constexprs import EpilogueFlags, Geometry, Geometry3d, Numerics
 from ..problem.arithmetic import ConvProblem
+from ..problem.config import KernelConfig
 from ..problem.runtime import fp32_dot_precision, is_interpreted
-from .epilogue import Epilogue
+from .epilogue import Epilogue, slope_constant
 
 INT32_LIMIT = 2**31 - 1
 
@@ -35,13 +39,30 @@ class LaunchFlags:
             channels_inner=channels_inner,
         )
 
-    def numeric_kwargs(self) -> dict[str, bool | str]:
-        """The accumulate/upcast/precision constexprs every tl.dot kernel takes."""
-        return {
-            "ACC_FP64": self.acc_fp64,
-            "UPCAST_OPERANDS": self.upcast_operands,
-            "DOT_PRECISION": self.dot_precision,
-        }
+    @property
+    def numerics(self) -> Numerics:
+        """The NUMERICS constexpr of a tl.dot kernel."""
+        return Numerics(self.index_64, self.acc_fp64, self.upcast_operands, self.dot_precision)
+
+
+def elementwise_numerics(index_64: bool, dtype: torch.dtype) -> Numerics:
+    """NUMERICS for a kernel without tl.dot: the upcast and the dot precision fixed, so torch's TF32
+    switch does not compile it twice."""
+    return Numerics(index_64, dtype == torch.float64, False, "ieee")
+
+
+class ForwardChunk(NamedTuple):
+    """What a forward variant's `prepare` takes: one batch chunk's tensors (4-D, read and written
+    through their strides), the problem and config, the call's flags and its epilogue."""
+
+    x: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    y: torch.Tensor
+    problem: ConvProblem
+    config: KernelConfig
+    flags: LaunchFlags
+    epilogue: Epilogue
 
 
 def max_element_offset(tensor: torch.Tensor) -> int:
@@ -69,35 +90,38 @@ def dot_precision(dtype: torch.dtype) -> str:
     return fp32_dot_precision() if dtype == torch.float32 else "ieee"
 
 
-def geometry_kwargs(problem: ConvProblem) -> dict[str, int]:
-    """Kernel size, stride, leading padding and dilation as the kernels' constexpr keywords."""
-    return {"STRIDE_H": problem.stride[0], "STRIDE_W": problem.stride[1], **tap_kwargs(problem)}
+def geometry(problem: ConvProblem) -> Geometry:
+    """The GEOMETRY constexpr of a 2-D problem: kernel size, stride, leading padding, dilation."""
+    return Geometry(problem.r, problem.s, *problem.stride, *problem.padding, *problem.dilation)
 
 
-def tap_kwargs(problem: ConvProblem) -> dict[str, int]:
-    """Kernel size, leading padding and dilation: where each tap reads (the stride-1 kernels' geometry)."""
-    return {
-        "R": problem.r,
-        "S": problem.s,
-        "PAD_H": problem.padding[0],
-        "PAD_W": problem.padding[1],
-        "DIL_H": problem.dilation[0],
-        "DIL_W": problem.dilation[1],
-    }
+def geometry_3d(problem: ConvProblem) -> Geometry3d:
+    """The GEOMETRY constexpr of a 3-D problem, depth first on every axis."""
+    depth = problem.depth
+    pad_h, pad_w = problem.padding[:2]
+    return Geometry3d(depth.kernel, problem.r, problem.s, depth.stride, *problem.stride,
+                      depth.padding, pad_h, pad_w, depth.dilation, *problem.dilation)  # fmt: skip
 
 
 def forward_strides(
     x: torch.Tensor, weight_strides: tuple[int, ...], bias: torch.Tensor | None, y: torch.Tensor, epilogue: Epilogue
-) -> tuple[int, ...]:
-    """The stride arguments every forward kernel takes, in their order: input, the weight strides
-    the kernel reads, bias (0 without one), output, residual (zeros without one)."""
+) -> tuple[object, ...]:
+    """The stride arguments every forward kernel takes, in their order: the input's, the weight
+    strides the kernel reads, the bias's (0 without one), the output's, the residual's (zeros
+    without one)."""
     bias_stride = 0 if bias is None else bias.stride(0)
-    return (*x.stride(), *weight_strides, bias_stride, *y.stride(), *epilogue.residual_strides())
+    return x.stride(), tuple(weight_strides), bias_stride, y.stride(), epilogue.residual_strides()
 
 
-def forward_constexprs(bias: torch.Tensor | None, epilogue: Epilogue) -> dict[str, object]:
-    """The bias and epilogue switches every forward kernel takes."""
-    return {"HAS_BIAS": bias is not None, **epilogue.kwargs()}
+def epilogue_flags(bias: torch.Tensor | None, epilogue: Epilogue) -> EpilogueFlags:
+    """The EPILOGUE constexpr every forward kernel takes."""
+    return EpilogueFlags(
+        has_bias=bias is not None,
+        has_residual=epilogue.residual is not None,
+        activation=epilogue.activation,
+        negative_slope=slope_constant(epilogue.activation, epilogue.negative_slope),
+        store_preactivation=epilogue.preactivation is not None,
+    )
 
 
 def forward_pointers(

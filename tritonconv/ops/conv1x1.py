@@ -9,10 +9,8 @@ import triton
 
 from ..kernels import _conv2d_fwd_1x1_kernel
 from ..problem.arithmetic import ConvProblem
-from ..problem.config import KernelConfig
-from .common import LaunchFlags, forward_constexprs, forward_strides
+from .common import ForwardChunk, epilogue_flags, forward_strides
 from .descriptors import TensorDescriptor, aligned, dense_nhwc, descriptors_usable, rebased
-from .epilogue import Epilogue
 from .launch import KernelLaunch
 
 KERNEL = _conv2d_fwd_1x1_kernel
@@ -32,18 +30,10 @@ def gemm_views(
     return views if aligned(*views) else None
 
 
-def prepare(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    y: torch.Tensor,
-    problem: ConvProblem,
-    config: KernelConfig,
-    flags: LaunchFlags,
-    epilogue: Epilogue,
-) -> Callable[..., None]:
+def prepare(chunk: ForwardChunk) -> Callable[..., None]:
     """The launch, taking (x, weight, bias, y, residual, z); through tensor descriptors when
     `gemm_views` allows, built per call over the same matrices (only their base pointers change)."""
+    x, weight, bias, y, problem, config, flags, epilogue = chunk
     m = x.shape[0] * problem.p * problem.q
     views = None if epilogue.reads_or_writes_extra else gemm_views(x, weight, y, problem)
     launch = KernelLaunch(
@@ -55,10 +45,9 @@ def prepare(
             "C": problem.c,
             "STRIDE_H": problem.stride[0],
             "STRIDE_W": problem.stride[1],
-            **forward_constexprs(bias, epilogue),
+            "EPILOGUE": epilogue_flags(bias, epilogue),
             "USE_DESCRIPTORS": views is not None,
-            "INDEX_64": flags.index_64,
-            **flags.numeric_kwargs(),
+            "NUMERICS": flags.numerics,
             **config.gemm_kwargs(),
         },
     )  # fmt: skip

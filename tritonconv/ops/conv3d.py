@@ -22,23 +22,12 @@ from ..kernels import (
 )
 from ..problem.arithmetic import ConvProblem, is_channels_last_like
 from ..problem.config import KernelConfig
-from .common import INT32_LIMIT, LaunchFlags, needs_int64
+from .common import INT32_LIMIT, LaunchFlags, elementwise_numerics, geometry_3d, needs_int64
 from .epilogue import Epilogue
 from .launch import KernelLaunch
 from .wgrad import split_or_direct, split_reduction
 
 FORWARD_KERNEL = _conv3d_fwd_kernel
-
-
-def geometry_kwargs_3d(problem: ConvProblem) -> dict[str, int]:
-    """Kernel depth, stride, leading padding and dilation on all three axes, as constexprs."""
-    depth = problem.depth
-    return {
-        "T": depth.kernel, "R": problem.r, "S": problem.s,
-        "STRIDE_D": depth.stride, "STRIDE_H": problem.stride[0], "STRIDE_W": problem.stride[1],
-        "PAD_D": depth.padding, "PAD_H": problem.padding[0], "PAD_W": problem.padding[1],
-        "DIL_D": depth.dilation, "DIL_H": problem.dilation[0], "DIL_W": problem.dilation[1],
-    }  # fmt: skip
 
 
 def _flags(kernel: object, rows: int, *tensors: torch.Tensor) -> LaunchFlags:
@@ -74,15 +63,14 @@ def prepare_forward(
         FORWARD_KERNEL,
         (problem.groups * tiles,),
         (problem.n, problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.k_per_group,
-         *x.stride(), *weight.stride(), 0 if bias is None else bias.stride(0), *y.stride()),
+         x.stride(), weight.stride(), 0 if bias is None else bias.stride(0), y.stride()),
         {
             "C_PER_GROUP": problem.c_per_group,
-            **geometry_kwargs_3d(problem),
+            "GEOMETRY": geometry_3d(problem),
             "GROUPS": problem.groups,
             "HAS_BIAS": bias is not None,
             "CHANNELS_INNER": flags.channels_inner,
-            "INDEX_64": flags.index_64,
-            **flags.numeric_kwargs(),
+            "NUMERICS": flags.numerics,
             **config.gemm_kwargs(),
         },
     )  # fmt: skip
@@ -104,13 +92,12 @@ def prepare_depthwise_forward(
         _conv3d_fwd_depthwise_kernel,
         (rows, triton.cdiv(problem.q, config.block_m), triton.cdiv(problem.k, config.block_n)),
         (problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.k,
-         *x.stride(), weight.stride(0), *weight.stride()[2:], 0 if bias is None else bias.stride(0), *y.stride()),
+         x.stride(), (weight.stride(0), *weight.stride()[2:]), 0 if bias is None else bias.stride(0), y.stride()),
         {
             "MULTIPLIER": problem.k_per_group,
-            **geometry_kwargs_3d(problem),
+            "GEOMETRY": geometry_3d(problem),
             "HAS_BIAS": bias is not None,
-            "INDEX_64": flags.index_64,
-            "ACC_FP64": flags.acc_fp64,
+            "NUMERICS": elementwise_numerics(flags.index_64, x.dtype),
             "BLOCK_M": config.block_m,
             "BLOCK_N": config.block_n,
             "num_warps": config.num_warps,
@@ -133,14 +120,13 @@ def prepare_dgrad(
         _conv3d_dgrad_kernel,
         (problem.groups * tiles,),
         (problem.n, problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.c_per_group,
-         *grad_output.stride(), *weight.stride(), *grad_input.stride()),
+         grad_output.stride(), weight.stride(), grad_input.stride()),
         {
             "K_PER_GROUP": problem.k_per_group,
-            **geometry_kwargs_3d(problem),
+            "GEOMETRY": geometry_3d(problem),
             "GROUPS": problem.groups,
             "CHANNELS_INNER": flags.channels_inner,
-            "INDEX_64": flags.index_64,
-            **flags.numeric_kwargs(),
+            "NUMERICS": flags.numerics,
             **config.gemm_kwargs(),
         },
     )  # fmt: skip
@@ -163,15 +149,13 @@ def prepare_wgrad(
             _conv3d_wgrad_partial_kernel,
             (problem.groups * tiles, split),
             (problem.n, problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.k_per_group, chunk,
-             *input.stride(), *grad_output.stride(), split_stride, k_stride, c_stride, t_stride, tr_stride,
-             s_stride),
+             input.stride(), grad_output.stride(), (split_stride, k_stride, c_stride, t_stride, tr_stride, s_stride)),
             {
                 "C_PER_GROUP": problem.c_per_group,
-                **geometry_kwargs_3d(problem),
+                "GEOMETRY": geometry_3d(problem),
                 "GROUPS": problem.groups,
                 "CHANNELS_INNER": flags.channels_inner,
-                "INDEX_64": flags.index_64,
-                **flags.numeric_kwargs(),
+                "NUMERICS": flags.numerics,
                 "BLOCK_M": config.block_m,
                 "BLOCK_N": config.block_n,
                 "BLOCK_K": config.block_k,

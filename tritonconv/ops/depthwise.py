@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 
 from ..kernels import _conv2d_fwd_depthwise_kernel
 from ..problem.arithmetic import ConvProblem
-from ..problem.config import KernelConfig
-from .common import LaunchFlags, forward_constexprs, forward_strides, geometry_kwargs
-from .epilogue import Epilogue
+from .common import ForwardChunk, elementwise_numerics, epilogue_flags, forward_strides, geometry
 from .launch import KernelLaunch
 
 KERNEL = _conv2d_fwd_depthwise_kernel
@@ -22,19 +19,10 @@ def halo_width(problem: ConvProblem, block_m: int) -> int:
     return triton.next_power_of_2((block_m - 1) * problem.stride[1] + (problem.s - 1) * problem.dilation[1] + 1)
 
 
-def prepare(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    y: torch.Tensor,
-    problem: ConvProblem,
-    config: KernelConfig,
-    flags: LaunchFlags,
-    epilogue: Epilogue,
-    flip_taps: bool = False,
-) -> KernelLaunch:
+def prepare(chunk: ForwardChunk, flip_taps: bool = False) -> KernelLaunch:
     """One program per (output row, column block, channel block); no batch limit beyond the grid's.
     `flip_taps` reads the weight spatially flipped (the input gradient's route), with no copy."""
+    x, weight, bias, y, problem, config, flags, epilogue = chunk
     if config.halo_in_registers and not HAS_GATHER:
         raise RuntimeError("halo_in_registers needs tl.gather (Triton >= 3.3); use halo_in_registers=False")
     return KernelLaunch(
@@ -44,13 +32,12 @@ def prepare(
          *forward_strides(x, (weight.stride(0), weight.stride(2), weight.stride(3)), bias, y, epilogue)),
         {
             "MULTIPLIER": problem.k_per_group,
-            **geometry_kwargs(problem),
-            **forward_constexprs(bias, epilogue),
+            "GEOMETRY": geometry(problem),
+            "EPILOGUE": epilogue_flags(bias, epilogue),
             "FLIP_TAPS": flip_taps,
             "HALO_IN_REGISTERS": config.halo_in_registers,
             "HALO_W": halo_width(problem, config.block_m),
-            "INDEX_64": flags.index_64,
-            "ACC_FP64": flags.acc_fp64,
+            "NUMERICS": elementwise_numerics(flags.index_64, x.dtype),
             "BLOCK_M": config.block_m,
             "BLOCK_N": config.block_n,
             **config.options(),

@@ -22,7 +22,7 @@ from ..problem.arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, dgrad_a
 from ..problem.arithmetic import is_channels_last_like as channels_last
 from ..problem.config import KernelConfig
 from . import conv1x1, depthwise
-from .common import LaunchFlags, geometry_kwargs, needs_int64
+from .common import LaunchFlags, geometry, needs_int64
 from .forward import prepare_forward
 from .launch import KernelLaunch
 
@@ -62,14 +62,13 @@ def _prepare_general(
         kernel,
         (problem.groups * tiles, phases),
         (problem.n, problem.h, problem.w, problem.p, problem.q, problem.c_per_group,
-         *grad_output.stride(), *weight.stride(), *grad_input.stride()),
+         grad_output.stride(), weight.stride(), grad_input.stride()),
         {
             "K_PER_GROUP": problem.k_per_group,
-            **geometry_kwargs(problem),
+            "GEOMETRY": geometry(problem),
             "GROUPS": problem.groups,
-            "INDEX_64": flags.index_64,
             **layout,
-            **flags.numeric_kwargs(),
+            "NUMERICS": flags.numerics,
             **config.gemm_kwargs(),
         },
     )  # fmt: skip

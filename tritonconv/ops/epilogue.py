@@ -30,15 +30,7 @@ class Epilogue:
         return tuple(t for t in (self.residual, self.preactivation) if t is not None)
 
     def residual_strides(self) -> tuple[int, ...]:
-        return (0, 0, 0, 0) if self.residual is None else self.residual.stride()
-
-    def kwargs(self) -> dict[str, object]:
-        return {
-            "HAS_RESIDUAL": self.residual is not None,
-            "ACTIVATION": self.activation,
-            "NEGATIVE_SLOPE": slope_constant(self.activation, self.negative_slope),
-            "STORE_PREACTIVATION": self.preactivation is not None,
-        }
+        return (0, 0, 0, 0) if self.residual is None else tuple(self.residual.stride())
 
     def chunk(self, start: int, stop: int) -> Epilogue:
         """The epilogue of the batch images [start, stop)."""

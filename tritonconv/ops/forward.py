@@ -15,7 +15,7 @@ import torch
 from ..problem.arithmetic import ConvProblem, is_channels_last_like
 from ..problem.config import KernelConfig
 from . import implicit_gemm
-from .common import LaunchFlags, batch_chunks, forward_pointers, needs_int64
+from .common import ForwardChunk, LaunchFlags, batch_chunks, forward_pointers, needs_int64
 from .epilogue import NO_EPILOGUE, Epilogue
 
 ForwardRun = Callable[..., None]
@@ -40,15 +40,15 @@ def prepare_forward(
     )
     chunks = batch_chunks(problem.n, problem.p * problem.q, config.block_m)
     if len(chunks) == 1:  # the usual case: no views to build
-        launch = prepare_variant(x, weight, bias, y, problem, config, flags, epilogue, **variant_options)
+        launch = prepare_variant(ForwardChunk(x, weight, bias, y, problem, config, flags, epilogue), **variant_options)
 
         def run(x, weight, bias, y, residual=None, preactivation=None) -> None:
             launch(*forward_pointers(x, weight, bias, y, residual, preactivation))
 
         return run
     launches = [
-        (start, stop, prepare_variant(x[start:stop], weight, bias, y[start:stop], problem, config, flags,
-                                      epilogue.chunk(start, stop), **variant_options))
+        (start, stop, prepare_variant(ForwardChunk(x[start:stop], weight, bias, y[start:stop], problem, config, flags,
+                                                   epilogue.chunk(start, stop)), **variant_options))
         for start, stop in chunks
     ]  # fmt: skip
 

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import torch
 import triton
 
 from ..kernels import _conv2d_fwd_grouped_tile_kernel
-from ..problem.arithmetic import ConvProblem
-from ..problem.config import KernelConfig
-from .common import LaunchFlags, forward_constexprs, forward_strides, geometry_kwargs
-from .epilogue import Epilogue
+from .common import ForwardChunk, epilogue_flags, forward_strides, geometry
 from .launch import KernelLaunch
 
 KERNEL = _conv2d_fwd_grouped_tile_kernel
 
 
-def prepare(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    y: torch.Tensor,
-    problem: ConvProblem,
-    config: KernelConfig,
-    flags: LaunchFlags,
-    epilogue: Epilogue,
-) -> KernelLaunch:
+def prepare(chunk: ForwardChunk) -> KernelLaunch:
+    x, weight, bias, y, problem, config, flags, epilogue = chunk
     m = x.shape[0] * problem.p * problem.q
     programs = (
         triton.cdiv(problem.groups, config.block_g)
@@ -45,12 +33,11 @@ def prepare(
         {
             "C_PER_GROUP": problem.c_per_group,
             "K_PER_GROUP": problem.k_per_group,
-            **geometry_kwargs(problem),
+            "GEOMETRY": geometry(problem),
             "GROUPS": problem.groups,
-            **forward_constexprs(bias, epilogue),
+            "EPILOGUE": epilogue_flags(bias, epilogue),
             "CHANNELS_INNER": flags.channels_inner,
-            "INDEX_64": flags.index_64,
-            **flags.numeric_kwargs(),
+            "NUMERICS": flags.numerics,
             "BLOCK_G": config.block_g,
             "BLOCK_M": config.block_m,
             "BLOCK_N": config.block_n,

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import torch
 import triton
 
 from ..kernels import _conv2d_fwd_implicit_gemm_kernel
-from ..problem.arithmetic import ConvProblem
-from ..problem.config import KernelConfig
-from .common import LaunchFlags, forward_constexprs, forward_strides, geometry_kwargs
-from .epilogue import Epilogue
+from .common import ForwardChunk, epilogue_flags, forward_strides, geometry
 from .launch import KernelLaunch
 
 KERNEL = _conv2d_fwd_implicit_gemm_kernel
 
 
-def prepare(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    y: torch.Tensor,
-    problem: ConvProblem,
-    config: KernelConfig,
-    flags: LaunchFlags,
-    epilogue: Epilogue,
-) -> KernelLaunch:
+def prepare(chunk: ForwardChunk) -> KernelLaunch:
+    x, weight, bias, y, problem, config, flags, epilogue = chunk
     m = x.shape[0] * problem.p * problem.q
     tiles = triton.cdiv(m, config.block_m) * triton.cdiv(problem.k_per_group, config.block_n)
     return KernelLaunch(
@@ -34,12 +22,11 @@ def prepare(
          *forward_strides(x, weight.stride(), bias, y, epilogue)),
         {
             "C_PER_GROUP": problem.c_per_group,
-            **geometry_kwargs(problem),
+            "GEOMETRY": geometry(problem),
             "GROUPS": problem.groups,
-            **forward_constexprs(bias, epilogue),
+            "EPILOGUE": epilogue_flags(bias, epilogue),
             "CHANNELS_INNER": flags.channels_inner,
-            "INDEX_64": flags.index_64,
-            **flags.numeric_kwargs(),
+            "NUMERICS": flags.numerics,
             **config.gemm_kwargs(),
         },
     )  # fmt: skip

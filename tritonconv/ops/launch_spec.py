@@ -37,6 +37,8 @@ def compile_key(spec: LaunchSpec) -> tuple:
 
 
 def _scalar_class(value: object) -> object:
+    if isinstance(value, tuple):  # a stride tuple: Triton specialises each element
+        return tuple(_scalar_class(element) for element in value)
     if isinstance(value, bool) or not isinstance(value, int):
         return type(value).__name__ if not isinstance(value, bool) else value
     bits = 32 if -(2**31) <= value < 2**31 else 64

@@ -19,7 +19,7 @@ from ..kernels import _conv2d_fwd_tma_kernel, _conv2d_wgrad_tma_kernel
 from ..problem.arithmetic import ConvProblem
 from ..problem.config import KernelConfig
 from . import dgrad, implicit_gemm, wgrad
-from .common import LaunchFlags, forward_constexprs, needs_int64, tap_kwargs
+from .common import ForwardChunk, LaunchFlags, epilogue_flags, geometry, needs_int64
 from .descriptors import TensorDescriptor, aligned, dense_nhwc, descriptors_usable, rebased
 from .epilogue import NO_EPILOGUE, Epilogue
 from .launch import KernelLaunch
@@ -77,14 +77,13 @@ def _descriptor_launch(
     launch = KernelLaunch(
         KERNEL,
         (boxes * triton.cdiv(channels, config.block_n),),
-        (n, p, q, channels, 0 if bias is None else bias.stride(0), *output.stride(), *epilogue.residual_strides()),
+        (n, p, q, channels, 0 if bias is None else bias.stride(0), output.stride(), epilogue.residual_strides()),
         {
             "C": source_view.shape[-1],
-            **tap_kwargs(problem),
+            "GEOMETRY": geometry(problem),
             "TRANSPOSED": transposed,
-            **forward_constexprs(bias, epilogue),
-            "INDEX_64": flags.index_64,
-            **flags.numeric_kwargs(),
+            "EPILOGUE": epilogue_flags(bias, epilogue),
+            "NUMERICS": flags.numerics,
             "BLOCK_P": block_p,
             "BLOCK_Q": block_q,
             "BLOCK_N": config.block_n,
@@ -96,20 +95,12 @@ def _descriptor_launch(
     return launch, source_desc, weight_desc
 
 
-def prepare(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    y: torch.Tensor,
-    problem: ConvProblem,
-    config: KernelConfig,
-    flags: LaunchFlags,
-    epilogue: Epilogue,
-) -> Callable[..., None]:
+def prepare(chunk: ForwardChunk) -> Callable[..., None]:
     """The forward's launch, taking (x, weight, bias, y, residual, z)."""
+    x, weight, bias, y, problem, config, flags, epilogue = chunk
     views = _views(x, weight, problem)
     if views is None:
-        return implicit_gemm.prepare(x, weight, bias, y, problem, config, flags, epilogue)
+        return implicit_gemm.prepare(chunk)
     launch, x_desc, w_desc = _descriptor_launch(*views, y, bias, problem, config, flags, epilogue, transposed=False)
 
     def through_descriptors(x, weight, bias, y, residual, z) -> None:
@@ -164,13 +155,13 @@ def prepare_wgrad(
         launch = KernelLaunch(
             WGRAD_KERNEL,
             (tiles, split),
-            (problem.p, problem.q, boxes, chunk, *out_strides, *(bias_strides or (0, 0, 0))),
+            (problem.p, problem.q, boxes, chunk, tuple(out_strides), *(bias_strides or (0, 0, 0))),
             {
                 "K": problem.k,
                 "C": problem.c,
-                **tap_kwargs(problem),
+                "GEOMETRY": geometry(problem),
                 "HAS_BIAS": bias_strides is not None,
-                **flags.numeric_kwargs(),
+                "NUMERICS": flags.numerics,
                 "BLOCK_M": config.block_m,
                 "BLOCK_N": config.block_n,
                 "BLOCK_P": block_p,

@@ -23,7 +23,7 @@ from ..kernels import (
 from ..problem.arithmetic import ConvProblem
 from ..problem.arithmetic import is_channels_last_like as channels_last
 from ..problem.config import KernelConfig
-from .common import LaunchFlags, geometry_kwargs, needs_int64
+from .common import LaunchFlags, elementwise_numerics, geometry, needs_int64
 from .launch import KernelLaunch
 
 SUM_BLOCK = 1024
@@ -54,15 +54,14 @@ def prepare_split_k(
             _conv2d_wgrad_partial_kernel,
             (problem.groups * tiles, split),
             (problem.n, problem.h, problem.w, problem.p, problem.q, problem.k_per_group, chunk,
-             *input.stride(), *grad_output.stride(), *out_strides),
+             input.stride(), grad_output.stride(), tuple(out_strides)),
             {
                 "C_PER_GROUP": problem.c_per_group,
-                **geometry_kwargs(problem),
+                "GEOMETRY": geometry(problem),
                 "GROUPS": problem.groups,
                 "TAP_MAJOR": problem.c_per_group % config.block_n == 0,
                 "CHANNELS_INNER": flags.channels_inner,
-                "INDEX_64": flags.index_64,
-                **flags.numeric_kwargs(),
+                "NUMERICS": flags.numerics,
                 "BLOCK_M": config.block_m,
                 "BLOCK_N": config.block_n,
                 "BLOCK_K": config.block_k,
@@ -88,12 +87,11 @@ def prepare_depthwise(
             _conv2d_wgrad_depthwise_kernel,
             (triton.cdiv(problem.k, config.block_n), problem.r * problem.s, split),
             (problem.n, problem.h, problem.w, problem.p, problem.q, problem.k, chunk,
-             *input.stride(), *grad_output.stride(), *out_strides),
+             input.stride(), grad_output.stride(), tuple(out_strides)),
             {
                 "MULTIPLIER": problem.k_per_group,
-                **geometry_kwargs(problem),
-                "INDEX_64": index_64,
-                "ACC_FP64": input.dtype == torch.float64,
+                "GEOMETRY": geometry(problem),
+                "NUMERICS": elementwise_numerics(index_64, input.dtype),
                 "BLOCK_M": config.block_m,
                 "BLOCK_N": config.block_n,
                 "num_warps": config.num_warps,
@@ -131,7 +129,7 @@ def split_or_direct(
     summed = KernelLaunch(
         _sum_splits_kernel,
         (triton.cdiv(row, SUM_BLOCK),),
-        (split, numel, bias_numel, row, *grad_weight.stride(), grad_bias.stride(0) if fused else 0),
+        (split, numel, bias_numel, row, grad_weight.stride(), grad_bias.stride(0) if fused else 0),
         {"C_PER_GROUP": c, "R": r, "S": s, "BLOCK": SUM_BLOCK},
     )
 
@@ -161,10 +159,9 @@ def prepare_bias_grad(grad_output: torch.Tensor, grad_bias: torch.Tensor) -> Cal
     return KernelLaunch(
         _conv2d_bias_grad_kernel,
         (triton.cdiv(k, block_k),),
-        (n, k, p, q, *grad_output.stride(), grad_bias.stride(0)),
+        (n, k, p, q, grad_output.stride(), grad_bias.stride(0)),
         {
-            "INDEX_64": needs_int64(grad_output) or n * p * q > 2**31 - 1 - 64,
-            "ACC_FP64": grad_output.dtype == torch.float64,
+            "NUMERICS": elementwise_numerics(needs_int64(grad_output) or n * p * q > 2**31 - 1 - 64, grad_output.dtype),
             "BLOCK_L": 64,
             "BLOCK_K": block_k,
         },

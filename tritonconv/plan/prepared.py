@@ -24,7 +24,7 @@ import torch
 from ..ops.activation_grad import prepare_activation_grad
 from ..ops.epilogue import NO_EPILOGUE, Epilogue, saves_output
 from ..ops.wgrad import bias_grad_operand, prepare_bias_grad
-from ..problem.arithmetic import ConvProblem, is_channels_last_like, memory_format_of
+from ..problem.arithmetic import ConvProblem, is_channels_last_like, memory_format_of, problem_from_tensors
 from ..problem.runtime import POISON_ENV, environment_reader, poison_outputs
 from ..routes.calls import check_runnable, memory_format
 from ..routes.registry import Pass, Plan, spec
@@ -82,6 +82,32 @@ def lookup(key: tuple, build: Callable[[], tuple[PreparedConv, bool]]) -> Prepar
                 _prepared.clear()
             _prepared[key] = prepared
     return prepared
+
+
+def prepared_conv(
+    key: tuple,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    geometry: tuple,
+    epilogue: Epilogue = NO_EPILOGUE,
+    as_problem: Callable[..., ConvProblem] = problem_from_tensors,
+    residual: torch.Tensor | None = None,
+) -> PreparedConv:
+    """The prepared 2-D call of `key` (`call_key`). Its first use validates the call as `F.conv2d`
+    does, raising its errors (`as_problem(input, weight, bias, *geometry)`, and a fused call's
+    `residual` against the output), plans it and prepares its launches; an unbatched input is
+    prepared as a batch of one."""
+
+    def build() -> tuple[PreparedConv, bool]:
+        problem = as_problem(input, weight, bias, *geometry)
+        batched = input.dim() == 4
+        prepared = PreparedConv(problem, input if batched else input.unsqueeze(0), weight, epilogue)
+        if residual is not None:
+            prepared.check_residual(residual, batched)
+        return prepared, prepared.final
+
+    return lookup(key, build)
 
 
 def builds() -> int:
@@ -190,6 +216,32 @@ class PreparedConv:
                 run = self._forward = prepare()
         self._launch(run, input, weight, bias, output, residual, preactivation)
         return output
+
+    def forward_with_epilogue(
+        self,
+        input: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        residual: torch.Tensor | None,
+        for_backward: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(Y, what the activation's derivative reads: Y itself, the pre-activation Z, or None) of a
+        fused call; Z is written beside Y only when a backward (`for_backward`) needs it."""
+        activation = self.epilogue.activation
+        from_output = self.keeps_output_for_backward
+        preactivation = self.new_output() if activation and not from_output and for_backward else None
+        output = self.forward(input, weight, bias, residual, preactivation)
+        return output, ((output if from_output else preactivation) if activation else None)
+
+    def check_residual(self, residual: torch.Tensor, batched: bool) -> None:
+        """A fused call's residual must be exactly the output's shape, dtype and device."""
+        expected = self.problem.output_shape if batched else self.problem.output_shape[1:]
+        dtype, device = self._output[2:]
+        if tuple(residual.shape) != tuple(expected) or residual.dtype != dtype or residual.device != device:
+            raise RuntimeError(
+                f"residual must match the convolution's output: shape {list(expected)}, dtype {dtype}, device "
+                f"{device}; got shape {list(residual.shape)}, dtype {residual.dtype}, device {residual.device}"
+            )
 
     def _prepare_forward(self, input, weight, bias, output, residual, preactivation) -> Callable:
         """The forward's launch for these tensors' layouts (planned now for a `for_gradients` call,

@@ -534,6 +534,31 @@ def problem_from_tensors(
     )
 
 
+def problem_from_schema(
+    input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: Sequence[int],
+    padding: Sequence[int], dilation: Sequence[int], groups: int,
+) -> ConvProblem:  # fmt: skip
+    """`problem_from_tensors` for the custom ops' list arguments, whose padding is four integers
+    (top, left, bottom, right): 'same' with an even dilated kernel pads one more at the end."""
+    problem = problem_from_tensors(input, weight, bias, tuple(stride), tuple(padding[:2]), tuple(dilation), groups)
+    if tuple(padding[2:]) != problem.padding_end:
+        problem = dataclasses.replace(problem, padding_end=(padding[2], padding[3]))
+    return problem
+
+
+def conv1d_problem(
+    input_2d: torch.Tensor, weight_2d: torch.Tensor, bias: torch.Tensor | None, *geometry: object
+) -> ConvProblem:
+    """The 2-D problem that serves a conv1d, from its H = 1 views and (stride, padding, dilation,
+    groups): a contiguous output whatever the input's strides, as torch's conv1d gives."""
+    return _contiguous(problem_from_tensors(input_2d, weight_2d, bias, *geometry))
+
+
+@functools.lru_cache(maxsize=4096)
+def _contiguous(problem: ConvProblem) -> ConvProblem:
+    return dataclasses.replace(problem, layout=CONTIGUOUS)
+
+
 def dgrad_as_conv1x1(problem: ConvProblem, layout: str) -> ConvProblem:
     """The forward problem whose output is a stride-1 1x1 convolution's input gradient: dY (K
     channels, P x Q = H x W) convolved with the transposed weight (C filters of K channels)."""

@@ -188,7 +188,8 @@ def _expects_wgmma(kernel: object, constexprs: dict) -> bool:
 
 
 def _has_dot(kernel: object) -> bool:
-    return re.search(r"\btl\.dot\(", inspect.getsource(kernel.fn)) is not None
+    """Whether the kernel multiplies tiles: `tl.dot` itself or the shared `common.dot_accumulate`."""
+    return re.search(r"\b(tl\.dot|dot_accumulate)\(", inspect.getsource(kernel.fn)) is not None
 
 
 def _launches(item: GateItem) -> list[tuple[launch.KernelLaunch, tuple]]:

@@ -29,7 +29,7 @@ def device_slug(device: torch.device | None = None) -> str:
 
 
 # jit helpers inlined into every kernel: a change to them changes every kernel.
-SHARED_KERNEL_MODULES = ("indexing", "epilogue", "tile")
+SHARED_KERNEL_MODULES = ("common", "constexprs", "epilogue")
 
 
 @functools.cache
