@@ -8,7 +8,7 @@ CPU_TORCH ?= torch==2.13.0
 # `make gpu-report PY=python3` on a GPU machine without network uses its own Python, no venv to set up.
 SETUP := $(if $(filter $(VENV)/bin/python,$(PY)),setup,)
 
-.PHONY: setup test test-gpu lint format kernels-check gpu-quick gpu-report demo bench bench-kernels clean
+.PHONY: setup test test-gpu lint format kernels-check kernels-report gpu-quick gpu-report demo bench bench-kernels clean
 
 setup: $(VENV)/.installed
 
@@ -37,10 +37,17 @@ format: setup
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-# Every kernel route compiled for Hopper (sm_90) without a GPU: fails on a compile error, a spill, too
-# much shared memory or a tl.dot without wgmma at a chosen config; writes reports/static/sm90_triton<v>.csv.
+# Every kernel route compiled without a GPU for Hopper (sm_90, the gate's default suites; writes
+# reports/static/sm90_triton<v>.csv) and for Blackwell (sm_100), MI300X (gfx942) and MI355X (gfx950) on the
+# smoke suite (every route; reports under build/static/): fails on a compile error, a spill, too much
+# shared memory or LDS, too many VGPRs, or a tl.dot without the arch's matrix instruction at a chosen config.
 kernels-check: setup
 	env -u TRITON_INTERPRET $(PY) -m tritonconv check-kernels --arch sm90
+	env -u TRITON_INTERPRET $(PY) -m tritonconv check-kernels --arch sm100,gfx942,gfx950 --suite smoke --out-dir build/static
+
+# The committed compile-only reports: all four architectures on the gate's default suites (about 20 min cold).
+kernels-report: setup
+	env -u TRITON_INTERPRET $(PY) -m tritonconv check-kernels --arch sm90,sm100,gfx942,gfx950
 
 # The one command for a short GPU window (one command of at most 10 minutes): every route checked on the
 # GPU, ResNet-50 tuned over the cost model's pruned space into autotune/<gpu>.json and benchmarked against

@@ -10,6 +10,8 @@ import textwrap
 import torch
 
 import tritonconv
+from tritonconv.problem import runtime
+from tritonconv.problem.devices import ARCHES
 from tritonconv.routes import registry
 from tritonconv.tools import kernel_gate
 from tritonconv.tuning import tuner
@@ -46,11 +48,17 @@ PLANTED = textwrap.dedent(
 )
 
 
-def test_the_gate_fails_a_planted_spilling_or_oversized_config_and_the_tuner_drops_them():
+def run_compiled(script: str) -> dict:
+    """The JSON `script` prints last, run in a process without TRITON_INTERPRET (interpreted kernels
+    do not compile for a GPU)."""
     env = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
-    done = subprocess.run([sys.executable, "-c", PLANTED], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_gate_fails_a_planted_spilling_or_oversized_config_and_the_tuner_drops_them():
+    found = run_compiled(PLANTED)
     verdicts, dropped = found["verdicts"], found["dropped"]
     assert verdicts["heuristic"] == "ok", verdicts
     assert "spills" in verdicts["spilling"], verdicts
@@ -58,6 +66,63 @@ def test_the_gate_fails_a_planted_spilling_or_oversized_config_and_the_tuner_dro
     assert found["failures"] == 2
     assert dropped["heuristic"] is None
     assert "spills" in dropped["spilling"] and "shared memory" in dropped["oversized"], dropped
+
+
+# A config that fits Hopper's 227 KiB of shared memory per block but not MI300X's 64 KiB of LDS.
+PLANTED_LDS = textwrap.dedent(
+    """
+    import json, torch
+    from tritonconv.tools import kernel_gate
+    from tritonconv.ops import static_compile
+    from tritonconv.problem.arithmetic import make_problem
+    from tritonconv.problem.config import KernelConfig
+    from tritonconv.problem.devices import ARCHES
+    from tritonconv.tuning import tuner
+
+    problem = make_problem(n=4, c=64, h=16, w=16, k=256, r=3, s=3, padding=1, dtype=torch.bfloat16,
+                           layout="channels_last")
+    config = KernelConfig(block_m=128, block_n=128, block_k=128, num_warps=8, num_stages=3)
+    item = kernel_gate.GateItem("planted", "lds", problem, "fwd", "implicit_gemm", config, "heuristic")
+    found = {}
+    for arch in ("sm90", "gfx942"):
+        table = kernel_gate.check([item], arch, jobs=1)
+        with static_compile.compiling_for(arch):
+            workload = tuner.make_workload(problem, "fwd", torch.device("cpu"))
+            dropped = tuner.static_reason(workload, "implicit_gemm", config, ARCHES[arch])
+        found[arch] = {"shared": int(table["shared_bytes"][0]), "verdict": table["verdict"][0],
+                       "failures": len(kernel_gate.failures(table)), "dropped": dropped}
+    print(json.dumps(found))
+    """
+)
+
+
+def test_a_config_that_fits_hopper_but_not_mi300x_lds_is_rejected_on_gfx942_only():
+    found = run_compiled(PLANTED_LDS)
+    hopper, mi300x = found["sm90"], found["gfx942"]
+    assert 64 * 1024 < hopper["shared"] <= 227 * 1024, hopper
+    assert hopper["verdict"] == "ok" and hopper["failures"] == 0 and hopper["dropped"] is None, hopper
+    assert mi300x["shared"] > 64 * 1024, mi300x
+    assert f"LDS {mi300x['shared']} > 65536" in mi300x["verdict"] and mi300x["failures"] == 1, mi300x
+    assert "LDS" in mi300x["dropped"], mi300x
+
+
+def _gradient_and_forward_routes(items) -> set[tuple]:
+    return {(item.layer, item.pass_name, item.variant) for item in items if item.pass_name in ("fwd", "dgrad", "wgrad")}
+
+
+def test_every_route_is_compiled_or_declared_unavailable_on_every_arch():
+    """Each arch's gate holds every (layer, pass, route) the registry has for the suite: prepared
+    and compiled where the arch offers the route, a row that says why not where it does not (the
+    TMA routes on AMD), never dropped."""
+    everywhere = _gradient_and_forward_routes(kernel_gate.gate_items(("smoke",), (torch.bfloat16,)))
+    for arch in ARCHES.values():
+        items = kernel_gate.gate_items(("smoke",), (torch.bfloat16,), arch=arch.name)
+        assert _gradient_and_forward_routes(items) == everywhere, arch.name
+        unavailable = [item for item in items if item.source == kernel_gate.UNAVAILABLE]
+        assert {item.variant for item in unavailable} == (set() if arch.tma else {registry.Variant.TMA}), arch.name
+        with runtime.target_arch(arch):
+            verdicts = {row["verdict"] for item in unavailable for row in kernel_gate.compile_item(item)}
+        assert verdicts == (set() if arch.tma else {f"unavailable on {arch.name}: no TMA"}), verdicts
 
 
 def test_the_gate_compiles_every_registered_route():

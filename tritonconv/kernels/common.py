@@ -104,10 +104,20 @@ def zero_accumulator(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUMERICS: tl.
 def dot_accumulate(acc, a, b, NUMERICS: tl.constexpr):
     """acc + a @ b in the accumulator's dtype at the call's dot precision (bf16 tiles upcast first
     where NUMERICS says so)."""
+    DOT_PRECISION: tl.constexpr = NUMERICS.dot_precision  # a group's field is no constexpr on Triton 3.6
     if NUMERICS.upcast_operands:
         a = a.to(tl.float32)
         b = b.to(tl.float32)
-    return tl.dot(a, b, acc, input_precision=NUMERICS.dot_precision, out_dtype=acc.dtype)
+    return tl.dot(a, b, acc, input_precision=DOT_PRECISION, out_dtype=acc.dtype)
+
+
+@triton.jit
+def activate_as(acc, EPILOGUE: tl.constexpr):
+    """`epilogue.activate` with the EPILOGUE group's activation and slope, bound to constexprs first:
+    Triton 3.6 passes a group's field on to a function as a plain value, which it cannot take."""
+    ACTIVATION: tl.constexpr = EPILOGUE.activation
+    NEGATIVE_SLOPE: tl.constexpr = EPILOGUE.negative_slope
+    return activate(acc, ACTIVATION, NEGATIVE_SLOPE)
 
 
 @triton.jit
@@ -137,5 +147,5 @@ def store_output(acc, y_ptr, y_offs, mask, residual_ptr, r_offs, z_ptr, EPILOGUE
         acc += tl.load(residual_ptr + r_offs, mask=mask, other=0.0).to(acc.dtype)
     if EPILOGUE.store_preactivation:
         tl.store(z_ptr + y_offs, acc.to(z_ptr.dtype.element_ty), mask=mask)
-    acc = activate(acc, EPILOGUE.activation, EPILOGUE.negative_slope)
+    acc = activate_as(acc, EPILOGUE)
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask)

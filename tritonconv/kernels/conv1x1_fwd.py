@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 from .common import (
+    activate_as,
     dot_accumulate,
     finish_pixel_tile,
     output_pixels,
@@ -18,7 +19,6 @@ from .common import (
     widen,
     zero_accumulator,
 )
-from .epilogue import activate
 
 
 @triton.jit
@@ -70,7 +70,7 @@ def _conv2d_fwd_1x1_kernel(
         if EPILOGUE.has_bias:
             bias = tl.load(bias_ptr + offs_n * stride_bias, mask=mask_n, other=0.0)
             acc += bias.to(acc.dtype)[None, :]
-        acc = activate(acc, EPILOGUE.activation, EPILOGUE.negative_slope)
+        acc = activate_as(acc, EPILOGUE)
         y_ptr.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc.to(y_ptr.dtype))
     else:
         finish_pixel_tile(acc, image, out_h, out_w, out_channel, mask_m, mask_n, bias_ptr, stride_bias,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..problem.runtime import device_capability, is_interpreted
+from ..problem.runtime import device_arch, is_interpreted
 
 try:  # host-side tensor descriptors: Triton >= 3.4
     from triton.tools.tensor_descriptor import TensorDescriptor
@@ -14,13 +14,14 @@ except ImportError:  # pragma: no cover - depends on the installed Triton
 
 
 def descriptors_usable(device: torch.device, kernel: object) -> bool:
-    """TMA exists from Hopper (sm_90) on; the interpreter emulates descriptors anywhere."""
+    """TMA exists from Hopper (sm_90) on, not on AMD Instinct (`devices.GpuArch.tma`: there the
+    pointer kernels serve); the interpreter emulates descriptors anywhere."""
     if TensorDescriptor is None:
         return False
     if is_interpreted(kernel):
         return True
-    capability = device_capability(device)
-    return capability is not None and capability[0] >= 9
+    arch = device_arch(device)
+    return arch is not None and arch.tma
 
 
 def aligned(*tensors: torch.Tensor) -> bool:

@@ -1,16 +1,19 @@
 """Compile a kernel launch for a GPU that is not here, and read what the GPU would get.
 
-Triton compiles for Hopper (sm_90) on a machine with no GPU and no driver: `JITFunction.warmup`
-binds and specialises the arguments exactly as a launch does and compiles without launching, once
-the active driver names the target. `compiling_for('sm90')` installs such a driver (it knows its
-target and nothing else) and makes the launchers choose as they would on that GPU (the 1x1 route's
-tensor descriptors, for one). The compiled kernel then gives:
-- registers and stack bytes, from the cubin through the `cuobjdump -res-usage` Triton ships. ptxas
-  puts spilled registers in the stack frame, and tritonconv's kernels have no local arrays or
-  calls, so the stack is the spill;
-- shared memory, from `metadata.shared` (what the launch would request);
-- the tensor-core instructions, from the PTX: `wgmma.mma_async` (Hopper's warpgroup MMA),
-  `mma.sync` (the Ampere-style MMA) and `cp.async.bulk.tensor` (TMA loads).
+Triton compiles for NVIDIA Hopper (sm_90) and Blackwell (sm_100) and for AMD Instinct (gfx942,
+gfx950) on a machine with no GPU and no driver: `JITFunction.warmup` binds and specialises the
+arguments exactly as a launch does and compiles without launching, once the active driver names
+the target. `compiling_for('gfx942')` installs such a driver (it knows its target and nothing else)
+and makes the launchers choose as they would on that GPU (tensor descriptors only where the
+architecture has TMA, `problem/devices.py`). The compiled kernel then gives:
+- NVIDIA: registers and stack bytes, from the cubin through the `cuobjdump -res-usage` Triton ships
+  (ptxas puts spilled registers in the stack frame, and tritonconv's kernels have no local arrays
+  or calls, so the stack is the spill); shared memory from `metadata.shared`; from the PTX, the
+  tensor-core instructions `wgmma.mma_async` (Hopper), `tcgen05.mma` (Blackwell), `mma.sync` (the
+  Ampere-style MMA), TMA loads (`cp.async.bulk.tensor`) and tensor-memory allocation (`tcgen05.alloc`);
+- AMD: from the AMDGCN text's kernel descriptor, `.vgpr_count`, `.agpr_count`, `.sgpr_count` and
+  `.private_segment_fixed_size` (scratch: spills); LDS from `metadata.shared` (Triton allocates it
+  dynamically, so the descriptor's group segment is 0); `v_mfma` matrix instructions.
 
 The process must import tritonconv without TRITON_INTERPRET: interpreted kernels do not compile.
 """
@@ -26,15 +29,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from ..problem import runtime
+from ..problem.devices import DEFAULT_ARCH, GpuArch, arch_for_capability, arch_named
 
-# Per-block shared memory an H100 grants a kernel (227 KiB of its 228).
-HOPPER_SHARED_MEMORY = 227 * 1024
-ARCHES = {"sm90": (9, 0)}
+# Per-block shared memory an H100 grants a kernel (227 KiB of its 228): the default arch's limit.
+HOPPER_SHARED_MEMORY = DEFAULT_ARCH.shared_memory
 
 
 @dataclasses.dataclass(frozen=True)
 class StaticUsage:
-    """What one compiled kernel needs of the GPU and which instructions it issues."""
+    """What one compiled kernel needs of the GPU and which instructions it issues. `registers` is a
+    thread's (NVIDIA) or a lane's VGPRs, AGPRs included (AMD); `spill_bytes` the stack (NVIDIA) or
+    scratch (AMD) per thread; `shared_bytes` shared memory or LDS per block."""
 
     registers: int
     spill_bytes: int
@@ -42,22 +47,39 @@ class StaticUsage:
     wgmma: bool
     mma_sync: bool
     tma: bool
+    tcgen05: bool = False
+    tmem: bool = False
+    mfma: bool = False
+    agprs: int = 0
+    sgprs: int = 0
+    backend: str = "cuda"
+
+    @property
+    def matrix_instructions(self) -> set[str]:
+        """The tensor-core instruction families the kernel issues."""
+        names = ("wgmma", "tcgen05", "mma_sync", "mfma")
+        return {name.replace("_", ".") for name in names if getattr(self, name)}
+
+
+# A device number per target: the JIT keeps one compiled-kernel cache (and backend) per device, made
+# for the target current when it was made, so two targets in one process must not share a number.
+_DEVICE_OF_TARGET: dict[tuple, int] = {}
 
 
 class _CompileOnlyDriver:
     """The driver `warmup` asks for its target, device and stream: enough to compile, not to run."""
 
-    def __init__(self, capability: tuple[int, int]):
+    def __init__(self, arch: GpuArch):
         from triton.backends.compiler import GPUTarget
 
-        major, minor = capability
-        self.target = GPUTarget("cuda", major * 10 + minor, 32)
+        self.target = GPUTarget(arch.backend, arch.target, arch.warp_size)
+        self.device = _DEVICE_OF_TARGET.setdefault((arch.backend, arch.target), len(_DEVICE_OF_TARGET))
 
     def get_current_target(self):
         return self.target
 
     def get_current_device(self) -> int:
-        return 0
+        return self.device
 
     def get_current_stream(self, device: int | None = None) -> int:
         return 0
@@ -66,20 +88,24 @@ class _CompileOnlyDriver:
         return True
 
 
+def resolve_arch(arch: str | tuple[int, int] | GpuArch) -> GpuArch:
+    """An arch given by name (a key of `devices.ARCHES`), by NVIDIA compute capability, or itself."""
+    if isinstance(arch, GpuArch):
+        return arch
+    return arch_for_capability(arch) if isinstance(arch, tuple) else arch_named(arch)
+
+
 @contextlib.contextmanager
-def compiling_for(arch: str | tuple[int, int]) -> Iterator[None]:
-    """Within this context kernels compile for `arch` (a key of `ARCHES`, or a compute capability)
-    and launchers plan for it."""
-    if not isinstance(arch, tuple) and arch not in ARCHES:
-        raise ValueError(f"unknown arch {arch!r}; known: {', '.join(ARCHES)}")
+def compiling_for(arch: str | tuple[int, int] | GpuArch) -> Iterator[GpuArch]:
+    """Within this context kernels compile for `arch` and launchers plan for it."""
+    resolved = resolve_arch(arch)
     from triton.runtime import driver
 
-    capability = arch if isinstance(arch, tuple) else ARCHES[arch]
     previous = driver._active  # None until a driver was needed (`reset_active` would create one: none here)
-    driver.set_active(_CompileOnlyDriver(capability))
-    with runtime.target_capability(capability):
+    driver.set_active(_CompileOnlyDriver(resolved))
+    with runtime.target_arch(resolved):
         try:
-            yield
+            yield resolved
         finally:
             driver.set_active(previous)
 
@@ -100,7 +126,9 @@ def compile_captured(kernel_launch: object, pointers: Sequence[object]) -> objec
 
 
 def usage(compiled: object) -> StaticUsage:
-    """Registers, spills, shared memory and tensor-core instructions of a compiled kernel."""
+    """Registers, spills, shared memory (LDS) and matrix instructions of a compiled kernel."""
+    if "amdgcn" in compiled.asm:
+        return _amd_usage(compiled.asm["amdgcn"], int(compiled.metadata.shared))
     ptx = compiled.asm["ptx"]
     registers, stack = _resource_usage(compiled.asm["cubin"])
     return StaticUsage(
@@ -110,17 +138,45 @@ def usage(compiled: object) -> StaticUsage:
         wgmma="wgmma.mma_async" in ptx,
         mma_sync=re.search(r"\bmma\.sync\b", ptx) is not None,
         tma="cp.async.bulk.tensor" in ptx,
+        tcgen05=re.search(r"\btcgen05\.mma\b", ptx) is not None,
+        tmem="tcgen05.alloc" in ptx,
     )
 
 
-def resource_problems(found: StaticUsage, shared_memory: int = HOPPER_SHARED_MEMORY) -> list[str]:
-    """What makes a compiled kernel unfit whatever its speed: spills, or more shared memory than a
-    block of the GPU gets (such a launch fails)."""
+def _amd_usage(amdgcn: str, shared: int) -> StaticUsage:
+    def field(name: str) -> int:
+        found = re.search(rf"\.{name}:\s*(\d+)", amdgcn)
+        if found is None:
+            raise RuntimeError(f"the AMDGCN text has no .{name}")
+        return int(found.group(1))
+
+    return StaticUsage(
+        registers=field("vgpr_count"),
+        spill_bytes=field("private_segment_fixed_size"),
+        shared_bytes=shared,
+        wgmma=False,
+        mma_sync=False,
+        tma=False,
+        mfma=re.search(r"\bv_mfma_", amdgcn) is not None,
+        agprs=field("agpr_count"),
+        sgprs=field("sgpr_count"),
+        backend="hip",
+    )
+
+
+def resource_problems(found: StaticUsage, limit: int | GpuArch = HOPPER_SHARED_MEMORY) -> list[str]:
+    """What makes a compiled kernel unfit whatever its speed: spills (stack or scratch), more shared
+    memory (LDS) than a block of the GPU gets, or (AMD) more VGPRs than a lane has (such a launch
+    fails). `limit` is the arch, or just its shared memory per block."""
+    arch = limit if isinstance(limit, GpuArch) else dataclasses.replace(DEFAULT_ARCH, shared_memory=limit)
+    memory = "LDS" if found.backend == "hip" else "shared memory"
     problems = []
     if found.spill_bytes:
-        problems.append(f"spills {found.spill_bytes} bytes")
-    if found.shared_bytes > shared_memory:
-        problems.append(f"shared memory {found.shared_bytes} > {shared_memory} bytes")
+        problems.append(f"{'scratch' if found.backend == 'hip' else 'spills'} {found.spill_bytes} bytes")
+    if found.shared_bytes > arch.shared_memory:
+        problems.append(f"{memory} {found.shared_bytes} > {arch.shared_memory} bytes")
+    if found.backend == "hip" and found.registers > arch.registers_per_thread:
+        problems.append(f"VGPRs {found.registers} > {arch.registers_per_thread}")
     return problems
 
 

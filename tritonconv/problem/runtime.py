@@ -6,6 +6,7 @@ Nothing here touches CUDA at import time, so `import tritonconv` works on machin
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -13,6 +14,8 @@ from collections.abc import Callable
 import torch
 import triton
 from packaging.version import Version
+
+from .devices import GpuArch, arch_of
 
 FP64_DOT_SINCE = Version("3.5")
 
@@ -35,7 +38,7 @@ def check_device(tensor: torch.Tensor, kernel: object) -> None:
                 "pass CPU tensors or unset TRITON_INTERPRET before importing tritonconv"
             )
         return
-    if tensor.device.type == "cpu" and (is_interpreted(kernel) or _target_capability is not None):
+    if tensor.device.type == "cpu" and (is_interpreted(kernel) or _target_arch is not None):
         return  # the interpreter runs CPU tensors; a compile-only run prepares launches with them
     raise RuntimeError(
         f"tritonconv runs on CUDA tensors, but got a tensor on {tensor.device}; for CPU tensors set "
@@ -54,28 +57,40 @@ def on_device_of(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(tensor.device)
 
 
-_target_capability: tuple[int, int] | None = None
+_target_arch: GpuArch | None = None
 
 
-def device_capability(device: torch.device) -> tuple[int, int] | None:
-    """The compute capability launches for `device` are prepared for: the GPU's own, or the target
-    a compile-only run set (`target_capability`); None for a CPU tensor outside such a run."""
-    if _target_capability is not None:
-        return _target_capability
+def device_arch(device: torch.device) -> GpuArch | None:
+    """The architecture launches for `device` are prepared for: the GPU's own, or the target a
+    compile-only run set (`target_arch`); None for a CPU tensor outside such a run."""
+    if _target_arch is not None:
+        return _target_arch
     if device.type != "cuda":
         return None
-    return torch.cuda.get_device_capability(device)
+    return _gpu_arch(torch.cuda.current_device() if device.index is None else device.index)
+
+
+def current_arch() -> GpuArch | None:
+    """`device_arch` of the current GPU (None on a machine without one and outside a compile-only run)."""
+    if _target_arch is not None:
+        return _target_arch
+    return _gpu_arch(torch.cuda.current_device()) if torch.cuda.is_available() else None
+
+
+@functools.cache
+def _gpu_arch(index: int) -> GpuArch:
+    return arch_of(torch.device("cuda", index))
 
 
 @contextlib.contextmanager
-def target_capability(capability: tuple[int, int]):
-    """Prepare launches as for a GPU of `capability` (compile-only runs: `static_compile.py`)."""
-    global _target_capability
-    previous, _target_capability = _target_capability, capability
+def target_arch(arch: GpuArch):
+    """Prepare launches as for a GPU of `arch` (compile-only runs: `ops/static_compile.py`)."""
+    global _target_arch
+    previous, _target_arch = _target_arch, arch
     try:
         yield
     finally:
-        _target_capability = previous
+        _target_arch = previous
 
 
 def supports_fp64_dot(triton_version: str | None = None) -> bool:

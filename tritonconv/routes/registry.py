@@ -55,6 +55,7 @@ from ..problem.config import (
     tma_wgrad_config,
     wgrad_config,
 )
+from ..problem.runtime import current_arch
 
 
 class Pass(StrEnum):
@@ -183,7 +184,15 @@ def tma_applies(problem: ConvProblem) -> bool:
         and problem.element_size in (2, 4)
         and problem.c * problem.element_size % 16 == 0
         and TensorDescriptor is not None
+        and _tma_here()
     )
+
+
+def _tma_here() -> bool:
+    """The GPU launches are prepared for has TMA (`devices.GpuArch.tma`: not AMD Instinct); the
+    interpreter and a machine with no GPU offer the route (the interpreter emulates descriptors)."""
+    arch = current_arch()
+    return arch is None or arch.tma
 
 
 def tma_dgrad_applies(problem: ConvProblem) -> bool:
@@ -431,9 +440,14 @@ def rule_variant(problem: ConvProblem, pass_name: str) -> Variant:
     return next(s.variant for s in pass_specs(Pass(pass_name)) if s.preferred(problem))
 
 
-@functools.lru_cache(maxsize=4096)
 def routes(problem: ConvProblem, pass_name: str) -> tuple[Variant, ...]:
-    """Every variant of the pass whose kernel computes `problem`, the rule's choice first."""
+    """Every variant of the pass whose kernel computes `problem` on the GPU launches are prepared
+    for (no TMA route where it has no TMA), the rule's choice first."""
+    return _routes(problem, pass_name, _tma_here())
+
+
+@functools.lru_cache(maxsize=4096)
+def _routes(problem: ConvProblem, pass_name: str, tma_here: bool) -> tuple[Variant, ...]:
     chosen = rule_variant(problem, pass_name)
     others = (s.variant for s in pass_specs(Pass(pass_name)) if s.applies(problem) and s.variant != chosen)
     return (chosen, *others)

@@ -16,6 +16,7 @@ import importlib
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 
 import torch
@@ -23,6 +24,7 @@ import triton
 
 from ..plan.dispatch import PASSES
 from ..problem.arithmetic import CHANNELS_LAST, CONTIGUOUS
+from ..problem.devices import ARCHES
 from ..problem.runtime import rerun_compiled, rerun_under_interpreter_without_gpu
 from .bench.compare import FORMATS as COMPARE_FORMATS
 from .bench.run import BASELINES
@@ -157,12 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
         "check-kernels",
         help="compile every kernel route for a GPU that need not be here; fail on spills, shared memory, no wgmma",
     )
-    gate.add_argument("--arch", default="sm90", choices=("sm90",), help="the GPU to compile for (default: sm90)")
+    _list_option(gate, "--arch", tuple(ARCHES), ["sm90"], "the GPU architectures to compile for", dest="arches")
     _list_option(gate, "--suite", _suite_names(), list(GATE_SUITES), "suites", dest="suites")
     _list_option(gate, "--dtype", ("float16", "bfloat16"), ["bfloat16", "float16"], "dtypes")
     gate.add_argument("--space", action="store_true", help="also every candidate of each route's tuning space")
     gate.add_argument("--jobs", type=_positive, help="compiling processes (default: one per core)")
-    gate.add_argument("--out", help="CSV (default: reports/static/<arch>_triton<version>.csv)")
+    gate.add_argument("--out", help="CSV, with one --arch (default: reports/static/<arch>_triton<version>.csv)")
+    gate.add_argument(
+        "--out-dir", help="folder for the reports, one <arch>_triton<version>.csv each (default: reports/static)"
+    )
     compare = commands.add_parser(
         "compare", help="what got faster or slower between two bench CSVs; exits 1 if any row got slower"
     )
@@ -248,23 +253,31 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_kernels(args: argparse.Namespace) -> int:
+    """The gate on each architecture in turn, one report each; exit 1 if any failed."""
     from pathlib import Path
 
     from . import kernel_gate
 
-    items = kernel_gate.gate_items(args.suites, [DTYPES[name] for name in args.dtype], args.space, args.arch)
-    print(f"compiling {len(items)} routes x configs for {args.arch} ...", file=sys.stderr, flush=True)
-    table = kernel_gate.check(items, args.arch, args.jobs)
-    out = Path(args.out or kernel_gate.default_report(args.arch))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
-    failed = kernel_gate.failures(table)
-    for row in failed.to_dict("records"):
-        print(f"FAIL {row['suite']} {row['layer']} {row['pass']} {row['dtype']} {row['variant']} {row['kernel']} "
-              f"[{row['config']}]: {row['verdict']}", file=sys.stderr)  # fmt: skip
-    print(kernel_gate.summary(table))
-    print(f"wrote {out}")
-    return 1 if len(failed) else 0
+    if args.out and len(args.arches) > 1:
+        raise ValueError("--out names one report: give one --arch with it")
+    failed_any = False
+    for arch in args.arches:
+        started = time.monotonic()
+        items = kernel_gate.gate_items(args.suites, [DTYPES[name] for name in args.dtype], args.space, arch)
+        print(f"compiling {len(items)} routes x configs for {arch} ...", file=sys.stderr, flush=True)
+        table = kernel_gate.check(items, arch, args.jobs)
+        default = kernel_gate.default_report(arch)
+        out = Path(args.out or (Path(args.out_dir) / default.name if args.out_dir else default))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out, index=False)
+        failed = kernel_gate.failures(table)
+        for row in failed.to_dict("records"):
+            print(f"FAIL {arch} {row['suite']} {row['layer']} {row['pass']} {row['dtype']} {row['variant']} "
+                  f"{row['kernel']} [{row['config']}]: {row['verdict']}", file=sys.stderr)  # fmt: skip
+        print(f"{arch}: {kernel_gate.summary(table)} ({time.monotonic() - started:.0f} s)")
+        print(f"wrote {out}")
+        failed_any = failed_any or len(failed) > 0
+    return 1 if failed_any else 0
 
 
 def _suite_names() -> tuple[str, ...]:

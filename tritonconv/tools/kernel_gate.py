@@ -1,16 +1,21 @@
-"""`tritonconv check-kernels --arch sm90`: every kernel route compiled for Hopper at the configs that
-would run, on a machine without a GPU, and checked for what the interpreter cannot see.
+"""`tritonconv check-kernels --arch sm90,sm100,gfx942,gfx950`: every kernel route compiled for each
+architecture (`problem/devices.py`) at the configs that would run, on a machine without a GPU, and
+checked for what the interpreter cannot see.
 
 For each layer of the chosen suites, each pass (fwd, dgrad, wgrad, bias grad), each dtype, in
 channels_last, every route that computes the layer (`registry.routes`) is prepared at its heuristic
-config and at any config a shipped Hopper table (`autotune/*-sm90.json`) holds for it; with
+config and at any config a shipped table for the arch (`autotune/*-<arch>.json`) holds for it; with
 `space=True` at every candidate of its tuning space too. Each kernel the route launches is compiled
-(`static_compile`) and gets one row: registers, spill bytes, shared bytes, wgmma, mma.sync and TMA.
+(`static_compile`) and gets one row: registers, spills, shared memory (LDS) and the matrix and
+tensor-memory instructions. A route the arch does not offer (the TMA routes on AMD Instinct, which
+has no TMA) gets a row that says so ("unavailable on <arch>"): none is skipped silently.
 
-A chosen config (heuristic or shipped table) fails the gate on a compile error, any spill, more
-shared memory than a Hopper block gets, or a 2-D `tl.dot` kernel that issues no wgmma at a tile
-wgmma can serve (a multiple of 64 rows per warpgroup of 4 warps). Space candidates are reported,
-not gated: the tuner drops the bad ones before timing (`tuning.tuner`).
+A chosen config (heuristic or shipped table) fails the gate on a compile error, any spill (NVIDIA
+stack, AMD scratch), more shared memory (LDS) than a block of the arch gets, more VGPRs than an AMD
+lane has, or a 2-D `tl.dot` kernel that does not issue the arch's matrix instruction: wgmma on sm_90
+and tcgen05 on sm_100 at a tile they serve (a multiple of 64 rows per warpgroup of 4 warps), v_mfma
+on AMD at any tile. Space candidates are reported, not gated: the tuner drops the bad ones before
+timing (`tuning.tuner`).
 """
 
 from __future__ import annotations
@@ -30,10 +35,12 @@ import triton
 
 from ..ops import launch, static_compile
 from ..ops.epilogue import NO_EPILOGUE
+from ..ops.static_compile import resolve_arch
 from ..ops.wgrad import bias_grad_operand, prepare_bias_grad
 from ..problem import runtime
 from ..problem.arithmetic import CHANNELS_LAST, ConvProblem, memory_format_of
 from ..problem.config import KernelConfig
+from ..problem.devices import GpuArch, arch_for_capability
 from ..problem.suites import load_suite, suites_folder
 from ..routes.registry import Pass, routes, spec
 from ..tuning.cache import TuningCache
@@ -45,9 +52,15 @@ DEFAULT_DTYPES = (torch.bfloat16, torch.float16)
 BIAS_GRAD = "bias grad"
 WGRAD_WITH_BIAS = "wgrad + bias grad"  # a weight-gradient route that sums db as it goes (`fuses_bias_grad`)
 CHOSEN = ("heuristic", "shipped table")
-# Kernels whose tl.dot is batched (3-D): Triton lowers it to mma.sync, never wgmma.
+# Kernels whose tl.dot is batched (3-D): Triton lowers it to mma.sync on NVIDIA, never wgmma or tcgen05.
 BATCHED_DOT_KERNELS = frozenset({"_conv2d_fwd_grouped_tile_kernel"})
 WGMMA_ROWS = 64
+UNAVAILABLE = "unavailable"  # the source of a route the arch does not offer
+# The report's columns of each backend's usage (`static_compile.StaticUsage`), after the item's.
+USAGE_COLUMNS = {
+    "cuda": ("registers", "spill_bytes", "shared_bytes", "wgmma", "mma_sync", "tma", "tcgen05", "tmem"),
+    "hip": ("registers", "agprs", "sgprs", "spill_bytes", "shared_bytes", "mfma", "waves_per_simd"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +84,9 @@ def gate_items(
     suites: Sequence[str] = DEFAULT_SUITES, dtypes: Sequence[torch.dtype] = DEFAULT_DTYPES, space: bool = False,
     arch: str = "sm90",
 ) -> list[GateItem]:  # fmt: skip
-    """Every (layer, pass, route, config) the gate compiles, in a fixed order."""
+    """Every (layer, pass, route, config) the gate compiles for `arch`, in a fixed order, and one
+    item (source `UNAVAILABLE`, no config) per route that computes a layer elsewhere but is not
+    offered on `arch`."""
     tables = _shipped_tables(arch)
     items: dict[GateItem, None] = {}
     for suite in suites:
@@ -79,7 +94,13 @@ def gate_items(
             for layer in load_suite(suite, dtype=dtype, layout=CHANNELS_LAST):
                 problem = layer.problem
                 for pass_name in (Pass.FWD, Pass.DGRAD, Pass.WGRAD):
-                    for variant in routes(problem, pass_name):
+                    with runtime.target_arch(resolve_arch(arch)):
+                        offered = routes(problem, pass_name)
+                    for variant in routes(problem, pass_name):  # outside the arch: every route there is
+                        if variant not in offered:
+                            unavailable = GateItem(suite, layer.name, problem, pass_name, variant, None, UNAVAILABLE)
+                            items.setdefault(unavailable)
+                    for variant in offered:
                         configs = {spec(pass_name, variant).heuristic(problem): "heuristic"}
                         for table in tables:
                             entry = cached_entry(table, problem, pass_name)
@@ -148,6 +169,9 @@ def compile_item(item: GateItem) -> list[dict]:
         "dtype": str(item.problem.dtype).removeprefix("torch."),
         "config": "" if item.config is None else item.config.as_text(), "source": item.source,
     }  # fmt: skip
+    if item.source == UNAVAILABLE:
+        reason = f"unavailable on {runtime.current_arch().name}: no TMA"
+        return [{**base, "item": item, "kernel": "", "verdict": reason}]
     try:
         launches = _launches(item)
     except Exception as error:  # a launcher that refuses the config: that is the finding
@@ -161,27 +185,40 @@ def compile_item(item: GateItem) -> list[dict]:
         except Exception as error:
             row["verdict"] = f"compile error: {_one_line(error)}"
         else:
-            row.update(dataclasses.asdict(found), num_warps=compiled.metadata.num_warps)
+            arch = runtime.current_arch()
+            row.update(usage_columns(found, arch), num_warps=compiled.metadata.num_warps)
             if item.config is not None and _has_dot(kernel_launch.kernel):  # the space estimates the GEMM's tiles
                 row["estimated_shared_bytes"] = shared_memory_bytes(item.config, item.problem.element_size,
                                                                     item.variant)  # fmt: skip
-            row["verdict"] = verdict(kernel_launch.kernel, kernel_launch.constexprs, found)
+            row["verdict"] = verdict(kernel_launch.kernel, kernel_launch.constexprs, found, arch)
         rows.append(row)
     return rows
 
 
-def verdict(kernel: object, constexprs: dict, found: static_compile.StaticUsage) -> str:
-    """'ok', or why this compiled kernel fails the gate."""
-    reasons = static_compile.resource_problems(found)
-    if _expects_wgmma(kernel, constexprs) and not found.wgmma:
-        reasons.append("tl.dot without wgmma")
+def usage_columns(found: static_compile.StaticUsage, arch: GpuArch) -> dict:
+    """The report's numbers of one compiled kernel: its backend's columns (`USAGE_COLUMNS`), AMD's
+    occupancy (wavefronts per SIMD its VGPRs allow) included."""
+    values = {**dataclasses.asdict(found), "waves_per_simd": arch.waves_per_simd(found.registers)}
+    return {name: values[name] for name in USAGE_COLUMNS[found.backend]}
+
+
+def verdict(kernel: object, constexprs: dict, found: static_compile.StaticUsage, arch: GpuArch | None = None) -> str:
+    """'ok', or why the compiled kernel is unfit on `arch` (sm_90 when not given)."""
+    arch = arch or resolve_arch("sm90")
+    reasons = static_compile.resource_problems(found, arch)
+    if not _has_dot(kernel):
+        pass
+    elif arch.is_amd:  # every tile, the batched 3-D dot included, lowers to v_mfma there
+        if not found.mfma:
+            reasons.append("tl.dot without v_mfma")
+    elif (kernel.__name__ not in BATCHED_DOT_KERNELS and _warpgroup_tile(constexprs)
+          and not getattr(found, arch.matrix_instruction)):  # fmt: skip
+        reasons.append(f"tl.dot without {arch.matrix_instruction}")
     return "; ".join(reasons) or "ok"
 
 
-def _expects_wgmma(kernel: object, constexprs: dict) -> bool:
-    """A 2-D tl.dot over a tile of whole 64-row wgmma instructions per warpgroup of 4 warps."""
-    if kernel.__name__ in BATCHED_DOT_KERNELS or not _has_dot(kernel):
-        return False
+def _warpgroup_tile(constexprs: dict) -> bool:
+    """A tile of whole 64-row warpgroup MMAs per warpgroup of 4 warps (what wgmma and tcgen05 serve)."""
     warps = constexprs.get("num_warps", 4)
     rows = constexprs.get("BLOCK_M") or constexprs.get("BLOCK_P", 0) * constexprs.get("BLOCK_Q", 0)  # a box of pixels
     return warps % 4 == 0 and rows > 0 and rows % (WGMMA_ROWS * (warps // 4)) == 0
@@ -260,7 +297,7 @@ def against_driver(items: Sequence[GateItem], static_table: pd.DataFrame | None)
     compile-only gate committed for the same row (`static_table`, a report of this Triton)."""
     capability = torch.cuda.get_device_capability()
     rows = []
-    with runtime.target_capability(capability):  # CPU tensors stand in, launches prepared for this GPU
+    with runtime.target_arch(arch_for_capability(capability)):  # CPU tensors stand in, launches prepared for this GPU
         for item in items:
             for kernel_launch, pointers in _launches(item):
                 compiled = static_compile.compile_captured(kernel_launch, pointers)

@@ -13,19 +13,19 @@ import triton
 
 from .. import kernels
 from .._version import __version__
-from ..problem.runtime import is_interpreted
+from ..problem.runtime import device_arch, is_interpreted
 from ..routes.registry import spec
 from .space import space_digest
 
 
 def device_slug(device: torch.device | None = None) -> str:
     """'interpreter' when the kernels run in Triton's interpreter, else the GPU's name and compute
-    capability, e.g. 'nvidia-h100-80gb-hbm3-sm90': the cache file a device reads and writes."""
+    architecture (`devices.GpuArch.name`), e.g. 'nvidia-h100-80gb-hbm3-sm90' or 'amd-instinct-mi300x-gfx942':
+    the cache file a device reads and writes."""
     if is_interpreted(kernels._conv2d_fwd_implicit_gemm_kernel) or not torch.cuda.is_available():
         return "interpreter"
-    name = torch.cuda.get_device_name(device)
-    major, minor = torch.cuda.get_device_capability(device)
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + f"-sm{major}{minor}"
+    name = re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(device).lower()).strip("-")
+    return f"{name}-{device_arch(device if device is not None else torch.device('cuda')).name}"
 
 
 # jit helpers inlined into every kernel: a change to them changes every kernel.

@@ -26,14 +26,15 @@ from .. import kernels
 from ..ops import launch, launch_spec, static_compile
 from ..problem.arithmetic import CHANNELS_LAST, ConvProblem
 from ..problem.config import KernelConfig
-from ..problem.runtime import POISON_ENV, fp32_dot_precision, is_interpreted
+from ..problem.devices import DEFAULT_ARCH, GpuArch
+from ..problem.runtime import POISON_ENV, device_arch, fp32_dot_precision, is_interpreted
 from ..problem.torch_reference import TORCH_CONV2D, TORCH_CONV3D
 from ..routes.calls import conv2d_dgrad, conv2d_fwd, conv2d_wgrad
 from ..routes.registry import Plan, spec, tuned_variants
 from . import cost_model, prune
 from .fingerprint import device_slug, problem_fingerprint
 from .select import choose
-from .space import DEFAULT_SHARED_MEMORY, candidates
+from .space import candidates
 
 Timer = Callable[[Callable[[], object]], Sequence[float]]
 # Largest relative error (max |got - ref| / max |ref|) a correct config shows, by operand precision.
@@ -175,7 +176,8 @@ def tune_problem(
     if max_candidates is None and not gpu:
         max_candidates = INTERPRETER_CANDIDATES
     workload = make_workload(problem, pass_name, device)
-    shared_memory = _shared_memory(device)
+    arch = _arch(device)
+    shared_memory = arch.shared_memory
     if top_k is not None:
         picked = prune.pruned(problem, pass_name, top_k, shared_memory)
     else:
@@ -189,7 +191,7 @@ def tune_problem(
         index = len(tried)
         tried.append((variant, config))
         numbers: dict = {}
-        reason = static_reason(workload, variant, config, shared_memory, numbers) or _gate(
+        reason = static_reason(workload, variant, config, arch, numbers) or _gate(
             workload, variant, config, problem.dtype
         )
         if reason is None:
@@ -235,10 +237,11 @@ def problem_fields(problem: ConvProblem) -> dict:
 
 
 def static_reason(
-    workload: Workload, variant: str, config: KernelConfig, shared_memory: int, numbers: dict | None = None
+    workload: Workload, variant: str, config: KernelConfig, limit: int | GpuArch, numbers: dict | None = None
 ) -> str | None:
     """Why a candidate is unfit before anything runs: its kernels, compiled for this GPU but not
-    launched, spill registers or need more shared memory than a block gets. None when they are fit,
+    launched, spill registers or need more shared memory (LDS) than a block gets, or more VGPRs
+    than an AMD lane has (`limit`: the arch, or its shared memory per block). None when they are fit,
     or where nothing compiles (the interpreter); a compile error is left to `_gate`, which records it.
     `numbers`, if given, receives what the launches showed (`static_numbers`)."""
     try:
@@ -251,7 +254,7 @@ def static_reason(
         for kernel_launch, pointers in launches if not interpreted() else ():
             found, warps = launch_spec.captured_usage(kernel_launch, pointers)
             usages.append((found, warps))
-            problems = static_compile.resource_problems(found, shared_memory)
+            problems = static_compile.resource_problems(found, limit)
             if problems:
                 return f"statically unfit ({kernel_launch.kernel.__name__}): {'; '.join(problems)}"
     except Exception:  # compile errors and the like: `_gate` runs the candidate and records them
@@ -345,11 +348,10 @@ def _sample(
     return [*first, *(config for config in ranked if config != heuristic)][:limit]
 
 
-def _shared_memory(device: torch.device) -> int:
-    if device.type != "cuda":
-        return DEFAULT_SHARED_MEMORY
-    properties = torch.cuda.get_device_properties(device)
-    return getattr(properties, "shared_memory_per_block_optin", DEFAULT_SHARED_MEMORY)
+def _arch(device: torch.device) -> GpuArch:
+    """The limits the candidates must fit: the GPU's (`devices.arch_of`), a compile-only run's
+    target, or (the interpreter) the default arch's."""
+    return device_arch(device) or DEFAULT_ARCH
 
 
 def tf32_key() -> bool:
