@@ -24,6 +24,7 @@ PLANTED = textwrap.dedent(
     from tritonconv.ops import static_compile
     from tritonconv.problem.arithmetic import make_problem
     from tritonconv.problem.config import KernelConfig
+    from tritonconv.problem.devices import ARCHES
     from tritonconv.routes.registry import spec
     from tritonconv.tuning import tuner
 
@@ -41,7 +42,7 @@ PLANTED = textwrap.dedent(
     verdicts = dict(zip(table["layer"], table["verdict"]))
     with static_compile.compiling_for("sm90"):
         workload = tuner.make_workload(problem, "fwd", torch.device("cpu"))
-        dropped = {name: tuner.static_reason(workload, "implicit_gemm", config, static_compile.HOPPER_SHARED_MEMORY)
+        dropped = {name: tuner.static_reason(workload, "implicit_gemm", config, ARCHES["sm90"])
                    for name, config in planted.items()}
     print(json.dumps({"verdicts": verdicts, "failures": len(kernel_gate.failures(table)), "dropped": dropped}))
     """

@@ -31,9 +31,6 @@ from pathlib import Path
 from ..problem import runtime
 from ..problem.devices import DEFAULT_ARCH, GpuArch, arch_for_capability, arch_named
 
-# Per-block shared memory an H100 grants a kernel (227 KiB of its 228): the default arch's limit.
-HOPPER_SHARED_MEMORY = DEFAULT_ARCH.shared_memory
-
 
 @dataclasses.dataclass(frozen=True)
 class StaticUsage:
@@ -53,12 +50,6 @@ class StaticUsage:
     agprs: int = 0
     sgprs: int = 0
     backend: str = "cuda"
-
-    @property
-    def matrix_instructions(self) -> set[str]:
-        """The tensor-core instruction families the kernel issues."""
-        names = ("wgmma", "tcgen05", "mma_sync", "mfma")
-        return {name.replace("_", ".") for name in names if getattr(self, name)}
 
 
 # A device number per target: the JIT keeps one compiled-kernel cache (and backend) per device, made
@@ -164,11 +155,10 @@ def _amd_usage(amdgcn: str, shared: int) -> StaticUsage:
     )
 
 
-def resource_problems(found: StaticUsage, limit: int | GpuArch = HOPPER_SHARED_MEMORY) -> list[str]:
-    """What makes a compiled kernel unfit whatever its speed: spills (stack or scratch), more shared
-    memory (LDS) than a block of the GPU gets, or (AMD) more VGPRs than a lane has (such a launch
-    fails). `limit` is the arch, or just its shared memory per block."""
-    arch = limit if isinstance(limit, GpuArch) else dataclasses.replace(DEFAULT_ARCH, shared_memory=limit)
+def resource_problems(found: StaticUsage, arch: GpuArch = DEFAULT_ARCH) -> list[str]:
+    """What makes a compiled kernel unfit on `arch` whatever its speed: spills (stack or scratch),
+    more shared memory (LDS) than a block of the GPU gets, or (AMD) more VGPRs than a lane has
+    (such a launch fails)."""
     memory = "LDS" if found.backend == "hip" else "shared memory"
     problems = []
     if found.spill_bytes:

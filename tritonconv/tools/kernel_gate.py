@@ -40,7 +40,7 @@ from ..ops.wgrad import bias_grad_operand, prepare_bias_grad
 from ..problem import runtime
 from ..problem.arithmetic import CHANNELS_LAST, ConvProblem, memory_format_of
 from ..problem.config import KernelConfig
-from ..problem.devices import GpuArch, arch_for_capability
+from ..problem.devices import DEFAULT_ARCH, GpuArch, arch_for_capability
 from ..problem.suites import load_suite, suites_folder
 from ..routes.registry import Pass, routes, spec
 from ..tuning.cache import TuningCache
@@ -88,13 +88,14 @@ def gate_items(
     item (source `UNAVAILABLE`, no config) per route that computes a layer elsewhere but is not
     offered on `arch`."""
     tables = _shipped_tables(arch)
+    target = resolve_arch(arch)
     items: dict[GateItem, None] = {}
     for suite in suites:
         for dtype in dtypes:
             for layer in load_suite(suite, dtype=dtype, layout=CHANNELS_LAST):
                 problem = layer.problem
                 for pass_name in (Pass.FWD, Pass.DGRAD, Pass.WGRAD):
-                    with runtime.target_arch(resolve_arch(arch)):
+                    with runtime.target_arch(target):
                         offered = routes(problem, pass_name)
                     for variant in routes(problem, pass_name):  # outside the arch: every route there is
                         if variant not in offered:
@@ -202,19 +203,19 @@ def usage_columns(found: static_compile.StaticUsage, arch: GpuArch) -> dict:
     return {name: values[name] for name in USAGE_COLUMNS[found.backend]}
 
 
-def verdict(kernel: object, constexprs: dict, found: static_compile.StaticUsage, arch: GpuArch | None = None) -> str:
-    """'ok', or why the compiled kernel is unfit on `arch` (sm_90 when not given)."""
-    arch = arch or resolve_arch("sm90")
+def verdict(kernel: object, constexprs: dict, found: static_compile.StaticUsage, arch: GpuArch = DEFAULT_ARCH) -> str:
+    """'ok', or why the compiled kernel is unfit on `arch`."""
     reasons = static_compile.resource_problems(found, arch)
-    if not _has_dot(kernel):
-        pass
-    elif arch.is_amd:  # every tile, the batched 3-D dot included, lowers to v_mfma there
-        if not found.mfma:
-            reasons.append("tl.dot without v_mfma")
-    elif (kernel.__name__ not in BATCHED_DOT_KERNELS and _warpgroup_tile(constexprs)
-          and not getattr(found, arch.matrix_instruction)):  # fmt: skip
-        reasons.append(f"tl.dot without {arch.matrix_instruction}")
+    instruction = arch.matrix_instruction
+    if _has_dot(kernel) and _expects_matrix_instruction(kernel, constexprs, arch) and not getattr(found, instruction):
+        reasons.append(f"tl.dot without {'v_mfma' if arch.is_amd else instruction}")
     return "; ".join(reasons) or "ok"
+
+
+def _expects_matrix_instruction(kernel: object, constexprs: dict, arch: GpuArch) -> bool:
+    """AMD: every tile lowers to v_mfma, the batched 3-D dot included. NVIDIA: a 2-D dot at a tile
+    the warpgroup MMA serves (the batched dot is mma.sync by design)."""
+    return arch.is_amd or (kernel.__name__ not in BATCHED_DOT_KERNELS and _warpgroup_tile(constexprs))
 
 
 def _warpgroup_tile(constexprs: dict) -> bool:

@@ -16,10 +16,11 @@ import json
 
 from ..problem.arithmetic import ConvProblem
 from ..problem.config import KernelConfig
+from ..problem.devices import DEFAULT_ARCH
 from ..routes.registry import REGISTRY, Variant, spec
 
 # Per-block shared memory of an H100 (227 KiB usable of 228); the tuner passes the device's own limit.
-DEFAULT_SHARED_MEMORY = 227 * 1024
+DEFAULT_SHARED_MEMORY = DEFAULT_ARCH.shared_memory
 
 SPACES: dict[tuple[str, str], dict[str, tuple]] = {key: dict(s.space) for key, s in REGISTRY.items()}
 

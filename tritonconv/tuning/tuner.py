@@ -237,11 +237,11 @@ def problem_fields(problem: ConvProblem) -> dict:
 
 
 def static_reason(
-    workload: Workload, variant: str, config: KernelConfig, limit: int | GpuArch, numbers: dict | None = None
+    workload: Workload, variant: str, config: KernelConfig, arch: GpuArch, numbers: dict | None = None
 ) -> str | None:
     """Why a candidate is unfit before anything runs: its kernels, compiled for this GPU but not
     launched, spill registers or need more shared memory (LDS) than a block gets, or more VGPRs
-    than an AMD lane has (`limit`: the arch, or its shared memory per block). None when they are fit,
+    than an AMD lane has, on `arch`. None when they are fit,
     or where nothing compiles (the interpreter); a compile error is left to `_gate`, which records it.
     `numbers`, if given, receives what the launches showed (`static_numbers`)."""
     try:
@@ -254,7 +254,7 @@ def static_reason(
         for kernel_launch, pointers in launches if not interpreted() else ():
             found, warps = launch_spec.captured_usage(kernel_launch, pointers)
             usages.append((found, warps))
-            problems = static_compile.resource_problems(found, limit)
+            problems = static_compile.resource_problems(found, arch)
             if problems:
                 return f"statically unfit ({kernel_launch.kernel.__name__}): {'; '.join(problems)}"
     except Exception:  # compile errors and the like: `_gate` runs the candidate and records them
