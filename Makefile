@@ -8,7 +8,7 @@ CPU_TORCH ?= torch==2.13.0
 # `make gpu-report PY=python3` on a GPU machine without network uses its own Python, no venv to set up.
 SETUP := $(if $(filter $(VENV)/bin/python,$(PY)),setup,)
 
-.PHONY: setup test test-gpu lint format kernels-check kernels-report gpu-quick gpu-report demo bench bench-kernels clean
+.PHONY: setup test test-gpu lint format kernels-check kernels-check-old-triton kernels-report gpu-quick gpu-report demo bench bench-kernels clean
 
 setup: $(VENV)/.installed
 
@@ -45,7 +45,20 @@ kernels-check: setup
 	env -u TRITON_INTERPRET $(PY) -m tritonconv check-kernels --arch sm90
 	env -u TRITON_INTERPRET $(PY) -m tritonconv check-kernels --arch sm100,gfx942,gfx950 --suite smoke --out-dir build/static
 
-# The committed compile-only reports: all four architectures on the gate's default suites (about 20 min cold).
+# The same gate on the GPU image's Triton (3.6), which CI's newest Triton cannot stand in for (3.6 once failed to
+# compile kernels 3.9 compiled): that Triton alone, in build/triton<v>/, ahead of the venv's; every route, smoke suite.
+OLD_TRITON ?= 3.6.0
+OLD_TRITON_DIR := build/triton$(OLD_TRITON)
+$(OLD_TRITON_DIR)/.installed:
+	$(PY) -m pip install -q --no-deps --target $(OLD_TRITON_DIR) triton==$(OLD_TRITON)
+	@touch $@
+
+kernels-check-old-triton: setup $(OLD_TRITON_DIR)/.installed
+	env -u TRITON_INTERPRET PYTHONPATH=$(OLD_TRITON_DIR):. $(PY) -m tritonconv check-kernels \
+		--arch sm90,sm100,gfx942,gfx950 --suite smoke --out-dir build/static-triton$(OLD_TRITON)
+
+# The committed compile-only reports: all four architectures on the gate's default suites (about 20 min cold);
+# `PYTHONPATH=build/triton3.6.0:. make kernels-report` (after `make kernels-check-old-triton`) for Triton 3.6's.
 kernels-report: setup
 	env -u TRITON_INTERPRET $(PY) -m tritonconv check-kernels --arch sm90,sm100,gfx942,gfx950
 

@@ -1,5 +1,6 @@
-"""The compile-only Hopper gate: it covers every registered route, fails a config that spills or
-needs too much shared memory, and the tuner drops such a candidate before timing it."""
+"""The compile-only gate on its four architectures: it covers every registered route, fails a config
+that spills or needs too much shared memory (LDS), and the tuner drops such a candidate before timing
+it; each arch's heuristics compile clean where another's did not."""
 
 import json
 import os
@@ -105,6 +106,36 @@ def test_a_config_that_fits_hopper_but_not_mi300x_lds_is_rejected_on_gfx942_only
     assert mi300x["shared"] > 64 * 1024, mi300x
     assert f"LDS {mi300x['shared']} > 65536" in mi300x["verdict"] and mi300x["failures"] == 1, mi300x
     assert "LDS" in mi300x["dropped"], mi300x
+
+
+# The layers whose sm_100 heuristic configs spilled before Blackwell had rules of its own
+# (`problem/config._for_tensor_memory`): under Triton 3.9, the TMA weight gradient with its bias
+# gradient at 8 warps and the 3-D forward at block_k 32; under 3.6, the 3-D input gradient; under
+# both, ResNet-50's 1x1 weight gradient at 4 warps.
+BLACKWELL_LAYERS = textwrap.dedent(
+    """
+    import json, torch
+    from tritonconv.tools import kernel_gate
+
+    wanted = {("resnet50", "l2.b1.c1 1x1", "wgrad + bias grad", "tma"),
+              ("resnet50", "l1.c3/ds 1x1", "wgrad", "implicit_gemm"),
+              ("video", "r2p1d.l3.b1.c1.t 460->256 s2x1x1", "fwd", "implicit_gemm_3d"),
+              ("video", "r2p1d.l3.b1.c2.s 256->460", "dgrad", "implicit_gemm_3d")}
+    items = [item for item in kernel_gate.gate_items(("resnet50", "video"), (torch.bfloat16,), arch="sm100")
+             if (item.suite, item.layer, item.pass_name, item.variant) in wanted]
+    table = kernel_gate.check(items, "sm100", jobs=1)
+    print(json.dumps({"items": len(items), "rows": table[["layer", "kernel", "spill_bytes", "tcgen05", "verdict"]]
+                      .astype(str).to_dict("records")}))
+    """
+)
+
+
+def test_blackwell_heuristics_compile_without_spills_where_hopper_s_spilled():
+    found = run_compiled(BLACKWELL_LAYERS)
+    assert found["items"] == 4, found
+    gemm_rows = [row for row in found["rows"] if row["kernel"] != "_sum_splits_kernel"]
+    assert len(gemm_rows) == 4 and all(row["tcgen05"] == "True" for row in gemm_rows), found
+    assert {row["verdict"] for row in found["rows"]} == {"ok"}, found
 
 
 def _gradient_and_forward_routes(items) -> set[tuple]:

@@ -14,6 +14,11 @@ import triton
 from conv_reference import needs_runtime_loops, recording_launcher
 
 import tritonconv
+from tritonconv.problem import runtime
+from tritonconv.problem.config import KernelConfig, wgrad_config
+from tritonconv.problem.devices import ARCHES
+from tritonconv.problem.suites import load_suite
+from tritonconv.routes.registry import REGISTRY, Variant
 from tritonconv.tuning import cache as tuning_cache
 from tritonconv.tuning.cache import TuningCache, cache_dir, problem_key
 from tritonconv.tuning.fingerprint import fingerprint, kernel_digest
@@ -46,12 +51,63 @@ def test_candidates_fit_the_problem_and_the_shared_memory(space, name):
             assert config.block_n <= max(16, triton.next_power_of_2(n)), config
 
 
-def test_shared_memory_limit_prunes():
+def test_shared_memory_limit_prunes_by_the_arch_s_own_buffers():
+    """MI300X's 64 KiB of LDS prunes the space, counting the copies its pipeline keeps (one stage waits
+    in VGPRs there): 128x64x64 bf16 tiles at 3 stages take 48 KiB on gfx942, 72 KiB on MI355X and
+    Hopper, which buffer every stage."""
     problem = PROBLEMS["resnet 3x3"]
-    everything = candidates(problem, "fwd", "implicit_gemm")
-    small = candidates(problem, "fwd", "implicit_gemm", shared_memory=64 * 1024)
+    mi300x, mi355x, hopper = ARCHES["gfx942"], ARCHES["gfx950"], ARCHES["sm90"]
+    everything = candidates(problem, "fwd", "implicit_gemm", hopper)
+    small = candidates(problem, "fwd", "implicit_gemm", mi300x)
     assert 0 < len(small) < len(everything)
-    assert all(shared_memory_bytes(c, 2, "implicit_gemm") <= 64 * 1024 for c in small)
+    assert all(shared_memory_bytes(c, 2, "implicit_gemm", mi300x) <= 64 * 1024 for c in small)
+    tile = KernelConfig(block_m=128, block_n=64, block_k=64, num_warps=4, num_stages=3)
+    sizes = {arch.name: shared_memory_bytes(tile, 2, "implicit_gemm", arch) for arch in (mi300x, mi355x, hopper)}
+    assert sizes == {"gfx942": 48 * 1024, "gfx950": 72 * 1024, "sm90": 72 * 1024}
+    assert tile in small
+    deeper = dataclasses.replace(tile, num_stages=4)  # 3 copies on gfx942: 72 KiB
+    assert deeper in everything and deeper not in small
+
+
+ROUTE_LAYERS = [(suite, layer) for suite in ("smoke", "resnet50", "video") for layer in load_suite(suite)]
+
+
+@pytest.mark.parametrize("arch", list(ARCHES), ids=str)
+def test_every_heuristic_config_fits_its_arch(arch):
+    """Each route's untimed config on every layer of the suites, sized for `arch`: within its shared
+    memory (LDS) by the space's own estimate, at the arch's pipeline depth for a tl.dot route, and
+    with at most 64 accumulator elements a thread (lane) on a tl.dot tile: a 64-wide wavefront
+    counts as 64 lanes."""
+    target = ARCHES[arch]
+    for suite, layer in ROUTE_LAYERS:
+        for route in REGISTRY.values():
+            if not route.applies(layer.problem):
+                continue
+            config = route.heuristic(layer.problem, arch=target)
+            where = f"{suite} {layer.name} {route.pass_name} {route.variant}: {config}"
+            staged = shared_memory_bytes(config, layer.problem.element_size, route.variant, target)
+            assert staged <= target.shared_memory, where
+            assert config.num_stages <= target.pipeline_stages, where
+            if config.num_stages > 1 and route.variant != Variant.GROUPED_TILE:  # a pipelined 2-D tl.dot loop
+                assert config.num_stages == target.pipeline_stages, where
+                lanes = config.num_warps * target.warp_size
+                assert config.block_m * config.block_n <= 64 * lanes or target.accumulator_in_tensor_memory, where
+
+
+def test_a_problem_gets_one_heuristic_config_per_arch():
+    """The heuristics are cached per (problem, arch): planning for an MI300X after a Hopper (or the
+    other way round) never serves the other arch's config."""
+    problem = PROBLEMS["resnet 3x3"]
+    with runtime.target_arch(ARCHES["sm90"]):
+        hopper = wgrad_config(problem)
+    with runtime.target_arch(ARCHES["gfx942"]):
+        mi300x = wgrad_config(problem)
+    with runtime.target_arch(ARCHES["sm90"]):
+        assert wgrad_config(problem) == hopper
+    assert (hopper.num_stages, mi300x.num_stages) == (3, 2)
+    assert wgrad_config(problem) == hopper  # no GPU and no target: the default arch's (sm_90's) limits
+    # two programs per SM (CU) share a split reduction: MI300X's 304 CUs split it further than 132 SMs
+    assert mi300x.split_k >= hopper.split_k
 
 
 def test_clear_winner_is_chosen():

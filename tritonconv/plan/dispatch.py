@@ -19,8 +19,9 @@ import torch
 
 from ..problem.arithmetic import ConvProblem, problem_from_tensors
 from ..problem.config import KernelConfig
+from ..problem.devices import GpuArch
 from ..problem.planar import volume_problem
-from ..problem.runtime import fp32_dot_precision
+from ..problem.runtime import fp32_dot_precision, planning_arch
 from ..problem.torch_reference import TORCH_CONV3D, check_like_torch
 from ..routes.registry import (
     GROUPED_TILE_MAX_CHANNELS,
@@ -107,7 +108,7 @@ def plan_and_finality(problem: ConvProblem, pass_name: str) -> tuple[Plan, bool]
     mode = autotune_mode()
     if mode == "off":
         return heuristic_plan(problem, pass_name), True
-    memo_key = (problem, pass_name, mode, fp32_dot_precision(), tuning_cache.generation())
+    memo_key = (problem, pass_name, mode, fp32_dot_precision(), tuning_cache.generation(), planning_arch())
     plan = _plans.get(memo_key)
     if plan is not None:
         return plan, True
@@ -119,10 +120,15 @@ def plan_and_finality(problem: ConvProblem, pass_name: str) -> tuple[Plan, bool]
     return plan, final
 
 
-@functools.lru_cache(maxsize=4096)
 def heuristic_plan(problem: ConvProblem, pass_name: str = Pass.FWD) -> Plan:
+    """The untimed rule's route at its heuristic config, for the arch being planned for."""
+    return _heuristic_plan(problem, pass_name, planning_arch())
+
+
+@functools.lru_cache(maxsize=4096)
+def _heuristic_plan(problem: ConvProblem, pass_name: str, arch: GpuArch) -> Plan:
     variant = rule_variant(problem, pass_name)
-    return Plan(variant, spec(pass_name, variant).heuristic(problem), "heuristic")
+    return Plan(variant, spec(pass_name, variant).heuristic(problem, arch=arch), "heuristic")
 
 
 def forget_plans() -> None:

@@ -34,10 +34,29 @@ class GpuArch:
     matrix_instruction: str  # what a 2-D tl.dot should lower to: 'wgmma', 'tcgen05' or 'mfma'
     tma: bool  # tensor-memory copies through descriptors (TMA)
     capability: tuple[int, int] | None = None  # NVIDIA compute capability
+    pipeline_stages: int = 3  # the heuristics' software-pipeline depth (num_stages) for tl.dot kernels
+    stages_in_registers: int = 0  # pipeline stages held in registers, not in shared memory (LDS)
 
     @property
     def is_amd(self) -> bool:
         return self.backend == "hip"
+
+    @property
+    def accumulator_in_tensor_memory(self) -> bool:
+        """Blackwell's tcgen05 accumulates in tensor memory, not in the threads' registers."""
+        return self.matrix_instruction == "tcgen05"
+
+    @property
+    def target_programs(self) -> int:
+        """Programs a split reduction aims for: two waves of one program per SM (CU)."""
+        return 2 * self.multiprocessors
+
+    def staged_buffers(self, num_stages: int) -> int:
+        """Copies of a pipelined loop's operand tiles in shared memory (LDS) at `num_stages`. Triton keeps
+        one per stage, except where a stage waits in registers: on gfx942 (CDNA3 has no direct
+        global-to-LDS copy, so a tile goes global -> VGPRs -> LDS) a 128x128x64 bf16 tile took 64 KiB at
+        3 stages and 32 KiB at 2 (the kernel gate, Triton 3.9), on gfx950 96 KiB and 64 KiB, as on sm_90."""
+        return max(1, num_stages - self.stages_in_registers)
 
     def waves_per_simd(self, vgprs: int) -> int:
         """AMD occupancy: wavefronts one SIMD holds at `vgprs` (VGPRs + AGPRs, allocated in granules of 8
@@ -52,8 +71,23 @@ ARCHES: dict[str, GpuArch] = {
     for arch in (
         GpuArch("sm90", "cuda", 90, "H100/H200", 32, 227 * KIB, 132, 255, "wgmma", True, (9, 0)),
         GpuArch("sm100", "cuda", 100, "B200", 32, 227 * KIB, 148, 255, "tcgen05", True, (10, 0)),
-        GpuArch("gfx942", "hip", "gfx942", "MI300X", 64, 64 * KIB, 304, 512, "mfma", False),
-        GpuArch("gfx950", "hip", "gfx950", "MI355X", 64, 160 * KIB, 256, 512, "mfma", False),
+        # AMD's stream pipeliner: two stages (one tile in flight while the other feeds v_mfma), so two
+        # workgroups' tiles fit a CU's LDS (64 KiB on gfx942, 160 KiB on gfx950) where three stages fit one.
+        GpuArch(
+            "gfx942",
+            "hip",
+            "gfx942",
+            "MI300X",
+            64,
+            64 * KIB,
+            304,
+            512,
+            "mfma",
+            False,
+            pipeline_stages=2,
+            stages_in_registers=1,
+        ),
+        GpuArch("gfx950", "hip", "gfx950", "MI355X", 64, 160 * KIB, 256, 512, "mfma", False, pipeline_stages=2),
     )
 }
 DEFAULT_ARCH = ARCHES["sm90"]

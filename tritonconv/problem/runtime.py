@@ -15,7 +15,7 @@ import torch
 import triton
 from packaging.version import Version
 
-from .devices import GpuArch, arch_of
+from .devices import DEFAULT_ARCH, GpuArch, arch_of
 
 FP64_DOT_SINCE = Version("3.5")
 
@@ -75,6 +75,12 @@ def current_arch() -> GpuArch | None:
     if _target_arch is not None:
         return _target_arch
     return _gpu_arch(torch.cuda.current_device()) if torch.cuda.is_available() else None
+
+
+def planning_arch() -> GpuArch:
+    """The architecture the heuristics size configs for: `current_arch`, or (the interpreter, no GPU)
+    the default arch's limits."""
+    return current_arch() or DEFAULT_ARCH
 
 
 @functools.cache

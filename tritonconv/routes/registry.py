@@ -7,7 +7,8 @@ A `VariantSpec` names, for one (pass, variant):
 - `prepare`: its launcher, which builds the launch for a call's tensors (`ops/`);
 - `kernel_modules`: the `kernels/` modules it runs (their source is part of a tuned entry's
   fingerprint);
-- `space`, `heuristic` and `clamp`: its config space as data, its untimed config, and how a config
+- `space`, `heuristic` and `clamp`: its config space as data, its untimed config (`heuristic(problem,
+  arch=None)`, sized for the architecture being planned for unless one is given), and how a config
   of the space is fitted to a problem;
 - `competes`: a forward route the tuner times wherever it applies though the rule never picks it
   (a new kernel not yet measured on a GPU);
@@ -320,7 +321,7 @@ class VariantSpec:
     prepare: Callable
     kernel_modules: tuple[str, ...]
     space: Mapping[str, tuple]
-    heuristic: Callable[[ConvProblem], KernelConfig]
+    heuristic: Callable[..., KernelConfig]  # (problem, arch=None): arch None is the one being planned for
     clamp: Callable[[KernelConfig, ConvProblem], KernelConfig]
     competes: bool = False  # a forward route the tuner times wherever it applies, though the rule never picks it
     fuses_bias_grad: bool = False  # a weight-gradient route that computes the bias gradient too
@@ -335,8 +336,8 @@ def _forward(prepare_variant: Callable, **options: object) -> Callable:
     return functools.partial(prepare_forward, prepare_variant, **options)
 
 
-def _forward_heuristic(variant: Variant) -> Callable[[ConvProblem], KernelConfig]:
-    return lambda problem: heuristic_config(problem, variant)
+def _forward_heuristic(variant: Variant) -> Callable[..., KernelConfig]:
+    return lambda problem, arch=None: heuristic_config(problem, variant, arch=arch)
 
 
 SPECS: tuple[VariantSpec, ...] = (
@@ -357,12 +358,14 @@ SPECS: tuple[VariantSpec, ...] = (
     # dX of a stride-1 1x1 conv: the conv1x1 GEMM on dY and the transposed weight.
     VariantSpec(Pass.DGRAD, Variant.CONV1X1, dgrad_is_conv1x1, dgrad_is_conv1x1, dgrad.prepare_conv1x1_route,
                 ("conv1x1_fwd",), GEMM_AXES,
-                lambda problem: heuristic_config(dgrad_as_conv1x1(problem, CONTIGUOUS), Variant.CONV1X1),
+                lambda problem, arch=None: heuristic_config(dgrad_as_conv1x1(problem, CONTIGUOUS), Variant.CONV1X1,
+                                                               arch=arch),
                 _gemm_clamp(_masking_dgrad_sides)),
     # dX of a stride-1 depthwise conv: the depthwise kernel on dY and the flipped weight.
     VariantSpec(Pass.DGRAD, Variant.DEPTHWISE, dgrad_is_depthwise_conv, dgrad_is_depthwise_conv,
                 dgrad.prepare_depthwise_route, ("depthwise_fwd",), DEPTHWISE_AXES,
-                lambda problem: heuristic_config(dgrad_as_depthwise(problem, CONTIGUOUS), Variant.DEPTHWISE),
+                lambda problem, arch=None: heuristic_config(dgrad_as_depthwise(problem, CONTIGUOUS), Variant.DEPTHWISE,
+                                                               arch=arch),
                 _depthwise_clamp(lambda problem: problem.w)),
     VariantSpec(Pass.DGRAD, Variant.STRIDE_PHASED, is_strided, dgrad_by_phase, dgrad.prepare_phased,
                 ("dgrad_phased",), GEMM_AXES, dgrad_phased_config, _gemm_clamp(_phased_dgrad_sides)),

@@ -96,19 +96,19 @@ def gate_items(
                 problem = layer.problem
                 for pass_name in (Pass.FWD, Pass.DGRAD, Pass.WGRAD):
                     with runtime.target_arch(target):
-                        offered = routes(problem, pass_name)
+                        offered = routes(problem, pass_name)  # the arch's routes; the heuristics take it too
                     for variant in routes(problem, pass_name):  # outside the arch: every route there is
                         if variant not in offered:
                             unavailable = GateItem(suite, layer.name, problem, pass_name, variant, None, UNAVAILABLE)
                             items.setdefault(unavailable)
                     for variant in offered:
-                        configs = {spec(pass_name, variant).heuristic(problem): "heuristic"}
+                        configs = {spec(pass_name, variant).heuristic(problem, arch=target): "heuristic"}
                         for table in tables:
                             entry = cached_entry(table, problem, pass_name)
                             if entry and entry.get("variant") == variant and entry.get("config"):
                                 configs.setdefault(KernelConfig(**entry["config"]), "shipped table")
                         if space:
-                            for config in candidates(problem, pass_name, variant):
+                            for config in candidates(problem, pass_name, variant, target):
                                 configs.setdefault(config, "space")
                         fused = pass_name == Pass.WGRAD and spec(pass_name, variant).fuses_bias_grad
                         for config, source in configs.items():
@@ -190,7 +190,7 @@ def compile_item(item: GateItem) -> list[dict]:
             row.update(usage_columns(found, arch), num_warps=compiled.metadata.num_warps)
             if item.config is not None and _has_dot(kernel_launch.kernel):  # the space estimates the GEMM's tiles
                 row["estimated_shared_bytes"] = shared_memory_bytes(item.config, item.problem.element_size,
-                                                                    item.variant)  # fmt: skip
+                                                                    item.variant, arch)  # fmt: skip
             row["verdict"] = verdict(kernel_launch.kernel, kernel_launch.constexprs, found, arch)
         rows.append(row)
     return rows

@@ -18,9 +18,10 @@ import dataclasses
 
 from ..problem.arithmetic import ConvProblem
 from ..problem.config import KernelConfig
+from ..problem.devices import DEFAULT_ARCH, GpuArch
 from ..routes.registry import Variant, rule_variant, spec, tuned_variants
 from . import cost_model
-from .space import DEFAULT_SHARED_MEMORY, candidates
+from .space import candidates
 
 HEURISTIC = "heuristic"
 TMA_HEURISTIC = "tma heuristic"
@@ -39,18 +40,18 @@ class Candidate:
 
 
 def pruned(
-    problem: ConvProblem, pass_name: str, top_k: int, shared_memory: int = DEFAULT_SHARED_MEMORY,
+    problem: ConvProblem, pass_name: str, top_k: int, arch: GpuArch = DEFAULT_ARCH,
     device: cost_model.DeviceModel = cost_model.H200,
 ) -> list[Candidate]:  # fmt: skip
     """At most `top_k` + 2 candidates for a GEMM-only problem (module docstring), no (route, config) twice."""
     variants = tuned_variants(problem, pass_name)
     rule = rule_variant(problem, pass_name)
-    chosen = [Candidate(rule, spec(pass_name, rule).heuristic(problem), HEURISTIC)]
+    chosen = [Candidate(rule, spec(pass_name, rule).heuristic(problem, arch=arch), HEURISTIC)]
     if Variant.TMA in variants and rule != Variant.TMA:
-        chosen.append(Candidate(Variant.TMA, spec(pass_name, Variant.TMA).heuristic(problem), TMA_HEURISTIC))
+        chosen.append(Candidate(Variant.TMA, spec(pass_name, Variant.TMA).heuristic(problem, arch=arch), TMA_HEURISTIC))
     taken = {(c.variant, c.config) for c in chosen}
     pool = [(variant, config) for variant in variants if variant not in cost_model.UNMODELLED
-            for config in candidates(problem, pass_name, variant, shared_memory)]  # fmt: skip
+            for config in candidates(problem, pass_name, variant, arch)]  # fmt: skip
     seconds = {item: cost_model.estimate(problem, pass_name, item[1], device).seconds for item in pool}
     ranked = sorted(pool, key=seconds.__getitem__)  # stable: ties keep the routes' and spaces' order
     picks = 0
@@ -64,7 +65,7 @@ def pruned(
     for variant in variants:
         if variant not in cost_model.UNMODELLED:
             continue
-        space = [config for config in candidates(problem, pass_name, variant, shared_memory)
+        space = [config for config in candidates(problem, pass_name, variant, arch)
                  if (variant, config) not in taken]  # fmt: skip
         chosen += [Candidate(variant, config, SPREAD) for config in spread(space, top_k)]
     return chosen

@@ -2,9 +2,10 @@
 
 A space is a dict of axes; its candidates are the product of the axes, each clamped to the problem
 by the route's own clamp (a 128-row tile over a 40-row GEMM is the 64-row tile plus masking) and
-deduplicated, then pruned by shared memory: operand tiles times pipeline stages must fit the
-device's per-block limit. The order of the candidates is fixed, so a tie between equally fast
-configs breaks the same way everywhere.
+deduplicated, then pruned by shared memory: operand tiles times the pipeline's buffers must fit the
+architecture's per-block limit (`devices.GpuArch`: shared memory or LDS, and how many stages it
+buffers). The order of the candidates is fixed, so a tie between equally fast configs breaks the
+same way everywhere.
 """
 
 from __future__ import annotations
@@ -16,11 +17,8 @@ import json
 
 from ..problem.arithmetic import ConvProblem
 from ..problem.config import KernelConfig
-from ..problem.devices import DEFAULT_ARCH
+from ..problem.devices import DEFAULT_ARCH, GpuArch
 from ..routes.registry import REGISTRY, Variant, spec
-
-# Per-block shared memory of an H100 (227 KiB usable of 228); the tuner passes the device's own limit.
-DEFAULT_SHARED_MEMORY = DEFAULT_ARCH.shared_memory
 
 SPACES: dict[tuple[str, str], dict[str, tuple]] = {key: dict(s.space) for key, s in REGISTRY.items()}
 
@@ -32,26 +30,25 @@ def space_digest(pass_name: str, variant: str) -> str:
     return hashlib.sha256(json.dumps(axes, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def shared_memory_bytes(config: KernelConfig, element_size: int, variant: str) -> int:
-    """Operand tiles held in shared memory, one copy per pipeline stage. On an H100 with Triton 3.6
-    the compiled kernels' allocation matched this to within a 2 KiB scratch buffer (e.g. 98,304
-    bytes for 128x128x64 bf16 tiles at 3 stages; `python -m tritonconv.tools.bench.profile`)."""
+def shared_memory_bytes(config: KernelConfig, element_size: int, variant: str, arch: GpuArch = DEFAULT_ARCH) -> int:
+    """Operand tiles held in shared memory (LDS), one copy per buffered pipeline stage
+    (`GpuArch.staged_buffers`). On an H100 with Triton 3.6 the compiled kernels' allocation matched
+    this to within a 2 KiB scratch buffer (e.g. 98,304 bytes for 128x128x64 bf16 tiles at 3 stages;
+    `python -m tritonconv.tools.bench.profile`); the kernel gate's reports compare it per arch."""
     if variant == Variant.DEPTHWISE:
         return 0  # no tl.dot: nothing is staged through shared memory
     per_stage = (config.block_m * config.block_k + config.block_k * config.block_n) * config.block_g
-    return per_stage * element_size * config.num_stages
+    return per_stage * element_size * arch.staged_buffers(config.num_stages)
 
 
-def candidates(
-    problem: ConvProblem, pass_name: str, variant: str, shared_memory: int = DEFAULT_SHARED_MEMORY
-) -> list[KernelConfig]:
-    """Every config of the route's space worth compiling for `problem`, in the space's fixed order."""
+def candidates(problem: ConvProblem, pass_name: str, variant: str, arch: GpuArch = DEFAULT_ARCH) -> list[KernelConfig]:
+    """Every config of the route's space worth compiling for `problem` on `arch`, in the space's fixed order."""
     route = spec(pass_name, variant)
     names = list(route.space)
     seen: dict[KernelConfig, None] = {}
     for values in itertools.product(*(route.space[name] for name in names)):
         base = KernelConfig(block_m=16, block_n=16)
         config = route.clamp(dataclasses.replace(base, **dict(zip(names, values, strict=True))), problem)
-        if shared_memory_bytes(config, problem.element_size, variant) <= shared_memory:
+        if shared_memory_bytes(config, problem.element_size, variant, arch) <= arch.shared_memory:
             seen.setdefault(config, None)
     return list(seen)

@@ -177,14 +177,13 @@ def tune_problem(
         max_candidates = INTERPRETER_CANDIDATES
     workload = make_workload(problem, pass_name, device)
     arch = _arch(device)
-    shared_memory = arch.shared_memory
     if top_k is not None:
-        picked = prune.pruned(problem, pass_name, top_k, shared_memory)
+        picked = prune.pruned(problem, pass_name, top_k, arch)
     else:
         picked = [prune.Candidate(variant, config, prune.SPREAD if max_candidates else "space")
                   for variant in tuned_variants(problem, pass_name)
-                  for config in _sample(candidates(problem, pass_name, variant, shared_memory), max_candidates,
-                                        problem, pass_name, variant)]  # fmt: skip
+                  for config in _sample(candidates(problem, pass_name, variant, arch), max_candidates,
+                                        problem, pass_name, variant, arch)]  # fmt: skip
     tried, timings, failed = [], {}, []
     for candidate in picked:
         variant, config = candidate.variant, candidate.config
@@ -333,7 +332,8 @@ def _gate(workload: Workload, variant: str, config: KernelConfig, dtype: torch.d
 
 
 def _sample(
-    configs: list[KernelConfig], limit: int | None, problem: ConvProblem, pass_name: str, variant: str
+    configs: list[KernelConfig], limit: int | None, problem: ConvProblem, pass_name: str, variant: str,
+    arch: GpuArch = DEFAULT_ARCH,
 ) -> list[KernelConfig]:  # fmt: skip
     """At most `limit` of a route's configs (all when no limit): for a GEMM route, the heuristic's
     config and the static cost model's best (`cost_model.rank`); for the others, which the model
@@ -342,7 +342,7 @@ def _sample(
         return configs
     if variant in cost_model.UNMODELLED:
         return prune.spread(configs, limit)
-    heuristic = spec(pass_name, variant).heuristic(problem)
+    heuristic = spec(pass_name, variant).heuristic(problem, arch=arch)
     ranked = cost_model.rank(problem, pass_name, configs)
     first = [heuristic] if heuristic in configs else []
     return [*first, *(config for config in ranked if config != heuristic)][:limit]

@@ -22,7 +22,6 @@ from ....routes.registry import Pass
 from ....tuning.cache import problem_key
 from ....tuning.prune import pruned
 from ....tuning.session import cached_entry, tune_problems
-from ....tuning.space import DEFAULT_SHARED_MEMORY
 from ....tuning.tuner import make_workload, tf32_key
 from .context import QuickRun
 
@@ -39,7 +38,7 @@ def work(run: QuickRun, suite: str) -> list[tuple[str, ConvProblem, str, str]]:
 
 def candidate_count(run: QuickRun, suite: str) -> list[int]:
     """How many candidates each (layer, pass) would time: the dry run's count."""
-    return [len(pruned(problem, pass_name, run.top_k, DEFAULT_SHARED_MEMORY)) for _, problem, pass_name, _ in
+    return [len(pruned(problem, pass_name, run.top_k)) for _, problem, pass_name, _ in
             work(run, suite)]  # fmt: skip
 
 
@@ -51,7 +50,7 @@ def launchers(run: QuickRun, suite: str) -> list[Callable[[], object]]:
         if cached_entry(table, problem, pass_name) is not None:
             continue
         workload = make_workload(problem, pass_name, run.torch_device, answer=False)
-        for candidate in pruned(problem, pass_name, run.top_k, DEFAULT_SHARED_MEMORY):
+        for candidate in pruned(problem, pass_name, run.top_k):
             calls.append(lambda w=workload, c=candidate: w.run(c.variant, c.config))
     return calls
 
