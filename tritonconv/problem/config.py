@@ -73,7 +73,6 @@ def per_arch(heuristic):
     def for_arch(problem: ConvProblem, *args: object, arch: GpuArch | None = None, **kwargs: object) -> KernelConfig:
         return cached(problem, *args, arch=arch or planning_arch(), **kwargs)
 
-    for_arch.cache_clear = cached.cache_clear
     return for_arch
 
 
