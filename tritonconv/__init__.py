@@ -7,7 +7,7 @@ TRITON_INTERPRET=1 before the import.
 from ._version import __version__
 from .frontend import library_ops  # registers the tritonconv:: custom ops torch.compile sees
 from .frontend.aten import disable_aten, enable_aten, use_aten
-from .frontend.fallback import reset_stats, stats
+from .frontend.call_counts import reset_stats, stats
 from .frontend.functional import Conv2dFunction, conv1d, conv2d
 from .frontend.nn import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .frontend.transposed import conv_transpose1d, conv_transpose2d, conv_transpose3d, explain_transposed

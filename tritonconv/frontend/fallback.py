@@ -13,8 +13,6 @@ Calling `tritonconv.conv2d` directly never falls back: it raises, as an explicit
 from __future__ import annotations
 
 import functools
-import logging
-from collections import Counter
 from collections.abc import Callable
 
 import torch
@@ -23,6 +21,7 @@ from .. import kernels
 from ..problem.arithmetic import SUPPORTED_DTYPES
 from ..problem.runtime import is_interpreted, supports_fp64_dot
 from ..problem.torch_reference import TORCH_CONV1D, TORCH_CONV2D, TORCH_CONV3D
+from .call_counts import count, count_fallback, count_traced_fallback, set_compiled_label
 from .functional import autocast_dtype_for, conv1d, conv2d, torch_conv2d_with_epilogue
 from .transposed import (
     TORCH_CONV_TRANSPOSE1D,
@@ -34,10 +33,6 @@ from .transposed import (
 )
 from .volume import conv3d
 
-logger = logging.getLogger("tritonconv")
-TRITONCONV = "tritonconv"
-_counts: Counter[tuple[str, str]] = Counter()  # (op, 'tritonconv' or the fallback's reason) -> calls
-
 
 def unservable_reason(input: object, weight: object) -> str | None:
     """Why tritonconv cannot take a call with these operands, or None when it can try."""
@@ -46,8 +41,13 @@ def unservable_reason(input: object, weight: object) -> str | None:
     return _dtype_device_reason(autocast_dtype_for(input) or input.dtype, input.device.type)
 
 
-@functools.cache
+@torch.compiler.assume_constant_result  # a traced call reads the answer, never the cache (Dynamo warns on one)
 def _dtype_device_reason(dtype: torch.dtype, device: str) -> str | None:
+    return _fixed_reason(dtype, device)
+
+
+@functools.cache
+def _fixed_reason(dtype: torch.dtype, device: str) -> str | None:
     """The part of `unservable_reason` fixed for the process by the dtype and device type (the
     interpreter and Triton's version do not change), so a patched model's calls look it up."""
     if dtype not in SUPPORTED_DTYPES:
@@ -65,21 +65,26 @@ def _dtype_device_reason(dtype: torch.dtype, device: str) -> str | None:
 
 
 def serve(op: str, ours: Callable, torchs: Callable, *args, **kwargs) -> torch.Tensor:
-    """`ours(*args, **kwargs)` if tritonconv can serve it, else `torchs(...)`, counted either way."""
+    """`ours(*args, **kwargs)` if tritonconv can serve it, else `torchs(...)`, counted either way
+    (in a traced graph by the op it traces to: `call_counts`)."""
     reason = unservable_reason(_argument(args, kwargs, 0, "input"), _argument(args, kwargs, 1, "weight"))
-    if torch.compiler.is_compiling():  # no counting or try/except inside a traced graph
-        return ours(*args, **kwargs) if reason is None else torchs(*args, **kwargs)
+    if torch.compiler.is_compiling():  # no try/except around a traced call: the graph's op counts itself
+        if reason is not None and count_traced_fallback(op, reason):
+            return torchs(*args, **kwargs)
+        set_compiled_label(op)
+        try:
+            return ours(*args, **kwargs)
+        finally:
+            set_compiled_label("")
     if reason is None:
         try:
             output = ours(*args, **kwargs)
         except (RuntimeError, ValueError, TypeError, NotImplementedError) as error:
             reason = f"tritonconv refused the call: {type(error).__name__}: {error}"
         else:
-            _counts[op, TRITONCONV] += 1
+            count(op)
             return output
-    if (op, reason) not in _counts:
-        logger.warning("tritonconv: %s served by torch: %s", op, reason)
-    _counts[op, reason] += 1
+    count_fallback(op, reason)
     return torchs(*args, **kwargs)
 
 
@@ -138,22 +143,3 @@ FUNCTIONAL_CONVS = tuple(
         ("conv_transpose3d", served_conv_transpose3d, TORCH_CONV_TRANSPOSE3D),
     )
 )
-
-
-def stats() -> dict[str, dict]:
-    """Calls through patched modules and functions since the last `reset_stats()`, per op:
-    `{'conv2d': {'tritonconv': 120, 'torch': 3, 'fallbacks': {reason: 3}}, ...}`."""
-    report: dict[str, dict] = {}
-    for (op, outcome), calls in sorted(_counts.items()):
-        entry = report.setdefault(op, {TRITONCONV: 0, "torch": 0, "fallbacks": {}})
-        if outcome == TRITONCONV:
-            entry[TRITONCONV] += calls
-        else:
-            entry["torch"] += calls
-            entry["fallbacks"][outcome] = calls
-    return report
-
-
-def reset_stats() -> None:
-    """Forget the counts (and so log each fallback reason once more)."""
-    _counts.clear()

@@ -9,7 +9,15 @@ calls made while torch.compile traces do, and an eager backward under torch's le
 sample at a time. The gradient ops take 2-D and 3-D operands alike.
 
 Padding is passed as four integers (top, left, bottom, right), since 'same' with an even dilated
-kernel pads one more element at the end.
+kernel pads one more element at the end (six for a 3-D one).
+
+Every convolution kind is in a graph as these ops: `tritonconv::conv2d` is the forward of 1-D (as
+2-D with H = 1), 2-D and 3-D convolutions (by the operands' rank), and a transposed convolution of
+any rank is `tritonconv::conv2d_input_grad`, the input gradient of the convolution it transposes
+(what it runs eagerly too), with torch's pad and bias add around it. The forward ops take a
+`count_as` name: a patched call traced into a graph names itself there ('conv3d',
+'conv_transpose2d', ...) and the op counts it for `stats()` each time the graph runs it
+(`call_counts.py`).
 
 The gradient ops have autograd formulas of their own, made of the other ops: the input gradient is
 bilinear in (dY, W) and the weight gradient in (x, dY), and each one's derivatives are the forward
@@ -34,12 +42,13 @@ from ..problem.arithmetic import (
     CONTIGUOUS,
     ConvProblem,
     memory_format_of,
+    per_axis,
     problem_from_schema,
     problem_from_tensors,
     resolve_padding,
-    to_pair,
 )
 from ..problem.arithmetic import is_channels_last_like as channels_last
+from . import call_counts
 from .autograd import conv_gradients, save_operands
 
 
@@ -63,9 +72,12 @@ def conv2d_op(
     padding: list[int],
     dilation: list[int],
     groups: int,
+    count_as: str = "",
 ) -> torch.Tensor:
     """Forward of a batched (N, C, H, W) input, through a call prepared per key (`prepared.py`); a
-    (N, C, D, H, W) one's through `direct.forward_of` (the 3-D gradients' derivatives need it)."""
+    (N, C, D, H, W) one's through `direct.forward_of`. `count_as`: the patched op it serves, counted."""
+    if count_as:
+        call_counts.count(count_as)
     if weight.dim() == 5:
         return forward_of(input, weight, bias, _geometry(stride, padding, dilation, groups))
     geometry = (tuple(stride), tuple(padding), tuple(dilation), groups)
@@ -78,7 +90,7 @@ LIBRARY_OP_KEY = ("library op",)  # the op's geometry is normalized (four paddin
 
 
 @conv2d_op.register_fake
-def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups):
+def _conv2d_fake(input, weight, bias, stride, padding, dilation, groups, count_as=""):
     if weight.dim() == 5:
         layout = CHANNELS_LAST if channels_last(input) or channels_last(weight) else CONTIGUOUS
         geometry = _geometry(stride, padding, dilation, groups)
@@ -100,14 +112,19 @@ def conv2d_input_grad_op(
     padding: list[int],
     dilation: list[int],
     groups: int,
+    count_as: str = "",
 ) -> torch.Tensor:
-    """dX: the input itself is not needed, only its shape and layout. 2-D or 3-D, by the weight's rank."""
+    """dX: the input itself is not needed, only its shape and layout. 2-D or 3-D, by the weight's
+    rank. `count_as`: the patched transposed convolution it serves, counted."""
+    if count_as:
+        call_counts.count(count_as)
     geometry = _geometry(stride, padding, dilation, groups)
     return input_grad_of(grad_output, weight, geometry, input_shape, input_channels_last)
 
 
 @conv2d_input_grad_op.register_fake
-def _input_grad_fake(grad_output, weight, input_shape, input_channels_last, stride, padding, dilation, groups):
+def _input_grad_fake(grad_output, weight, input_shape, input_channels_last, stride, padding, dilation, groups,
+                     count_as=""):  # fmt: skip
     return _empty(input_shape, grad_output, input_channels_last)
 
 
@@ -181,24 +198,24 @@ class OpGradients:
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    input, weight, _, *geometry = inputs
+    input, weight, _, *arguments = inputs
     save_operands(ctx, input, weight)
     ctx.gradients = OpGradients(list(input.shape), channels_last(input), list(weight.shape), channels_last(weight),
-                                tuple(geometry))  # fmt: skip
+                                tuple(arguments[:4]))  # fmt: skip
 
 
 def _backward(ctx, grad_output):
-    return *conv_gradients(ctx, grad_output, ctx.gradients), None, None, None, None
+    return *conv_gradients(ctx, grad_output, ctx.gradients), *[None] * 5
 
 
 conv2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _setup_input_grad(ctx, inputs, output) -> None:
-    grad_output, weight, input_shape, input_channels_last, *geometry = inputs
+    grad_output, weight, input_shape, input_channels_last, *arguments = inputs
     ctx.save_for_backward(grad_output, weight)
     ctx.gradients = OpGradients(list(input_shape), input_channels_last, list(weight.shape), channels_last(weight),
-                                tuple(geometry))  # fmt: skip
+                                tuple(arguments[:4]))  # fmt: skip
 
 
 def _input_grad_backward(ctx, grad):
@@ -210,7 +227,7 @@ def _input_grad_backward(ctx, grad):
     return (
         gradients.forward(grad, weight) if needs_grad_output else None,
         gradients.weight_grad(grad, grad_output) if needs_weight else None,
-        *[None] * 6,
+        *[None] * 7,
     )
 
 
@@ -263,29 +280,97 @@ def conv2d(
     dilation: int | Sequence[int],
     groups: int,
 ) -> torch.Tensor:
-    """`F.conv2d`'s arguments, normalized to the op's, for a 3- or 4-D input."""
+    """`F.conv2d`'s arguments, normalized to the op's, for a 3- or 4-D input (what a graph holds
+    for conv2d and, with H = 1, conv1d)."""
     if input.dim() not in (3, 4) or weight.dim() != 4:
         problem_from_tensors(input, weight, bias, stride, padding, dilation, groups)  # raises torch's error
-    stride_hw, dilation_hw = to_pair(stride, "stride"), to_pair(dilation, "dilation")
-    begin, end = resolve_padding(padding, (weight.shape[2], weight.shape[3]), stride_hw, dilation_hw)
-    geometry = (list(stride_hw), [*begin, *end], list(dilation_hw), groups)
-    if input.dim() == 3:
-        return conv2d_op(input.unsqueeze(0), weight, bias, *geometry).squeeze(0)
-    return conv2d_op(input, weight, bias, *geometry)
+    return _forward(input, weight, bias, stride, padding, dilation, groups, axes=2)
 
 
-def _conv2d_vmap(info, in_dims, input, weight, bias, stride, padding, dilation, groups):
+def conv3d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: int | Sequence[int],
+    padding: str | int | Sequence[int],
+    dilation: int | Sequence[int],
+    groups: int,
+) -> torch.Tensor:
+    """`F.conv3d`'s arguments as the op's, for a 4- or 5-D input (the op's fake validates the rest)."""
+    if input.dim() not in (4, 5) or weight.dim() != 5:
+        raise RuntimeError(
+            f"Expected 4D (unbatched) or 5D (batched) input to conv3d, but got input of size: {list(input.shape)}"
+        )
+    return _forward(input, weight, bias, stride, padding, dilation, groups, axes=3)
+
+
+def _forward(input, weight, bias, stride, padding, dilation, groups: int, axes: int) -> torch.Tensor:
+    stride, dilation = per_axis(stride, "stride", axes), per_axis(dilation, "dilation", axes)
+    begin, end = resolve_padding(padding, tuple(weight.shape[2:]), stride, dilation)
+    geometry = (list(stride), [*begin, *end], list(dilation), groups)
+    label = call_counts.compiled_label()
+    if input.dim() == axes + 1:
+        return conv2d_op(input.unsqueeze(0), weight, bias, *geometry, label).squeeze(0)
+    return conv2d_op(input, weight, bias, *geometry, label)
+
+
+def conv_transpose(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: int | Sequence[int],
+    padding: int | Sequence[int],
+    output_padding: int | Sequence[int],
+    groups: int,
+    dilation: int | Sequence[int],
+) -> torch.Tensor:
+    """`F.conv_transpose2d`/`3d`'s arguments (by the weight's rank) as the input gradient of the
+    convolution it transposes (`transposed.py`): its input is this output, its weight the same
+    tensor, its output x, which takes zeros at its end where that convolution's output is larger
+    (an output_padding past the stride). Sizes by torch's formulas, so symbolic shapes pass."""
+    axes = weight.dim() - 2
+    if input.dim() not in (axes + 1, axes + 2):
+        raise RuntimeError(f"Expected {axes + 1}D (unbatched) or {axes + 2}D (batched) input to conv_transpose{axes}d, "
+                           f"but got input of size: {list(input.shape)}")  # fmt: skip
+    batched = input.dim() == axes + 2
+    x = input if batched else input.unsqueeze(0)
+    stride, padding, output_padding, dilation = (
+        per_axis(value, name, axes)
+        for value, name in ((stride, "stride"), (padding, "padding"), (output_padding, "output_padding"),
+                            (dilation, "dilation"))
+    )  # fmt: skip
+    n, c_in, *sizes = x.shape
+    if weight.shape[0] != c_in:
+        raise RuntimeError(f"Given transposed=1, weight of size {list(weight.shape)}, expected input{list(x.shape)} "
+                           f"to have {weight.shape[0]} channels, but got {c_in} channels instead")  # fmt: skip
+    kernel = weight.shape[2:]
+    spans = [d * (k - 1) for d, k in zip(dilation, kernel, strict=True)]
+    shape = zip(sizes, stride, padding, spans, output_padding, strict=True)
+    output = [(size - 1) * s - 2 * p + span + extra + 1 for size, s, p, span, extra in shape]
+    below = [(out + 2 * p - span - 1) // s + 1 for out, p, span, s in zip(output, padding, spans, stride, strict=True)]
+    missing = [have - size for have, size in zip(below, sizes, strict=True)]
+    if any(missing):
+        x = torch.nn.functional.pad(x, [amount for axis in reversed(missing) for amount in (0, axis)])
+    layout_channels_last = channels_last(x) or channels_last(weight)
+    y = conv2d_input_grad_op(x, weight, [n, weight.shape[1] * groups, *output], layout_channels_last, list(stride),
+                             [*padding, *padding], list(dilation), groups, call_counts.compiled_label())  # fmt: skip
+    if bias is not None:
+        y = y + bias.view(1, -1, *[1] * axes)
+    return y if batched else y.squeeze(0)
+
+
+def _conv2d_vmap(info, in_dims, input, weight, bias, stride, padding, dilation, groups, count_as=""):
     def run(input, weight, bias, factor):
-        return conv2d_op(input, weight, bias, stride, padding, dilation, groups * factor)
+        return conv2d_op(input, weight, bias, stride, padding, dilation, groups * factor, count_as)
 
     return vmap_rules.forward_rule(run, info.batch_size, in_dims[:3], input, weight, bias)
 
 
 def _input_grad_vmap(info, in_dims, grad_output, weight, input_shape, input_channels_last, stride, padding, dilation,
-                     groups):  # fmt: skip
+                     groups, count_as=""):  # fmt: skip
     def run(grad_output, weight, shape, factor):
         return conv2d_input_grad_op(grad_output, weight, shape, input_channels_last, stride, padding, dilation,
-                                    groups * factor)  # fmt: skip
+                                    groups * factor, count_as)  # fmt: skip
 
     return vmap_rules.input_grad_rule(run, info.batch_size, in_dims[:2], grad_output, weight, input_shape)
 

@@ -10,8 +10,9 @@ grad_output swapped), all through one prepared call (`prepared.PreparedConv.for_
 
 Arguments are validated on first use of a key by torch's own function on data-free stand-ins
 (`check_like_torch`), so every error is torch's. The bias is added after the kernel by torch.
-Under torch.compile torch's own transposed convolution runs; under forward AD and torch.func the
-underlying input gradient runs as the differentiable `InputGrad` (`differentiable.py`).
+Under torch.compile and torch.export the graph holds the underlying input gradient's custom op
+(`library_ops.conv_transpose`); under forward AD and torch.func it runs as the differentiable
+`InputGrad` (`differentiable.py`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ..problem.arithmetic import (
 )
 from ..problem.torch_reference import check_like_torch
 from ..routes.registry import TRANSPOSED_PASSES
+from . import library_ops
 from .differentiable import InputGrad, transforms_active
 from .functional import autocast, autocast_dtype_for, gradients_of, recording_shapes
 
@@ -140,11 +142,13 @@ def conv_transpose3d(
 
 def _transposed(torch_function, axes: int, input, weight, bias, stride, padding, output_padding, groups, dilation):
     """The 2-D or 3-D (`axes`) transposed convolution through a prepared underlying convolution."""
-    if torch.compiler.is_compiling() or recording_shapes():
+    if recording_shapes():
         return torch_function(input, weight, bias, stride, padding, output_padding, groups, dilation)
     autocast_dtype = autocast_dtype_for(input)
     if autocast_dtype is not None:
         input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
+    if torch.compiler.is_compiling():  # the graph holds the input-gradient op (library_ops.conv_transpose)
+        return library_ops.conv_transpose(input, weight, bias, stride, padding, output_padding, groups, dilation)
     geometry = tuple(hashable(a) for a in (stride, padding, output_padding, groups, dilation))
     if transforms_active():
         return _transformed(torch_function, axes, input, weight, bias, geometry)
@@ -315,10 +319,11 @@ def conv_transpose1d(
     dilation: int | Sequence[int] = 1,
 ) -> torch.Tensor:
     """1-D transposed convolution with `F.conv_transpose1d`'s semantics, as the 2-D one with H = 1."""
-    if torch.compiler.is_compiling() or recording_shapes() or input.dim() not in (2, 3) or weight.dim() != 3:
+    if recording_shapes() or input.dim() not in (2, 3) or weight.dim() != 3:
         return TORCH_CONV_TRANSPOSE1D(input, weight, bias, stride, padding, output_padding, groups, dilation)
     geometry = (stride, padding, output_padding, groups, dilation)
-    check_like_torch(TORCH_CONV_TRANSPOSE1D, input, weight, bias, geometry, batched_dim=3)
+    if not torch.compiler.is_compiling():  # a traced call is checked by the op (`library_ops.conv_transpose`)
+        check_like_torch(TORCH_CONV_TRANSPOSE1D, input, weight, bias, geometry, batched_dim=3)
     stride_2d, dilation_2d = (1, _single(stride)), (1, _single(dilation))
     padding_2d, output_padding_2d = (0, _single(padding)), (0, _single(output_padding))
     output = conv_transpose2d(input.unsqueeze(-2), weight.unsqueeze(-2), bias, stride_2d, padding_2d,

@@ -6,8 +6,9 @@ Arguments are validated on first use of a key by torch's own function on data-fr
 on a view of its tensors (`planar.py`: kernels one slice deep in channels_last_3d, or one pixel
 wide and tall) runs as one, through `conv2d`: its 1x1, TMA and other routes, its tuning, its
 double backward. The output takes torch's memory
-format (channels_last_3d when the input or the weight is). Under torch.compile, while a model's
-problems are recorded, and for an input without channels, torch's own conv3d runs.
+format (channels_last_3d when the input or the weight is). Under torch.compile and torch.export the
+graph holds the custom op (`library_ops.py`); while a model's problems are recorded, and for an
+input without channels, torch's own conv3d runs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..plan.prepared import PreparedConv, call_key, lookup
 from ..problem.arithmetic import hashable
 from ..problem.planar import planar_call, volume_problem
 from ..problem.torch_reference import TORCH_CONV3D, check_like_torch
-from . import differentiable
+from . import differentiable, library_ops
 from .autograd import conv_gradients, save_operands
 from .differentiable import transforms_active
 from .functional import autocast, autocast_dtype_for, conv2d, gradients_of, recording_shapes
@@ -60,11 +61,13 @@ def conv3d(
     decides) and fp64. Differentiable in input, weight and bias, every gradient in Triton, to any
     order (double backward), in forward mode and under torch.func's transforms. Under
     `torch.autocast` it computes in the autocast dtype."""
-    if torch.compiler.is_compiling() or recording_shapes() or (input.dim() in (4, 5) and input.shape[-4] == 0):
+    if recording_shapes() or (input.dim() in (4, 5) and input.shape[-4] == 0):
         return TORCH_CONV3D(input, weight, bias, stride, padding, dilation, groups)
     autocast_dtype = autocast_dtype_for(input)
     if autocast_dtype is not None:
         input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
+    if torch.compiler.is_compiling():  # torch.compile and torch.export hold the custom op (library_ops.py)
+        return library_ops.conv3d(input, weight, bias, stride, padding, dilation, groups)
     geometry = tuple(hashable(a) for a in (stride, padding, dilation, groups))
     if transforms_active():  # forward AD or torch.func: Functions with tangents and vmap rules, no views
         check_like_torch(TORCH_CONV3D, input, weight, bias, geometry, batched_dim=5)

@@ -31,7 +31,15 @@ from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from ..frontend import nn as tritonconv_nn
-from ..frontend.fallback import FUNCTIONAL_CONVS, served_conv1d, served_conv2d, served_conv3d
+from ..frontend.fallback import (
+    FUNCTIONAL_CONVS,
+    served_conv1d,
+    served_conv2d,
+    served_conv3d,
+    served_conv_transpose1d,
+    served_conv_transpose2d,
+    served_conv_transpose3d,
+)
 from ..problem.arithmetic import SUPPORTED_DTYPES
 from . import fusion
 from .routing import functional_convs_routed
@@ -93,10 +101,38 @@ class _Routed(Swapped):
     runs as written, with its functional convolutions routed to tritonconv."""
 
     def forward(self, *args, **kwargs):
-        if torch.compiler.is_compiling():  # torch.compile compiles the forward as written
-            return super().forward(*args, **kwargs)
+        if torch.compiler.is_compiling():  # no routing in a traced graph: torch's transposed forward, served
+            served = _served_transposed_forward(type(self)._tritonconv_original)
+            return served(self, *args, **kwargs) if served else super().forward(*args, **kwargs)
         with functional_convs_routed():
             return super().forward(*args, **kwargs)
+
+
+# torch's transposed convolution modules: their forward's functional call, and tritonconv's served form.
+TRANSPOSED_MODULES = (
+    (nn.ConvTranspose1d, 1, served_conv_transpose1d),
+    (nn.ConvTranspose2d, 2, served_conv_transpose2d),
+    (nn.ConvTranspose3d, 3, served_conv_transpose3d),
+)
+
+
+def _served_transposed_forward(original: type) -> Callable | None:
+    """For a class whose forward is torch's own transposed forward, that forward with its functional
+    call served by tritonconv (what routing does eagerly, written out so a traced graph holds
+    tritonconv's op); None for any other class (its forward is compiled as written)."""
+    for base, axes, served in TRANSPOSED_MODULES:
+        if issubclass(original, base) and original.forward is base.forward:
+
+            def forward(module, input, output_size=None, axes=axes, served=served):
+                if module.padding_mode != "zeros":
+                    raise ValueError(f'Only "zeros" padding mode is supported for {type(module).__name__}')
+                output_padding = module._output_padding(input, output_size, module.stride, module.padding,
+                                                        module.kernel_size, axes, module.dilation)  # fmt: skip
+                return served(input, module.weight, module.bias, module.stride, module.padding, output_padding,
+                              module.groups, module.dilation)  # fmt: skip
+
+            return forward
+    return None
 
 
 def routed_class(original: type) -> type:

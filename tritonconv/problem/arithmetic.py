@@ -207,23 +207,25 @@ def per_axis(value: int | Sequence[int], name: str, axes: int) -> tuple[int, ...
 
 
 def resolve_padding(
-    padding: str | int | Sequence[int], kernel: IntPair, stride: IntPair, dilation: IntPair
-) -> tuple[IntPair, IntPair]:
-    """Return (leading, trailing) padding; 'same' puts the odd element at the end, as torch does."""
+    padding: str | int | Sequence[int], kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Return (leading, trailing) padding, one per spatial axis of `kernel`; 'same' puts the odd
+    element at the end, as torch does."""
+    axes = len(kernel)
     if isinstance(padding, str):
         if padding == "valid":
-            return (0, 0), (0, 0)
+            return (0,) * axes, (0,) * axes
         if padding != "same":
             raise RuntimeError(f"Invalid padding string: '{padding}'")
-        if stride != (1, 1):
+        if any(step != 1 for step in stride):
             raise RuntimeError("padding='same' is not supported for strided convolutions")
         totals = [d * (k - 1) for d, k in zip(dilation, kernel, strict=True)]
-        begin = (totals[0] // 2, totals[1] // 2)
-        return begin, (totals[0] - begin[0], totals[1] - begin[1])
-    pair = to_pair(padding, "padding")
-    if min(pair) < 0:
+        begin = tuple(total // 2 for total in totals)
+        return begin, tuple(total - first for total, first in zip(totals, begin, strict=True))
+    amounts = per_axis(padding, "padding", axes)
+    if min(amounts) < 0:
         raise RuntimeError("negative padding is not supported")
-    return pair, pair
+    return amounts, amounts
 
 
 def make_problem(
