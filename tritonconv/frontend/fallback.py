@@ -22,7 +22,7 @@ from ..problem.arithmetic import SUPPORTED_DTYPES
 from ..problem.runtime import is_interpreted, supports_fp64_dot
 from ..problem.torch_reference import TORCH_CONV1D, TORCH_CONV2D, TORCH_CONV3D
 from .call_counts import count, count_fallback, count_traced_fallback, set_compiled_label
-from .functional import autocast_dtype_for, conv1d, conv2d, torch_conv2d_with_epilogue
+from .functional import autocast_dtype_for, conv1d, conv2d, torch_conv2d_with_epilogue, torch_conv3d_with_epilogue
 from .transposed import (
     TORCH_CONV_TRANSPOSE1D,
     TORCH_CONV_TRANSPOSE2D,
@@ -106,9 +106,12 @@ def served_conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, gro
     return serve("conv1d", conv1d, TORCH_CONV1D, input, weight, bias, stride, padding, dilation, groups)
 
 
-def served_conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> torch.Tensor:
-    """`F.conv3d`, served by tritonconv where it can be."""
-    return serve("conv3d", conv3d, TORCH_CONV3D, input, weight, bias, stride, padding, dilation, groups)
+def served_conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, **epilogue) -> torch.Tensor:
+    """`F.conv3d`, served by tritonconv where it can be; `epilogue` as `served_conv2d`'s."""
+    if not epilogue:
+        return serve("conv3d", conv3d, TORCH_CONV3D, input, weight, bias, stride, padding, dilation, groups)
+    return serve("conv3d", conv3d, torch_conv3d_with_epilogue, input, weight, bias, stride, padding, dilation, groups,
+                 **epilogue)  # fmt: skip
 
 
 def served_conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):

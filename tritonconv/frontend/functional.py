@@ -13,7 +13,7 @@ from ..plan.direct import Geometry
 from ..plan.prepared import PreparedConv, call_key, prepared_conv, tensor_key
 from ..plan.prepared import _prepared as PREPARED
 from ..problem.arithmetic import conv1d_problem, hashable
-from ..problem.torch_reference import TORCH_CONV1D, TORCH_CONV2D, check_like_torch
+from ..problem.torch_reference import TORCH_CONV1D, TORCH_CONV2D, TORCH_CONV3D, check_like_torch
 from . import differentiable, library_ops
 from .autograd import ConvGradients, conv_gradients, save_operands
 from .differentiable import Gradients, transforms_active
@@ -173,31 +173,47 @@ def _fused(
     """conv2d with an epilogue: in the kernel, or, while recording, under torch.compile (Inductor
     fuses the epilogue itself) and under forward AD or torch.func (whose tangents and vmap rules
     torch's own add and activation have), as the convolution followed by torch's add and activation."""
-    if activation is not None and activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be None or one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+    check_activation(activation)
     if _shapes_only or torch.compiler.is_compiling() or transforms_active():
         return _with_torch_epilogue(conv2d(input, weight, bias, *geometry), activation, residual, negative_slope)
     autocast_dtype = autocast_dtype_for(input)
     if autocast_dtype is not None:
         input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
     batched = input.dim() == 4
-    residual_wants_grad = residual is not None and residual.requires_grad and torch.is_grad_enabled()
-    needs_grad = _needs_grad(input, weight, bias) or residual_wants_grad
+    needs_grad = fused_needs_grad(input, weight, bias, residual)
     activation = activation or ""
-    slope = slope_constant(activation, negative_slope)
-    keeps_z = needs_grad and bool(activation) and not saves_output(activation, negative_slope)
-    key = call_key(input, weight, bias, tuple(hashable(a) for a in geometry),
-                   (activation, slope, negative_slope >= 0, tensor_key(residual), keeps_z))  # fmt: skip
-
-    prepared = prepared_conv(key, input, weight, bias, geometry, Epilogue(activation, slope), residual=residual)
+    epilogue_key = fused_key(activation, negative_slope, residual, needs_grad)
+    key = call_key(input, weight, bias, tuple(hashable(a) for a in geometry), epilogue_key)
+    epilogue = Epilogue(activation, slope_constant(activation, negative_slope))
+    prepared = prepared_conv(key, input, weight, bias, geometry, epilogue, residual=residual)
     if residual is not None and not batched:
         residual = residual.unsqueeze(0)
-    batched_input = input if batched else input.unsqueeze(0)
-    if needs_grad:
-        output = FusedConv2dFunction.apply(batched_input, weight, bias, residual, prepared)
-    else:
-        output = prepared.forward_with_epilogue(batched_input, weight, bias, residual, for_backward=False)[0]
+    output = run_fused(prepared, input if batched else input.unsqueeze(0), weight, bias, residual, needs_grad)
     return output if batched else output.squeeze(0)
+
+
+def check_activation(activation: str | None) -> None:
+    if activation is not None and activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be None or one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+
+
+def fused_needs_grad(input, weight, bias, residual) -> bool:
+    residual_wants_grad = residual is not None and residual.requires_grad and torch.is_grad_enabled()
+    return _needs_grad(input, weight, bias) or residual_wants_grad
+
+
+def fused_key(activation: str, negative_slope: float, residual: torch.Tensor | None, needs_grad: bool) -> tuple:
+    """A fused call's part of its key: the epilogue's constexprs, the residual's layout, and whether
+    the pre-activation is kept for the backward."""
+    keeps_z = needs_grad and bool(activation) and not saves_output(activation, negative_slope)
+    return activation, slope_constant(activation, negative_slope), negative_slope >= 0, tensor_key(residual), keeps_z
+
+
+def run_fused(prepared: PreparedConv, input, weight, bias, residual, needs_grad: bool) -> torch.Tensor:
+    """A prepared fused call on a batched input (2-D or 3-D), through autograd when a gradient is needed."""
+    if needs_grad:
+        return FusedConv2dFunction.apply(input, weight, bias, residual, prepared)
+    return prepared.forward_with_epilogue(input, weight, bias, residual, for_backward=False)[0]
 
 
 def _with_torch_epilogue(
@@ -214,6 +230,15 @@ def torch_conv2d_with_epilogue(
 ) -> torch.Tensor:  # fmt: skip
     """The unfused computation in torch alone: torch's conv, then its add and activation."""
     output = TORCH_CONV2D(input, weight, bias, stride, padding, dilation, groups)
+    return _with_torch_epilogue(output, activation, residual, negative_slope)
+
+
+def torch_conv3d_with_epilogue(
+    input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, residual=None,
+    negative_slope=0.01,
+) -> torch.Tensor:  # fmt: skip
+    """The unfused 3-D computation in torch alone."""
+    output = TORCH_CONV3D(input, weight, bias, stride, padding, dilation, groups)
     return _with_torch_epilogue(output, activation, residual, negative_slope)
 
 

@@ -30,14 +30,9 @@ class _TritonConvolution:
         return {}
 
 
-class Conv2d(_TritonConvolution, torch.nn.Conv2d):
-    """Drop-in for `torch.nn.Conv2d`: same constructor and defaults, same parameters and state_dict
-    keys (checkpoints load both ways), same repr, hooks and padding modes.
-
-    `activation` ('relu', 'silu', 'gelu', 'gelu_tanh', 'leaky_relu' with `negative_slope`) is
-    applied in the kernel's epilogue: the layer computes activation(conv2d(x) + bias)."""
-
-    _convolve = staticmethod(conv2d)
+class _EpilogueActivation:
+    """A layer that takes `activation` ('relu', 'silu', 'gelu', 'gelu_tanh', 'leaky_relu' with
+    `negative_slope`) and applies it in the kernel's epilogue."""
 
     def __init__(self, *args, activation: str | None = None, negative_slope: float = 0.01, **kwargs):
         super().__init__(*args, **kwargs)
@@ -60,15 +55,25 @@ class Conv2d(_TritonConvolution, torch.nn.Conv2d):
         return f"{super().extra_repr()}, activation={epilogue['activation']!r}{slope}"
 
 
+class Conv2d(_EpilogueActivation, _TritonConvolution, torch.nn.Conv2d):
+    """Drop-in for `torch.nn.Conv2d`: same constructor and defaults, same parameters and state_dict
+    keys (checkpoints load both ways), same repr, hooks and padding modes.
+
+    `activation` ('relu', 'silu', 'gelu', 'gelu_tanh', 'leaky_relu' with `negative_slope`) is
+    applied in the kernel's epilogue: the layer computes activation(conv2d(x) + bias)."""
+
+    _convolve = staticmethod(conv2d)
+
+
 class Conv1d(_TritonConvolution, torch.nn.Conv1d):
     """Drop-in for `torch.nn.Conv1d`, in the same way `Conv2d` is for `nn.Conv2d`."""
 
     _convolve = staticmethod(conv1d)
 
 
-class Conv3d(_TritonConvolution, torch.nn.Conv3d):
+class Conv3d(_EpilogueActivation, _TritonConvolution, torch.nn.Conv3d):
     """Drop-in for `torch.nn.Conv3d`, in the same way `Conv2d` is for `nn.Conv2d` (video and volumes,
-    NCDHW or channels_last_3d)."""
+    NCDHW or channels_last_3d), `activation` in the epilogue included."""
 
     _convolve = staticmethod(conv3d)
 

@@ -14,6 +14,9 @@ weight gradient's partial sums, each over (depth, height, width) where the 2-D k
   per output, nothing for tensor cores; a program computes BLOCK_M output columns of one output row
   by BLOCK_N channels, vectorised over channels (contiguous in channels_last_3d).
 
+Both forwards end as the 2-D ones do (`common.store_output`, EPILOGUE: `constexprs.EpilogueFlags`):
+bias, then a residual, the pre-activation kept for the backward, an activation, all before the store.
+
 Video activations pass 2^31 elements easily: with INDEX_64 the flat voxel indices themselves are
 64-bit, not only the address products, so no batch is ever split.
 """
@@ -21,7 +24,7 @@ Video activations pass 2^31 elements easily: with INDEX_64 the flat voxel indice
 import triton
 import triton.language as tl
 
-from .common import dot_accumulate, group_and_tile, row_major_tile, widen, zero_accumulator
+from .common import dot_accumulate, group_and_tile, row_major_tile, store_output, widen, zero_accumulator
 
 
 @triton.jit
@@ -68,10 +71,10 @@ def _tile_ranges(pid_m, pid_n, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexp
 
 @triton.jit
 def _conv3d_fwd_kernel(
-    x_ptr, w_ptr, bias_ptr, y_ptr,
+    x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
     N, D, H, W, OD, P, Q, K_PER_GROUP,
-    x_strides, w_strides, stride_bias, y_strides,
-    C_PER_GROUP: tl.constexpr, GEOMETRY: tl.constexpr, GROUPS: tl.constexpr, HAS_BIAS: tl.constexpr,
+    x_strides, w_strides, stride_bias, y_strides, r_strides,
+    C_PER_GROUP: tl.constexpr, GEOMETRY: tl.constexpr, GROUPS: tl.constexpr, EPILOGUE: tl.constexpr,
     CHANNELS_INNER: tl.constexpr, NUMERICS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
@@ -112,12 +115,20 @@ def _conv3d_fwd_kernel(
         b = tl.load(w_ptr + w_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
         acc = dot_accumulate(acc, a, b, NUMERICS)
 
-    if HAS_BIAS:
+    if EPILOGUE.has_bias:
         acc += tl.load(bias_ptr + out_channel * stride_bias, mask=mask_n, other=0.0).to(acc.dtype)[None, :]
-    stride_yn, stride_yk, stride_yd, stride_yh, stride_yw = y_strides
-    y_row = image * stride_yn + out_d * stride_yd + out_h * stride_yh + out_w * stride_yw
-    y_offs = y_row[:, None] + (out_channel * stride_yk)[None, :]
-    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    y_offs = _voxel_offsets(image, out_d, out_h, out_w, out_channel, y_strides)
+    r_offs = _voxel_offsets(image, out_d, out_h, out_w, out_channel, r_strides)
+    store_output(acc, y_ptr, y_offs, mask_m[:, None] & mask_n[None, :], residual_ptr, r_offs, z_ptr, EPILOGUE)
+
+
+@triton.jit
+def _voxel_offsets(image, out_d, out_h, out_w, out_channel, strides):
+    """Offsets of output voxels (the rows) by output channels through (n, k, d, h, w) strides."""
+    stride_n, stride_k, stride_d, stride_h, stride_w = strides
+    return (image * stride_n + out_d * stride_d + out_h * stride_h + out_w * stride_w)[:, None] + (
+        out_channel * stride_k
+    )[None, :]
 
 
 @triton.jit
@@ -235,10 +246,10 @@ def _conv3d_wgrad_partial_kernel(
 
 @triton.jit
 def _conv3d_fwd_depthwise_kernel(
-    x_ptr, w_ptr, bias_ptr, y_ptr,
+    x_ptr, w_ptr, bias_ptr, y_ptr, residual_ptr, z_ptr,
     D, H, W, OD, P, Q, K,
-    x_strides, w_strides, stride_bias, y_strides,
-    MULTIPLIER: tl.constexpr, GEOMETRY: tl.constexpr, HAS_BIAS: tl.constexpr, NUMERICS: tl.constexpr,
+    x_strides, w_strides, stride_bias, y_strides, r_strides,
+    MULTIPLIER: tl.constexpr, GEOMETRY: tl.constexpr, EPILOGUE: tl.constexpr, NUMERICS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Output row (image, d, h) = program 0, columns BLOCK_M * program 1, channels BLOCK_N *
@@ -274,9 +285,16 @@ def _conv3d_fwd_depthwise_kernel(
                 w_offs = w_base + tap_t * stride_wt + tap_r * stride_wr + tap_s * stride_ws
                 w = tl.load(w_ptr + w_offs, mask=mask_k, other=0.0)
                 acc += x.to(acc.dtype) * w.to(acc.dtype)[None, :]
-    if HAS_BIAS:
+    if EPILOGUE.has_bias:
         acc += tl.load(bias_ptr + out_channel * stride_bias, mask=mask_k, other=0.0).to(acc.dtype)[None, :]
-    stride_yn, stride_yk, stride_yd, stride_yh, stride_yw = y_strides
-    y_offs = (image * stride_yn + out_d * stride_yd + out_h * stride_yh + (out_w * stride_yw)[:, None]
-              + (out_channel * stride_yk)[None, :])  # fmt: skip
-    tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_w[:, None] & mask_k[None, :])
+    y_offs = _row_offsets(image, out_d, out_h, out_w, out_channel, y_strides)
+    r_offs = _row_offsets(image, out_d, out_h, out_w, out_channel, r_strides)
+    store_output(acc, y_ptr, y_offs, mask_w[:, None] & mask_k[None, :], residual_ptr, r_offs, z_ptr, EPILOGUE)
+
+
+@triton.jit
+def _row_offsets(image, out_d, out_h, out_w, out_channel, strides):
+    """Offsets of one output row's columns by channels through (n, k, d, h, w) strides."""
+    stride_n, stride_k, stride_d, stride_h, stride_w = strides
+    return (image * stride_n + out_d * stride_d + out_h * stride_h + (out_w * stride_w)[:, None]
+            + (out_channel * stride_k)[None, :])  # fmt: skip

@@ -1,12 +1,13 @@
 """`patch(model, fuse=True)`: fold a BatchNorm that follows a conv into its weights, and run the
-activation that follows (ReLU, SiLU, GELU, LeakyReLU) in the conv's epilogue.
+activation that follows (ReLU, SiLU, GELU, LeakyReLU) in the conv's epilogue: a Conv2d with a
+BatchNorm2d, a Conv3d with a BatchNorm3d.
 
 A norm-act module counts as a BatchNorm with its activation: a `BatchNorm2d` subclass with an `act`
 module it applies after normalizing (timm's `BatchNormAct2d`, inside its `ConvNormAct`/`ConvBnAct`
 wrappers). Its BatchNorm is folded; its activation runs in the epilogue when the epilogue has it, and
 after the conv as usual when not (hard-swish, say).
 
-Chains are found in `nn.Sequential`s (a conv, then a BatchNorm2d and/or an activation, adjacent)
+Chains are found in `nn.Sequential`s (a conv, then a BatchNorm and/or an activation, adjacent)
 and in `torch.fx` graphs (a conv whose only user is the BatchNorm, whose only user is the
 activation): the whole model's where it traces, else each module that holds a conv (a wrapper such
 as `ConvNormAct`), traced on its own. Each module in a chain must be called from that one place only.
@@ -47,7 +48,7 @@ def activation_of(module: nn.Module) -> tuple[str, float] | None:
 
 
 def fold_batchnorm(
-    weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d
+    weight: torch.Tensor, bias: torch.Tensor | None, bn: _BatchNorm
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """conv(x, w, b) followed by bn in eval mode == conv(x, w * s, (b - mean) * s + beta), s = gamma / sqrt(var + eps).
     Computed in fp32 (fp64 for fp64 weights), returned in the weight's dtype and memory format."""
@@ -123,7 +124,7 @@ Chain = tuple[str, str | None, str | None]  # names of (conv, batchnorm, activat
 
 
 def find_chains(model: nn.Module, convs: list[str]) -> tuple[list[Chain], str | None]:
-    """(conv -> [BatchNorm2d] -> [activation] chains starting at the named convs, in their order,
+    """(conv -> [BatchNorm] -> [activation] chains starting at the named convs, in their order,
     why fx tracing failed or None). Sequential adjacency always counts; the fx graph adds what it
     can see."""
     chains: dict[str, Chain] = {}
@@ -176,17 +177,13 @@ def _join(prefix: str, name: str) -> str:
 
 
 def _chain(model: nn.Module, conv_name: str, following: list[str]) -> Chain:
-    """conv, then a BatchNorm2d of its channels, then an activation, each used from one place only."""
+    """conv, then a BatchNorm of its channels and rank, then an activation, each used from one place only."""
     conv = model.get_submodule(conv_name)
     bn_name = activation_name = None
     rest = list(following)
     if rest and _used_once(model, rest[0]):
         candidate = model.get_submodule(rest[0])
-        if (
-            (type(candidate) is nn.BatchNorm2d or is_norm_act(candidate))
-            and isinstance(conv, nn.Conv2d)
-            and candidate.num_features == conv.out_channels
-        ):
+        if _folds_into(conv, candidate):
             bn_name = rest.pop(0)
             if is_norm_act(candidate):  # its own activation, if the epilogue has it; nothing after it is adjacent
                 return conv_name, bn_name, f"{bn_name}.act" if activation_of(candidate.act) is not None else None
@@ -195,6 +192,16 @@ def _chain(model: nn.Module, conv_name: str, following: list[str]) -> Chain:
     if rest and _used_once(model, rest[0]) and activation_of(model.get_submodule(rest[0])) is not None:
         activation_name = rest[0]
     return conv_name, bn_name, activation_name
+
+
+def _folds_into(conv: nn.Module, norm: nn.Module) -> bool:
+    """A BatchNorm of the conv's channels and rank: BatchNorm2d (or a norm-act) after a Conv2d,
+    BatchNorm3d after a Conv3d (video nets' conv-BN-ReLU)."""
+    if not isinstance(norm, _BatchNorm) or norm.num_features != conv.out_channels:
+        return False
+    if isinstance(conv, nn.Conv2d):
+        return type(norm) is nn.BatchNorm2d or is_norm_act(norm)
+    return isinstance(conv, nn.Conv3d) and type(norm) is nn.BatchNorm3d
 
 
 def _used_once(model: nn.Module, name: str) -> bool:

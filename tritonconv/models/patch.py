@@ -203,9 +203,10 @@ def patch(
     them, or a predicate `(name, module) -> bool`: only included modules are patched (all, when
     None), and excluded ones never are. A module reachable under two names is patched once.
 
-    `fuse=True` also folds a `BatchNorm2d` in eval mode that follows a patched `Conv2d` into its
-    weights and bias, and runs a following ReLU/SiLU/GELU/LeakyReLU module in its epilogue (in
-    `Sequential`s, and through `torch.fx` where the model traces; `fusion.py`).
+    `fuse=True` also folds a `BatchNorm2d` (`BatchNorm3d`) in eval mode that follows a patched
+    `Conv2d` (`Conv3d`) into its weights and bias, and runs a following ReLU/SiLU/GELU/LeakyReLU
+    module in its epilogue (in `Sequential`s, and through `torch.fx` where the model traces;
+    `fusion.py`).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"patch() expects a torch.nn.Module (a model or a layer); got {type(model).__name__}")
@@ -234,7 +235,8 @@ def patch(
 def _fuse(model: nn.Module, report: PatchReport) -> None:
     convs = [
         name for name, module in model.named_modules()
-        if isinstance(module, _Served) and isinstance(module, nn.Conv2d) and fusion.FUSED_ACTIVATION not in vars(module)
+        if isinstance(module, _Served) and isinstance(module, (nn.Conv2d, nn.Conv3d))
+        and fusion.FUSED_ACTIVATION not in vars(module)
         and fusion.FOLDED_BN not in vars(module)
     ]  # fmt: skip
     chains, trace_error = fusion.find_chains(model, convs)

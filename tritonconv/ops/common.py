@@ -110,7 +110,7 @@ def forward_strides(
     strides the kernel reads, the bias's (0 without one), the output's, the residual's (zeros
     without one)."""
     bias_stride = 0 if bias is None else bias.stride(0)
-    return x.stride(), tuple(weight_strides), bias_stride, y.stride(), epilogue.residual_strides()
+    return x.stride(), tuple(weight_strides), bias_stride, y.stride(), epilogue.residual_strides(y.dim())
 
 
 def epilogue_flags(bias: torch.Tensor | None, epilogue: Epilogue) -> EpilogueFlags:

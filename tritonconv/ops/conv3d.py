@@ -22,7 +22,16 @@ from ..kernels import (
 )
 from ..problem.arithmetic import ConvProblem, is_channels_last_like
 from ..problem.config import KernelConfig
-from .common import INT32_LIMIT, LaunchFlags, elementwise_numerics, geometry_3d, needs_int64
+from .common import (
+    INT32_LIMIT,
+    LaunchFlags,
+    elementwise_numerics,
+    epilogue_flags,
+    forward_pointers,
+    forward_strides,
+    geometry_3d,
+    needs_int64,
+)
 from .epilogue import Epilogue
 from .launch import KernelLaunch
 from .wgrad import split_or_direct, split_reduction
@@ -36,16 +45,11 @@ def _flags(kernel: object, rows: int, *tensors: torch.Tensor) -> LaunchFlags:
     return LaunchFlags.for_call(tensors[0].dtype, kernel, index_64, is_channels_last_like(tensors[0]))
 
 
-def _refuse_epilogue(epilogue: Epilogue) -> None:
-    if epilogue.activation or epilogue.reads_or_writes_extra:
-        raise ValueError("3-D convolutions take no fused activation or residual")
-
-
 def _forward_run(launch: KernelLaunch) -> Callable[..., None]:
-    """The forward's `run(x, weight, bias, y, residual, z)` over a launch of (x, weight, bias, y)."""
+    """The forward's `run(x, weight, bias, y, residual, z)` over a launch of its six pointers."""
 
     def run(x, weight, bias, y, residual=None, preactivation=None) -> None:
-        launch(x, weight, weight if bias is None else bias, y)
+        launch(*forward_pointers(x, weight, bias, y, residual, preactivation))
 
     return run
 
@@ -54,21 +58,20 @@ def prepare_forward(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor, problem: ConvProblem,
     config: KernelConfig, epilogue: Epilogue,
 ) -> Callable[..., None]:  # fmt: skip
-    """Y = conv3d(x, weight) + bias, through strides; `run(x, weight, bias, y, residual, z)` (a
-    3-D convolution takes no fused tail)."""
-    _refuse_epilogue(epilogue)
-    flags = _flags(FORWARD_KERNEL, problem.gemm_m, x, weight, y)
+    """Y = activation(conv3d(x, weight) + bias + residual), through strides; `run(x, weight, bias,
+    y, residual, z)`, z receiving the pre-activation where the epilogue keeps it."""
+    flags = _flags(FORWARD_KERNEL, problem.gemm_m, x, weight, y, *epilogue.tensors())
     tiles = triton.cdiv(problem.gemm_m, config.block_m) * triton.cdiv(problem.k_per_group, config.block_n)
     launch = KernelLaunch(
         FORWARD_KERNEL,
         (problem.groups * tiles,),
         (problem.n, problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.k_per_group,
-         x.stride(), weight.stride(), 0 if bias is None else bias.stride(0), y.stride()),
+         *forward_strides(x, weight.stride(), bias, y, epilogue)),
         {
             "C_PER_GROUP": problem.c_per_group,
             "GEOMETRY": geometry_3d(problem),
             "GROUPS": problem.groups,
-            "HAS_BIAS": bias is not None,
+            "EPILOGUE": epilogue_flags(bias, epilogue),
             "CHANNELS_INNER": flags.channels_inner,
             "NUMERICS": flags.numerics,
             **config.gemm_kwargs(),
@@ -82,21 +85,21 @@ def prepare_depthwise_forward(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor, problem: ConvProblem,
     config: KernelConfig, epilogue: Epilogue,
 ) -> Callable[..., None]:  # fmt: skip
-    """The depthwise 3-D forward: one program per (output row, column block, channel block)."""
-    _refuse_epilogue(epilogue)
+    """The depthwise 3-D forward: one program per (output row, column block, channel block), with
+    the fused tail `prepare_forward` has."""
     rows = problem.n * problem.o * problem.p
     if rows > INT32_LIMIT:
         raise RuntimeError(f"{rows} output rows are more than one launch's grid holds")
-    flags = _flags(_conv3d_fwd_depthwise_kernel, problem.gemm_m, x, weight, y)
+    flags = _flags(_conv3d_fwd_depthwise_kernel, problem.gemm_m, x, weight, y, *epilogue.tensors())
     launch = KernelLaunch(
         _conv3d_fwd_depthwise_kernel,
         (rows, triton.cdiv(problem.q, config.block_m), triton.cdiv(problem.k, config.block_n)),
         (problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.k,
-         x.stride(), (weight.stride(0), *weight.stride()[2:]), 0 if bias is None else bias.stride(0), y.stride()),
+         *forward_strides(x, (weight.stride(0), *weight.stride()[2:]), bias, y, epilogue)),
         {
             "MULTIPLIER": problem.k_per_group,
             "GEOMETRY": geometry_3d(problem),
-            "HAS_BIAS": bias is not None,
+            "EPILOGUE": epilogue_flags(bias, epilogue),
             "NUMERICS": elementwise_numerics(flags.index_64, x.dtype),
             "BLOCK_M": config.block_m,
             "BLOCK_N": config.block_n,

@@ -29,8 +29,8 @@ class Epilogue:
         """The tensors the epilogue reads or writes besides the output."""
         return tuple(t for t in (self.residual, self.preactivation) if t is not None)
 
-    def residual_strides(self) -> tuple[int, ...]:
-        return (0, 0, 0, 0) if self.residual is None else tuple(self.residual.stride())
+    def residual_strides(self, rank: int = 4) -> tuple[int, ...]:
+        return (0,) * rank if self.residual is None else tuple(self.residual.stride())
 
     def chunk(self, start: int, stop: int) -> Epilogue:
         """The epilogue of the batch images [start, stop)."""

@@ -21,12 +21,12 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from ..ops.activation_grad import prepare_activation_grad
+from ..ops.activation_grad import has_4d_view, prepare_activation_grad
 from ..ops.epilogue import NO_EPILOGUE, Epilogue, saves_output
 from ..ops.wgrad import bias_grad_operand, prepare_bias_grad
 from ..problem.arithmetic import ConvProblem, is_channels_last_like, memory_format_of, problem_from_tensors
 from ..problem.runtime import POISON_ENV, environment_reader, poison_outputs
-from ..routes.calls import check_runnable, memory_format
+from ..routes.calls import check_runnable
 from ..routes.registry import Pass, Plan, spec
 from ..tuning import cache as tuning_cache
 from .dispatch import AUTOTUNE_ENV, plan_and_finality
@@ -108,6 +108,19 @@ def prepared_conv(
         return prepared, prepared.final
 
     return lookup(key, build)
+
+
+def check_residual(
+    problem: ConvProblem, residual: torch.Tensor, batched: bool, dtype: torch.dtype, device: torch.device
+) -> None:  # fmt: skip
+    """A fused call's residual must be exactly its output's shape (unbatched for an unbatched call),
+    dtype and device."""
+    expected = problem.output_shape if batched else problem.output_shape[1:]
+    if tuple(residual.shape) != tuple(expected) or residual.dtype != dtype or residual.device != device:
+        raise RuntimeError(
+            f"residual must match the convolution's output: shape {list(expected)}, dtype {dtype}, device "
+            f"{device}; got shape {list(residual.shape)}, dtype {residual.dtype}, device {residual.device}"
+        )
 
 
 def builds() -> int:
@@ -235,13 +248,7 @@ class PreparedConv:
 
     def check_residual(self, residual: torch.Tensor, batched: bool) -> None:
         """A fused call's residual must be exactly the output's shape, dtype and device."""
-        expected = self.problem.output_shape if batched else self.problem.output_shape[1:]
-        dtype, device = self._output[2:]
-        if tuple(residual.shape) != tuple(expected) or residual.dtype != dtype or residual.device != device:
-            raise RuntimeError(
-                f"residual must match the convolution's output: shape {list(expected)}, dtype {dtype}, device "
-                f"{device}; got shape {list(residual.shape)}, dtype {residual.dtype}, device {residual.device}"
-            )
+        check_residual(self.problem, residual, batched, *self._output[2:])
 
     def _prepare_forward(self, input, weight, bias, output, residual, preactivation) -> Callable:
         """The forward's launch for these tensors' layouts (planned now for a `for_gradients` call,
@@ -346,11 +353,15 @@ class PreparedConv:
         return grad_bias
 
     def preactivation_grad(self, grad_output: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
-        """dZ = dY * activation'(Z), laid out like dY (see `ops/activation_grad.py`)."""
+        """dZ = dY * activation'(Z), laid out like dY (see `ops/activation_grad.py`). A 5-D dY whose
+        depth and height strides do not nest (no 4-D view of it) is first copied in its own layout."""
+        layout = memory_format_of(grad_output.dim(), is_channels_last_like(grad_output))
+        if not has_4d_view(grad_output):
+            grad_output = grad_output.contiguous(memory_format=layout)
 
         def prepare() -> tuple:
             grad = torch.empty(grad_output.shape, dtype=grad_output.dtype, device=grad_output.device,
-                               memory_format=memory_format(is_channels_last_like(grad_output)))  # fmt: skip
+                               memory_format=layout)  # fmt: skip
             epilogue = self.epilogue
             run = prepare_activation_grad(grad_output, saved, grad, epilogue.activation, epilogue.negative_slope)
             return run, _allocation(grad), True
