@@ -1,5 +1,6 @@
 """Gradients of gradients (issue 17): `gradcheck` and `gradgradcheck` in float64 through the
-interpreter for conv2d, conv_transpose2d, conv1d and conv_transpose1d, second derivatives against
+interpreter for conv2d, conv_transpose2d, conv1d, conv_transpose1d, conv3d (each 3-D route) and
+conv_transpose3d, second derivatives against
 torch's in both layouts, a WGAN-GP step through a patched critic, and the first-order path left as
 it was (no custom op in a plain backward).
 
@@ -64,6 +65,33 @@ def test_conv1d_and_conv_transpose1d_pass_gradcheck_and_gradgradcheck():
     transposed = functools.partial(tritonconv.conv_transpose1d, stride=2, padding=1, output_padding=1)
     assert gradcheck(transposed, (x, transposed_weight, bias[:3]), fast_mode=True)
     assert gradgradcheck(transposed, (x, transposed_weight, bias[:3]), fast_mode=True)
+
+
+CONV3D_CASES = {  # each 3-D route: the general kernels, the depthwise forward, a 2-D one on views
+    "general, stride 2, padding 1": ((1, 2, 3, 4, 5), (3, 2, 2, 3, 3), dict(stride=(1, 2, 1), padding=1), False),
+    "depthwise, dilation 2": ((1, 3, 4, 5, 5), (3, 1, 3, 3, 3), dict(padding=2, dilation=2, groups=3), True),
+    "1x3x3 on channels_last_3d (the 2-D kernels)": ((2, 2, 3, 4, 4), (3, 2, 1, 3, 3), dict(padding=(0, 1, 1)), True),
+}
+
+
+@pytest.mark.parametrize("case", CONV3D_CASES, ids=list(CONV3D_CASES))
+def test_conv3d_passes_gradcheck_and_gradgradcheck(case):
+    torch.manual_seed(3)
+    input_shape, weight_shape, arguments, channels_last = CONV3D_CASES[case]
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    x = torch.randn(input_shape, dtype=torch.float64).to(memory_format=layout).requires_grad_()
+    weight, bias = _float64(*weight_shape), _float64(weight_shape[0])
+    conv = functools.partial(tritonconv.conv3d, **arguments)
+    assert gradcheck(conv, (x, weight, bias), fast_mode=True)
+    assert gradgradcheck(conv, (x, weight, bias), fast_mode=True)
+
+
+def test_conv_transpose3d_passes_gradcheck_and_gradgradcheck():
+    torch.manual_seed(4)
+    x, weight, bias = _float64(1, 2, 2, 3, 3), _float64(2, 3, 2, 3, 3), _float64(3)
+    conv = functools.partial(tritonconv.conv_transpose3d, stride=(1, 2, 2), padding=(0, 1, 1), output_padding=(0, 1, 0))
+    assert gradcheck(conv, (x, weight, bias), fast_mode=True)
+    assert gradgradcheck(conv, (x, weight, bias), fast_mode=True)
 
 
 def test_a_planted_error_in_a_second_derivative_is_caught(monkeypatch):
