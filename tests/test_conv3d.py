@@ -433,3 +433,33 @@ def test_depthwise_3d_runs_its_direct_kernel_and_a_planted_error_is_caught(monke
     shifted = prepared.PreparedConv(problem, x, weight, NO_EPILOGUE).forward(x, weight, bias)
     with pytest.raises(AssertionError):
         assert_conv2d_close(shifted, x, weight, bias, padding=1, groups=8)
+
+
+DEPTHWISE_WGRAD_CASES = {  # (n, c, d, h, w, multiplier, kernel, arguments, split_k)
+    "X3D 3x3x3, one split": (1, 8, 4, 5, 5, 1, (3, 3, 3), dict(padding=1), 1),
+    "channel multiplier 2, strides, dilation, three splits": (
+        2, 4, 5, 6, 7, 2, (3, 2, 3), dict(stride=(2, 1, 2), padding=(1, 1, 2), dilation=(1, 2, 2)), 3,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["NCDHW", "channels_last_3d"])
+@pytest.mark.parametrize("case", DEPTHWISE_WGRAD_CASES, ids=list(DEPTHWISE_WGRAD_CASES))
+def test_the_depthwise_3d_weight_gradient_kernel_matches_float64(case, channels_last):
+    """X3D's depthwise weight gradient runs a kernel of its own (no one-column GEMM tile), split or
+    direct, and matches torch's float64 gradient; explain names it first."""
+    n, c, d, h, w, multiplier, kernel, arguments, split_k = DEPTHWISE_WGRAD_CASES[case]
+    x, weight, bias = _inputs(n, c, d, h, w, c * multiplier, kernel, groups=c, channels_last=channels_last)
+    arguments = dict(arguments, groups=c)
+    problem = tritonconv.explain(x, weight, bias, **arguments)["problem"]
+    assert registry.routes(problem, Pass.WGRAD) == (Variant.DEPTHWISE_3D, Variant.IMPLICIT_GEMM_3D)
+    config = dataclasses.replace(registry.spec(Pass.WGRAD, Variant.DEPTHWISE_3D).heuristic(problem), split_k=split_k,
+                                 block_m=16)  # fmt: skip
+    grad_output = torch.randn(F.conv3d(x, weight, bias, **arguments).shape)
+    call = prepared.PreparedConv(problem, x, weight, NO_EPILOGUE)
+    call.plans[Pass.WGRAD] = Plan(Variant.DEPTHWISE_3D, config, "test")
+    got = call.weight_grad(x, grad_output)
+    x64, weight64 = x.double().requires_grad_(), weight.double().requires_grad_()
+    F.conv3d(x64, weight64, None, **arguments).backward(grad_output.double())
+    torch.testing.assert_close(got.double(), weight64.grad, rtol=1e-4, atol=1e-4)
+    assert got.shape == weight.shape and got.stride() == weight.stride()

@@ -7,6 +7,7 @@ from .conv3d import (
     _conv3d_dgrad_kernel,
     _conv3d_fwd_depthwise_kernel,
     _conv3d_fwd_kernel,
+    _conv3d_wgrad_depthwise_kernel,
     _conv3d_wgrad_partial_kernel,
 )
 from .depthwise_fwd import _conv2d_fwd_depthwise_kernel
@@ -40,6 +41,7 @@ __all__ = [
     "_conv3d_dgrad_kernel",
     "_conv3d_fwd_depthwise_kernel",
     "_conv3d_fwd_kernel",
+    "_conv3d_wgrad_depthwise_kernel",
     "_conv3d_wgrad_partial_kernel",
     "_sum_splits_kernel",
 ]

@@ -10,6 +10,8 @@ weight gradient's partial sums, each over (depth, height, width) where the 2-D k
   division is exact and in range: the other taps are masked (no zero-stuffed dY).
 - Weight gradient: M = K/g, N = (C/g)*T*R*S, the reduction over N*OD*P*Q output voxels split into
   chunks whose partial sums `wgrad._sum_splits_kernel` adds in order (bit-for-bit reproducible).
+- Depthwise weight gradient (X3D's training): dY times the tap-shifted input, elementwise, summed over
+  voxels, BLOCK_N channels of one tap per program, the voxels split; no GEMM tile of one column.
 - Depthwise forward (one input channel per group, X3D's channel-wise 3x3x3): T*R*S multiply-adds
   per output, nothing for tensor cores; a program computes BLOCK_M output columns of one output row
   by BLOCK_N channels, vectorised over channels (contiguous in channels_last_3d).
@@ -298,3 +300,52 @@ def _row_offsets(image, out_d, out_h, out_w, out_channel, strides):
     stride_n, stride_k, stride_d, stride_h, stride_w = strides
     return (image * stride_n + out_d * stride_d + out_h * stride_h + (out_w * stride_w)[:, None]
             + (out_channel * stride_k)[None, :])  # fmt: skip
+
+
+@triton.jit
+def _conv3d_wgrad_depthwise_kernel(
+    x_ptr, dy_ptr, partial_ptr,
+    N, D, H, W, OD, P, Q, K, chunk,
+    x_strides, dy_strides, out_strides,
+    MULTIPLIER: tl.constexpr, GEOMETRY: tl.constexpr, NUMERICS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Depthwise partial dW[k, 0, t, r, s] over output voxels [split * chunk, + chunk), no tl.dot
+    (the 2-D `_conv2d_wgrad_depthwise_kernel` with a depth axis): a program takes BLOCK_N channels
+    (contiguous in channels_last_3d) of one tap (grid axis 1), accumulates BLOCK_M voxels x BLOCK_N
+    channels of products, and sums the voxel axis once at the end, always in the same order.
+    Output channel k reads input channel k // MULTIPLIER; `out_strides` are (split, k, t, r, s)."""
+    stride_xn, stride_xc, stride_xd, stride_xh, stride_xw = x_strides
+    stride_dyn, stride_dyk, stride_dyd, stride_dyh, stride_dyw = dy_strides
+    stride_out_split, stride_out_k, stride_out_t, stride_out_r, stride_out_s = out_strides
+    INDEX_64: tl.constexpr = NUMERICS.index_64
+    pid_k = tl.program_id(0)
+    tap = tl.program_id(1)
+    split = tl.program_id(2)
+    tap_t = tap // (GEOMETRY.r * GEOMETRY.s)
+    tap_r = (tap // GEOMETRY.s) % GEOMETRY.r
+    tap_s = tap % GEOMETRY.s
+    L = _rows(N, OD, P, Q, INDEX_64)
+    start = widen(split, INDEX_64) * chunk
+    end = tl.minimum(start + chunk, L)
+    offs_k = pid_k * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_k = offs_k < K
+    in_channel = widen(offs_k // MULTIPLIER, INDEX_64)
+    offs_k = widen(offs_k, INDEX_64)
+    acc = zero_accumulator(BLOCK_M, BLOCK_N, NUMERICS)
+    for l0 in range(start, end, BLOCK_M):
+        offs_l = l0 + tl.arange(0, BLOCK_M)
+        image, out_d, out_h, out_w = _voxels(offs_l, OD, P, Q)
+        in_d = out_d * GEOMETRY.stride_d - GEOMETRY.pad_d + tap_t * GEOMETRY.dil_d
+        in_h = out_h * GEOMETRY.stride_h - GEOMETRY.pad_h + tap_r * GEOMETRY.dil_h
+        in_w = out_w * GEOMETRY.stride_w - GEOMETRY.pad_w + tap_s * GEOMETRY.dil_w
+        voxel_ok = (offs_l < end) & _inside(in_d, in_h, in_w, D, H, W)
+        dy_voxel = image * stride_dyn + out_d * stride_dyd + out_h * stride_dyh + out_w * stride_dyw
+        x_voxel = image * stride_xn + in_d * stride_xd + in_h * stride_xh + in_w * stride_xw
+        mask = voxel_ok[:, None] & mask_k[None, :]
+        dy = tl.load(dy_ptr + dy_voxel[:, None] + (offs_k * stride_dyk)[None, :], mask=mask, other=0.0)
+        x = tl.load(x_ptr + x_voxel[:, None] + (in_channel * stride_xc)[None, :], mask=mask, other=0.0)
+        acc += dy.to(acc.dtype) * x.to(acc.dtype)
+    tap_offset = tap_t * stride_out_t + tap_r * stride_out_r + tap_s * stride_out_s
+    part_offs = split.to(tl.int64) * stride_out_split + offs_k * stride_out_k + tap_offset
+    tl.store(partial_ptr + part_offs, tl.sum(acc, axis=0).to(partial_ptr.dtype.element_ty), mask=mask_k)

@@ -18,6 +18,7 @@ from ..kernels import (
     _conv3d_dgrad_kernel,
     _conv3d_fwd_depthwise_kernel,
     _conv3d_fwd_kernel,
+    _conv3d_wgrad_depthwise_kernel,
     _conv3d_wgrad_partial_kernel,
 )
 from ..problem.arithmetic import ConvProblem, is_channels_last_like
@@ -169,5 +170,39 @@ def prepare_wgrad(
     k, c, t, r, s = grad_weight.shape
     # (K, C/g, T, R, S) as (K, C/g, T*R, S): depth and height strides nest in both layouts (a view),
     # so the sum kernel's (c, r, s) walk covers the depth too.
+    folded = dataclasses.replace(problem, r=t * r, depth=None)
+    return split_or_direct(partial_launch, split, grad_weight.view(k, c, t * r, s), folded)
+
+
+def prepare_depthwise_wgrad(
+    input: torch.Tensor, grad_output: torch.Tensor, grad_weight: torch.Tensor, problem: ConvProblem,
+    config: KernelConfig,
+) -> Callable[..., None]:  # fmt: skip
+    """Depthwise 3-D dW without tl.dot: BLOCK_N channels of one tap per program, the N*O*P*Q voxels
+    split `split_k` ways and summed in order; `run(input, grad_output, grad_weight)`."""
+    split, chunk = split_reduction(problem.gemm_m, grad_weight.numel(), config.split_k, config.block_m)
+    index_64 = needs_int64(input, grad_output) or problem.gemm_m > INT32_LIMIT - config.block_m
+    taps = problem.depth.kernel * problem.r * problem.s
+
+    def partial_launch(out_strides: tuple[int, ...]) -> KernelLaunch:
+        split_stride, k_stride, _, tr_stride, s_stride = out_strides  # one input channel: c is 0
+        return KernelLaunch(
+            _conv3d_wgrad_depthwise_kernel,
+            (triton.cdiv(problem.k, config.block_n), taps, split),
+            (problem.n, problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.k, chunk,
+             input.stride(), grad_output.stride(),
+             (split_stride, k_stride, tr_stride * problem.r, tr_stride, s_stride)),
+            {
+                "MULTIPLIER": problem.k_per_group,
+                "GEOMETRY": geometry_3d(problem),
+                "NUMERICS": elementwise_numerics(index_64, input.dtype),
+                "BLOCK_M": config.block_m,
+                "BLOCK_N": config.block_n,
+                "num_warps": config.num_warps,
+            },
+        )  # fmt: skip
+
+    k, c, t, r, s = grad_weight.shape
+    # As `prepare_wgrad`: dW (K, 1, T, R, S) as (K, 1, T*R, S), so the ordered sum's walk covers the depth.
     folded = dataclasses.replace(problem, r=t * r, depth=None)
     return split_or_direct(partial_launch, split, grad_weight.view(k, c, t * r, s), folded)

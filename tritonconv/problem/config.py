@@ -306,6 +306,19 @@ def depthwise_wgrad_config(problem: ConvProblem, target_programs: int | None = N
 
 
 @per_arch
+def conv3d_depthwise_wgrad_config(
+    problem: ConvProblem, target_programs: int | None = None, *, arch: GpuArch
+) -> KernelConfig:  # fmt: skip
+    """Depthwise 3-D weight gradient: block_m voxels by block_n channels of one tap per program, the
+    voxels split as `depthwise_wgrad_config` splits pixels."""
+    block_m = _clamp_pow2(problem.gemm_m, 16, 64)
+    block_n = _clamp_pow2(problem.k, 16, 64)
+    tiles = triton.cdiv(problem.k, block_n) * problem.depth.kernel * problem.r * problem.s
+    split_k = _wgrad_splits(problem, tiles, block_m, target_programs or arch.target_programs)
+    return KernelConfig(block_m=block_m, block_n=block_n, split_k=split_k, num_warps=4, num_stages=1)
+
+
+@per_arch
 def conv3d_config(problem: ConvProblem, *, arch: GpuArch) -> KernelConfig:
     """The 3-D forward: M = N*O*P*Q voxels, N = K/g, reduction (C/g)*T*R*S, every operand element
     gathered (so block_k also fits the gathered tile, as the 2-D general kernel's does)."""

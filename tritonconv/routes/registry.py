@@ -44,6 +44,7 @@ from ..problem.config import (
     KernelConfig,
     conv3d_config,
     conv3d_depthwise_config,
+    conv3d_depthwise_wgrad_config,
     conv3d_dgrad_config,
     conv3d_wgrad_config,
     depthwise_wgrad_config,
@@ -405,8 +406,8 @@ def _planar(spec: VariantSpec) -> VariantSpec:
     )
 
 
-# 3-D convolutions (`ops/conv3d.py`): one general implicit-GEMM route per pass and a direct depthwise
-# forward, first in each pass so the rule reads "3-D problems here" before the 2-D routes, which
+# 3-D convolutions (`ops/conv3d.py`): one general implicit-GEMM route per pass, and a direct depthwise
+# forward and weight gradient, first in each pass so the rule reads "3-D problems here" before the 2-D routes, which
 # never apply to them.
 VOLUME_SPECS: tuple[VariantSpec, ...] = (
     VariantSpec(Pass.FWD, Variant.DEPTHWISE_3D, is_depthwise_3d, is_depthwise_3d, conv3d.prepare_depthwise_forward,
@@ -415,6 +416,8 @@ VOLUME_SPECS: tuple[VariantSpec, ...] = (
                 conv3d_config, _gemm_clamp(_forward_sides)),
     VariantSpec(Pass.DGRAD, Variant.IMPLICIT_GEMM_3D, is_3d, is_3d, conv3d.prepare_dgrad, ("conv3d",), GEMM_AXES,
                 conv3d_dgrad_config, _gemm_clamp(_conv3d_dgrad_sides)),
+    VariantSpec(Pass.WGRAD, Variant.DEPTHWISE_3D, is_depthwise_3d, is_depthwise_3d, conv3d.prepare_depthwise_wgrad,
+                ("conv3d", "wgrad"), DEPTHWISE_WGRAD_AXES, conv3d_depthwise_wgrad_config, _depthwise_wgrad_clamp),
     VariantSpec(Pass.WGRAD, Variant.IMPLICIT_GEMM_3D, is_3d, is_3d, conv3d.prepare_wgrad, ("conv3d", "wgrad"),
                 WGRAD_AXES, conv3d_wgrad_config, _wgrad_clamp),
 )  # fmt: skip
