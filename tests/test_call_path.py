@@ -143,6 +143,7 @@ VOLUME_CASE = (2, 4, 4, 5, 3, 8, 3, 2, 3, 2, 1, 2)
 ROUTE_PROBLEMS |= {(pass_name, Variant.IMPLICIT_GEMM_3D): VOLUME_CASE for pass_name in Pass}
 ROUTE_PROBLEMS[Pass.FWD, Variant.DEPTHWISE_3D] = (2, 8, 4, 5, 3, 8, 3, 2, 3, 2, 1, 8)
 ROUTE_PROBLEMS[Pass.WGRAD, Variant.DEPTHWISE_3D] = (2, 8, 4, 5, 3, 16, 3, 2, 3, 2, 1, 8)
+ROUTE_PROBLEMS[Pass.DGRAD, Variant.DEPTHWISE_3D] = (2, 8, 4, 5, 3, 8, 3, 2, 3, 1, 1, 8)
 
 
 def _route_problem(route, layout):

@@ -463,3 +463,32 @@ def test_the_depthwise_3d_weight_gradient_kernel_matches_float64(case, channels_
     F.conv3d(x64, weight64, None, **arguments).backward(grad_output.double())
     torch.testing.assert_close(got.double(), weight64.grad, rtol=1e-4, atol=1e-4)
     assert got.shape == weight.shape and got.stride() == weight.stride()
+
+
+DEPTHWISE_DGRAD_CASES = {  # (n, c, d, h, w, kernel, arguments): stride 1, one output channel per input channel
+    "X3D 3x3x3 pad 1": (1, 8, 4, 5, 5, (3, 3, 3), dict(padding=1)),
+    "dilation, uneven padding per axis": (2, 4, 5, 6, 7, (3, 2, 3), dict(padding=(2, 1, 0), dilation=(1, 2, 2))),
+    "'same' with an even kernel": (1, 4, 4, 5, 6, (2, 3, 4), dict(padding="same")),
+}
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["NCDHW", "channels_last_3d"])
+@pytest.mark.parametrize("case", DEPTHWISE_DGRAD_CASES, ids=list(DEPTHWISE_DGRAD_CASES))
+def test_the_stride_1_depthwise_3d_input_gradient_runs_the_flipped_depthwise_kernel(case, channels_last):
+    """dX of a stride-1 depthwise 3-D convolution is the depthwise 3-D forward kernel on dY with the
+    weight read back to front: chosen by the rule, and equal to torch's float64 gradient."""
+    n, c, d, h, w, kernel, arguments = DEPTHWISE_DGRAD_CASES[case]
+    x, weight, bias = _inputs(n, c, d, h, w, c, kernel, groups=c, channels_last=channels_last)
+    arguments = dict(arguments, groups=c)
+    problem = tritonconv.explain(x, weight, bias, **arguments)["problem"]
+    assert registry.routes(problem, Pass.DGRAD)[0] == Variant.DEPTHWISE_3D
+    strided = dataclasses.replace(problem, depth=dataclasses.replace(problem.depth, stride=2))
+    assert registry.routes(strided, Pass.DGRAD) == (Variant.IMPLICIT_GEMM_3D,)  # strided: the general kernel
+    grad_output = torch.randn(F.conv3d(x, weight, bias, **arguments).shape)
+    if channels_last:
+        grad_output = grad_output.to(memory_format=torch.channels_last_3d)
+    got = prepared.PreparedConv(problem, x, weight, NO_EPILOGUE).input_grad(grad_output, weight)
+    x64 = x.double().requires_grad_()
+    F.conv3d(x64, weight.double(), None, **arguments).backward(grad_output.double())
+    torch.testing.assert_close(got.double(), x64.grad, rtol=1e-4, atol=1e-4)
+    assert got.is_contiguous(memory_format=torch.channels_last_3d if channels_last else torch.contiguous_format)

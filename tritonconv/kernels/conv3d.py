@@ -252,11 +252,12 @@ def _conv3d_fwd_depthwise_kernel(
     D, H, W, OD, P, Q, K,
     x_strides, w_strides, stride_bias, y_strides, r_strides,
     MULTIPLIER: tl.constexpr, GEOMETRY: tl.constexpr, EPILOGUE: tl.constexpr, NUMERICS: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    FLIP_TAPS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """Output row (image, d, h) = program 0, columns BLOCK_M * program 1, channels BLOCK_N *
     program 2; output channel k reads input channel k // MULTIPLIER. The weight strides are
-    (k, t, r, s)."""
+    (k, t, r, s). FLIP_TAPS reads the weight back to front on every axis: the input gradient of a
+    stride-1 depthwise convolution is this kernel on dY (`ops/conv3d.prepare_depthwise_dgrad`)."""
     stride_xn, stride_xc, stride_xd, stride_xh, stride_xw = x_strides
     stride_wk, stride_wt, stride_wr, stride_ws = w_strides
     INDEX_64: tl.constexpr = NUMERICS.index_64
@@ -284,7 +285,11 @@ def _conv3d_fwd_depthwise_kernel(
                 inside = mask_w & (in_w >= 0) & (in_w < W)  # in_w is -1 (outside) where the row is
                 x_offs = x_base + in_d * stride_xd + in_h * stride_xh + (in_w * stride_xw)[:, None]
                 x = tl.load(x_ptr + x_offs, mask=inside[:, None] & mask_k[None, :], other=0.0)
-                w_offs = w_base + tap_t * stride_wt + tap_r * stride_wr + tap_s * stride_ws
+                if FLIP_TAPS:
+                    w_offs = (w_base + (GEOMETRY.t - 1 - tap_t) * stride_wt + (GEOMETRY.r - 1 - tap_r) * stride_wr
+                              + (GEOMETRY.s - 1 - tap_s) * stride_ws)  # fmt: skip
+                else:
+                    w_offs = w_base + tap_t * stride_wt + tap_r * stride_wr + tap_s * stride_ws
                 w = tl.load(w_ptr + w_offs, mask=mask_k, other=0.0)
                 acc += x.to(acc.dtype) * w.to(acc.dtype)[None, :]
     if EPILOGUE.has_bias:

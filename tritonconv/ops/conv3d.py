@@ -21,7 +21,7 @@ from ..kernels import (
     _conv3d_wgrad_depthwise_kernel,
     _conv3d_wgrad_partial_kernel,
 )
-from ..problem.arithmetic import ConvProblem, is_channels_last_like
+from ..problem.arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, dgrad_as_depthwise, is_channels_last_like
 from ..problem.config import KernelConfig
 from .common import (
     INT32_LIMIT,
@@ -33,7 +33,7 @@ from .common import (
     geometry_3d,
     needs_int64,
 )
-from .epilogue import Epilogue
+from .epilogue import NO_EPILOGUE, Epilogue
 from .launch import KernelLaunch
 from .wgrad import split_or_direct, split_reduction
 
@@ -84,7 +84,7 @@ def prepare_forward(
 
 def prepare_depthwise_forward(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor, problem: ConvProblem,
-    config: KernelConfig, epilogue: Epilogue,
+    config: KernelConfig, epilogue: Epilogue, flip_taps: bool = False,
 ) -> Callable[..., None]:  # fmt: skip
     """The depthwise 3-D forward: one program per (output row, column block, channel block), with
     the fused tail `prepare_forward` has."""
@@ -102,6 +102,7 @@ def prepare_depthwise_forward(
             "GEOMETRY": geometry_3d(problem),
             "EPILOGUE": epilogue_flags(bias, epilogue),
             "NUMERICS": elementwise_numerics(flags.index_64, x.dtype),
+            "FLIP_TAPS": flip_taps,
             "BLOCK_M": config.block_m,
             "BLOCK_N": config.block_n,
             "num_warps": config.num_warps,
@@ -206,3 +207,16 @@ def prepare_depthwise_wgrad(
     # As `prepare_wgrad`: dW (K, 1, T, R, S) as (K, 1, T*R, S), so the ordered sum's walk covers the depth.
     folded = dataclasses.replace(problem, r=t * r, depth=None)
     return split_or_direct(partial_launch, split, grad_weight.view(k, c, t * r, s), folded)
+
+
+def prepare_depthwise_dgrad(
+    grad_output: torch.Tensor, weight: torch.Tensor, grad_input: torch.Tensor, problem: ConvProblem,
+    config: KernelConfig,
+) -> Callable[..., None]:  # fmt: skip
+    """dX of a stride-1, multiplier-1 depthwise 3-D convolution: the depthwise forward kernel on dY
+    with the weight read back to front (`arithmetic.dgrad_as_depthwise`); `run(grad_output, weight,
+    grad_input)`."""
+    layout = CHANNELS_LAST if is_channels_last_like(grad_input) else CONTIGUOUS
+    flipped = dgrad_as_depthwise(problem, layout)
+    run = prepare_depthwise_forward(grad_output, weight, None, grad_input, flipped, config, NO_EPILOGUE, flip_taps=True)
+    return lambda grad_output, weight, grad_input: run(grad_output, weight, None, grad_input)

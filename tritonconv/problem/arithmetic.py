@@ -575,10 +575,17 @@ def dilated_reach(problem: ConvProblem) -> IntPair:
 
 def dgrad_as_depthwise(problem: ConvProblem, layout: str) -> ConvProblem:
     """The forward problem whose output is a stride-1, multiplier-1 depthwise convolution's input
-    gradient: dY convolved with the spatially flipped weight, padded dil*(k-1) - pad on each side."""
+    gradient: dY convolved with the spatially flipped weight, padded dil*(k-1) - pad on each side
+    (of every axis: a 3-D problem's depth too)."""
     reach = dilated_reach(problem)
+    depth = problem.depth
+    if depth is not None:
+        depth_reach = depth.dilation * (depth.kernel - 1)
+        depth = dataclasses.replace(depth, size=depth.output_size, padding=depth_reach - depth.padding,
+                                    padding_end=depth_reach - depth.padding_end)  # fmt: skip
     return dataclasses.replace(
         problem,
+        depth=depth,
         h=problem.p,
         w=problem.q,
         padding=(reach[0] - problem.padding[0], reach[1] - problem.padding[1]),

@@ -393,6 +393,18 @@ def is_depthwise_3d(problem: ConvProblem) -> bool:
     return problem.is_3d and is_depthwise(problem)
 
 
+def dgrad_is_depthwise_conv_3d(problem: ConvProblem) -> bool:
+    """`dgrad_is_depthwise_conv` for a 3-D problem, its depth axis included."""
+    depth = problem.depth
+    if (
+        not is_depthwise_3d(problem)
+        or depth.stride != 1
+        or max(depth.padding, depth.padding_end) > depth.dilation * (depth.kernel - 1)
+    ):
+        return False
+    return dgrad_is_depthwise_conv(dataclasses.replace(problem, depth=None))
+
+
 DEPTHWISE_3D_AXES = {k: v for k, v in DEPTHWISE_AXES.items() if k != "halo_in_registers"}
 
 
@@ -406,14 +418,19 @@ def _planar(spec: VariantSpec) -> VariantSpec:
     )
 
 
-# 3-D convolutions (`ops/conv3d.py`): one general implicit-GEMM route per pass, and a direct depthwise
-# forward and weight gradient, first in each pass so the rule reads "3-D problems here" before the 2-D routes, which
-# never apply to them.
+# 3-D convolutions (`ops/conv3d.py`): one general implicit-GEMM route per pass, and direct depthwise
+# ones (the forward, the stride-1 input gradient, the weight gradient), first in each pass so the
+# rule reads "3-D problems here" before the 2-D routes, which never apply to them.
 VOLUME_SPECS: tuple[VariantSpec, ...] = (
     VariantSpec(Pass.FWD, Variant.DEPTHWISE_3D, is_depthwise_3d, is_depthwise_3d, conv3d.prepare_depthwise_forward,
                 ("conv3d",), DEPTHWISE_3D_AXES, conv3d_depthwise_config, _depthwise_clamp(lambda problem: problem.q)),
     VariantSpec(Pass.FWD, Variant.IMPLICIT_GEMM_3D, is_3d, is_3d, conv3d.prepare_forward, ("conv3d",), GEMM_AXES,
                 conv3d_config, _gemm_clamp(_forward_sides)),
+    # dX of a stride-1 depthwise 3-D conv: the depthwise 3-D forward on dY with the weight read back to front.
+    VariantSpec(Pass.DGRAD, Variant.DEPTHWISE_3D, dgrad_is_depthwise_conv_3d, dgrad_is_depthwise_conv_3d,
+                conv3d.prepare_depthwise_dgrad, ("conv3d",), DEPTHWISE_3D_AXES,
+                lambda problem, arch=None: conv3d_depthwise_config(dgrad_as_depthwise(problem, CONTIGUOUS), arch=arch),
+                _depthwise_clamp(lambda problem: problem.w)),
     VariantSpec(Pass.DGRAD, Variant.IMPLICIT_GEMM_3D, is_3d, is_3d, conv3d.prepare_dgrad, ("conv3d",), GEMM_AXES,
                 conv3d_dgrad_config, _gemm_clamp(_conv3d_dgrad_sides)),
     VariantSpec(Pass.WGRAD, Variant.DEPTHWISE_3D, is_depthwise_3d, is_depthwise_3d, conv3d.prepare_depthwise_wgrad,
