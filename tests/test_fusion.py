@@ -9,7 +9,6 @@ from conv_reference import needs_runtime_loops
 from torch import nn
 
 import tritonconv
-from tritonconv.frontend import fallback
 
 TOLERANCE = dict(rtol=1e-4, atol=1e-4)
 
@@ -65,11 +64,11 @@ def test_fused_eval_model_equals_the_unfused_one(activation):
         "3.conv2 + 3.bn2 (BatchNorm folded)",
     ]
     assert "fused: 3.conv2" in str(report)
-    fallback.reset_stats()
+    tritonconv.reset_stats()
     x = torch.randn(2, 3, 6, 6)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x), **TOLERANCE)
-    assert fallback.stats()["conv2d"] == {"tritonconv": 3, "torch": 0, "fallbacks": {}}
+    assert tritonconv.stats()["conv2d"] == {"tritonconv": 3, "torch": 0, "fallbacks": {}}
     assert list(model.state_dict()) == list(reference.state_dict())
 
 

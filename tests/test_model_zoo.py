@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 import tritonconv
-from tritonconv.frontend import fallback
 from tritonconv.models import fusion, routing
 from tritonconv.models.patch import torch_is_patched
 from tritonconv.problem.torch_reference import TORCH_CONV2D
@@ -33,7 +32,7 @@ def test_patch_alone_serves_every_conv_of_custom_forward_models(name):
     model = copy.deepcopy(reference)
     report = tritonconv.patch(model)
     assert report.routed == routed and not report.skipped
-    fallback.reset_stats()
+    tritonconv.reset_stats()
     x = torch.randn(2, 3, 15, 13, requires_grad=True)  # odd sizes: uneven 'same' padding
     got, expected = model(x), reference(x)
     assert tritonconv.stats()["conv2d"] == {"tritonconv": conv_calls, "torch": 0, "fallbacks": {}}
@@ -63,7 +62,7 @@ def test_routing_reaches_only_the_routed_modules_thread():
         outside.wait(5)
         return original_forward(self, x)
 
-    fallback.reset_stats()
+    tritonconv.reset_stats()
     model_zoo.StdConv2d.forward = slow_forward
     try:
         worker = threading.Thread(target=lambda: seen.setdefault("y", conv(torch.randn(1, 2, 5, 5))))
@@ -148,7 +147,7 @@ def test_a_real_hugging_face_bit_is_served_whole_by_patch_alone():
     model = copy.deepcopy(reference)
     report = tritonconv.patch(model)
     assert not report.patched and not report.skipped and len(report.routed) == 9
-    fallback.reset_stats()
+    tritonconv.reset_stats()
     x = torch.randn(2, 3, 15, 15)
     got, expected = model(x).last_hidden_state, reference(x).last_hidden_state
     assert tritonconv.stats()["conv2d"] == {"tritonconv": 9, "torch": 0, "fallbacks": {}}

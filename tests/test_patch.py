@@ -113,7 +113,7 @@ def test_patched_model_gives_the_same_outputs_and_gradients_and_hooks_fire():
         net.blocks[0].shared.register_forward_hook(lambda m, i, o, seen=seen: seen.append(("forward", o.shape)))
         net.stem[0].register_full_backward_hook(lambda m, gi, go, seen=seen: seen.append(("backward", go[0].shape)))
     tritonconv.patch(model)
-    fallback.reset_stats()
+    tritonconv.reset_stats()
     x = torch.randn(2, 3, 8, 8, requires_grad=True)
     expected, got = reference(x), model(x)
     served = tritonconv.stats()  # every conv the model ran went through tritonconv, none to torch
@@ -217,7 +217,7 @@ def _save_load(model):
 
 def test_patched_routes_the_functional_forms_and_restores_them_even_on_error():
     originals = (F.conv2d, F.conv1d, torch.conv2d, torch.conv1d)
-    fallback.reset_stats()
+    tritonconv.reset_stats()
     x, weight = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3)
     with tritonconv.patched():
         assert torch_is_patched()
@@ -239,7 +239,7 @@ def test_patched_routes_the_functional_forms_and_restores_them_even_on_error():
 
 
 def test_calls_tritonconv_cannot_serve_go_to_torch_counted_and_logged_once(caplog, monkeypatch):
-    fallback.reset_stats()
+    tritonconv.reset_stats()
     model = nn.Conv2d(2, 2, 3)
     tritonconv.patch(model)
     meta = torch.randn(1, 2, 5, 5, device="meta")

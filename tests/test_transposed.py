@@ -174,7 +174,6 @@ class SmallUNet(torch.nn.Module):
 @pytest.mark.parametrize("build, shape", [(DCGANGenerator, (2, 8, 1, 1)), (SmallUNet, (2, 3, 9, 7))],
                          ids=["dcgan", "unet"])  # fmt: skip
 def test_patched_decoders_match_torch_and_leave_no_transposed_conv_alone(build, shape):
-    from tritonconv.frontend import fallback
 
     torch.manual_seed(0)
     reference = build()
@@ -183,7 +182,7 @@ def test_patched_decoders_match_torch_and_leave_no_transposed_conv_alone(build, 
     assert not report.skipped, report
     transposed = [n for n, m in model.named_modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     assert transposed and set(transposed) <= set(report.routed)
-    fallback.reset_stats()
+    tritonconv.reset_stats()
     x = torch.randn(shape)
     got, expected = model(x), reference(x)
     assert tritonconv.stats()["conv_transpose2d"]["tritonconv"] == len(transposed)
