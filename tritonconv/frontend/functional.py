@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -224,22 +224,20 @@ def _with_torch_epilogue(
     return output if activation is None else torch_activation(output, activation, negative_slope)
 
 
-def torch_conv2d_with_epilogue(
-    input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, residual=None,
-    negative_slope=0.01,
-) -> torch.Tensor:  # fmt: skip
-    """The unfused computation in torch alone: torch's conv, then its add and activation."""
-    output = TORCH_CONV2D(input, weight, bias, stride, padding, dilation, groups)
-    return _with_torch_epilogue(output, activation, residual, negative_slope)
+def torch_with_epilogue(torch_conv: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """The unfused computation in torch alone: torch's conv (`F.conv2d` or `F.conv3d`), then its add
+    and activation, with the fused call's keywords."""
+
+    def unfused(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None,
+                residual=None, negative_slope=0.01) -> torch.Tensor:  # fmt: skip
+        output = torch_conv(input, weight, bias, stride, padding, dilation, groups)
+        return _with_torch_epilogue(output, activation, residual, negative_slope)
+
+    return unfused
 
 
-def torch_conv3d_with_epilogue(
-    input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None, residual=None,
-    negative_slope=0.01,
-) -> torch.Tensor:  # fmt: skip
-    """The unfused 3-D computation in torch alone."""
-    output = TORCH_CONV3D(input, weight, bias, stride, padding, dilation, groups)
-    return _with_torch_epilogue(output, activation, residual, negative_slope)
+torch_conv2d_with_epilogue = torch_with_epilogue(TORCH_CONV2D)
+torch_conv3d_with_epilogue = torch_with_epilogue(TORCH_CONV3D)
 
 
 def torch_activation(output: torch.Tensor, activation: str, negative_slope: float = 0.01) -> torch.Tensor:
