@@ -348,15 +348,21 @@ def conv_transpose(
     shape = zip(sizes, stride, padding, spans, output_padding, strict=True)
     output = [(size - 1) * s - 2 * p + span + extra + 1 for size, s, p, span, extra in shape]
     below = [(out + 2 * p - span - 1) // s + 1 for out, p, span, s in zip(output, padding, spans, stride, strict=True)]
-    missing = [have - size for have, size in zip(below, sizes, strict=True)]
-    if any(missing):
-        x = torch.nn.functional.pad(x, [amount for axis in reversed(missing) for amount in (0, axis)])
+    x = padded_at_end(x, [have - size for have, size in zip(below, sizes, strict=True)])
     layout_channels_last = channels_last(x) or channels_last(weight)
     y = conv2d_input_grad_op(x, weight, [n, weight.shape[1] * groups, *output], layout_channels_last, list(stride),
                              [*padding, *padding], list(dilation), groups, call_counts.compiled_label())  # fmt: skip
     if bias is not None:
         y = y + bias.view(1, -1, *[1] * axes)
     return y if batched else y.squeeze(0)
+
+
+def padded_at_end(x: torch.Tensor, missing: Sequence[int]) -> torch.Tensor:
+    """x with `missing` zeros at the end of each spatial axis (by torch: differentiable, batchable),
+    where a transposed convolution's x is smaller than the output of the convolution it transposes."""
+    if not any(missing):
+        return x
+    return torch.nn.functional.pad(x, [amount for axis in reversed(missing) for amount in (0, axis)])
 
 
 def _conv2d_vmap(info, in_dims, input, weight, bias, stride, padding, dilation, groups, count_as=""):

@@ -60,7 +60,7 @@ class TransposedCall:
     missing: tuple[int, ...]
 
     def padded(self, x: torch.Tensor) -> torch.Tensor:
-        return _padded(x, self.missing)
+        return library_ops.padded_at_end(x, self.missing)
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """The transposed convolution: the underlying convolution's input gradient, plus the bias."""
@@ -178,19 +178,12 @@ def _transformed(torch_function, axes: int, input, weight, bias, geometry: tuple
     problem = transposed_problem(input, weight, bias, geometry)
     batched = input.dim() == axes + 2
     x = input if batched else input.unsqueeze(0)
-    x = _padded(x, _missing(problem, x))
+    x = library_ops.padded_at_end(x, _missing(problem, x))
     output = InputGrad.apply(x, weight, Geometry.of_problem(problem), problem.input_shape,
                              problem.layout == CHANNELS_LAST)  # fmt: skip
     if bias is not None:
         output = output + bias.view(1, -1, *[1] * axes)
     return output if batched else output.squeeze(0)
-
-
-def _padded(x: torch.Tensor, missing: tuple[int, ...]) -> torch.Tensor:
-    """x with `missing` zeros at the end of each spatial axis (by torch: differentiable, batchable)."""
-    if not any(missing):
-        return x
-    return F.pad(x, [amount for axis in reversed(missing) for amount in (0, axis)])
 
 
 def _missing(problem: ConvProblem, x: torch.Tensor) -> tuple[int, ...]:
