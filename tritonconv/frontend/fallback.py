@@ -22,7 +22,14 @@ from ..problem.arithmetic import SUPPORTED_DTYPES
 from ..problem.runtime import is_interpreted, supports_fp64_dot
 from ..problem.torch_reference import TORCH_CONV1D, TORCH_CONV2D, TORCH_CONV3D
 from .call_counts import count, count_fallback, count_traced_fallback, set_compiled_label
-from .functional import autocast_dtype_for, conv1d, conv2d, torch_conv2d_with_epilogue, torch_conv3d_with_epilogue
+from .functional import (
+    autocast_dtype_for,
+    conv1d,
+    conv2d,
+    torch_conv2d_with_epilogue,
+    torch_conv3d_with_epilogue,
+    torch_with_epilogue,
+)
 from .transposed import (
     TORCH_CONV_TRANSPOSE1D,
     TORCH_CONV_TRANSPOSE2D,
@@ -32,6 +39,10 @@ from .transposed import (
     conv_transpose3d,
 )
 from .volume import conv3d
+
+TORCH_CONV_TRANSPOSE1D_WITH_EPILOGUE = torch_with_epilogue(TORCH_CONV_TRANSPOSE1D)
+TORCH_CONV_TRANSPOSE2D_WITH_EPILOGUE = torch_with_epilogue(TORCH_CONV_TRANSPOSE2D)
+TORCH_CONV_TRANSPOSE3D_WITH_EPILOGUE = torch_with_epilogue(TORCH_CONV_TRANSPOSE3D)
 
 
 def unservable_reason(input: object, weight: object) -> str | None:
@@ -114,22 +125,31 @@ def served_conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, gro
                  **epilogue)  # fmt: skip
 
 
-def served_conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """`F.conv_transpose2d`, served by tritonconv where it can be."""
-    return serve("conv_transpose2d", conv_transpose2d, TORCH_CONV_TRANSPOSE2D, input, weight, bias, stride, padding,
-                 output_padding, groups, dilation)  # fmt: skip
+def served_conv_transpose2d(
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, **epilogue
+) -> torch.Tensor:
+    """`F.conv_transpose2d`, served by tritonconv where it can be; `epilogue` as `served_conv2d`'s."""
+    torchs = TORCH_CONV_TRANSPOSE2D if not epilogue else TORCH_CONV_TRANSPOSE2D_WITH_EPILOGUE
+    return serve("conv_transpose2d", conv_transpose2d, torchs, input, weight, bias, stride, padding, output_padding,
+                 groups, dilation, **epilogue)  # fmt: skip
 
 
-def served_conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """`F.conv_transpose1d`, served by tritonconv where it can be."""
-    return serve("conv_transpose1d", conv_transpose1d, TORCH_CONV_TRANSPOSE1D, input, weight, bias, stride, padding,
-                 output_padding, groups, dilation)  # fmt: skip
+def served_conv_transpose1d(
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, **epilogue
+) -> torch.Tensor:
+    """`F.conv_transpose1d`, served by tritonconv where it can be; `epilogue` as `served_conv2d`'s."""
+    torchs = TORCH_CONV_TRANSPOSE1D if not epilogue else TORCH_CONV_TRANSPOSE1D_WITH_EPILOGUE
+    return serve("conv_transpose1d", conv_transpose1d, torchs, input, weight, bias, stride, padding, output_padding,
+                 groups, dilation, **epilogue)  # fmt: skip
 
 
-def served_conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
-    """`F.conv_transpose3d`, served by tritonconv where it can be."""
-    return serve("conv_transpose3d", conv_transpose3d, TORCH_CONV_TRANSPOSE3D, input, weight, bias, stride, padding,
-                 output_padding, groups, dilation)  # fmt: skip
+def served_conv_transpose3d(
+    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, **epilogue
+) -> torch.Tensor:
+    """`F.conv_transpose3d`, served by tritonconv where it can be; `epilogue` as `served_conv2d`'s."""
+    torchs = TORCH_CONV_TRANSPOSE3D if not epilogue else TORCH_CONV_TRANSPOSE3D_WITH_EPILOGUE
+    return serve("conv_transpose3d", conv_transpose3d, torchs, input, weight, bias, stride, padding, output_padding,
+                 groups, dilation, **epilogue)  # fmt: skip
 
 
 # Where torch keeps each functional convolution, and tritonconv's served form of it with torch's

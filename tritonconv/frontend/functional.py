@@ -83,15 +83,23 @@ class FusedConv2dFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         prepared = ctx.prepared
-        grad_z = grad_output
-        if prepared.epilogue.activation:
-            saved = ctx.saved_tensors[2]
-            if torch.is_grad_enabled():
-                grad_z = _recorded_preactivation_grad(prepared.epilogue, grad_output, saved)
-            else:
-                grad_z = prepared.preactivation_grad(grad_output, saved)
+        saved = ctx.saved_tensors[2] if prepared.epilogue.activation else None
+        grad_z = preactivation_gradient(prepared, prepared.epilogue, grad_output, saved)
         grad_residual = grad_z if ctx.needs_input_grad[3] else None
         return (*conv_gradients(ctx, grad_z, gradients_of(prepared, grad_z)), grad_residual, None)
+
+
+def preactivation_gradient(
+    prepared: PreparedConv, epilogue: Epilogue, grad_output: torch.Tensor, saved: torch.Tensor | None
+) -> torch.Tensor:
+    """dZ of a fused call (Z = conv + bias + residual) from dY and what its activation's derivative
+    reads (`saved`): one Triton pass, or torch's ops where the backward is itself recorded; dY itself
+    without an activation."""
+    if not epilogue.activation:
+        return grad_output
+    if torch.is_grad_enabled():
+        return _recorded_preactivation_grad(epilogue, grad_output, saved)
+    return prepared.preactivation_grad(grad_output, saved, epilogue)
 
 
 def conv2d(
@@ -175,7 +183,7 @@ def _fused(
     torch's own add and activation have), as the convolution followed by torch's add and activation."""
     check_activation(activation)
     if _shapes_only or torch.compiler.is_compiling() or transforms_active():
-        return _with_torch_epilogue(conv2d(input, weight, bias, *geometry), activation, residual, negative_slope)
+        return with_torch_epilogue(conv2d(input, weight, bias, *geometry), activation, residual, negative_slope)
     autocast_dtype = autocast_dtype_for(input)
     if autocast_dtype is not None:
         input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
@@ -216,7 +224,7 @@ def run_fused(prepared: PreparedConv, input, weight, bias, residual, needs_grad:
     return prepared.forward_with_epilogue(input, weight, bias, residual, for_backward=False)[0]
 
 
-def _with_torch_epilogue(
+def with_torch_epilogue(
     output: torch.Tensor, activation: str | None, residual: torch.Tensor | None, negative_slope: float
 ) -> torch.Tensor:
     if residual is not None:
@@ -225,13 +233,12 @@ def _with_torch_epilogue(
 
 
 def torch_with_epilogue(torch_conv: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """The unfused computation in torch alone: torch's conv (`F.conv2d` or `F.conv3d`), then its add
-    and activation, with the fused call's keywords."""
+    """The unfused computation in torch alone: torch's conv (`F.conv2d`, `F.conv3d`, a transposed
+    one), then its add and activation, with the fused call's keywords."""
 
-    def unfused(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, activation=None,
-                residual=None, negative_slope=0.01) -> torch.Tensor:  # fmt: skip
-        output = torch_conv(input, weight, bias, stride, padding, dilation, groups)
-        return _with_torch_epilogue(output, activation, residual, negative_slope)
+    def unfused(*arguments, activation=None, residual=None, negative_slope=0.01, **conv_keywords) -> torch.Tensor:
+        output = torch_conv(*arguments, **conv_keywords)
+        return with_torch_epilogue(output, activation, residual, negative_slope)
 
     return unfused
 

@@ -78,9 +78,10 @@ class Conv3d(_EpilogueActivation, _TritonConvolution, torch.nn.Conv3d):
     _convolve = staticmethod(conv3d)
 
 
-class ConvTranspose2d(torch.nn.ConvTranspose2d):
+class ConvTranspose2d(_EpilogueActivation, torch.nn.ConvTranspose2d):
     """Drop-in for `torch.nn.ConvTranspose2d` (same constructor, parameters, `state_dict` keys and
-    `forward(input, output_size=None)`), computed by `tritonconv.conv_transpose2d`."""
+    `forward(input, output_size=None)`), computed by `tritonconv.conv_transpose2d`, with `activation`
+    in the kernel's epilogue as `Conv2d` has it."""
 
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if self.padding_mode != "zeros":
@@ -88,10 +89,10 @@ class ConvTranspose2d(torch.nn.ConvTranspose2d):
         output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size, 2,
                                               self.dilation)  # fmt: skip
         return conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups,
-                                self.dilation)  # fmt: skip
+                                self.dilation, **self._epilogue())  # fmt: skip
 
 
-class ConvTranspose3d(torch.nn.ConvTranspose3d):
+class ConvTranspose3d(_EpilogueActivation, torch.nn.ConvTranspose3d):
     """Drop-in for `torch.nn.ConvTranspose3d`, in the same way as `ConvTranspose2d`."""
 
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
@@ -100,10 +101,10 @@ class ConvTranspose3d(torch.nn.ConvTranspose3d):
         output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size, 3,
                                               self.dilation)  # fmt: skip
         return conv_transpose3d(input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups,
-                                self.dilation)  # fmt: skip
+                                self.dilation, **self._epilogue())  # fmt: skip
 
 
-class ConvTranspose1d(torch.nn.ConvTranspose1d):
+class ConvTranspose1d(_EpilogueActivation, torch.nn.ConvTranspose1d):
     """Drop-in for `torch.nn.ConvTranspose1d`, in the same way as `ConvTranspose2d`."""
 
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
@@ -112,4 +113,4 @@ class ConvTranspose1d(torch.nn.ConvTranspose1d):
         output_padding = self._output_padding(input, output_size, self.stride, self.padding, self.kernel_size, 1,
                                               self.dilation)  # fmt: skip
         return conv_transpose1d(input, self.weight, self.bias, self.stride, self.padding, output_padding, self.groups,
-                                self.dilation)  # fmt: skip
+                                self.dilation, **self._epilogue())  # fmt: skip

@@ -27,7 +27,6 @@ from . import differentiable, library_ops
 from .autograd import conv_gradients, save_operands
 from .differentiable import transforms_active
 from .functional import (
-    _with_torch_epilogue,
     autocast,
     autocast_dtype_for,
     check_activation,
@@ -37,6 +36,7 @@ from .functional import (
     gradients_of,
     recording_shapes,
     run_fused,
+    with_torch_epilogue,
 )
 
 VOLUME_KEY = ("3-D",)
@@ -122,7 +122,7 @@ def _fused(
     check_activation(activation)
     no_channels = input.dim() in (4, 5) and input.shape[-4] == 0
     if recording_shapes() or torch.compiler.is_compiling() or transforms_active() or no_channels:
-        return _with_torch_epilogue(conv3d(input, weight, bias, *geometry), activation, residual, negative_slope)
+        return with_torch_epilogue(conv3d(input, weight, bias, *geometry), activation, residual, negative_slope)
     autocast_dtype = autocast_dtype_for(input)
     if autocast_dtype is not None:
         input, weight, bias = (autocast(t, autocast_dtype) for t in (input, weight, bias))
@@ -172,8 +172,8 @@ def _prepare(
     batched = input.dim() == 5
     x = input if batched else input.unsqueeze(0)
     if residual is not None:
-        check_residual(problem_from_tensors_3d(x, weight, bias, *geometry), residual, batched, input.dtype,
-                       input.device)  # fmt: skip
+        check_residual(problem_from_tensors_3d(x, weight, bias, *geometry).output_shape, residual, batched,
+                       input.dtype, input.device)  # fmt: skip
         residual = residual if batched else residual.unsqueeze(0)
     problem, planar = volume_problem(input, weight, bias, *geometry)
     if planar is not None and _views_as_output(planar, residual):

@@ -16,8 +16,10 @@ weight gradient's partial sums, each over (depth, height, width) where the 2-D k
   per output, nothing for tensor cores; a program computes BLOCK_M output columns of one output row
   by BLOCK_N channels, vectorised over channels (contiguous in channels_last_3d).
 
-Both forwards end as the 2-D ones do (`common.store_output`, EPILOGUE: `constexprs.EpilogueFlags`):
-bias, then a residual, the pre-activation kept for the backward, an activation, all before the store.
+Both forwards and the input gradient end as the 2-D ones do (`common.store_output`, EPILOGUE:
+`constexprs.EpilogueFlags`): bias, then a residual, the pre-activation kept for the backward, an
+activation, all before the store. A gradient's EPILOGUE is empty; the input gradient's is a 3-D
+transposed convolution's fused tail when it serves as that convolution's forward.
 
 Video activations pass 2^31 elements easily: with INDEX_64 the flat voxel indices themselves are
 64-bit, not only the address products, so no batch is ever split.
@@ -135,14 +137,16 @@ def _voxel_offsets(image, out_d, out_h, out_w, out_channel, strides):
 
 @triton.jit
 def _conv3d_dgrad_kernel(
-    dy_ptr, w_ptr, dx_ptr,
+    dy_ptr, w_ptr, bias_ptr, dx_ptr, residual_ptr, z_ptr,
     N, D, H, W, OD, P, Q, C_PER_GROUP,
-    dy_strides, w_strides, dx_strides,
+    dy_strides, w_strides, stride_bias, dx_strides, r_strides,
     K_PER_GROUP: tl.constexpr, GEOMETRY: tl.constexpr, GROUPS: tl.constexpr, CHANNELS_INNER: tl.constexpr,
-    NUMERICS: tl.constexpr,
+    EPILOGUE: tl.constexpr, NUMERICS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
-    """One BLOCK_M x BLOCK_N tile of one group's input voxels x input channels of dX."""
+    """One BLOCK_M x BLOCK_N tile of one group's input voxels x input channels of dX. EPILOGUE is
+    empty for a gradient; a 3-D transposed convolution's forward (dX is its output) fuses its bias,
+    residual and activation there, as the forward does."""
     stride_dyn, stride_dyk, stride_dyd, stride_dyh, stride_dyw = dy_strides
     stride_wk, stride_wc, stride_wt, stride_wr, stride_ws = w_strides
     STRIDE_D: tl.constexpr = GEOMETRY.stride_d
@@ -183,10 +187,11 @@ def _conv3d_dgrad_kernel(
                     mask=mask_k[:, None] & mask_n[None, :], other=0.0)  # fmt: skip
         acc = dot_accumulate(acc, a, b, NUMERICS)
 
-    stride_dxn, stride_dxc, stride_dxd, stride_dxh, stride_dxw = dx_strides
-    dx_row = image * stride_dxn + in_d * stride_dxd + in_h * stride_dxh + in_w * stride_dxw
-    dx_offs = dx_row[:, None] + (in_channel * stride_dxc)[None, :]
-    tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    if EPILOGUE.has_bias:
+        acc += tl.load(bias_ptr + in_channel * stride_bias, mask=mask_n, other=0.0).to(acc.dtype)[None, :]
+    dx_offs = _voxel_offsets(image, in_d, in_h, in_w, in_channel, dx_strides)
+    r_offs = _voxel_offsets(image, in_d, in_h, in_w, in_channel, r_strides)
+    store_output(acc, dx_ptr, dx_offs, mask_m[:, None] & mask_n[None, :], residual_ptr, r_offs, z_ptr, EPILOGUE)
 
 
 @triton.jit

@@ -10,19 +10,30 @@ copy of dY and no Python loop over stride phases.
 import triton
 import triton.language as tl
 
-from .common import dot_accumulate, group_and_tile, output_pixels, reduction_taps, tile_ranges, widen, zero_accumulator
+from .common import (
+    dot_accumulate,
+    finish_pixel_tile,
+    group_and_tile,
+    output_pixels,
+    reduction_taps,
+    tile_ranges,
+    widen,
+    zero_accumulator,
+)
 
 
 @triton.jit
 def _conv2d_dgrad_kernel(
-    dy_ptr, w_ptr, dx_ptr,
+    dy_ptr, w_ptr, bias_ptr, dx_ptr, residual_ptr, z_ptr,
     N, H, W, P, Q, C_PER_GROUP,
-    dy_strides, w_strides, dx_strides,
+    dy_strides, w_strides, stride_bias, dx_strides, r_strides,
     K_PER_GROUP: tl.constexpr, GEOMETRY: tl.constexpr, GROUPS: tl.constexpr, CHANNELS_INNER: tl.constexpr,
-    NUMERICS: tl.constexpr,
+    EPILOGUE: tl.constexpr, NUMERICS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
-    """One BLOCK_M (input pixels) x BLOCK_N (input channels of a group) tile of dX."""
+    """One BLOCK_M (input pixels) x BLOCK_N (input channels of a group) tile of dX. EPILOGUE is
+    empty for a gradient; a transposed convolution's forward (this kernel's dX is its output) fuses
+    its bias, residual and activation there as the forward kernels do."""
     stride_dyn, stride_dyk, stride_dyp, stride_dyq = dy_strides
     stride_wk, stride_wc, stride_wr, stride_ws = w_strides
     R: tl.constexpr = GEOMETRY.r
@@ -59,6 +70,5 @@ def _conv2d_dgrad_kernel(
         b = tl.load(w_ptr + (w_col[None, :] + w_tap[:, None]), mask=mask_k[:, None] & mask_n[None, :], other=0.0)
         acc = dot_accumulate(acc, a, b, NUMERICS)
 
-    stride_dxn, stride_dxc, stride_dxh, stride_dxw = dx_strides
-    dx_offs = (image * stride_dxn + in_h * stride_dxh + in_w * stride_dxw)[:, None] + (in_channel * stride_dxc)[None, :]
-    tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    finish_pixel_tile(acc, image, in_h, in_w, in_channel, mask_m, mask_n,
+                      bias_ptr, stride_bias, dx_ptr, dx_strides, residual_ptr, r_strides, z_ptr, EPILOGUE)  # fmt: skip

@@ -12,21 +12,31 @@ phase and every tap is kept.
 import triton
 import triton.language as tl
 
-from .common import dot_accumulate, group_and_tile, output_pixels, tile_ranges, widen, zero_accumulator
+from .common import (
+    dot_accumulate,
+    finish_pixel_tile,
+    group_and_tile,
+    output_pixels,
+    tile_ranges,
+    widen,
+    zero_accumulator,
+)
 
 
 @triton.jit
 def _conv2d_dgrad_phased_kernel(
-    dy_ptr, w_ptr, dx_ptr,
+    dy_ptr, w_ptr, bias_ptr, dx_ptr, residual_ptr, z_ptr,
     N, H, W, P, Q, C_PER_GROUP,
-    dy_strides, w_strides, dx_strides,
-    K_PER_GROUP: tl.constexpr, GEOMETRY: tl.constexpr, GROUPS: tl.constexpr, NUMERICS: tl.constexpr,
+    dy_strides, w_strides, stride_bias, dx_strides, r_strides,
+    K_PER_GROUP: tl.constexpr, GEOMETRY: tl.constexpr, GROUPS: tl.constexpr, EPILOGUE: tl.constexpr,
+    NUMERICS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     """One BLOCK_M (input pixels of one phase) x BLOCK_N (input channels of a group) tile of dX.
 
     M counts the pixels of a phase over a ceil(H/stride_h) x ceil(W/stride_w) grid per image; rows
-    and columns past the input (phases with fewer rows) are masked.
+    and columns past the input (phases with fewer rows) are masked. EPILOGUE as the masking
+    kernel's: empty for a gradient, a transposed convolution's fused tail for its forward.
     """
     stride_dyn, stride_dyk, stride_dyp, stride_dyq = dy_strides
     stride_wk, stride_wc, stride_wr, stride_ws = w_strides
@@ -76,6 +86,5 @@ def _conv2d_dgrad_phased_kernel(
                 b = tl.load(w_ptr + w_offs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
                 acc = dot_accumulate(acc, a, b, NUMERICS)
 
-    stride_dxn, stride_dxc, stride_dxh, stride_dxw = dx_strides
-    dx_offs = (image * stride_dxn + in_h * stride_dxh + in_w * stride_dxw)[:, None] + (in_channel * stride_dxc)[None, :]
-    tl.store(dx_ptr + dx_offs, acc.to(dx_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    finish_pixel_tile(acc, image, in_h, in_w, in_channel, mask_m, mask_n,
+                      bias_ptr, stride_bias, dx_ptr, dx_strides, residual_ptr, r_strides, z_ptr, EPILOGUE)  # fmt: skip

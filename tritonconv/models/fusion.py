@@ -1,6 +1,7 @@
 """`patch(model, fuse=True)`: fold a BatchNorm that follows a conv into its weights, and run the
-activation that follows (ReLU, SiLU, GELU, LeakyReLU) in the conv's epilogue: a Conv2d with a
-BatchNorm2d, a Conv3d with a BatchNorm3d.
+activation that follows (ReLU, SiLU, GELU, LeakyReLU) in the conv's epilogue: a Conv2d or
+ConvTranspose2d with a BatchNorm2d, a Conv3d or ConvTranspose3d with a BatchNorm3d (a transposed
+convolution's fused tail is its input-gradient kernel's: `frontend/transposed.py`).
 
 A norm-act module counts as a BatchNorm with its activation: a `BatchNorm2d` subclass with an `act`
 module it applies after normalizing (timm's `BatchNormAct2d`, inside its `ConvNormAct`/`ConvBnAct`
@@ -25,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.conv import _ConvNd
+from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
 
 from .swap import Swapped, derived_class, restore
 
@@ -48,18 +49,34 @@ def activation_of(module: nn.Module) -> tuple[str, float] | None:
 
 
 def fold_batchnorm(
-    weight: torch.Tensor, bias: torch.Tensor | None, bn: _BatchNorm
+    weight: torch.Tensor, bias: torch.Tensor | None, bn: _BatchNorm, transposed_groups: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """conv(x, w, b) followed by bn in eval mode == conv(x, w * s, (b - mean) * s + beta), s = gamma / sqrt(var + eps).
-    Computed in fp32 (fp64 for fp64 weights), returned in the weight's dtype and memory format."""
+    Computed in fp32 (fp64 for fp64 weights), returned in the weight's dtype and memory format.
+
+    A conv's output channels are its weight's dim 0; a transposed convolution's (`transposed_groups`
+    = its groups) are dim 1 within each group: output channel g * (C_out/g) + j is weight[g-th block
+    of C_in/g rows, j]."""
     wide = torch.float64 if weight.dtype == torch.float64 else torch.float32
     scale = torch.rsqrt(bn.running_var.to(wide) + bn.eps)
     if bn.weight is not None:
         scale = scale * bn.weight.to(wide)
     shift = -bn.running_mean.to(wide) if bias is None else bias.to(wide) - bn.running_mean.to(wide)
     folded_bias = shift * scale + (0 if bn.bias is None else bn.bias.to(wide))
-    folded_weight = weight.to(wide) * scale.view(-1, *([1] * (weight.dim() - 1)))
+    taps = [1] * (weight.dim() - 2)
+    if transposed_groups:
+        in_channels, out_per_group = weight.shape[:2]
+        per_group = scale.view(transposed_groups, 1, out_per_group)
+        scale = per_group.expand(-1, in_channels // transposed_groups, -1).reshape(in_channels, out_per_group)
+        folded_weight = weight.to(wide) * scale.view(in_channels, out_per_group, *taps)
+    else:
+        folded_weight = weight.to(wide) * scale.view(-1, 1, *taps)
     return folded_weight.to(weight.dtype), folded_bias.to(weight.dtype)
+
+
+def is_fused(conv: nn.Module) -> bool:
+    """Whether `fuse_chain` fused this conv with a BatchNorm or an activation (until `unfuse`)."""
+    return FUSED_ACTIVATION in vars(conv) or FOLDED_BN in vars(conv)
 
 
 def fused_keywords(conv: nn.Module) -> dict | None:
@@ -77,7 +94,7 @@ def folded_parameters(conv: nn.Module, weight: torch.Tensor, bias: torch.Tensor 
     bn = conv.__dict__.get(FOLDED_BN)
     if bn is None or bn.training:
         return weight, bias
-    return fold_batchnorm(weight, bias, bn)
+    return fold_batchnorm(weight, bias, bn, conv.groups if isinstance(conv, _ConvTransposeNd) else 0)
 
 
 def is_norm_act(module: nn.Module) -> bool:
@@ -195,13 +212,14 @@ def _chain(model: nn.Module, conv_name: str, following: list[str]) -> Chain:
 
 
 def _folds_into(conv: nn.Module, norm: nn.Module) -> bool:
-    """A BatchNorm of the conv's channels and rank: BatchNorm2d (or a norm-act) after a Conv2d,
-    BatchNorm3d after a Conv3d (video nets' conv-BN-ReLU)."""
+    """A BatchNorm of the conv's channels and rank: BatchNorm2d (or a norm-act) after a Conv2d or a
+    ConvTranspose2d (decoders' ConvTranspose-BN-ReLU), BatchNorm3d after a Conv3d (video nets'
+    conv-BN-ReLU) or a ConvTranspose3d."""
     if not isinstance(norm, _BatchNorm) or norm.num_features != conv.out_channels:
         return False
-    if isinstance(conv, nn.Conv2d):
+    if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)):
         return type(norm) is nn.BatchNorm2d or is_norm_act(norm)
-    return isinstance(conv, nn.Conv3d) and type(norm) is nn.BatchNorm3d
+    return isinstance(conv, (nn.Conv3d, nn.ConvTranspose3d)) and type(norm) is nn.BatchNorm3d
 
 
 def _used_once(model: nn.Module, name: str) -> bool:

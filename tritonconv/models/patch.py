@@ -101,7 +101,9 @@ class _Routed(Swapped):
     runs as written, with its functional convolutions routed to tritonconv."""
 
     def forward(self, *args, **kwargs):
-        if torch.compiler.is_compiling():  # no routing in a traced graph: torch's transposed forward, served
+        # No routing in a traced graph, and none for a fused transposed convolution (its BatchNorm
+        # folded, its activation in the epilogue): torch's transposed forward, written out and served.
+        if torch.compiler.is_compiling() or fusion.is_fused(self):
             served = _served_transposed_forward(type(self)._tritonconv_original)
             return served(self, *args, **kwargs) if served else super().forward(*args, **kwargs)
         with functional_convs_routed():
@@ -128,8 +130,9 @@ def _served_transposed_forward(original: type) -> Callable | None:
                     raise ValueError(f'Only "zeros" padding mode is supported for {type(module).__name__}')
                 output_padding = module._output_padding(input, output_size, module.stride, module.padding,
                                                         module.kernel_size, axes, module.dilation)  # fmt: skip
-                return served(input, module.weight, module.bias, module.stride, module.padding, output_padding,
-                              module.groups, module.dilation)  # fmt: skip
+                weight, bias = fusion.folded_parameters(module, module.weight, module.bias)
+                return served(input, weight, bias, module.stride, module.padding, output_padding, module.groups,
+                              module.dilation, **(fusion.fused_keywords(module) or {}))  # fmt: skip
 
             return forward
     return None
@@ -204,9 +207,9 @@ def patch(
     None), and excluded ones never are. A module reachable under two names is patched once.
 
     `fuse=True` also folds a `BatchNorm2d` (`BatchNorm3d`) in eval mode that follows a patched
-    `Conv2d` (`Conv3d`) into its weights and bias, and runs a following ReLU/SiLU/GELU/LeakyReLU
-    module in its epilogue (in `Sequential`s, and through `torch.fx` where the model traces;
-    `fusion.py`).
+    `Conv2d` or `ConvTranspose2d` (`Conv3d`, `ConvTranspose3d`) into its weights and bias, and runs a
+    following ReLU/SiLU/GELU/LeakyReLU module in its epilogue (in `Sequential`s, and through
+    `torch.fx` where the model traces; `fusion.py`).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"patch() expects a torch.nn.Module (a model or a layer); got {type(model).__name__}")
@@ -235,9 +238,7 @@ def patch(
 def _fuse(model: nn.Module, report: PatchReport) -> None:
     convs = [
         name for name, module in model.named_modules()
-        if isinstance(module, _Served) and isinstance(module, (nn.Conv2d, nn.Conv3d))
-        and fusion.FUSED_ACTIVATION not in vars(module)
-        and fusion.FOLDED_BN not in vars(module)
+        if _fusable(module) and not fusion.is_fused(module)
     ]  # fmt: skip
     chains, trace_error = fusion.find_chains(model, convs)
     if trace_error is not None:
@@ -248,6 +249,18 @@ def _fuse(model: nn.Module, report: PatchReport) -> None:
             report.fused.append(fused)
         if why is not None:
             report.not_fused.append(why)
+
+
+def _fusable(module: nn.Module) -> bool:
+    """A patched Conv2d or Conv3d, or a routed ConvTranspose2d or ConvTranspose3d whose forward is
+    torch's own (served written out when fused: `_served_transposed_forward`)."""
+    if isinstance(module, _Served):
+        return isinstance(module, (nn.Conv2d, nn.Conv3d))
+    return (
+        isinstance(module, _Routed)
+        and isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose3d))
+        and _served_transposed_forward(type(module)._tritonconv_original) is not None
+    )
 
 
 def unpatch(model: nn.Module) -> list[str]:

@@ -33,6 +33,7 @@ from .common import (
     geometry_3d,
     needs_int64,
 )
+from .dgrad import as_dgrad_run, dgrad_run
 from .epilogue import NO_EPILOGUE, Epilogue
 from .launch import KernelLaunch
 from .wgrad import split_or_direct, split_reduction
@@ -114,27 +115,30 @@ def prepare_depthwise_forward(
 
 def prepare_dgrad(
     grad_output: torch.Tensor, weight: torch.Tensor, grad_input: torch.Tensor, problem: ConvProblem,
-    config: KernelConfig,
-) -> KernelLaunch:  # fmt: skip
+    config: KernelConfig, bias: torch.Tensor | None = None, epilogue: Epilogue = NO_EPILOGUE,
+) -> Callable[..., None]:  # fmt: skip
     """dX: M = N*D*H*W input voxels, N = C/g, the reduction over (K/g)*T*R*S with unreached taps
-    masked; `run(grad_output, weight, grad_input)`."""
+    masked; `run(grad_output, weight, grad_input)`, and for a 3-D transposed convolution's forward
+    `run(grad_output, weight, grad_input, bias, residual, preactivation)` with its fused tail."""
     rows = problem.n * problem.d * problem.h * problem.w
-    flags = _flags(_conv3d_dgrad_kernel, rows, grad_output, weight, grad_input)
+    flags = _flags(_conv3d_dgrad_kernel, rows, grad_output, weight, grad_input, *epilogue.tensors())
     tiles = triton.cdiv(rows, config.block_m) * triton.cdiv(problem.c_per_group, config.block_n)
-    return KernelLaunch(
+    launch = KernelLaunch(
         _conv3d_dgrad_kernel,
         (problem.groups * tiles,),
         (problem.n, problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.c_per_group,
-         grad_output.stride(), weight.stride(), grad_input.stride()),
+         *forward_strides(grad_output, weight.stride(), bias, grad_input, epilogue)),
         {
             "K_PER_GROUP": problem.k_per_group,
             "GEOMETRY": geometry_3d(problem),
             "GROUPS": problem.groups,
             "CHANNELS_INNER": flags.channels_inner,
+            "EPILOGUE": epilogue_flags(bias, epilogue),
             "NUMERICS": flags.numerics,
             **config.gemm_kwargs(),
         },
     )  # fmt: skip
+    return dgrad_run(launch)
 
 
 def prepare_wgrad(
@@ -211,12 +215,12 @@ def prepare_depthwise_wgrad(
 
 def prepare_depthwise_dgrad(
     grad_output: torch.Tensor, weight: torch.Tensor, grad_input: torch.Tensor, problem: ConvProblem,
-    config: KernelConfig,
+    config: KernelConfig, bias: torch.Tensor | None = None, epilogue: Epilogue = NO_EPILOGUE,
 ) -> Callable[..., None]:  # fmt: skip
     """dX of a stride-1, multiplier-1 depthwise 3-D convolution: the depthwise forward kernel on dY
-    with the weight read back to front (`arithmetic.dgrad_as_depthwise`); `run(grad_output, weight,
-    grad_input)`."""
+    with the weight read back to front (`arithmetic.dgrad_as_depthwise`), a transposed
+    convolution's fused tail included; a dgrad run (`dgrad.dgrad_run`'s arguments)."""
     layout = CHANNELS_LAST if is_channels_last_like(grad_input) else CONTIGUOUS
     flipped = dgrad_as_depthwise(problem, layout)
-    run = prepare_depthwise_forward(grad_output, weight, None, grad_input, flipped, config, NO_EPILOGUE, flip_taps=True)
-    return lambda grad_output, weight, grad_input: run(grad_output, weight, None, grad_input)
+    run = prepare_depthwise_forward(grad_output, weight, bias, grad_input, flipped, config, epilogue, flip_taps=True)
+    return as_dgrad_run(run)

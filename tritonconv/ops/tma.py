@@ -19,7 +19,7 @@ from ..kernels import _conv2d_fwd_tma_kernel, _conv2d_wgrad_tma_kernel
 from ..problem.arithmetic import ConvProblem
 from ..problem.config import KernelConfig
 from . import dgrad, implicit_gemm, wgrad
-from .common import ForwardChunk, LaunchFlags, epilogue_flags, geometry, needs_int64
+from .common import ForwardChunk, LaunchFlags, epilogue_flags, forward_pointers, geometry, needs_int64
 from .descriptors import TensorDescriptor, aligned, dense_nhwc, descriptors_usable, rebased
 from .epilogue import NO_EPILOGUE, Epilogue
 from .launch import KernelLaunch
@@ -111,19 +111,22 @@ def prepare(chunk: ForwardChunk) -> Callable[..., None]:
 
 def prepare_dgrad(
     grad_output: torch.Tensor, weight: torch.Tensor, grad_input: torch.Tensor, problem: ConvProblem,
-    config: KernelConfig,
+    config: KernelConfig, bias: torch.Tensor | None = None, epilogue: Epilogue = NO_EPILOGUE,
 ) -> Callable[..., None]:  # fmt: skip
-    """The stride-1 input gradient's launch, taking (grad_output, weight, grad_input): the forward
-    kernel with dY as its input and the taps reversed."""
+    """The stride-1 input gradient's launch, taking (grad_output, weight, grad_input) and, for a
+    transposed convolution's forward, its (bias, residual, preactivation): the forward kernel with
+    dY as its input and the taps reversed, the epilogue in its tail."""
     views = _views(grad_output, weight, problem)
     if views is None:
-        return dgrad.prepare_masking(grad_output, weight, grad_input, problem, config)
-    flags = LaunchFlags.for_call(grad_output.dtype, KERNEL, needs_int64(grad_output, weight, grad_input), True)
-    launch, dy_desc, w_desc = _descriptor_launch(*views, grad_input, None, problem, config, flags, NO_EPILOGUE,
+        return dgrad.prepare_masking(grad_output, weight, grad_input, problem, config, bias, epilogue)
+    index_64 = needs_int64(grad_output, weight, grad_input, *epilogue.tensors())
+    flags = LaunchFlags.for_call(grad_output.dtype, KERNEL, index_64, True)
+    launch, dy_desc, w_desc = _descriptor_launch(*views, grad_input, bias, problem, config, flags, epilogue,
                                                  transposed=True)  # fmt: skip
 
-    def through_descriptors(grad_output, weight, grad_input) -> None:
-        launch(rebased(dy_desc, grad_output), rebased(w_desc, weight), weight, grad_input, grad_input, grad_input)
+    def through_descriptors(grad_output, weight, grad_input, bias=None, residual=None, preactivation=None) -> None:
+        pointers = forward_pointers(grad_output, weight, bias, grad_input, residual, preactivation)
+        launch(rebased(dy_desc, grad_output), rebased(w_desc, weight), *pointers[2:])
 
     return through_descriptors
 

@@ -111,11 +111,11 @@ def prepared_conv(
 
 
 def check_residual(
-    problem: ConvProblem, residual: torch.Tensor, batched: bool, dtype: torch.dtype, device: torch.device
+    output_shape: tuple[int, ...], residual: torch.Tensor, batched: bool, dtype: torch.dtype, device: torch.device
 ) -> None:  # fmt: skip
-    """A fused call's residual must be exactly its output's shape (unbatched for an unbatched call),
-    dtype and device."""
-    expected = problem.output_shape if batched else problem.output_shape[1:]
+    """A fused call's residual must be exactly its output's shape (`output_shape`, batched; unbatched
+    for an unbatched call), dtype and device."""
+    expected = output_shape if batched else output_shape[1:]
     if tuple(residual.shape) != tuple(expected) or residual.dtype != dtype or residual.device != device:
         raise RuntimeError(
             f"residual must match the convolution's output: shape {list(expected)}, dtype {dtype}, device "
@@ -248,7 +248,7 @@ class PreparedConv:
 
     def check_residual(self, residual: torch.Tensor, batched: bool) -> None:
         """A fused call's residual must be exactly the output's shape, dtype and device."""
-        check_residual(self.problem, residual, batched, *self._output[2:])
+        check_residual(self.problem.output_shape, residual, batched, *self._output[2:])
 
     def _prepare_forward(self, input, weight, bias, output, residual, preactivation) -> Callable:
         """The forward's launch for these tensors' layouts (planned now for a `for_gradients` call,
@@ -258,7 +258,7 @@ class PreparedConv:
         return spec(Pass.FWD, plan.variant).prepare(input, weight, bias, output, self.problem, plan.config, epilogue)
 
     def _gradient(
-        self, pass_name: Pass | str, operands: tuple[torch.Tensor, ...], prepare: Callable[[], tuple]
+        self, pass_name: Pass | str | tuple, operands: tuple[torch.Tensor, ...], prepare: Callable[[], tuple]
     ) -> tuple:
         """(run, allocation) of a pass, prepared once per layout of its `operands` and kept when its
         plan is final. Every operand whose strides the call's key does not fix is in the layout: dY
@@ -273,30 +273,67 @@ class PreparedConv:
         return entry
 
     def _planned_gradient(
-        self, pass_name: Pass, shape: tuple[int, ...], channels_last: bool, *operands: torch.Tensor
+        self, pass_name: Pass, shape: tuple[int, ...], channels_last: bool, *operands: torch.Tensor, **fused: object
     ) -> tuple:
         """(run, allocation, final) of a gradient pass's planned route, prepared for these operands
-        (the first one gives the gradient's dtype and device) and a gradient laid out as asked."""
+        (the first one gives the gradient's dtype and device) and a gradient laid out as asked;
+        `fused` (bias, epilogue) goes to an input gradient that is a transposed convolution's forward."""
         like = operands[0]
         gradient = torch.empty(shape, dtype=like.dtype, device=like.device,
                                memory_format=memory_format_of(len(shape), channels_last))  # fmt: skip
         plan, final = self._plan(pass_name)
-        run = spec(pass_name, plan.variant).prepare(*operands, gradient, self.problem, plan.config)
+        run = spec(pass_name, plan.variant).prepare(*operands, gradient, self.problem, plan.config, **fused)
         return run, _allocation(gradient), final
 
-    def input_grad(self, grad_output: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """dX, laid out like the input."""
+    def input_grad(
+        self,
+        grad_output: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        epilogue: Epilogue = NO_EPILOGUE,
+    ) -> torch.Tensor:
+        """dX, laid out like the input. A transposed convolution's forward (dX is its output) passes
+        its bias and fused `epilogue` (activation, residual, the tensor receiving the pre-activation),
+        which the route applies before its store, as a forward kernel applies its own."""
+        fused = bias is not None or epilogue is not NO_EPILOGUE
+        extra = (bias, epilogue.residual, epilogue.preactivation) if fused else ()
 
         def prepare() -> tuple:
             shape, channels_last = self.problem.input_shape, self.input_channels_last
-            return self._planned_gradient(Pass.DGRAD, shape, channels_last, grad_output, weight)
+            arguments = {"bias": bias, "epilogue": epilogue} if fused else {}
+            return self._planned_gradient(Pass.DGRAD, shape, channels_last, grad_output, weight, **arguments)
 
         if math.prod(self.problem.input_shape) == 0:
             return _empty(self.problem.input_shape, grad_output, self.input_channels_last)
-        run, allocation = self._gradient(Pass.DGRAD, (grad_output, weight), prepare)
+        # A fused call's key: which optional tensors it has and the epilogue's constexprs, then their layouts.
+        name = (Pass.DGRAD, *(t is not None for t in extra), epilogue.activation, epilogue.negative_slope)
+        operands = (grad_output, weight, *(t for t in extra if t is not None))
+        run, allocation = self._gradient(name if fused else Pass.DGRAD, operands, prepare)
         grad_input = self._new(allocation)
-        self._launch(run, grad_output, weight, grad_input)
+        self._launch(run, grad_output, weight, grad_input, *extra)
         return grad_input
+
+    def input_grad_with_epilogue(
+        self,
+        grad_output: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        residual: torch.Tensor | None,
+        epilogue: Epilogue,
+        for_backward: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`forward_with_epilogue` for a transposed convolution, whose output is this call's dX:
+        (dX, what the activation's derivative reads), `epilogue` giving the activation and slope; the
+        pre-activation is written beside dX only when a backward needs it."""
+        activation, slope = epilogue.activation, epilogue.negative_slope
+        from_output = saves_output(activation, slope)
+        preactivation = None
+        if activation and not from_output and for_backward:
+            preactivation = _empty(self.problem.input_shape, grad_output, self.input_channels_last)
+            if self.poison:
+                preactivation.fill_(math.nan)
+        output = self.input_grad(grad_output, weight, bias, Epilogue(activation, slope, residual, preactivation))
+        return output, ((output if from_output else preactivation) if activation else None)
 
     def weight_grad(self, input: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
         """dW, laid out like the weight."""
@@ -352,9 +389,13 @@ class PreparedConv:
         self._launch(run, grad_output, grad_bias)
         return grad_bias
 
-    def preactivation_grad(self, grad_output: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
-        """dZ = dY * activation'(Z), laid out like dY (see `ops/activation_grad.py`). A 5-D dY whose
-        depth and height strides do not nest (no 4-D view of it) is first copied in its own layout."""
+    def preactivation_grad(
+        self, grad_output: torch.Tensor, saved: torch.Tensor, epilogue: Epilogue | None = None
+    ) -> torch.Tensor:
+        """dZ = dY * activation'(Z), laid out like dY (see `ops/activation_grad.py`), for the call's
+        epilogue or the one given (a transposed convolution's, which its input gradient computes). A 5-D
+        dY whose depth and height strides do not nest (no 4-D view of it) is first copied in its own layout."""
+        epilogue = epilogue or self.epilogue
         layout = memory_format_of(grad_output.dim(), is_channels_last_like(grad_output))
         if not has_4d_view(grad_output):
             grad_output = grad_output.contiguous(memory_format=layout)
@@ -362,11 +403,11 @@ class PreparedConv:
         def prepare() -> tuple:
             grad = torch.empty(grad_output.shape, dtype=grad_output.dtype, device=grad_output.device,
                                memory_format=layout)  # fmt: skip
-            epilogue = self.epilogue
             run = prepare_activation_grad(grad_output, saved, grad, epilogue.activation, epilogue.negative_slope)
             return run, _allocation(grad), True
 
-        run, allocation = self._gradient("activation", (grad_output, saved), prepare)
+        name = ("activation", epilogue.activation, epilogue.negative_slope)
+        run, allocation = self._gradient(name, (grad_output, saved), prepare)
         grad = self._new(allocation)
         self._launch(run, grad_output, saved, grad)
         return grad
