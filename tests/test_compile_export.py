@@ -113,14 +113,23 @@ def test_an_exported_patched_model_holds_tritonconv_ops_and_runs(kind):
     torch.testing.assert_close(dynamic.module()(y), reference(y), **TOLERANCE)
 
 
+FUSED_BLOCKS = {
+    "conv2d": (nn.Conv2d, nn.BatchNorm2d, 2, "tritonconv.conv2d.default"),
+    "conv3d": (nn.Conv3d, nn.BatchNorm3d, 3, "tritonconv.conv2d.default"),
+    "conv_transpose2d": (nn.ConvTranspose2d, nn.BatchNorm2d, 2, "tritonconv.conv2d_input_grad.default"),
+    "conv_transpose3d": (nn.ConvTranspose3d, nn.BatchNorm3d, 3, "tritonconv.conv2d_input_grad.default"),
+}
+
+
 @needs_runtime_loops
-@pytest.mark.parametrize("rank", [2, 3])
-def test_a_fused_patched_block_compiles_to_tritonconv_s_op_and_torch_s_epilogue(rank):
-    """conv-BN-ReLU fused by `patch(fuse=True)`: under compile the BatchNorm stays folded into the
-    op's weights and Inductor computes the activation; eval-mode values are the unfused block's."""
+@pytest.mark.parametrize("kind", list(FUSED_BLOCKS))
+def test_a_fused_patched_block_compiles_to_tritonconv_s_op_and_torch_s_epilogue(kind):
+    """conv-BN-ReLU (ConvTranspose-BN-ReLU) fused by `patch(fuse=True)`: under compile the BatchNorm
+    stays folded into the op's weights and Inductor computes the activation; eval-mode values are
+    the unfused block's."""
     torch._dynamo.reset()
     torch.manual_seed(0)
-    conv, norm = (nn.Conv2d, nn.BatchNorm2d) if rank == 2 else (nn.Conv3d, nn.BatchNorm3d)
+    conv, norm, rank, op = FUSED_BLOCKS[kind]
     reference = nn.Sequential(conv(3, 4, 3, padding=1), norm(4), nn.ReLU()).eval()
     reference[1].running_mean.uniform_(-1, 1)
     reference[1].running_var.uniform_(0.5, 2)
@@ -135,5 +144,5 @@ def test_a_fused_patched_block_compiles_to_tritonconv_s_op_and_torch_s_epilogue(
     x = torch.randn(2, 3, *[5] * rank)
     torch.testing.assert_close(torch.compile(model, backend=inductor)(x), reference(x), **TOLERANCE)
     found = set().union(*map(_convolutions, graphs))
-    assert found == {"tritonconv.conv2d.default"}, found
+    assert found == {op}, found
     assert not any("batch_norm" in str(node.target) for graph in graphs for node in graph.nodes)

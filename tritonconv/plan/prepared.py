@@ -147,14 +147,20 @@ class PreparedConv:
 
     @classmethod
     def for_gradients(
-        cls, problem: ConvProblem, like: torch.Tensor, input_channels_last: bool, weight_channels_last: bool
+        cls,
+        problem: ConvProblem,
+        like: torch.Tensor,
+        input_channels_last: bool,
+        weight_channels_last: bool,
+        plans: Mapping[Pass, Plan] | None = None,
     ) -> PreparedConv:
         """A call made for its gradient passes (the gradient custom ops, which see neither the input
         nor the weight whole; transposed convolutions, whose forward is this one's input gradient):
-        the forward is planned and prepared only if it runs. `like` gives the dtype and device."""
+        the forward is planned and prepared only if it runs. `like` gives the dtype and device;
+        `plans` pins passes as in `__init__`."""
         check_runnable(like)
         prepared = cls.__new__(cls)
-        prepared._describe(problem, like, input_channels_last, weight_channels_last, NO_EPILOGUE, None)
+        prepared._describe(problem, like, input_channels_last, weight_channels_last, NO_EPILOGUE, plans)
         prepared.forward_plan, prepared.final = None, True
         return prepared
 
