@@ -10,6 +10,7 @@ from .conv3d import (
     _conv3d_wgrad_depthwise_kernel,
     _conv3d_wgrad_partial_kernel,
 )
+from .depthwise_1d import _conv1d_depthwise_fwd_kernel, _conv1d_depthwise_wgrad_kernel
 from .depthwise_fwd import _conv2d_fwd_depthwise_kernel
 from .dgrad import _conv2d_dgrad_kernel
 from .dgrad_phased import _conv2d_dgrad_phased_kernel
@@ -27,6 +28,8 @@ from .wgrad import (
 
 __all__ = [
     "_activation_grad_kernel",
+    "_conv1d_depthwise_fwd_kernel",
+    "_conv1d_depthwise_wgrad_kernel",
     "_conv2d_bias_grad_kernel",
     "_conv2d_dgrad_kernel",
     "_conv2d_dgrad_phased_kernel",

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 
 import triton
 
-from .arithmetic import ConvProblem
+from .arithmetic import CHANNELS_LAST, ConvProblem
 from .devices import GpuArch
 from .runtime import planning_arch
 
@@ -302,6 +302,32 @@ def depthwise_wgrad_config(problem: ConvProblem, target_programs: int | None = N
     block_n = _clamp_pow2(problem.k, 16, 64)
     tiles = triton.cdiv(problem.k, block_n) * problem.r * problem.s
     split_k = _wgrad_splits(problem, tiles, block_m, target_programs or arch.target_programs)
+    return KernelConfig(block_m=block_m, block_n=block_n, split_k=split_k, num_warps=4, num_stages=1)
+
+
+@per_arch
+def depthwise_1d_config(problem: ConvProblem, *, arch: GpuArch) -> KernelConfig:
+    """The long-sequence depthwise 1-D forward (and its flipped input gradient): block_m positions by
+    block_n channels, 2048 elements per program, long along the axis the output's layout makes
+    contiguous: 16 positions by 128 channels for (B, L, C), 64 by 32 otherwise (a (B, C, L) output
+    may come from a (B, L, C) input: conv1d's output is contiguous whatever its input's strides)."""
+    if problem.layout == CHANNELS_LAST:
+        block_m, block_n = _clamp_pow2(problem.q, 16, 16), _clamp_pow2(problem.k, 16, 128)
+    else:
+        block_m, block_n = _clamp_pow2(problem.q, 16, 64), _clamp_pow2(problem.k, 16, 32)
+    return KernelConfig(block_m=block_m, block_n=block_n, num_warps=4, num_stages=1)
+
+
+@per_arch
+def depthwise_1d_wgrad_config(
+    problem: ConvProblem, target_programs: int | None = None, *, arch: GpuArch
+) -> KernelConfig:  # fmt: skip
+    """The long-sequence depthwise 1-D weight gradient: block_m rows (sequence positions) by block_n
+    channels per program, the x tiles of every tap at once (so fewer rows for more taps), the N*L
+    rows split so that about `target_programs` programs run."""
+    rows = 32 if problem.s <= 4 else 16
+    block_m, block_n = _clamp_pow2(problem.n * problem.q, 16, rows), _clamp_pow2(problem.k, 16, 64)
+    split_k = _wgrad_splits(problem, triton.cdiv(problem.k, block_n), block_m, target_programs or arch.target_programs)
     return KernelConfig(block_m=block_m, block_n=block_n, split_k=split_k, num_warps=4, num_stages=1)
 
 

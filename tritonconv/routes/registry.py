@@ -29,7 +29,7 @@ from enum import StrEnum
 
 import triton
 
-from ..ops import conv1x1, conv3d, depthwise, dgrad, grouped_tile, implicit_gemm, tma, wgrad
+from ..ops import conv1x1, conv3d, depthwise, depthwise_1d, dgrad, grouped_tile, implicit_gemm, tma, wgrad
 from ..ops.descriptors import TensorDescriptor
 from ..ops.forward import prepare_forward
 from ..problem.arithmetic import (
@@ -47,6 +47,8 @@ from ..problem.config import (
     conv3d_depthwise_wgrad_config,
     conv3d_dgrad_config,
     conv3d_wgrad_config,
+    depthwise_1d_config,
+    depthwise_1d_wgrad_config,
     depthwise_wgrad_config,
     dgrad_by_phase,
     dgrad_masking_config,
@@ -75,6 +77,7 @@ class Variant(StrEnum):
     TMA = "tma"
     IMPLICIT_GEMM_3D = "implicit_gemm_3d"
     DEPTHWISE_3D = "depthwise_3d"
+    DEPTHWISE_1D = "depthwise_1d"
 
 
 # A transposed convolution is the input gradient of its underlying convolution
@@ -114,6 +117,13 @@ WGRAD_AXES = {
     "num_warps": (4, 8),
     "num_stages": (3, 4),
 }
+DEPTHWISE_1D_AXES = {  # block_m positions by block_n channels of one sequence, no tl.dot
+    "block_m": (16, 32, 64, 128, 256),
+    "block_n": (16, 32, 64, 128),
+    "num_warps": (2, 4, 8),
+    "num_stages": (1,),
+}
+DEPTHWISE_1D_WGRAD_AXES = {**DEPTHWISE_1D_AXES, "block_m": (16, 32, 64), "split_k": (1, 4, 16, 64, 256)}
 DEPTHWISE_WGRAD_AXES = {  # block_m pixels by block_n channels of one tap, no tl.dot
     "block_m": (16, 32, 64, 128),
     "block_n": (16, 32, 64, 128),
@@ -161,6 +171,29 @@ def dgrad_is_depthwise_conv(problem: ConvProblem) -> bool:
     reach = dilated_reach(problem)
     pads = (*problem.padding, *problem.padding_end)
     return all(pad <= reach[index % 2] for index, pad in enumerate(pads))
+
+
+MAX_TAPS_1D = 8
+
+
+def is_depthwise_1d(problem: ConvProblem) -> bool:
+    """A depthwise 1-D convolution as a conv1d gives it (H = 1, a 1 x S kernel, no height padding):
+    one channel per group, multiplier 1, stride 1, at most 8 taps, any dilation and padding (causal
+    or symmetric). The short convolutions of Mamba-style models, over long sequences."""
+    return (
+        not problem.is_3d
+        and problem.h == problem.r == 1
+        and problem.padding[0] == problem.padding_end[0] == 0
+        and is_depthwise(problem)
+        and problem.k_per_group == 1
+        and problem.stride == (1, 1)
+        and problem.s <= MAX_TAPS_1D
+    )
+
+
+def dgrad_is_depthwise_1d(problem: ConvProblem) -> bool:
+    """`is_depthwise_1d` with an input gradient that is the flipped-weight forward (`dgrad_is_depthwise_conv`)."""
+    return is_depthwise_1d(problem) and dgrad_is_depthwise_conv(problem)
 
 
 def is_strided(problem: ConvProblem) -> bool:
@@ -408,6 +441,32 @@ def dgrad_is_depthwise_conv_3d(problem: ConvProblem) -> bool:
 DEPTHWISE_3D_AXES = {k: v for k, v in DEPTHWISE_AXES.items() if k != "halo_in_registers"}
 
 
+def _sequence_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
+    """Blocks no longer than the sequence (the longer of input and output: the input gradient writes
+    the input's positions) and no wider than its channels need."""
+    return dataclasses.replace(
+        config,
+        block_m=_fit(config.block_m, max(problem.w, problem.q), 16),
+        block_n=_fit(config.block_n, problem.k, 16),
+    )
+
+
+# Long-sequence depthwise 1-D convolutions (`ops/depthwise_1d.py`): ahead of the 2-D routes in each
+# pass, so the rule takes them for a conv1d's depthwise problem before the 2-D depthwise kernels.
+SEQUENCE_SPECS: tuple[VariantSpec, ...] = (
+    VariantSpec(Pass.FWD, Variant.DEPTHWISE_1D, is_depthwise_1d, is_depthwise_1d, _forward(depthwise_1d.prepare),
+                ("depthwise_1d",), DEPTHWISE_1D_AXES, depthwise_1d_config, _sequence_clamp),
+    # dX of a stride-1 one: the forward kernel on dY with the weight read back to front.
+    VariantSpec(Pass.DGRAD, Variant.DEPTHWISE_1D, dgrad_is_depthwise_1d, dgrad_is_depthwise_1d,
+                depthwise_1d.prepare_dgrad, ("depthwise_1d",), DEPTHWISE_1D_AXES,
+                lambda problem, arch=None: depthwise_1d_config(dgrad_as_depthwise(problem, CONTIGUOUS), arch=arch),
+                _sequence_clamp),
+    VariantSpec(Pass.WGRAD, Variant.DEPTHWISE_1D, is_depthwise_1d, is_depthwise_1d, depthwise_1d.prepare_wgrad,
+                ("depthwise_1d", "wgrad"), DEPTHWISE_1D_WGRAD_AXES, depthwise_1d_wgrad_config, _sequence_clamp,
+                fuses_bias_grad=True),
+)  # fmt: skip
+
+
 def _planar(spec: VariantSpec) -> VariantSpec:
     """A 2-D route: it neither applies to nor is preferred for a 3-D problem."""
     applies, preferred = spec.applies, spec.preferred
@@ -439,7 +498,10 @@ VOLUME_SPECS: tuple[VariantSpec, ...] = (
                 WGRAD_AXES, conv3d_wgrad_config, _wgrad_clamp),
 )  # fmt: skip
 SPECS = tuple(
-    spec for pass_name in Pass for spec in (*VOLUME_SPECS, *map(_planar, SPECS)) if spec.pass_name == pass_name
+    spec
+    for pass_name in Pass
+    for spec in (*VOLUME_SPECS, *SEQUENCE_SPECS, *map(_planar, SPECS))
+    if spec.pass_name == pass_name
 )
 REGISTRY: dict[tuple[Pass, Variant], VariantSpec] = {spec.key: spec for spec in SPECS}
 

@@ -35,7 +35,7 @@ def shared_memory_bytes(config: KernelConfig, element_size: int, variant: str, a
     (`GpuArch.staged_buffers`). On an H100 with Triton 3.6 the compiled kernels' allocation matched
     this to within a 2 KiB scratch buffer (e.g. 98,304 bytes for 128x128x64 bf16 tiles at 3 stages;
     `python -m tritonconv.tools.bench.profile`); the kernel gate's reports compare it per arch."""
-    if variant == Variant.DEPTHWISE:
+    if variant in (Variant.DEPTHWISE, Variant.DEPTHWISE_1D):
         return 0  # no tl.dot: nothing is staged through shared memory
     per_stage = (config.block_m * config.block_k + config.block_k * config.block_n) * config.block_g
     return per_stage * element_size * arch.staged_buffers(config.num_stages)
