@@ -10,6 +10,7 @@ from .frontend.aten import disable_aten, enable_aten, use_aten
 from .frontend.call_counts import reset_stats, stats
 from .frontend.functional import Conv2dFunction, conv1d, conv2d
 from .frontend.nn import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
+from .frontend.sequence import causal_conv1d
 from .frontend.transposed import conv_transpose1d, conv_transpose2d, conv_transpose3d, explain_transposed
 from .frontend.volume import Conv3dFunction, conv3d
 from .models.patch import PatchReport, patch, patch_torch, patched, unpatch, unpatch_torch
@@ -29,6 +30,7 @@ __all__ = [
     "ConvTranspose3d",
     "PatchReport",
     "__version__",
+    "causal_conv1d",
     "conv1d",
     "conv2d",
     "conv3d",

@@ -1,0 +1,117 @@
+"""`tritonconv.causal_conv1d`: the short causal depthwise convolution of Mamba-style models, with
+the crop and the SiLU they apply after it computed in the same kernel.
+
+Mamba, Mamba-2 and their kin run `nn.Conv1d(D, D, kernel_size=S, groups=D, padding=S - 1)` over a
+(B, D, L) sequence, then keep the first L outputs (`[..., :L]`) and apply SiLU. That is the
+convolution with all its padding at the start: output t reads inputs t - (S-1)*dilation .. t. Here
+it is one problem with padding (S-1)*dilation before the sequence and none after
+(`ConvProblem.padding_end`), so the kernel writes exactly L outputs (no padded tail to crop) and
+the SiLU runs in its epilogue. It runs the long-sequence depthwise route (`ops/depthwise_1d.py`),
+whose input gradient reads the weight back to front and whose weight gradient sums dY once for
+every tap, bias gradient included.
+
+Under torch.compile and torch.export, forward AD and torch.func, and while a model's problems are
+recorded, it is conv1d (its custom op, its differentiable Functions, torch's) with symmetric padding,
+then the crop and torch's SiLU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from ..ops.epilogue import Epilogue
+from ..plan.prepared import call_key, prepared_conv
+from ..problem.arithmetic import ConvProblem, problem_from_tensors
+from ..problem.torch_reference import TORCH_CONV1D, check_like_torch
+from .differentiable import transforms_active
+from .functional import _run as run_prepared
+from .functional import (
+    autocast,
+    autocast_dtype_for,
+    conv1d,
+    fused_key,
+    fused_needs_grad,
+    recording_shapes,
+    run_fused,
+    torch_activation,
+)
+
+CAUSAL_ACTIVATIONS = (None, "silu")
+CAUSAL_KEY = ("causal conv1d",)
+
+
+def causal_conv1d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: str | None = None,
+    *,
+    dilation: int = 1,
+) -> torch.Tensor:
+    """activation(F.conv1d(x, weight, bias, padding=(S-1)*dilation, dilation=dilation,
+    groups=C)[..., :L]): each output reads only its own and earlier positions.
+
+    `x` is (B, C, L) or unbatched (C, L) in any strides (the (B, L, C) layout Mamba keeps, as a
+    transposed view, is read in place); `weight` is `F.conv1d`'s depthwise weight (C, 1, S);
+    `bias` is (C,); `activation` is None or 'silu'. The output has x's shape and layout (a (B, L, C)
+    view in gives one out), so the projection that follows reads it without a copy. Differentiable
+    in x, weight and bias; errors are `F.conv1d`'s for the same call.
+    """
+    if activation not in CAUSAL_ACTIVATIONS:
+        raise ValueError(f"activation must be None or 'silu'; got {activation!r}")
+    if x.dim() not in (2, 3) or weight.dim() != 3 or weight.shape[1] != 1 or weight.shape[0] != x.shape[-2]:
+        raise RuntimeError(
+            "causal_conv1d takes x (B, C, L) or (C, L) and a depthwise weight (C, 1, S); got x of size "
+            f"{list(x.shape)} and weight of size {list(weight.shape)}"
+        )
+    channels, taps, length = x.shape[-2], weight.shape[-1], x.shape[-1]
+    reach = (taps - 1) * dilation
+    if recording_shapes() or torch.compiler.is_compiling() or transforms_active() or length == 0:
+        padded = conv1d if not recording_shapes() else TORCH_CONV1D
+        output = padded(x, weight, bias, 1, reach, dilation, channels)[..., :length]
+        return output if activation is None else torch_activation(output, activation)
+    autocast_dtype = autocast_dtype_for(x)
+    if autocast_dtype is not None:
+        x, weight, bias = (autocast(t, autocast_dtype) for t in (x, weight, bias))
+    check = (x, weight, bias, (1, reach, dilation, channels))
+    geometry = ((1, 1), (0, reach), (1, dilation), channels)
+    x_2d, weight_2d = x.unsqueeze(-2), weight.unsqueeze(-2)
+    batched = x.dim() == 3
+    if activation is None:
+        key = call_key(x_2d, weight_2d, bias, geometry, CAUSAL_KEY)
+        prepared = prepared_conv(key, x_2d, weight_2d, bias, geometry, as_problem=_checked(*check))
+        return run_prepared(prepared, x_2d, weight_2d, bias).squeeze(-2)
+    needs_grad = fused_needs_grad(x, weight, bias, None)
+    key = call_key(x_2d, weight_2d, bias, geometry, (*CAUSAL_KEY, *fused_key(activation, 0.01, None, needs_grad)))
+    prepared = prepared_conv(key, x_2d, weight_2d, bias, geometry, Epilogue(activation), as_problem=_checked(*check))
+    output = run_fused(prepared, x_2d if batched else x_2d.unsqueeze(0), weight_2d, bias, None, needs_grad)
+    return (output if batched else output.squeeze(0)).squeeze(-2)
+
+
+def _checked(x, weight, bias, conv1d_geometry: tuple):
+    """The prepared call's problem builder: F.conv1d's checks for the padded call, then the causal problem."""
+
+    def build(input_2d, weight_2d, bias, *geometry) -> ConvProblem:
+        check_like_torch(TORCH_CONV1D, x, weight, bias, conv1d_geometry, batched_dim=3)
+        return causal_problem(input_2d, weight_2d, bias, *geometry)
+
+    return build
+
+
+def causal_problem(
+    input_2d: torch.Tensor, weight_2d: torch.Tensor, bias: torch.Tensor | None, *geometry
+) -> ConvProblem:
+    """The 2-D problem of a causal conv1d from its H = 1 views and (stride, (0, reach), dilation,
+    groups): the padding at the start only, so the output is as long as the input, in its layout."""
+    return dataclasses.replace(problem_from_tensors(input_2d, weight_2d, bias, *geometry), padding_end=(0, 0))
+
+
+def reference_causal_conv1d(x, weight, bias=None, activation=None, *, dilation=1) -> torch.Tensor:
+    """The computation in torch alone, as Mamba writes it: the padded conv1d, the crop, the SiLU."""
+    taps = weight.shape[-1]
+    output = F.conv1d(x, weight, bias, padding=(taps - 1) * dilation, dilation=dilation, groups=x.shape[-2])
+    output = output[..., : x.shape[-1]]
+    return output if activation is None else F.silu(output)
