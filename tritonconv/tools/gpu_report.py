@@ -31,7 +31,7 @@ from ..problem.suites import suites_folder
 ROOT = Path(__file__).resolve().parents[2]
 STEP_LIMIT_S = 540  # under the 10-minute limit of one lent-GPU command, with room to start and save
 RUN_BUDGET_S = 560
-SUITES = ("resnet50", "resnext50_32x4d", "mobilenetv2", "convnext_t")
+SUITES = ("resnet50", "resnext50_32x4d", "mobilenetv2", "convnext_t", "ssm")
 PASSES = ("fwd", "dgrad", "wgrad")
 DTYPES = ("bfloat16", "float16")
 STATE_FILE = ".gpu-report.json"

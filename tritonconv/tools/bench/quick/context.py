@@ -86,7 +86,7 @@ class QuickRun:
     deadline: float  # time.monotonic() at which the budget ends
     gpu: bool
     main_suite: str = "resnet50"
-    more_suites: tuple[str, ...] = ("resnext50_32x4d", "mobilenetv2", "convnext_t", "replknet31b")
+    more_suites: tuple[str, ...] = ("ssm", "resnext50_32x4d", "mobilenetv2", "convnext_t", "replknet31b")
     batch: int | None = None  # the suites' own (N=32)
     dtype: torch.dtype = torch.bfloat16
     layout: str = "channels_last"
