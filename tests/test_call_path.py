@@ -138,6 +138,8 @@ ROUTE_PROBLEMS = {
     (Pass.WGRAD, Variant.IMPLICIT_GEMM): (2, 4, 6, 5, 8, 3, 3, 2, 1, 1),
     (Pass.WGRAD, Variant.TMA): (2, 8, 6, 5, 16, 3, 3, 1, 1, 1),
 }
+# The long-sequence depthwise conv1d routes: H = 1, a 1 x 4 kernel, padding 0 x 3 (written out below).
+ROUTE_PROBLEMS |= {(pass_name, Variant.DEPTHWISE_1D): "sequence" for pass_name in Pass}
 # 3-D routes: (n, c, d, h, w, k, t, r, s, stride, padding, groups)
 VOLUME_CASE = (2, 4, 4, 5, 3, 8, 3, 2, 3, 2, 1, 2)
 ROUTE_PROBLEMS |= {(pass_name, Variant.IMPLICIT_GEMM_3D): VOLUME_CASE for pass_name in Pass}
@@ -148,6 +150,8 @@ ROUTE_PROBLEMS[Pass.DGRAD, Variant.DEPTHWISE_3D] = (2, 8, 4, 5, 3, 8, 3, 2, 3, 1
 
 def _route_problem(route, layout):
     sizes = ROUTE_PROBLEMS[route]
+    if sizes == "sequence":
+        return tritonconv.make_problem(n=2, c=8, h=1, w=13, k=8, r=1, s=4, padding=(0, 3), groups=8, layout=layout)
     if route[1].endswith("_3d"):
         n, c, d, h, w, k, t, r, s, stride, padding, groups = sizes
         return make_problem_3d(n=n, c=c, d=d, h=h, w=w, k=k, t=t, r=r, s=s, stride=stride,

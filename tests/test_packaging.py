@@ -21,7 +21,8 @@ def test_smoke_suite_covers_every_variant():
 
     assert "smoke" in available_suites()
     variants = {choose_variant(layer.problem) for layer in load_suite("smoke")}
-    assert variants == {"implicit_gemm", "conv1x1", "grouped_tile", "depthwise", "implicit_gemm_3d", "depthwise_3d"}
+    assert variants == {"implicit_gemm", "conv1x1", "grouped_tile", "depthwise", "implicit_gemm_3d", "depthwise_3d",
+                        "depthwise_1d"}  # fmt: skip
     assert {layer.problem.n for layer in load_suite("smoke", batch=3)} == {3}
 
 
