@@ -221,6 +221,8 @@ def test_a_patched_mamba_block_matches_torch_and_runs_the_sequence_route():
     for (name, ours), (_, theirs) in zip(model.named_parameters(), reference.named_parameters(), strict=True):
         torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-10, atol=1e-10, msg=name)
     assert tritonconv.stats() == {"conv1d": {"tritonconv": 1, "torch": 0, "fallbacks": {}}}
+    served = {"tritonconv": 1, "torch": 0, "fallbacks": {}, "routes": {"depthwise_1d": 1}}
+    assert tritonconv.stats(routes=True) == {"conv1d": served}
     x = model.in_proj(hidden).chunk(2, dim=-1)[0].transpose(1, 2)
     conv = model.conv1d
     key = call_key(x.unsqueeze(-2), conv.weight.unsqueeze(-2), conv.bias, ((1, 1), (0, 3), (1, 1), conv.groups),

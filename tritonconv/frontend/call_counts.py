@@ -18,11 +18,16 @@ import torch
 logger = logging.getLogger("tritonconv")
 TRITONCONV = "tritonconv"
 _counts: Counter[tuple[str, str]] = Counter()  # (op, 'tritonconv' or the fallback's reason) -> calls
+_routes: Counter[tuple[str, str]] = Counter()  # (op, variant of its forward) -> eager calls served
 _label = ""  # the patched op being traced, which the tritonconv op it traces to counts at run time
 
 
 def count(op: str, outcome: str = TRITONCONV) -> None:
     _counts[op, outcome] += 1
+
+
+def count_route(op: str, route: str) -> None:
+    _routes[op, str(route)] += 1
 
 
 def counted(op: str, outcome: str) -> bool:
@@ -54,10 +59,12 @@ def count_traced_fallback(op: str, reason: str) -> bool:
     return True
 
 
-def stats() -> dict[str, dict]:
+def stats(routes: bool = False) -> dict[str, dict]:
     """Calls through patched modules and functions since the last `reset_stats()`, per op:
     `{'conv2d': {'tritonconv': 120, 'torch': 3, 'fallbacks': {reason: 3}}, ...}`, compiled graphs'
-    calls included (module docstring)."""
+    calls included (module docstring). With `routes`, each op also says which kernel route served
+    its eager forward calls: `'routes': {'depthwise_1d': 48, ...}` (a transposed convolution's
+    forward, an input gradient, and calls inside compiled graphs are not in it)."""
     report: dict[str, dict] = {}
     for (op, outcome), calls in sorted(_counts.items()):
         entry = report.setdefault(op, {TRITONCONV: 0, "torch": 0, "fallbacks": {}})
@@ -66,9 +73,15 @@ def stats() -> dict[str, dict]:
         else:
             entry["torch"] += calls
             entry["fallbacks"][outcome] = calls
+    if routes:
+        for entry in report.values():
+            entry["routes"] = {}
+        for (op, route), calls in sorted(_routes.items()):
+            report[op]["routes"][route] = calls
     return report
 
 
 def reset_stats() -> None:
     """Forget the counts (and so log each fallback reason once more)."""
     _counts.clear()
+    _routes.clear()

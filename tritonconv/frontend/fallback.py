@@ -18,10 +18,11 @@ from collections.abc import Callable
 import torch
 
 from .. import kernels
+from ..plan.prepared import take_route
 from ..problem.arithmetic import SUPPORTED_DTYPES
 from ..problem.runtime import is_interpreted, supports_fp64_dot
 from ..problem.torch_reference import TORCH_CONV1D, TORCH_CONV2D, TORCH_CONV3D
-from .call_counts import count, count_fallback, count_traced_fallback, set_compiled_label
+from .call_counts import count, count_fallback, count_route, count_traced_fallback, set_compiled_label
 from .functional import (
     autocast_dtype_for,
     conv1d,
@@ -88,12 +89,16 @@ def serve(op: str, ours: Callable, torchs: Callable, *args, **kwargs) -> torch.T
         finally:
             set_compiled_label("")
     if reason is None:
+        take_route()  # forget a route no served call counted (a direct tritonconv call's)
         try:
             output = ours(*args, **kwargs)
         except (RuntimeError, ValueError, TypeError, NotImplementedError) as error:
             reason = f"tritonconv refused the call: {type(error).__name__}: {error}"
         else:
             count(op)
+            route = take_route()
+            if route is not None:
+                count_route(op, route)
             return output
     count_fallback(op, reason)
     return torchs(*args, **kwargs)

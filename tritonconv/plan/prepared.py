@@ -34,6 +34,7 @@ from .dispatch import AUTOTUNE_ENV, plan_and_finality
 MAX_PREPARED = 4096
 _prepared: dict[tuple, PreparedConv] = {}
 _built = 0
+_last_route: str | None = None  # the variant of the last forward launched (`take_route`)
 
 
 def call_key(
@@ -121,6 +122,14 @@ def check_residual(
             f"residual must match the convolution's output: shape {list(expected)}, dtype {dtype}, device "
             f"{device}; got shape {list(residual.shape)}, dtype {residual.dtype}, device {residual.device}"
         )
+
+
+def take_route() -> str | None:
+    """The variant the last planned forward ran since the previous call (None if none ran): what
+    `stats(routes=True)` counts for a served call."""
+    global _last_route
+    route, _last_route = _last_route, None
+    return route
 
 
 def builds() -> int:
@@ -234,6 +243,9 @@ class PreparedConv:
             else:
                 run = self._forward = prepare()
         self._launch(run, input, weight, bias, output, residual, preactivation)
+        if self.forward_plan is not None:
+            global _last_route
+            _last_route = self.forward_plan.variant
         return output
 
     def forward_with_epilogue(
