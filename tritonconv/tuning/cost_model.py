@@ -35,7 +35,7 @@ HIDING_WARPS = 8  # resident warps per SM below which memory latency shows (assu
 STAGE_EFFICIENCY = {1: 0.6, 2: 0.85}  # exposed load latency with fewer than 3 stages (assumption)
 SPLIT_SUM_SECONDS = 3e-6  # the ordered split-K sum's own launch (assumption)
 # Routes that are no GEMM of this shape (no tl.dot, or a batched 3-D one over groups): not modelled.
-UNMODELLED = frozenset({Variant.DEPTHWISE, Variant.DEPTHWISE_3D, Variant.GROUPED_TILE})
+UNMODELLED = frozenset({Variant.DEPTHWISE, Variant.DEPTHWISE_3D, Variant.DEPTHWISE_1D, Variant.GROUPED_TILE})
 
 
 @dataclasses.dataclass(frozen=True)
