@@ -98,9 +98,14 @@ CASES = {
 }
 
 
+# Every epilogue on the 2-D cases; on the slower 3-D ones (the interpreter runs their many programs
+# one by one) a residual alone, SiLU (the pre-activation kept) with a residual, and leaky_relu.
+FEW_EPILOGUES = [(None, True), ("silu", True), ("leaky_relu", False)]
+CASE_EPILOGUES = [(case, *epilogue) for case in CASES for epilogue in (FEW_EPILOGUES if "3-D" in case else EPILOGUES)]
+
+
 @needs_runtime_loops
-@pytest.mark.parametrize(("activation", "with_residual"), EPILOGUES, ids=lambda value: str(value))
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize(("case", "activation", "with_residual"), CASE_EPILOGUES, ids=lambda value: str(value))
 def test_fused_transposed_values_and_gradients_match_unfused_torch_in_float64(case, activation, with_residual):
     shape, weight_shape, keywords, channels_last = CASES[case]
     x, weight, bias, residual = _operands(shape, weight_shape, keywords, channels_last)
@@ -150,8 +155,9 @@ def test_fused_transposed_passes_gradcheck_and_gradgradcheck(case):
         return function(x, weight, bias, **keywords, activation=activation, residual=residual, negative_slope=0.1)
 
     assert gradcheck(fused, inputs, fast_mode=True)
-    # Double backward: relu's and leaky_relu's derivatives are piecewise constant (the smooth ones refuse).
-    assert gradgradcheck(lambda *a: fused(*a, activation="leaky_relu"), inputs, fast_mode=True)
+    if x.dim() == 4:  # the 3-D routes' second derivatives are the same formulas (test_double_backward's 3-D cases)
+        # Double backward: relu's and leaky_relu's derivatives are piecewise constant (the smooth ones refuse).
+        assert gradgradcheck(lambda *a: fused(*a, activation="leaky_relu"), inputs, fast_mode=True)
     with pytest.raises(RuntimeError, match="double backward"):
         torch.autograd.grad(fused(*inputs).sum(), inputs[0], create_graph=True)
 
@@ -204,7 +210,7 @@ def test_patch_fuse_folds_batchnorm_into_transposed_convolutions(axes, channels_
     layout = (
         (torch.channels_last if axes == 2 else torch.channels_last_3d) if channels_last else torch.contiguous_format
     )
-    x = torch.randn(2, 6, *(3,) * axes, dtype=torch.float64).to(memory_format=layout)
+    x = torch.randn(2, 6, *(3 if axes == 2 else 2,) * axes, dtype=torch.float64).to(memory_format=layout)
     tritonconv.reset_stats()
     torch.testing.assert_close(model(x), reference(x), rtol=1e-10, atol=1e-10)
     name = f"conv_transpose{axes}d"

@@ -41,10 +41,6 @@ from .transposed import (
 )
 from .volume import conv3d
 
-TORCH_CONV_TRANSPOSE1D_WITH_EPILOGUE = torch_with_epilogue(TORCH_CONV_TRANSPOSE1D)
-TORCH_CONV_TRANSPOSE2D_WITH_EPILOGUE = torch_with_epilogue(TORCH_CONV_TRANSPOSE2D)
-TORCH_CONV_TRANSPOSE3D_WITH_EPILOGUE = torch_with_epilogue(TORCH_CONV_TRANSPOSE3D)
-
 
 def unservable_reason(input: object, weight: object) -> str | None:
     """Why tritonconv cannot take a call with these operands, or None when it can try."""
@@ -130,31 +126,23 @@ def served_conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, gro
                  **epilogue)  # fmt: skip
 
 
-def served_conv_transpose2d(
-    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, **epilogue
-) -> torch.Tensor:
-    """`F.conv_transpose2d`, served by tritonconv where it can be; `epilogue` as `served_conv2d`'s."""
-    torchs = TORCH_CONV_TRANSPOSE2D if not epilogue else TORCH_CONV_TRANSPOSE2D_WITH_EPILOGUE
-    return serve("conv_transpose2d", conv_transpose2d, torchs, input, weight, bias, stride, padding, output_padding,
-                 groups, dilation, **epilogue)  # fmt: skip
+def _served_transposed(op: str, ours: Callable, torchs: Callable) -> Callable[..., torch.Tensor]:
+    """`F.<op>` for a transposed convolution, served by tritonconv where it can be; `epilogue` as
+    `served_conv2d`'s (torch's unfused form on a fallback)."""
+    unfused = torch_with_epilogue(torchs)
+
+    def served(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, **epilogue):
+        return serve(op, ours, unfused if epilogue else torchs, input, weight, bias, stride, padding, output_padding,
+                     groups, dilation, **epilogue)  # fmt: skip
+
+    served.__name__ = served.__qualname__ = f"served_{op}"
+    served.__doc__ = f"`F.{op}`, served by tritonconv where it can be; `epilogue` as `served_conv2d`'s."
+    return served
 
 
-def served_conv_transpose1d(
-    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, **epilogue
-) -> torch.Tensor:
-    """`F.conv_transpose1d`, served by tritonconv where it can be; `epilogue` as `served_conv2d`'s."""
-    torchs = TORCH_CONV_TRANSPOSE1D if not epilogue else TORCH_CONV_TRANSPOSE1D_WITH_EPILOGUE
-    return serve("conv_transpose1d", conv_transpose1d, torchs, input, weight, bias, stride, padding, output_padding,
-                 groups, dilation, **epilogue)  # fmt: skip
-
-
-def served_conv_transpose3d(
-    input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1, **epilogue
-) -> torch.Tensor:
-    """`F.conv_transpose3d`, served by tritonconv where it can be; `epilogue` as `served_conv2d`'s."""
-    torchs = TORCH_CONV_TRANSPOSE3D if not epilogue else TORCH_CONV_TRANSPOSE3D_WITH_EPILOGUE
-    return serve("conv_transpose3d", conv_transpose3d, torchs, input, weight, bias, stride, padding, output_padding,
-                 groups, dilation, **epilogue)  # fmt: skip
+served_conv_transpose2d = _served_transposed("conv_transpose2d", conv_transpose2d, TORCH_CONV_TRANSPOSE2D)
+served_conv_transpose1d = _served_transposed("conv_transpose1d", conv_transpose1d, TORCH_CONV_TRANSPOSE1D)
+served_conv_transpose3d = _served_transposed("conv_transpose3d", conv_transpose3d, TORCH_CONV_TRANSPOSE3D)
 
 
 # Where torch keeps each functional convolution, and tritonconv's served form of it with torch's

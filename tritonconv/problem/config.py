@@ -310,12 +310,15 @@ def depthwise_1d_config(problem: ConvProblem, *, arch: GpuArch) -> KernelConfig:
     """The long-sequence depthwise 1-D forward (and its flipped input gradient): block_m positions by
     block_n channels, 2048 elements per program, long along the axis the output's layout makes
     contiguous: 16 positions by 128 channels for (B, L, C), 64 by 32 otherwise (a (B, C, L) output
-    may come from a (B, L, C) input: conv1d's output is contiguous whatever its input's strides)."""
+    may come from a (B, L, C) input: conv1d's output is contiguous whatever its input's strides).
+    A smaller tile (a short sequence, few channels) takes 2 warps: at 4, sm_100's ptxas under Triton
+    3.6 spilled 8 bytes of the flipped fp16 kernel's 64 x 16 tile (48 registers; none at 2 warps)."""
     if problem.layout == CHANNELS_LAST:
         block_m, block_n = _clamp_pow2(problem.q, 16, 16), _clamp_pow2(problem.k, 16, 128)
     else:
         block_m, block_n = _clamp_pow2(problem.q, 16, 64), _clamp_pow2(problem.k, 16, 32)
-    return KernelConfig(block_m=block_m, block_n=block_n, num_warps=4, num_stages=1)
+    num_warps = 4 if block_m * block_n >= 2048 else 2
+    return KernelConfig(block_m=block_m, block_n=block_n, num_warps=num_warps, num_stages=1)
 
 
 @per_arch

@@ -459,7 +459,7 @@ SEQUENCE_SPECS: tuple[VariantSpec, ...] = (
     # dX of a stride-1 one: the forward kernel on dY with the weight read back to front.
     VariantSpec(Pass.DGRAD, Variant.DEPTHWISE_1D, dgrad_is_depthwise_1d, dgrad_is_depthwise_1d,
                 depthwise_1d.prepare_dgrad, ("depthwise_1d",), DEPTHWISE_1D_AXES,
-                lambda problem, arch=None: depthwise_1d_config(dgrad_as_depthwise(problem, CONTIGUOUS), arch=arch),
+                lambda problem, arch=None: depthwise_1d_config(dgrad_as_depthwise(problem, problem.layout), arch=arch),
                 _sequence_clamp),
     VariantSpec(Pass.WGRAD, Variant.DEPTHWISE_1D, is_depthwise_1d, is_depthwise_1d, depthwise_1d.prepare_wgrad,
                 ("depthwise_1d", "wgrad"), DEPTHWISE_1D_WGRAD_AXES, depthwise_1d_wgrad_config, _sequence_clamp,
