@@ -94,7 +94,7 @@ CASES = {
     "2-D strided": ((2, 6, 4, 5), (6, 4, 3, 3), dict(stride=2, padding=1, output_padding=1), False),
     "2-D grouped channels_last": ((2, 6, 4, 5), (6, 2, 3, 3), dict(padding=1, groups=3, dilation=2), True),
     "3-D": ((2, 4, 3, 4, 3), (4, 3, 3, 3, 3), dict(stride=(1, 2, 2), padding=1), False),
-    "3-D depthwise channels_last_3d": ((2, 4, 3, 4, 3), (4, 1, 3, 3, 3), dict(padding=1, groups=4), True),
+    "3-D depthwise channels_last_3d": ((2, 4, 2, 3, 2), (4, 1, 3, 3, 3), dict(padding=1, groups=4), True),
 }
 
 
