@@ -69,7 +69,7 @@ def test_conv1d_and_conv_transpose1d_pass_gradcheck_and_gradgradcheck():
 
 CONV3D_CASES = {  # each 3-D route: the general kernels, the depthwise forward, a 2-D one on views
     "general, stride 2, padding 1": ((1, 2, 3, 4, 5), (3, 2, 2, 3, 3), dict(stride=(1, 2, 1), padding=1), False),
-    "depthwise, dilation 2": ((1, 3, 4, 5, 5), (3, 1, 3, 3, 3), dict(padding=2, dilation=2, groups=3), True),
+    "depthwise, dilation 2": ((1, 2, 3, 4, 3), (2, 1, 3, 3, 3), dict(padding=2, dilation=2, groups=2), True),
     "1x3x3 on channels_last_3d (the 2-D kernels)": ((2, 2, 3, 4, 4), (3, 2, 1, 3, 3), dict(padding=(0, 1, 1)), True),
 }
 
