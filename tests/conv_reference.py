@@ -204,3 +204,15 @@ def spy_on(monkeypatch, module, names: tuple[str, ...]) -> list[str]:
 def assert_float64_close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
     """Two float64 results that must agree to rounding (torch's and tritonconv's), named on failure."""
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9, msg=lambda message: f"{what}: {message}")
+
+
+def random_batchnorm_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """Every BatchNorm of `model` given running statistics and affine parameters that are not the
+    identity (so folding them is tested), from torch's global generator; `model` back."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 2)
+            module.bias.data.uniform_(-1, 1)
+    return model

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conv_reference import needs_runtime_loops
+from conv_reference import needs_runtime_loops, random_batchnorm_statistics
 from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 
@@ -189,13 +189,7 @@ def _decoder_block(axes: int) -> nn.Sequential:
         norm(4),
         nn.SiLU(),
     ).double()
-    for module in block:
-        if isinstance(module, (nn.BatchNorm2d, nn.BatchNorm3d)):
-            module.running_mean.uniform_(-1, 1)
-            module.running_var.uniform_(0.5, 2)
-            module.weight.data.uniform_(0.5, 2)
-            module.bias.data.uniform_(-1, 1)
-    return block.eval()
+    return random_batchnorm_statistics(block).eval()
 
 
 @needs_runtime_loops

@@ -22,7 +22,8 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from ..ops.epilogue import Epilogue
+from ..ops.epilogue import NO_EPILOGUE, Epilogue
+from ..plan.prepared import _prepared as PREPARED
 from ..plan.prepared import call_key, prepared_conv
 from ..problem.arithmetic import ConvProblem, problem_from_tensors
 from ..problem.torch_reference import TORCH_CONV1D, check_like_torch
@@ -76,26 +77,26 @@ def causal_conv1d(
     autocast_dtype = autocast_dtype_for(x)
     if autocast_dtype is not None:
         x, weight, bias = (autocast(t, autocast_dtype) for t in (x, weight, bias))
-    check = (x, weight, bias, (1, reach, dilation, channels))
     geometry = ((1, 1), (0, reach), (1, dilation), channels)
     x_2d, weight_2d = x.unsqueeze(-2), weight.unsqueeze(-2)
     batched = x.dim() == 3
-    if activation is None:
-        key = call_key(x_2d, weight_2d, bias, geometry, CAUSAL_KEY)
-        prepared = prepared_conv(key, x_2d, weight_2d, bias, geometry, as_problem=_checked(*check))
-        return run_prepared(prepared, x_2d, weight_2d, bias).squeeze(-2)
     needs_grad = fused_needs_grad(x, weight, bias, None)
-    key = call_key(x_2d, weight_2d, bias, geometry, (*CAUSAL_KEY, *fused_key(activation, 0.01, None, needs_grad)))
-    prepared = prepared_conv(key, x_2d, weight_2d, bias, geometry, Epilogue(activation), as_problem=_checked(*check))
+    fused = () if activation is None else fused_key(activation, 0.01, None, needs_grad)
+    key = call_key(x_2d, weight_2d, bias, geometry, (*CAUSAL_KEY, *fused))
+    epilogue = NO_EPILOGUE if activation is None else Epilogue(activation)
+    prepared = PREPARED.get(key) or prepared_conv(key, x_2d, weight_2d, bias, geometry, epilogue,
+                                                  as_problem=_checked(x, weight, bias, reach, dilation))  # fmt: skip
+    if activation is None:
+        return run_prepared(prepared, x_2d, weight_2d, bias).squeeze(-2)
     output = run_fused(prepared, x_2d if batched else x_2d.unsqueeze(0), weight_2d, bias, None, needs_grad)
     return (output if batched else output.squeeze(0)).squeeze(-2)
 
 
-def _checked(x, weight, bias, conv1d_geometry: tuple):
+def _checked(x, weight, bias, reach: int, dilation: int):
     """The prepared call's problem builder: F.conv1d's checks for the padded call, then the causal problem."""
 
     def build(input_2d, weight_2d, bias, *geometry) -> ConvProblem:
-        check_like_torch(TORCH_CONV1D, x, weight, bias, conv1d_geometry, batched_dim=3)
+        check_like_torch(TORCH_CONV1D, x, weight, bias, (1, reach, dilation, x.shape[-2]), batched_dim=3)
         return causal_problem(input_2d, weight_2d, bias, *geometry)
 
     return build

@@ -104,7 +104,7 @@ class _Routed(Swapped):
         # No routing in a traced graph, and none for a fused transposed convolution (its BatchNorm
         # folded, its activation in the epilogue): torch's transposed forward, written out and served.
         if torch.compiler.is_compiling() or fusion.is_fused(self):
-            served = _served_transposed_forward(type(self)._tritonconv_original)
+            served = type(self)._tritonconv_served_forward
             return served(self, *args, **kwargs) if served else super().forward(*args, **kwargs)
         with functional_convs_routed():
             return super().forward(*args, **kwargs)
@@ -139,7 +139,10 @@ def _served_transposed_forward(original: type) -> Callable | None:
 
 
 def routed_class(original: type) -> type:
-    return derived_class(routed_class, (_Routed,), original)
+    """`_Routed` over `original`, holding `_served_transposed_forward(original)` (built once per class)."""
+    served = _served_transposed_forward(original)
+    return derived_class(routed_class, (_Routed,), original,
+                         _tritonconv_served_forward=None if served is None else staticmethod(served))  # fmt: skip
 
 
 def has_custom_forward(module: nn.Module) -> bool:
@@ -253,13 +256,13 @@ def _fuse(model: nn.Module, report: PatchReport) -> None:
 
 def _fusable(module: nn.Module) -> bool:
     """A patched Conv2d or Conv3d, or a routed ConvTranspose2d or ConvTranspose3d whose forward is
-    torch's own (served written out when fused: `_served_transposed_forward`)."""
+    torch's own (its class holds that forward written out and served: `routed_class`)."""
     if isinstance(module, _Served):
         return isinstance(module, (nn.Conv2d, nn.Conv3d))
     return (
         isinstance(module, _Routed)
         and isinstance(module, (nn.ConvTranspose2d, nn.ConvTranspose3d))
-        and _served_transposed_forward(type(module)._tritonconv_original) is not None
+        and type(module)._tritonconv_served_forward is not None
     )
 
 

@@ -14,7 +14,7 @@ import torch
 import triton
 
 from ..kernels import _conv1d_depthwise_fwd_kernel, _conv1d_depthwise_wgrad_kernel
-from ..problem.arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, dgrad_as_depthwise, is_channels_last_like
+from ..problem.arithmetic import ConvProblem
 from ..problem.config import KernelConfig
 from .common import (
     INT32_LIMIT,
@@ -25,9 +25,8 @@ from .common import (
     geometry,
     needs_int64,
 )
-from .dgrad import DgradRun, as_dgrad_run
+from .dgrad import DgradRun, prepare_flipped_forward
 from .epilogue import NO_EPILOGUE, Epilogue
-from .forward import prepare_forward
 from .launch import KernelLaunch
 from .wgrad import WgradRun, split_or_direct, split_reduction
 
@@ -63,10 +62,7 @@ def prepare_dgrad(
     """dX of a stride-1 depthwise 1-D convolution: the forward kernel on dY with the weight read back
     to front and the padding mirrored (`arithmetic.dgrad_as_depthwise`); a transposed convolution's
     fused tail included."""
-    layout = CHANNELS_LAST if is_channels_last_like(grad_input) else CONTIGUOUS
-    flipped = dgrad_as_depthwise(problem, layout)
-    run = prepare_forward(prepare, grad_output, weight, bias, grad_input, flipped, config, epilogue, flip_taps=True)
-    return as_dgrad_run(run)
+    return prepare_flipped_forward(prepare, grad_output, weight, grad_input, problem, config, bias, epilogue)
 
 
 def prepare_wgrad(

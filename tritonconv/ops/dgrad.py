@@ -119,8 +119,18 @@ def prepare_depthwise_route(
     grad_output: torch.Tensor, weight: torch.Tensor, grad_input: torch.Tensor, problem: ConvProblem,
     config: KernelConfig, bias: torch.Tensor | None = None, epilogue: Epilogue = NO_EPILOGUE,
 ) -> DgradRun:  # fmt: skip
+    return prepare_flipped_forward(depthwise.prepare, grad_output, weight, grad_input, problem, config, bias, epilogue)
+
+
+def prepare_flipped_forward(
+    prepare_variant: Callable, grad_output: torch.Tensor, weight: torch.Tensor, grad_input: torch.Tensor,
+    problem: ConvProblem, config: KernelConfig, bias: torch.Tensor | None, epilogue: Epilogue,
+) -> DgradRun:  # fmt: skip
+    """A stride-1, multiplier-1 depthwise convolution's input gradient as a depthwise forward variant
+    (`prepare_variant`, which takes `flip_taps`) on dY with the weight read back to front and the
+    padding mirrored (`arithmetic.dgrad_as_depthwise`)."""
     flipped = dgrad_as_depthwise(problem, _layout(grad_input))
-    run = prepare_forward(depthwise.prepare, grad_output, weight, bias, grad_input, flipped, config, epilogue,
+    run = prepare_forward(prepare_variant, grad_output, weight, bias, grad_input, flipped, config, epilogue,
                           flip_taps=True)  # fmt: skip
     return as_dgrad_run(run)
 
