@@ -6,9 +6,8 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from ..ops.epilogue import ACTIVATIONS, Epilogue, saves_output, slope_constant
+from ..ops.epilogue import ACTIVATIONS, Epilogue, saves_output, slope_constant, with_torch_epilogue
 from ..plan.direct import Geometry
 from ..plan.prepared import PreparedConv, call_key, prepared_conv, tensor_key
 from ..plan.prepared import _prepared as PREPARED
@@ -224,14 +223,6 @@ def run_fused(prepared: PreparedConv, input, weight, bias, residual, needs_grad:
     return prepared.forward_with_epilogue(input, weight, bias, residual, for_backward=False)[0]
 
 
-def with_torch_epilogue(
-    output: torch.Tensor, activation: str | None, residual: torch.Tensor | None, negative_slope: float
-) -> torch.Tensor:
-    if residual is not None:
-        output = output + residual
-    return output if activation is None else torch_activation(output, activation, negative_slope)
-
-
 def torch_with_epilogue(torch_conv: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
     """The unfused computation in torch alone: torch's conv (`F.conv2d`, `F.conv3d`, a transposed
     one), then its add and activation, with the fused call's keywords."""
@@ -245,19 +236,6 @@ def torch_with_epilogue(torch_conv: Callable[..., torch.Tensor]) -> Callable[...
 
 torch_conv2d_with_epilogue = torch_with_epilogue(TORCH_CONV2D)
 torch_conv3d_with_epilogue = torch_with_epilogue(TORCH_CONV3D)
-
-
-def torch_activation(output: torch.Tensor, activation: str, negative_slope: float = 0.01) -> torch.Tensor:
-    """torch's own form of each fusable activation (the reference the fused kernels match)."""
-    if activation == "relu":
-        return F.relu(output)
-    if activation == "silu":
-        return F.silu(output)
-    if activation == "gelu":
-        return F.gelu(output)
-    if activation == "gelu_tanh":
-        return F.gelu(output, approximate="tanh")
-    return F.leaky_relu(output, negative_slope)
 
 
 def conv1d(

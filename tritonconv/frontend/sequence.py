@@ -22,7 +22,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from ..ops.epilogue import NO_EPILOGUE, Epilogue
+from ..ops.epilogue import NO_EPILOGUE, Epilogue, torch_activation
 from ..plan.prepared import _prepared as PREPARED
 from ..plan.prepared import call_key, prepared_conv
 from ..problem.arithmetic import ConvProblem, problem_from_tensors
@@ -37,7 +37,6 @@ from .functional import (
     fused_needs_grad,
     recording_shapes,
     run_fused,
-    torch_activation,
 )
 
 CAUSAL_ACTIVATIONS = (None, "silu")

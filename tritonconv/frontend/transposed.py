@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..ops.epilogue import NO_EPILOGUE, Epilogue, slope_constant
+from ..ops.epilogue import NO_EPILOGUE, Epilogue, slope_constant, with_torch_epilogue
 from ..plan.direct import Geometry
 from ..plan.dispatch import describe
 from ..plan.prepared import PreparedConv, call_key, check_residual, lookup
@@ -52,7 +52,6 @@ from .functional import (
     gradients_of,
     preactivation_gradient,
     recording_shapes,
-    with_torch_epilogue,
 )
 
 TORCH_CONV_TRANSPOSE2D = F.conv_transpose2d

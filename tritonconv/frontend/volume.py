@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..ops.epilogue import NO_EPILOGUE, Epilogue, slope_constant
+from ..ops.epilogue import NO_EPILOGUE, Epilogue, slope_constant, with_torch_epilogue
 from ..plan.direct import Geometry
 from ..plan.prepared import PreparedConv, call_key, check_residual, lookup
 from ..problem.arithmetic import hashable, problem_from_tensors_3d
@@ -36,7 +36,6 @@ from .functional import (
     gradients_of,
     recording_shapes,
     run_fused,
-    with_torch_epilogue,
 )
 
 VOLUME_KEY = ("3-D",)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 ACTIVATIONS = ("relu", "silu", "gelu", "gelu_tanh", "leaky_relu")
 
@@ -54,3 +55,25 @@ def saves_output(activation: str, negative_slope: float) -> bool:
     """Whether the activation's derivative can be read off its output (relu; leaky_relu with a
     slope >= 0), so the backward needs no pre-activation tensor."""
     return activation == "relu" or (activation == "leaky_relu" and negative_slope >= 0)
+
+
+def torch_activation(output: torch.Tensor, activation: str, negative_slope: float = 0.01) -> torch.Tensor:
+    """torch's own form of each fusable activation (the reference the fused kernels match)."""
+    if activation == "relu":
+        return F.relu(output)
+    if activation == "silu":
+        return F.silu(output)
+    if activation == "gelu":
+        return F.gelu(output)
+    if activation == "gelu_tanh":
+        return F.gelu(output, approximate="tanh")
+    return F.leaky_relu(output, negative_slope)
+
+
+def with_torch_epilogue(
+    output: torch.Tensor, activation: str | None, residual: torch.Tensor | None, negative_slope: float
+) -> torch.Tensor:
+    """torch's unfused epilogue: the residual added, then the activation (None: none)."""
+    if residual is not None:
+        output = output + residual
+    return output if activation is None else torch_activation(output, activation, negative_slope)

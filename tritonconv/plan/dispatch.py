@@ -31,6 +31,7 @@ from ..routes.registry import (
     is_depthwise,
     routes,
     rule_variant,
+    served_routes,
     spec,
 )
 from ..tuning import cache as tuning_cache
@@ -156,7 +157,7 @@ def _plan_from_tuning(problem: ConvProblem, pass_name: str, mode: str) -> tuple[
         config = KernelConfig(**entry["config"])
     except TypeError:  # an entry edited by hand or written by another layout of KernelConfig
         return heuristic_plan(problem, pass_name), final
-    if entry.get("variant") not in routes(problem, pass_name):  # edited by hand, or another rule's
+    if entry.get("variant") not in served_routes(problem, pass_name):  # edited by hand, or another rule's
         return heuristic_plan(problem, pass_name), final
     return Plan(Variant(entry["variant"]), config, source), final
 
@@ -210,7 +211,7 @@ def describe(problem: ConvProblem, passes: Mapping[Pass, Pass] | None = None) ->
             for name, p in plans.items()
             if name != Pass.FWD
         },
-        "routes": {str(name): [str(variant) for variant in routes(problem, served[name])] for name in Pass},
+        "routes": {str(name): [str(variant) for variant in served_routes(problem, served[name])] for name in Pass},
         "problem": problem,
         "gemm": {"m": problem.gemm_m, "n": problem.gemm_n, "k": problem.gemm_k, "groups": problem.groups},
         "flops": problem.flops,

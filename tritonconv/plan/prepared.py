@@ -23,11 +23,12 @@ import torch
 
 from ..ops.activation_grad import has_4d_view, prepare_activation_grad
 from ..ops.epilogue import NO_EPILOGUE, Epilogue, saves_output
+from ..ops.torch_conv import returned_or
 from ..ops.wgrad import bias_grad_operand, prepare_bias_grad
 from ..problem.arithmetic import ConvProblem, is_channels_last_like, memory_format_of, problem_from_tensors
 from ..problem.runtime import POISON_ENV, environment_reader, poison_outputs
 from ..routes.calls import check_runnable
-from ..routes.registry import Pass, Plan, spec
+from ..routes.registry import Pass, Plan, Variant, spec
 from ..tuning import cache as tuning_cache
 from .dispatch import AUTOTUNE_ENV, plan_and_finality
 
@@ -153,6 +154,7 @@ class PreparedConv:
         check_runnable(input)
         self._describe(problem, input, is_channels_last_like(input), is_channels_last_like(weight), epilogue, plans)
         self.forward_plan, self.final = self._plan(Pass.FWD)
+        self._forward_returns = self.forward_plan.variant == Variant.TORCH
 
     @classmethod
     def for_gradients(
@@ -171,6 +173,7 @@ class PreparedConv:
         prepared = cls.__new__(cls)
         prepared._describe(problem, like, input_channels_last, weight_channels_last, NO_EPILOGUE, plans)
         prepared.forward_plan, prepared.final = None, True
+        prepared._forward_returns = False
         return prepared
 
     def _describe(
@@ -207,14 +210,14 @@ class PreparedConv:
             tensor.fill_(math.nan)
         return tensor
 
-    def _launch(self, run: Callable, *tensors: torch.Tensor | None) -> None:
-        """Launch on the operands' GPU: Triton launches on the current device, not the tensors'."""
+    def _launch(self, run: Callable, *tensors: torch.Tensor | None) -> object:
+        """Launch on the operands' GPU: Triton launches on the current device, not the tensors'.
+        Returns what `run` returns: None for a kernel route, the result for torch's."""
         device = self._device
         if device is not None and device.index != torch.cuda.current_device():
             with torch.cuda.device(device):
-                run(*tensors)
-        else:
-            run(*tensors)
+                return run(*tensors)
+        return run(*tensors)
 
     def _weight_format(self) -> torch.memory_format:
         return memory_format_of(len(self.problem.weight_shape), self.weight_channels_last)
@@ -232,19 +235,22 @@ class PreparedConv:
         preactivation: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Y (4-D) for the call's tensors; `preactivation`, when the epilogue keeps one, receives Z."""
+        run = self._forward
+        if run is not None and self._forward_returns:  # torch's route: it allocates its own output
+            global _last_route
+            _last_route = Variant.TORCH
+            return self._launch(run, input, weight, bias, None, residual, preactivation)
         output = self._new(self._output)
         if self._output_empty:
             return output
-        run = self._forward
         if run is None:
             prepare = functools.partial(self._prepare_forward, input, weight, bias, output, residual, preactivation)
             if self.forward_plan is None:  # a call made for its gradients (`for_gradients`): its operands vary
                 run = self._gradient(Pass.FWD, (input, weight), lambda: (prepare(), None, True))[0]
             else:
                 run = self._forward = prepare()
-        self._launch(run, input, weight, bias, output, residual, preactivation)
+        output = returned_or(self._launch(run, input, weight, bias, output, residual, preactivation), output)
         if self.forward_plan is not None:
-            global _last_route
             _last_route = self.forward_plan.variant
         return output
 
@@ -328,8 +334,7 @@ class PreparedConv:
         operands = (grad_output, weight, *(t for t in extra if t is not None))
         run, allocation = self._gradient(name if fused else Pass.DGRAD, operands, prepare)
         grad_input = self._new(allocation)
-        self._launch(run, grad_output, weight, grad_input, *extra)
-        return grad_input
+        return returned_or(self._launch(run, grad_output, weight, grad_input, *extra), grad_input)
 
     def input_grad_with_epilogue(
         self,
@@ -365,8 +370,7 @@ class PreparedConv:
             return _empty(problem.weight_shape, input, self.weight_channels_last).zero_()
         run, allocation = self._gradient(Pass.WGRAD, (input, grad_output), prepare)
         grad_weight = self._new(allocation)
-        self._launch(run, input, grad_output, grad_weight)
-        return grad_weight
+        return returned_or(self._launch(run, input, grad_output, grad_weight), grad_weight)
 
     def weight_and_bias_grad(self, input: torch.Tensor, grad_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """dW and db: one launch where the weight gradient's route computes db from the dY it reads
@@ -390,8 +394,8 @@ class PreparedConv:
         if run is None:
             return self.weight_grad(input, grad_output), self.bias_grad(grad_output)
         grad_weight, grad_bias = self._new(allocations[0]), self._new(allocations[1])
-        self._launch(run, input, grad_output, grad_weight, grad_bias)
-        return grad_weight, grad_bias
+        result = self._launch(run, input, grad_output, grad_weight, grad_bias)
+        return (grad_weight, grad_bias) if result is None else result
 
     def bias_grad(self, grad_output: torch.Tensor) -> torch.Tensor:
         """db, one Triton reduction over batch and pixels (a 3-D dY with its depth and height as one

@@ -9,10 +9,11 @@ import torch
 from ..ops import implicit_gemm
 from ..ops.activation_grad import prepare_activation_grad
 from ..ops.epilogue import NO_EPILOGUE, Epilogue
+from ..ops.torch_conv import returned_or
 from ..ops.wgrad import prepare_bias_grad
 from ..problem.arithmetic import ConvProblem, is_channels_last_like, memory_format_of
 from ..problem.runtime import check_device, check_dtype_supported, new_output, on_device_of
-from .registry import Pass, Plan, routes, spec
+from .registry import Pass, Plan, served_routes, spec
 
 
 def memory_format(channels_last: bool) -> torch.memory_format:
@@ -22,10 +23,10 @@ def memory_format(channels_last: bool) -> torch.memory_format:
 def check_route(plan: Plan, problem: ConvProblem, pass_name: str) -> None:
     """A plan from a cache edited by hand or made for another problem must not launch a route that
     computes something else."""
-    if plan.variant not in routes(problem, pass_name):
+    if plan.variant not in served_routes(problem, pass_name):
         raise ValueError(
             f"{pass_name} route {plan.variant!r} does not compute this problem; "
-            f"its routes are {', '.join(routes(problem, pass_name))}"
+            f"its routes are {', '.join(served_routes(problem, pass_name))}"
         )
 
 
@@ -52,8 +53,7 @@ def conv2d_fwd(
         return output
     run = spec(Pass.FWD, plan.variant).prepare(input, weight, bias, output, problem, plan.config, epilogue)
     with on_device_of(input):
-        run(input, weight, bias, output, epilogue.residual, epilogue.preactivation)
-    return output
+        return returned_or(run(input, weight, bias, output, epilogue.residual, epilogue.preactivation), output)
 
 
 def conv2d_dgrad(
@@ -66,8 +66,7 @@ def conv2d_dgrad(
         return grad_input
     run = spec(Pass.DGRAD, plan.variant).prepare(grad_output, weight, grad_input, problem, plan.config)
     with on_device_of(grad_output):
-        run(grad_output, weight, grad_input)
-    return grad_input
+        return returned_or(run(grad_output, weight, grad_input), grad_input)
 
 
 def conv2d_wgrad(
@@ -81,8 +80,7 @@ def conv2d_wgrad(
         return grad_weight.zero_()
     run = spec(Pass.WGRAD, plan.variant).prepare(input, grad_output, grad_weight, problem, plan.config)
     with on_device_of(input):
-        run(input, grad_output, grad_weight)
-    return grad_weight
+        return returned_or(run(input, grad_output, grad_weight), grad_weight)
 
 
 def conv2d_bias_grad(grad_output: torch.Tensor) -> torch.Tensor:

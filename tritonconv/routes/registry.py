@@ -15,6 +15,10 @@ A `VariantSpec` names, for one (pass, variant):
 - `fuses_bias_grad`: a weight-gradient route whose launcher also computes the bias gradient from
   the dY it reads (`prepare(..., grad_bias=...)`), so no separate bias reduction runs.
 
+The last spec of each pass is `torch`: torch's own convolution (`ops/torch_conv.py`), which
+applies everywhere, is never the rule's choice and is timed by the tuner beside the kernels.
+`routes` lists a problem's kernel routes, `served_routes` those and torch's.
+
 Planning (`dispatch`), the tuner, the fingerprint and `explain` read this table and nothing else.
 Adding a variant is a kernel, a launcher and one spec here.
 """
@@ -29,7 +33,7 @@ from enum import StrEnum
 
 import triton
 
-from ..ops import conv1x1, conv3d, depthwise, depthwise_1d, dgrad, grouped_tile, implicit_gemm, tma, wgrad
+from ..ops import conv1x1, conv3d, depthwise, depthwise_1d, dgrad, grouped_tile, implicit_gemm, tma, torch_conv, wgrad
 from ..ops.descriptors import TensorDescriptor
 from ..ops.forward import prepare_forward
 from ..problem.arithmetic import (
@@ -78,6 +82,7 @@ class Variant(StrEnum):
     IMPLICIT_GEMM_3D = "implicit_gemm_3d"
     DEPTHWISE_3D = "depthwise_3d"
     DEPTHWISE_1D = "depthwise_1d"
+    TORCH = "torch"
 
 
 # A transposed convolution is the input gradient of its underlying convolution
@@ -497,10 +502,29 @@ VOLUME_SPECS: tuple[VariantSpec, ...] = (
     VariantSpec(Pass.WGRAD, Variant.IMPLICIT_GEMM_3D, is_3d, is_3d, conv3d.prepare_wgrad, ("conv3d", "wgrad"),
                 WGRAD_AXES, conv3d_wgrad_config, _wgrad_clamp),
 )  # fmt: skip
+
+
+def _no_config(problem: ConvProblem, arch: object = None) -> KernelConfig:
+    return torch_conv.TORCH_CONFIG
+
+
+def _as_given(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
+    return config
+
+
+# torch's own convolution (`ops/torch_conv.py`), last in each pass: it computes every problem, the
+# rule never picks it, and the tuner times it beside the kernels wherever it tunes, so a tuned
+# problem runs whichever is faster. Its weight gradient computes the bias gradient in the same call.
+TORCH_SPECS: tuple[VariantSpec, ...] = (
+    VariantSpec(Pass.FWD, Variant.TORCH, always, never, torch_conv.prepare_forward, (), {}, _no_config, _as_given),
+    VariantSpec(Pass.DGRAD, Variant.TORCH, always, never, torch_conv.prepare_dgrad, (), {}, _no_config, _as_given),
+    VariantSpec(Pass.WGRAD, Variant.TORCH, always, never, torch_conv.prepare_wgrad, (), {}, _no_config, _as_given,
+                fuses_bias_grad=True),
+)  # fmt: skip
 SPECS = tuple(
     spec
     for pass_name in Pass
-    for spec in (*VOLUME_SPECS, *SEQUENCE_SPECS, *map(_planar, SPECS))
+    for spec in (*VOLUME_SPECS, *SEQUENCE_SPECS, *map(_planar, SPECS), *TORCH_SPECS)
     if spec.pass_name == pass_name
 )
 REGISTRY: dict[tuple[Pass, Variant], VariantSpec] = {spec.key: spec for spec in SPECS}
@@ -526,16 +550,30 @@ def rule_variant(problem: ConvProblem, pass_name: str) -> Variant:
 
 
 def routes(problem: ConvProblem, pass_name: str) -> tuple[Variant, ...]:
-    """Every variant of the pass whose kernel computes `problem` on the GPU launches are prepared
-    for (no TMA route where it has no TMA), the rule's choice first."""
+    """Every Triton kernel route of the pass that computes `problem` on the GPU launches are prepared
+    for (no TMA route where it has no TMA), the rule's choice first; `served_routes` adds torch's."""
     return _routes(problem, pass_name, _tma_here())
+
+
+def served_routes(problem: ConvProblem, pass_name: str) -> tuple[Variant, ...]:
+    """Every route a plan of the pass may name: the kernel routes (`routes`), then torch's own."""
+    return (*_routes(problem, pass_name, _tma_here()), Variant.TORCH)
 
 
 @functools.lru_cache(maxsize=4096)
 def _routes(problem: ConvProblem, pass_name: str, tma_here: bool) -> tuple[Variant, ...]:
     chosen = rule_variant(problem, pass_name)
-    others = (s.variant for s in pass_specs(Pass(pass_name)) if s.applies(problem) and s.variant != chosen)
+    others = (
+        s.variant
+        for s in pass_specs(Pass(pass_name))
+        if s.applies(problem) and s.variant not in (chosen, Variant.TORCH)
+    )
     return (chosen, *others)
+
+
+def kernel_specs() -> tuple[VariantSpec, ...]:
+    """Every route that runs a Triton kernel of tritonconv's (all but torch's)."""
+    return tuple(s for s in SPECS if s.variant != Variant.TORCH)
 
 
 def tuned_variants(problem: ConvProblem, pass_name: str) -> list[Variant]:

@@ -123,25 +123,24 @@ def torch_answer(
     reference_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """torch's forward, input gradient or weight gradient of the problem, in `reference_dtype` (by
-    default fp32, fp64 for fp64), through autograd. Padding that is larger at the end ('same' with
-    an even kernel) is added to x by torch's pad first, as torch itself does, and the input gradient
-    is cropped back."""
-    depth = problem.depth
-    axes = [] if depth is None else [(depth.stride, depth.padding, depth.padding_end, depth.dilation)]
-    axes += list(zip(problem.stride, problem.padding, problem.padding_end, problem.dilation, strict=True))
-    stride, begin, end, dilation = (tuple(axis[i] for axis in axes) for i in range(4))
+    default fp32, fp64 for fp64), through autograd. Padding that differs at the two ends ('same'
+    with an even kernel, a causal conv1d) is made symmetric by adding the extra to x with torch's
+    pad first, as torch's 'same' does, and the input gradient is cropped back."""
+    stride, begin, end, dilation = problem.spatial_arguments
+    both = tuple(min(b, e) for b, e in zip(begin, end, strict=True))
     reference_dtype = reference_dtype or (torch.float64 if problem.dtype == torch.float64 else torch.float32)
-    extra = [amount for b, e in reversed(list(zip(begin, end, strict=True))) for amount in (0, e - b)]
+    extra = [amount for b, e, s in reversed(list(zip(begin, end, both, strict=True))) for amount in (b - s, e - s)]
     padded = F.pad(x.to(reference_dtype), extra).requires_grad_()
     wide_weight = weight.to(reference_dtype).requires_grad_()
-    convolve = TORCH_CONV3D if depth is not None else TORCH_CONV2D
+    convolve = TORCH_CONV3D if problem.is_3d else TORCH_CONV2D
     with torch.enable_grad():
-        y = convolve(padded, wide_weight, None, stride, begin, dilation, problem.groups)
+        y = convolve(padded, wide_weight, None, stride, both, dilation, problem.groups)
     if pass_name == "fwd":
         return y.detach()
     y.backward(grad_output.to(reference_dtype))
     if pass_name == "dgrad":
-        return padded.grad[(..., *(slice(0, size) for size in x.shape[2:]))]
+        crop = (slice(b - s, b - s + size) for b, s, size in zip(begin, both, x.shape[2:], strict=True))
+        return padded.grad[(..., *crop)]
     return wide_weight.grad
 
 
