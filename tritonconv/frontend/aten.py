@@ -13,7 +13,8 @@ the transposed prepared calls, never an autograd Function.
 A call tritonconv cannot serve (an unsupported dtype such as complex, a device its kernels do not
 run on, an argument it refuses) goes to the kernel torch had registered before (fetched with
 `torch.library.get_kernel`), and so does every convolution tritonconv itself asks torch for while
-it serves one (its argument checks run torch's function on data-free stand-ins). `stats()` counts
+it serves one (its argument checks run torch's function on data-free stand-ins) or through its
+`torch` route (`ops/torch_conv.py`) from any entry point. `stats()` counts
 both, under 'aten.convolution' and 'aten.convolution_backward'.
 """
 
@@ -21,12 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
 from .. import kernels
+from ..ops.torch_conv import in_torch_kernels, redirect_aten, torch_kernels
 from ..plan.direct import Geometry, bias_grad_of, forward_of, input_grad_of, weight_grad_of
 from ..problem.arithmetic import hashable, is_channels_last_like
 from ..problem.runtime import is_interpreted
@@ -35,7 +36,6 @@ from .transposed import TORCH_CONV_TRANSPOSE2D, TORCH_CONV_TRANSPOSE3D, transpos
 
 OPERATORS = ("convolution", "convolution_backward")
 _library: torch.library.Library | None = None
-_local = threading.local()
 
 
 def aten_enabled() -> bool:
@@ -57,6 +57,7 @@ def enable_aten() -> None:
             torch_kernel = torch.library.get_kernel(f"aten::{name}", key)
             library.impl(name, functools.partial(implementation, torch_kernel), key, with_keyset=True)
     _library = library
+    redirect_aten(True)
 
 
 def disable_aten() -> None:
@@ -65,6 +66,7 @@ def disable_aten() -> None:
     if _library is not None:
         _library._destroy()
         _library = None
+        redirect_aten(False)
 
 
 @contextlib.contextmanager
@@ -84,25 +86,14 @@ def _dispatch_keys() -> tuple[str, ...]:
     return ("CUDA", "CPU") if is_interpreted(kernels._conv2d_fwd_implicit_gemm_kernel) else ("CUDA",)
 
 
-@contextlib.contextmanager
-def _serving() -> Iterator[None]:
-    """Mark this thread as inside a call tritonconv serves: convolutions it asks torch for go to
-    torch's kernel."""
-    _local.depth = getattr(_local, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _local.depth -= 1
-
-
 @torch.compiler.disable  # a compiled graph's extern call lands here: Dynamo must not trace the launchers
 def _served(op: str, torch_kernel, keyset, ours: Callable, *arguments) -> object:
     torchs = functools.partial(torch_kernel.call_boxed, keyset)
-    if getattr(_local, "depth", 0):
+    if in_torch_kernels():  # asked for by tritonconv itself: its torch route, its checks
         return torchs(*arguments)
 
     def guarded(*arguments):
-        with _serving():
+        with torch_kernels():
             return ours(*arguments)
 
     return serve(op, guarded, torchs, *arguments)

@@ -11,7 +11,7 @@ from ..ops.epilogue import ACTIVATIONS, Epilogue, saves_output, slope_constant, 
 from ..plan.direct import Geometry
 from ..plan.prepared import PreparedConv, call_key, prepared_conv, tensor_key
 from ..plan.prepared import _prepared as PREPARED
-from ..problem.arithmetic import conv1d_problem, hashable
+from ..problem.arithmetic import ConvProblem, conv1d_problem, hashable
 from ..problem.torch_reference import TORCH_CONV1D, TORCH_CONV2D, TORCH_CONV3D, check_like_torch
 from . import differentiable, library_ops
 from .autograd import ConvGradients, conv_gradients, save_operands
@@ -320,6 +320,7 @@ def _needs_grad(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 
 
 _shapes_only = False
+_note: Callable[[ConvProblem], None] | None = None
 
 
 def recording_shapes() -> bool:
@@ -328,16 +329,25 @@ def recording_shapes() -> bool:
 
 
 @contextlib.contextmanager
-def torch_computes() -> Iterator[None]:
+def torch_computes(note: Callable[[ConvProblem], None] | None = None) -> Iterator[None]:
     """Within this context `conv2d` hands every call to `F.conv2d`: `models.tune_model` records the
     problems a model runs through torch's own conv, where a model already using tritonconv would
-    otherwise compile (and, with TRITONCONV_AUTOTUNE=on, tune) mid-recording."""
-    global _shapes_only
-    previous, _shapes_only = _shapes_only, True
+    otherwise compile (and, with TRITONCONV_AUTOTUNE=on, tune) mid-recording. `note` receives the
+    problems a caller reports itself (`note_problem`)."""
+    global _shapes_only, _note
+    previous = _shapes_only, _note
+    _shapes_only, _note = True, note
     try:
         yield
     finally:
-        _shapes_only = previous
+        _shapes_only, _note = previous
+
+
+def note_problem(problem: ConvProblem) -> None:
+    """While recording: `problem` is what the next torch convolution call really runs (a causal
+    conv1d computes its padded conv1d then crops; tritonconv runs the causal problem itself)."""
+    if _note is not None:
+        _note(problem)
 
 
 # One C call that is False outside every autocast region: the common case costs no more than that.

@@ -35,6 +35,7 @@ from .functional import (
     conv1d,
     fused_key,
     fused_needs_grad,
+    note_problem,
     recording_shapes,
     run_fused,
 )
@@ -69,6 +70,14 @@ def causal_conv1d(
         )
     channels, taps, length = x.shape[-2], weight.shape[-1], x.shape[-1]
     reach = (taps - 1) * dilation
+    if recording_shapes() and length > 0:  # what runs is the causal problem, not the padded call below
+        dtype = autocast_dtype_for(x)
+        x_cast, weight_cast, bias_cast = (
+            (x, weight, bias) if dtype is None else (autocast(t, dtype) for t in (x, weight, bias))
+        )
+        x_2d = x_cast.unsqueeze(-2) if x.dim() == 3 else x_cast.unsqueeze(-2).unsqueeze(0)
+        geometry = ((1, 1), (0, reach), (1, dilation), channels)
+        note_problem(causal_problem(x_2d, weight_cast.unsqueeze(-2), bias_cast, *geometry))
     if recording_shapes() or torch.compiler.is_compiling() or transforms_active() or length == 0:
         padded = conv1d if not recording_shapes() else TORCH_CONV1D
         output = padded(x, weight, bias, 1, reach, dilation, channels)[..., :length]

@@ -11,7 +11,9 @@ the transposed one's (`registry.TRANSPOSED_PASSES`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -23,26 +25,68 @@ from ..problem.arithmetic import ConvProblem, conv1d_problem, problem_from_tenso
 from ..problem.planar import volume_problem
 from ..problem.torch_reference import TORCH_CONV1D, TORCH_CONV2D, TORCH_CONV3D
 from ..tuning.distributed import Shard
-from ..tuning.session import TuneSummary, tune_problems
-from ..tuning.tuner import Timer
+from ..tuning.session import device_cache, tune_problems
+from ..tuning.tuner import ALL_ROUTES, Timer
+from .verdict import ModelVerdict, verdict_of
 
 CONV_PARAMETERS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 GEOMETRY_DEFAULTS = {"stride": 1, "padding": 0, "dilation": 1, "groups": 1}
 
 
+@dataclass(frozen=True)
+class RecordedConv:
+    """One convolution call a model made: the innermost module that made it ('' for the model's own
+    forward), the problem tritonconv runs for it and, for a transposed convolution, that it is one
+    (its problem is the underlying convolution, whose passes serve it: `registry.TRANSPOSED_PASSES`)."""
+
+    layer: str
+    problem: ConvProblem
+    transposed: bool = False
+
+
 class _ConvRecorder(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
-        self.calls: list[ConvProblem] = []
-        self.transposed: list[ConvProblem] = []
+        self.calls: list[RecordedConv] = []
+        self.layers: list[str] = []  # the modules being run, innermost last
+        self._noted: ConvProblem | None = None
+
+    @property
+    def layer(self) -> str:
+        return self.layers[-1] if self.layers else ""
+
+    def note(self, problem: ConvProblem) -> None:
+        """`functional.note_problem`: the next call runs `problem` (not what its arguments say)."""
+        self._noted = problem
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in (TORCH_CONV1D, TORCH_CONV2D, TORCH_CONV3D):
-            self.calls.append(_problem_of_call(func, *args, **kwargs))
+            problem, self._noted = self._noted or _problem_of_call(func, *args, **kwargs), None
+            self.calls.append(RecordedConv(self.layer, problem))
         elif func in (TORCH_CONV_TRANSPOSE1D, TORCH_CONV_TRANSPOSE2D, TORCH_CONV_TRANSPOSE3D):
-            self.transposed.append(transposed.problem_of_call(func is TORCH_CONV_TRANSPOSE1D, *args, **kwargs))
+            problem = transposed.problem_of_call(func is TORCH_CONV_TRANSPOSE1D, *args, **kwargs)
+            self.calls.append(RecordedConv(self.layer, problem, transposed=True))
         return func(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def naming_layers(self, model: object) -> Iterator[None]:
+        """While the model runs, know which of its modules is running (hooks, removed afterwards)."""
+        if not isinstance(model, torch.nn.Module):
+            yield
+            return
+        def leave(*_) -> None:  # a forward hook's return value would replace the module's output
+            self.layers.pop()
+
+        handles = []
+        for name, module in model.named_modules():
+            handles.append(module.register_forward_pre_hook(lambda *_, name=name: self.layers.append(name)))
+            handles.append(module.register_forward_hook(leave))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 def _problem_of_call(func: object, *args, **kwargs) -> ConvProblem:
@@ -71,10 +115,16 @@ def record_all_problems(
     model: Callable, *example_inputs, **example_kwargs
 ) -> tuple[list[ConvProblem], list[ConvProblem]]:
     """(convolutions, transposed convolutions as their underlying convolutions) the model runs."""
+    calls = record_calls(model, *example_inputs, **example_kwargs)
+    return [c.problem for c in calls if not c.transposed], [c.problem for c in calls if c.transposed]
+
+
+def record_calls(model: Callable, *example_inputs, **example_kwargs) -> list[RecordedConv]:
+    """Every convolution call the model makes, in order, with the module that made it."""
     recorder = _ConvRecorder()
-    with torch.no_grad(), torch_computes(), recorder:
+    with torch.no_grad(), torch_computes(recorder.note), recorder, recorder.naming_layers(model):
         model(*example_inputs, **example_kwargs)
-    return recorder.calls, recorder.transposed
+    return recorder.calls
 
 
 def tune_model(
@@ -86,21 +136,30 @@ def tune_model(
     timer: Timer | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     shard: Shard | None = None,
+    routes: str = ALL_ROUTES,
     **example_kwargs,
-) -> TuneSummary:
+) -> ModelVerdict:
     """Tune the distinct convolution problems `model` runs on the example inputs, for `passes`
     ('fwd', 'dgrad', 'wgrad'), into this device's cache; already-cached ones are skipped unless
     `force`. Put the model and inputs on the device, dtype and memory format you will run (or run
     it under the autocast you will use): those are part of each problem.
 
-    Transposed convolutions are tuned as the passes of their underlying convolutions that serve
-    them ('fwd' of a transposed layer is its convolution's 'dgrad').
+    Every problem-pass times torch's own convolution beside the Triton candidates, and a patched
+    model then runs whichever is faster (`routes='triton'` keeps torch out of the choice, to
+    measure Triton alone; torch is still timed for the verdict). Transposed convolutions are tuned
+    as the passes of their underlying convolutions that serve them ('fwd' of a transposed layer is
+    its convolution's 'dgrad').
 
-    Returns the summary (`tuned`, `cached`, `failed`, `line()`); `problems` holds the distinct
-    problems recorded.
+    Returns the verdict (`models.verdict.ModelVerdict`): per (layer, pass) the best Triton route
+    and time, torch's time, the choice and the ratio, `line()` for the model, `table()`, `write_csv`;
+    and the tuning summary's `tuned`, `cached`, `failed` and `problems`.
     """
-    problems, transposed_problems = record_all_problems(model, *example_inputs, **example_kwargs)
-    return tune_problems(
-        problems, passes, force=force, max_candidates=max_candidates, timer=timer, progress=progress, shard=shard,
-        transposed=transposed_problems,
+    calls = record_calls(model, *example_inputs, **example_kwargs)
+    problems = [call.problem for call in calls if not call.transposed]
+    transposed_problems = [call.problem for call in calls if call.transposed]
+    cache = device_cache()
+    summary = tune_problems(
+        problems, passes, cache=cache, force=force, max_candidates=max_candidates, timer=timer, progress=progress,
+        shard=shard, transposed=transposed_problems, routes=routes,
     )  # fmt: skip
+    return verdict_of(calls, passes, cache, summary)

@@ -26,12 +26,14 @@ from .space import candidates
 HEURISTIC = "heuristic"
 TMA_HEURISTIC = "tma heuristic"
 SPREAD = "spread"
+TORCH = "torch"
 
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:
-    """One (route, config) to time and why it was picked: `HEURISTIC`, `TMA_HEURISTIC`, `SPREAD`
-    or `model #i` (its rank by the cost model, 1 = the model's fastest)."""
+    """One (route, config) to time and why it was picked: `HEURISTIC`, `TMA_HEURISTIC`, `SPREAD`,
+    `TORCH` (torch's own convolution, timed beside every tuned problem) or `model #i` (its rank by the
+    cost model, 1 = the model's fastest)."""
 
     variant: str
     config: KernelConfig

@@ -15,7 +15,7 @@ from .cache import TuningCache, cache_dir, problem_key
 from .distributed import Shard
 from .fingerprint import device_slug, problem_fingerprint
 from .nearest import nearest_entry
-from .tuner import Timer, tf32_key, tune_problem
+from .tuner import ALL_ROUTES, TRITON_ROUTES, Timer, decide, redecidable, tf32_key, tune_problem
 
 
 @dataclass
@@ -49,6 +49,12 @@ def cached_entry(cache: TuningCache, problem: ConvProblem, pass_name: str) -> di
     """The cached entry for (problem, pass) if it was tuned under the current code and space."""
     fingerprint = problem_fingerprint(pass_name, tuned_variants(problem, pass_name))
     return cache.lookup(problem_key(problem, pass_name, tf32_key()), fingerprint)
+
+
+def entry_routes(entry: dict) -> str:
+    """What an entry was chosen from: 'all' (torch's convolution timed too) or 'triton' (written by a
+    run that kept torch out, or by a version that never timed it)."""
+    return entry.get("routes", TRITON_ROUTES)
 
 
 def shipped_table() -> TuningCache | None:
@@ -97,6 +103,7 @@ def tune_problems(
     transposed: Iterable[ConvProblem] = (),
     top_k: int | None = None,
     records: list[dict] | None = None,
+    routes: str = ALL_ROUTES,
 ) -> TuneSummary:
     """Tune every (problem, pass) not already cached (all of them with `force`), writing each entry
     as soon as it is tuned so an interrupted run keeps what it finished. `transposed` holds the
@@ -107,7 +114,10 @@ def tune_problems(
     every rank's entries, new and cached, are stored into this process's cache too, and the summary
     counts every rank's work. `progress` sees this process's share. `top_k` times only the pruned
     candidates (`tuner.tune_problem`); `records` receives one row per candidate timed here, with
-    the problem's cache key.
+    the problem's cache key. `routes` ('all' or 'triton') says whether torch's own convolution
+    competes (`tuner.tune_problem`); a cached entry counts only if it was tuned with the same
+    choice (an entry written before torch was timed is a Triton-only one: served as it is, but
+    tuned again when torch competes).
     """
     cache = cache or device_cache()
     distinct = list(dict.fromkeys(problems))
@@ -123,11 +133,15 @@ def tune_problems(
         if progress:
             progress(done, len(mine), key)
         entry = None if force else cached_entry(cache, problem, pass_name)
-        if entry is not None:
+        if entry is not None and entry_routes(entry) != routes and redecidable(entry):
+            entry = decide(entry, routes)  # both routes' times are in it: choose again, time nothing
+            cache.store({key: entry})
+        if entry is not None and entry_routes(entry) == routes:
             outcomes.append(("cached", key, entry))
             continue
         rows: list[dict] = []
-        entry = tune_problem(problem, pass_name, timer=timer, max_candidates=max_candidates, top_k=top_k, records=rows)
+        entry = tune_problem(problem, pass_name, timer=timer, max_candidates=max_candidates, top_k=top_k, records=rows,
+                             routes=routes)  # fmt: skip
         if records is not None:
             records.extend({"key": key, **row} for row in rows)
         cache.store({key: entry})

@@ -24,22 +24,26 @@ import torch.nn.functional as F
 
 from .. import kernels
 from ..ops import launch, launch_spec, static_compile
+from ..ops.torch_conv import TORCH_CONFIG
 from ..problem.arithmetic import CHANNELS_LAST, ConvProblem
 from ..problem.config import KernelConfig
 from ..problem.devices import DEFAULT_ARCH, GpuArch
 from ..problem.runtime import POISON_ENV, device_arch, fp32_dot_precision, is_interpreted
 from ..problem.torch_reference import TORCH_CONV2D, TORCH_CONV3D
 from ..routes.calls import conv2d_dgrad, conv2d_fwd, conv2d_wgrad
-from ..routes.registry import Plan, spec, tuned_variants
+from ..routes.registry import Plan, Variant, spec, tuned_variants
 from . import cost_model, prune
 from .fingerprint import device_slug, problem_fingerprint
-from .select import choose
+from .select import choose, prefer_torch, spread
 from .space import candidates
 
 Timer = Callable[[Callable[[], object]], Sequence[float]]
 # Largest relative error (max |got - ref| / max |ref|) a correct config shows, by operand precision.
 TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 4e-2, torch.float32: 1e-2, torch.float64: 1e-9}
 INTERPRETER_CANDIDATES = 3
+# What a tuning run may choose from: every route (torch's own convolution included) or Triton's only.
+ALL_ROUTES, TRITON_ROUTES = "all", "triton"
+ROUTE_CHOICES = (ALL_ROUTES, TRITON_ROUTES)
 
 
 def interpreted() -> bool:
@@ -163,12 +167,18 @@ def tune_problem(
     max_candidates: int | None = None,
     top_k: int | None = None,
     records: list[dict] | None = None,
+    routes: str = ALL_ROUTES,
 ) -> dict:
     """Time and check every candidate of every tuned variant (at most `max_candidates` per variant),
     or, with `top_k`, only the pruned few (`prune.pruned`: the heuristic's, the TMA route's and the
-    cost model's `top_k` best); return the cache entry (its "config" is None when every candidate
-    failed). With `records`, one row per candidate is appended to it: why it was picked, its
-    static numbers and its time or why it was not timed (`candidate_record`)."""
+    cost model's `top_k` best), then torch's own convolution on the same tensors; return the cache
+    entry: the best Triton candidate under "triton", torch's time ("torch_ms") and the choice made
+    from `routes` ('all': torch's kernel may be chosen, `select.prefer_torch`; 'triton': Triton's
+    only, torch timed for the verdict alone), "config" None when nothing ran. With `records`, one
+    row per candidate is appended to it: why it was picked, its static numbers and its time or why
+    it was not timed (`candidate_record`)."""
+    if routes not in ROUTE_CHOICES:
+        raise ValueError(f"routes must be one of {', '.join(ROUTE_CHOICES)}; got {routes!r}")
     gpu = on_gpu()
     device = device or torch.device("cuda" if gpu else "cpu")
     timer = timer or (gpu_timer if gpu else interpreter_timer)
@@ -193,11 +203,22 @@ def tune_problem(
             workload, variant, config, problem.dtype
         )
         if reason is None:
-            timings[index] = list(timer(lambda variant=variant, config=config: workload.run(variant, config)))
+            timings[index] = _timed(timer, workload, problem, pass_name, variant, config)
         else:
             failed.append({"variant": variant, "config": config.as_dict(), "reason": reason})
         if records is not None:
             records.append(candidate_record(problem, pass_name, candidate, numbers, reason, timings.get(index)))
+    torch_samples = None
+    # torch's kernel, checked once like any candidate and timed on the same tensors, whatever `routes`
+    # (a run that keeps it out of the choice still reports its time).
+    reason = _gate(workload, Variant.TORCH, TORCH_CONFIG, problem.dtype)
+    if reason is None:
+        torch_samples = _timed(timer, workload, problem, pass_name, Variant.TORCH, TORCH_CONFIG)
+    else:
+        failed.append({"variant": Variant.TORCH, "config": TORCH_CONFIG.as_dict(), "reason": reason})
+    if records is not None:
+        torch_candidate = prune.Candidate(Variant.TORCH, TORCH_CONFIG, prune.TORCH)
+        records.append(candidate_record(problem, pass_name, torch_candidate, {}, reason, torch_samples))
     entry = {
         "pass": pass_name,
         "problem": problem_fields(problem),
@@ -209,18 +230,51 @@ def tune_problem(
         "tuned_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     entry["fingerprint"] = problem_fingerprint(pass_name, tuned_variants(problem, pass_name))
-    if not timings:
-        return {**entry, "variant": None, "config": None}
-    choice = choose(timings)
-    variant, config = tried[choice.index]
-    return {
-        **entry,
-        "variant": variant,
-        "config": config.as_dict(),
-        "median_ms": choice.median_ms,
-        "spread_ms": choice.spread_ms,
-        "tied": len(choice.tied),
-    }
+    entry["torch_ms"] = None if torch_samples is None else statistics.median(torch_samples)
+    entry["torch_spread_ms"] = None if torch_samples is None else spread(torch_samples)
+    triton = None
+    if timings:
+        choice = choose(timings)
+        variant, config = tried[choice.index]
+        triton = {"variant": variant, "config": config.as_dict(), "median_ms": choice.median_ms,
+                  "spread_ms": choice.spread_ms, "tied": len(choice.tied)}  # fmt: skip
+    return decide({**entry, "triton": triton}, routes)
+
+
+def decide(entry: dict, routes: str) -> dict:
+    """`entry` (with its "triton" best and "torch_ms"/"torch_spread_ms") with its choice made from
+    `routes`: torch's kernel when it may compete and `select.prefer_torch` says it is faster beyond
+    the noise, else the best Triton candidate ("config" None when there is none). No timing: a cached
+    entry is re-decided this way when a run asks for other routes."""
+    triton, torch_ms, torch_spread = entry.get("triton"), entry.get("torch_ms"), entry.get("torch_spread_ms")
+    decided = {**entry, "routes": routes}
+    if routes == ALL_ROUTES and prefer_torch(triton, torch_ms, torch_spread):
+        return {**decided, "variant": Variant.TORCH, "config": TORCH_CONFIG.as_dict(), "median_ms": torch_ms,
+                "spread_ms": torch_spread, "tied": 1}  # fmt: skip
+    if triton is None:
+        return {**decided, "variant": None, "config": None}
+    return {**decided, **triton}
+
+
+def redecidable(entry: dict) -> bool:
+    """Whether `decide` can choose for `entry` again without timing (it holds both routes' times)."""
+    return "triton" in entry and "torch_ms" in entry
+
+
+# The candidate being timed now, (problem, pass, variant), for a timer that wants to know (tests' fakes).
+timing_now: tuple[ConvProblem, str, str] | None = None
+
+
+def _timed(
+    timer: Timer, workload: Workload, problem: ConvProblem, pass_name: str, variant: str, config: KernelConfig
+) -> list[float]:
+    """The timer's samples of one candidate, `timing_now` naming it meanwhile."""
+    global timing_now
+    timing_now = (problem, pass_name, variant)
+    try:
+        return list(timer(lambda: workload.run(variant, config)))
+    finally:
+        timing_now = None
 
 
 def problem_fields(problem: ConvProblem) -> dict:
@@ -298,7 +352,8 @@ def candidate_record(
 ) -> dict:  # fmt: skip
     """One timed (or refused) candidate as a row of the per-candidate report: why it was picked, the
     cost model's estimate, its static numbers and waves over the SMs, its median time."""
-    estimate = None if candidate.variant in cost_model.UNMODELLED else cost_model.estimate(
+    unmodelled = candidate.variant in cost_model.UNMODELLED or candidate.variant == Variant.TORCH
+    estimate = None if unmodelled else cost_model.estimate(
         problem, pass_name, candidate.config, cost_model.H200)  # fmt: skip
     sms = torch.cuda.get_device_properties(0).multi_processor_count if on_gpu() else cost_model.H200.sms
     programs = numbers.get("programs")
