@@ -75,6 +75,7 @@ class _ConvRecorder(TorchFunctionMode):
         if not isinstance(model, torch.nn.Module):
             yield
             return
+
         def leave(*_) -> None:  # a forward hook's return value would replace the module's output
             self.layers.pop()
 

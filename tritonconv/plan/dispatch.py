@@ -201,13 +201,20 @@ def describe(problem: ConvProblem, passes: Mapping[Pass, Pass] | None = None) ->
     dgrad: `registry.TRANSPOSED_PASSES`); by default each pass is itself."""
     served = dict(passes or {name: name for name in Pass})
     plans = {name: plan_pass(problem, served[name]) for name in Pass}
+    timings = {name: tuned_timing(problem, served[name]) for name in Pass}
     forward = plans[Pass.FWD]
     return {
         "variant": forward.variant,
         "config": forward.config.as_dict(),
         "config_source": forward.config_source,
+        "timing": timings[Pass.FWD],
         "backward": {
-            str(name): {"variant": p.variant, "config": p.config.as_dict(), "config_source": p.config_source}
+            str(name): {
+                "variant": p.variant,
+                "config": p.config.as_dict(),
+                "config_source": p.config_source,
+                "timing": timings[name],
+            }
             for name, p in plans.items()
             if name != Pass.FWD
         },
@@ -216,4 +223,25 @@ def describe(problem: ConvProblem, passes: Mapping[Pass, Pass] | None = None) ->
         "gemm": {"m": problem.gemm_m, "n": problem.gemm_n, "k": problem.gemm_k, "groups": problem.groups},
         "flops": problem.flops,
         "min_bytes": problem.min_bytes,
+    }
+
+
+def tuned_timing(problem: ConvProblem, pass_name: str) -> dict | None:
+    """What tuning measured for a pass of `problem` (None if it was not tuned, in this device's cache
+    or the shipped table): the route chosen, the best Triton route and its time, torch's time (ms;
+    None where that entry never timed torch) and `torch_over_chosen`, torch's time over the chosen
+    route's (above 1: tritonconv's kernel is that much faster; 1: torch's own kernel serves it)."""
+    found = find_entry(problem, pass_name, borrow=False)
+    if found is None:
+        return None
+    entry, source = found
+    triton = entry.get("triton") or ({"variant": entry["variant"], "median_ms": entry.get("median_ms")})
+    torch_ms, chosen_ms = entry.get("torch_ms"), entry.get("median_ms")
+    return {
+        "chosen": str(entry["variant"]),
+        "source": source,
+        "triton_route": None if triton.get("variant") is None else str(triton["variant"]),
+        "triton_ms": triton.get("median_ms"),
+        "torch_ms": torch_ms,
+        "torch_over_chosen": None if torch_ms is None or not chosen_ms else torch_ms / chosen_ms,
     }

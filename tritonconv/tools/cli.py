@@ -26,6 +26,7 @@ from ..plan.dispatch import PASSES
 from ..problem.arithmetic import CHANNELS_LAST, CONTIGUOUS
 from ..problem.devices import ARCHES
 from ..problem.runtime import rerun_compiled, rerun_under_interpreter_without_gpu
+from ..tuning.tuner import ALL_ROUTES, ROUTE_CHOICES
 from .bench.compare import FORMATS as COMPARE_FORMATS
 from .bench.run import BASELINES
 from .kernel_gate import DEFAULT_SUITES as GATE_SUITES
@@ -91,6 +92,18 @@ def _out_csv(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"expected a path ending in .csv (OUT.png and OUT.md go beside it); got {text!r}"
         )
+    return _writable(text)
+
+
+def _report_csv(text: str) -> str:
+    """`tune --report`: a CSV path whose folder is writable or creatable."""
+    if not text.endswith(".csv"):
+        raise argparse.ArgumentTypeError(f"expected a path ending in .csv; got {text!r}")
+    return _writable(text)
+
+
+def _writable(text: str) -> str:
+    """`text`, once a file can be created in its folder (or the nearest existing folder above it)."""
     folder = os.path.dirname(os.path.abspath(text))
     existing = folder
     while not os.path.exists(existing):
@@ -143,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         help="time at most this many configs per variant: the heuristic's and the cost model's best",
     )
+    tune.add_argument(
+        "--routes", choices=ROUTE_CHOICES, default=ALL_ROUTES,
+        help="all: torch's own convolution competes and serves a layer-pass where it is faster (default); "
+        "triton: Triton's kernels only (torch is still timed, for the verdict)",
+    )  # fmt: skip
+    tune.add_argument("--report", type=_report_csv, help="write the verdict (one row per layer and pass) as CSV")
     bench = commands.add_parser("bench", help="time a suite against torch; write OUT.csv, OUT.png and OUT.md")
     bench.add_argument(
         "--suite", type=_suite, required=True, help="a suite name (see `tritonconv suites`) or a CSV path"
@@ -224,6 +243,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.model and not args.input_shape:
         build_parser().error("--model needs --input-shape N,C,H,W")
     rerun_under_interpreter_without_gpu("tritonconv")
+    from ..models.verdict import verdict_of
     from ..tuning import distributed
     from ..tuning.session import device_cache, tune_problems
     from ..tuning.tuner import interpreted
@@ -232,21 +252,29 @@ def _run(args: argparse.Namespace) -> int:
     shard = distributed.shard_from_environment()
     try:
         lead = shard is None or shard.rank == 0
-        problems = _problems(args)
+        calls = _calls(args)
         cache = device_cache()
         if interpreted() and lead:
             print(
                 "no GPU: tuning through the Triton interpreter; its timings say nothing about kernels", file=sys.stderr
             )
         summary = tune_problems(
-            problems, args.passes, cache=cache, force=args.force, max_candidates=args.max_candidates,
-            progress=Progress("tune") if lead else None, shard=shard,
+            [c.problem for c in calls if not c.transposed], args.passes, cache=cache, force=args.force,
+            max_candidates=args.max_candidates, progress=Progress("tune") if lead else None, shard=shard,
+            transposed=[c.problem for c in calls if c.transposed], routes=args.routes,
         )  # fmt: skip
     finally:
         distributed.leave()
     if lead:
         if shard is not None:
             print(f"ranks: {shard.world}, each tuned its share; every rank's cache holds all entries")
+        verdict = verdict_of(calls, args.passes, cache, summary)
+        if args.model:
+            print(verdict.table())
+        else:
+            print(verdict.line())
+        if args.report:
+            print(f"wrote {verdict.write_csv(args.report)}")
         print(f"cache: {cache.path}")
         print(summary.line())
     return 0
@@ -326,13 +354,14 @@ def _suite_layers(args: argparse.Namespace) -> list:
     ]
 
 
-def _problems(args: argparse.Namespace) -> list:
-    """The problems to tune: a suite's layers, or the convolutions a model runs on a random input of
-    `--input-shape`, for every --dtype and --layout."""
-    if args.suite:
-        return [layer.problem for layer in _suite_layers(args)]
-    from ..models.tune_model import record_problems
+def _calls(args: argparse.Namespace) -> list:
+    """The convolutions to tune (`tune_model.RecordedConv`): a suite's layers, or the calls a model
+    makes on a random input of `--input-shape`, for every --dtype and --layout."""
+    from ..models.tune_model import RecordedConv, record_calls
     from ..tuning.tuner import interpreted
+
+    if args.suite:
+        return [RecordedConv(layer.name, layer.problem) for layer in _suite_layers(args)]
 
     try:
         model = args.model()
@@ -340,7 +369,7 @@ def _problems(args: argparse.Namespace) -> list:
         raise RuntimeError(f"--model {args.model.spec}: the factory raised {type(error).__name__}: {error}") from error
     shape = (args.batch, *args.input_shape[1:]) if args.batch else args.input_shape
     device = torch.device("cpu" if interpreted() else "cuda")
-    problems = []
+    calls = []
     for dtype in args.dtype:
         for layout in args.layout:
             memory_format = (
@@ -349,13 +378,13 @@ def _problems(args: argparse.Namespace) -> list:
             model = model.to(device=device, dtype=DTYPES[dtype], memory_format=memory_format)
             example = torch.randn(shape, device=device, dtype=DTYPES[dtype]).to(memory_format=memory_format)
             try:
-                problems += record_problems(model, example)
+                calls += record_calls(model, example)
             except Exception as error:  # the model's own error (wrong channel count, ...), with what was run
                 raise RuntimeError(
                     f"--model {args.model.spec} on a {dtype} {layout} input of shape {tuple(shape)}: "
                     f"{type(error).__name__}: {error}"
                 ) from error
-    return problems
+    return calls
 
 
 def _factory(spec: str) -> Callable:
