@@ -21,10 +21,10 @@ endif
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $@
 
-# The tests run in the interpreter, one core each: the files are shared out over every core (a file's
-# tests stay in one process, so its module fixtures run once).
+# The tests run in the interpreter, one core each: the tests are shared out over every core one by one as
+# workers free up (a file that shares a module fixture marks its tests with one xdist_group, kept together).
 test: setup
-	$(PY) -m pytest -q -n auto --dist loadfile
+	$(PY) -m pytest -q -n auto --dist loadgroup
 
 test-gpu: $(SETUP)
 	$(PY) -m pytest -q -m gpu

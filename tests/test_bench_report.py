@@ -17,6 +17,9 @@ from conv_reference import loops_to_runtime_bounds
 from tritonconv.problem.suites import suites_folder
 from tritonconv.tools.bench.compare import compare
 
+# The module's one bench run (`report`) serves every test here: keep them on one xdist worker.
+pytestmark = pytest.mark.xdist_group("bench_report")
+
 REQUIRED_COLUMNS = [
     "suite", "layer", "pass", "n", "c", "h", "w", "k", "r", "s", "stride_h", "stride_w", "pad_h", "pad_w", "dil_h",
     "dil_w", "groups", "p", "q", "dtype", "layout", "variant", "config", "triton_ms", "torch_ms", "speedup",
