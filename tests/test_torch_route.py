@@ -260,3 +260,16 @@ def test_compiled_and_exported_graphs_hold_tritonconv_ops_serving_torch_route(fr
     compiled = torch.compile(model, backend="aot_eager")
     torch.testing.assert_close(compiled(x), reference(x), atol=1e-5, rtol=1e-5)
     assert len(served) == 2
+
+
+def test_the_host_bench_times_a_call_planned_to_the_torch_route_beside_torch_itself():
+    from tritonconv.tools.bench.host import torch_route_rows
+
+    problem = make_problem(n=1, c=4, h=5, w=5, k=4, r=3, s=3, padding=1, layout="channels_last")
+    ran = []
+    rows = torch_route_rows(problem, "cpu", lambda fn: ran.append(fn()) or 1.0)
+    assert rows == {"torch route fwd": 1.0, "torch fwd (same tensors)": 1.0}
+    torch.testing.assert_close(ran[0], ran[1], rtol=0, atol=0)  # the same kernel: bitwise the same answer
+    # the scratch cache entry is gone with its folder: the forward is planned as before
+    x, w = torch.randn(1, 4, 5, 5), torch.randn(4, 4, 3, 3)
+    assert tritonconv.explain(x, w, padding=1)["variant"] != Variant.TORCH

@@ -29,7 +29,9 @@ from ..problem.arithmetic import CHANNELS_LAST, ConvProblem, is_channels_last_li
 from ..problem.config import KernelConfig
 from .epilogue import NO_EPILOGUE, Epilogue, torch_activation
 
-ATEN_CONVOLUTION = torch.ops.aten.convolution.default
+# aten::convolution through its C++ binding (a few microseconds less than the `torch.ops` overload);
+# aten::convolution_backward has only the overload.
+ATEN_CONVOLUTION = torch.convolution
 ATEN_CONVOLUTION_BACKWARD = torch.ops.aten.convolution_backward.default
 # The route has no launch config; plans and cache entries carry this placeholder.
 TORCH_CONFIG = KernelConfig(block_m=1, block_n=1, block_k=1, group_m=1, num_warps=1, num_stages=1)

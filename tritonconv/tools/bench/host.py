@@ -10,10 +10,14 @@ For each layer it times, in steady state (the call's key already prepared):
   three gradients, autograd's engine included;
 - `train step`: forward with autograd and `backward()`, all three gradients (autograd's own
   engine included);
-and counts the kernel launches of each. Without a GPU every launch is replaced by a stub
-(`ops.launch.STUB`) that takes the launch and its pointers, so everything but the launch itself is
-timed; the reference is `F.conv2d` on meta tensors (aten's dispatch and shape checks, no compute).
-With a GPU the launches are real and the reference is `F.conv2d` (cuDNN) on the same tensors.
+and, with the forward planned to torch's own kernel (the `torch` route, as a tuned cache entry that
+chose it would plan it), `torch route fwd`: `tritonconv.conv2d` resolving to torch, beside
+`torch fwd (same tensors)`, `F.conv2d` on the same operands; their difference is what the planned call
+adds to calling torch directly (the key lookup). Each row counts the kernel launches. Without a GPU
+every launch is replaced by a stub (`ops.launch.STUB`) that takes the launch and its pointers, so
+everything but the launch itself is timed; the reference is `F.conv2d` on meta tensors (aten's
+dispatch and shape checks, no compute). With a GPU the launches are real and the reference is
+`F.conv2d` (cuDNN) on the same tensors.
 
 Each figure is the median over `--repeats` batches of `--calls` calls of the mean per call.
 
@@ -23,10 +27,13 @@ Usage: python -m tritonconv.tools.bench.host [--suite resnet50] [--batch N] [--d
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pandas as pd
 import torch
@@ -34,9 +41,15 @@ import torch.nn.functional as F
 
 import tritonconv
 from tritonconv.ops import launch
+from tritonconv.ops.torch_conv import TORCH_CONFIG
+from tritonconv.plan.dispatch import forget_plans
 from tritonconv.plan.prepared import call_key, lookup
 from tritonconv.problem.suites import load_suite
-from tritonconv.tuning.fingerprint import device_slug
+from tritonconv.routes.registry import Variant, tuned_variants
+from tritonconv.tuning.cache import CACHE_ENV, problem_key
+from tritonconv.tuning.fingerprint import device_slug, problem_fingerprint
+from tritonconv.tuning.session import device_cache
+from tritonconv.tuning.tuner import tf32_key
 
 from .timing import stamp
 
@@ -139,6 +152,38 @@ def layer_calls(problem, device: str, dtype: torch.dtype) -> dict[str, Callable[
     return calls
 
 
+@contextlib.contextmanager
+def torch_route_planned(problem) -> Iterator[None]:
+    """Within: the forward of `problem` is planned to the torch route, by a cache entry in a scratch
+    cache directory (what tuning writes when torch's kernel wins); the user's cache is untouched."""
+    previous = os.environ.get(CACHE_ENV)
+    with tempfile.TemporaryDirectory() as directory:
+        os.environ[CACHE_ENV] = directory
+        try:
+            entry = {"pass": "fwd", "variant": str(Variant.TORCH), "config": TORCH_CONFIG.as_dict(), "routes": "all",
+                     "fingerprint": problem_fingerprint("fwd", tuned_variants(problem, "fwd"))}  # fmt: skip
+            device_cache().store({problem_key(problem, "fwd", tf32_key()): entry})
+            forget_plans()
+            yield
+        finally:
+            if previous is None:
+                del os.environ[CACHE_ENV]
+            else:
+                os.environ[CACHE_ENV] = previous
+            forget_plans()
+
+
+def torch_route_rows(problem, device: str, time_us: Callable[[Callable[[], object]], float]) -> dict[str, float]:
+    """µs per call of `tritonconv.conv2d` planned to the torch route and of `F.conv2d` on the same tensors."""
+    x = torch.randn(problem.input_shape, dtype=problem.dtype, device=device).to(memory_format=torch.channels_last)
+    weight = torch.randn(problem.weight_shape, dtype=problem.dtype, device=device).to(memory_format=torch.channels_last)
+    geometry = dict(stride=problem.stride, padding=problem.padding, dilation=problem.dilation, groups=problem.groups)
+    with torch_route_planned(problem):
+        assert tritonconv.explain(x, weight, **geometry)["variant"] == Variant.TORCH
+        return {"torch route fwd": time_us(lambda: tritonconv.conv2d(x, weight, **geometry)),
+                "torch fwd (same tensors)": time_us(lambda: F.conv2d(x, weight, **geometry))}  # fmt: skip
+
+
 def host_rows(layers: list, on_gpu: bool, time_us: Callable[[Callable[[], object]], float]) -> list[dict]:
     """One row per (layer, timed call): µs per call by `time_us`, with real launches on a GPU and
     stubbed ones without (the kernels each call launches are listed there). 3-D layers are skipped:
@@ -161,6 +206,11 @@ def host_rows(layers: list, on_gpu: bool, time_us: Callable[[Callable[[], object
                          "launch": "real" if on_gpu else "stub", "batch": layer.problem.n,
                          "dtype": str(layer.problem.dtype).removeprefix("torch.")})  # fmt: skip
             print(f"{layer.name:>20s} {pass_name:>18s} {microseconds:8.2f} us  {kernels}", flush=True)
+        for pass_name, microseconds in torch_route_rows(layer.problem, device, time_us).items():
+            rows.append({"layer": layer.name, "pass": pass_name, "host_us": microseconds, "launches": "",
+                         "launch": "real (torch's kernel)", "batch": layer.problem.n,
+                         "dtype": str(layer.problem.dtype).removeprefix("torch.")})  # fmt: skip
+            print(f"{layer.name:>20s} {pass_name:>18s} {microseconds:8.2f} us", flush=True)
     return rows
 
 
