@@ -75,16 +75,16 @@ else
 	$(PY) -m tritonconv.tools.bench.quick
 endif
 
-# For longer GPU windows: GPU tests, tuning into the shipped table, suite benchmarks
-# against cuDNN and Inductor, host time and profile, static-vs-driver registers, into reports/<gpu>/.
-# Each step fits a 10-minute command; run it again until it says no steps are left. DRY_RUN=1: the plan.
-# On a lent GPU (no network): make gpu-report PY=python3
+# The full report, on the same staged, budgeted, resumable engine as gpu-quick: its stages a-d, then the GPU
+# tests, the profile, registers against the driver, Inductor and fp16 (tritonconv/tools/bench/quick/report.py),
+# an hour per invocation by default (BUDGET=510 on a lent GPU); run it again until it says no stages are left.
+# DRY_RUN=1: the plan. On a GPU without network: make gpu-report PY=python3
 gpu-report: $(SETUP)
 ifeq ($(DRY_RUN),1)
-	$(PY) -m tritonconv.tools.gpu_report --dry-run $(if $(HAS_NVIDIA_GPU),,--device nvidia-h100-80gb-hbm3-sm90)
+	env -u TRITON_INTERPRET $(PY) -m tritonconv.tools.bench.quick --report --dry-run
 else
 	@test "$(HAS_NVIDIA_GPU)" = 1 || { echo "make gpu-report needs an NVIDIA GPU; DRY_RUN=1 prints its plan"; exit 2; }
-	$(PY) -m tritonconv.tools.gpu_report
+	$(PY) -m tritonconv.tools.bench.quick --report $(if $(BUDGET),--budget $(BUDGET),)
 endif
 
 # The demo tunes then benchmarks a suite: smoke through the interpreter without a GPU, ResNet-50 with

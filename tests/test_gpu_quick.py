@@ -72,14 +72,18 @@ def test_the_quick_run_writes_every_file_and_resumes_where_it_stopped(tmp_path, 
     assert set(candidates["key"]) == {key for key, *_ in work}
     for key, problem, pass_name, _ in work:
         mine = candidates[candidates["key"] == key]
-        assert len(mine) == len(pruned(problem, pass_name, run.top_k)) <= run.top_k + 2 + 2  # + spread routes
+        kernels, torchs = mine[mine["variant"] != "torch"], mine[mine["variant"] == "torch"]
+        assert len(kernels) == len(pruned(problem, pass_name, run.top_k)) <= run.top_k + 2 + 2  # + spread routes
+        assert len(torchs) == 1 and set(torchs["why"]) == {"torch"}, "torch's own kernel is timed beside them"
         assert HEURISTIC in set(mine["why"]) and mine["chosen"].sum() == 1, mine
+        assert not torchs["chosen"].any(), "a tie (every time 2.0) keeps the Triton kernel"
         assert (mine["status"] == "timed").all() and (mine["median_ms"] == 2.0).all()
-        assert mine["programs"].notna().all() and mine["kernels"].notna().all()
+        assert kernels["programs"].notna().all() and kernels["kernels"].notna().all()
     assert {"model_rank", "model_us", "registers", "spill_bytes", "shared_bytes", "waves", "sms"} <= set(candidates)
     assert TMA_HEURISTIC in set(candidates["why"])
     table = session.cache_at(run.table).entries()
     assert len(table) == len(work) and all(entry["config"] for entry in table.values())
+    assert all(entry["torch_ms"] == 2.0 and entry["triton"]["median_ms"] == 2.0 for entry in table.values())
     assert all(entry["pruned_to"].endswith("top 1") for entry in table.values())
 
     # The next run resumes: a and b are not redone; c runs out of time after a few benchmarks.
@@ -111,22 +115,31 @@ def test_the_quick_run_writes_every_file_and_resumes_where_it_stopped(tmp_path, 
     tiny_passes = 2 * 3
     layers = len(load_suite("smoke"))
     assert layer_passes == 3 * layers and len(measured) == 3 + (layer_passes - 3) + tiny_passes, "no benchmark twice"
-    assert set(bench["provider"]) == {"tuned", "heuristic", "tma", "torch"} and bench["correct"].all()
-    assert (bench.groupby("key")["provider"].apply(set).map(lambda p: {"tuned", "heuristic", "torch"} <= p)).all()
+    assert set(bench["provider"]) == {"tuned", "triton", "heuristic", "tma", "torch"} and bench["correct"].all()
+    always = {"tuned", "triton", "heuristic", "torch"}
+    assert (bench.groupby("key")["provider"].apply(set).map(lambda p: always <= p)).all()
+    triton_rows = bench[bench["provider"] == "triton"]
+    assert (triton_rows["config_source"] == "tuned, Triton alone").all()
     assert {"ms", "graph_ms", "max_rel_err", "variant", "config", "config_source"} <= set(bench)
     tuned_rows = bench[bench["provider"] == "tuned"]
     assert (tuned_rows["config_source"] == "tuned cache").all(), "the benchmark plans from the table stage b filled"
 
     host = pd.read_csv(run.reports / "quick_host_smoke.csv")
     planar = sum(1 for layer in load_suite("smoke") if not layer.problem.is_3d)
-    assert host["layer"].nunique() == planar and len(host) == planar * 11  # the 2-D layers, 11 calls each
+    assert host["layer"].nunique() == planar and len(host) == planar * 13  # the 2-D layers, 13 calls each
+    assert {"torch route fwd", "torch fwd (same tensors)"} <= set(host["pass"])
     model = pd.read_csv(run.reports / "quick_model.csv")
     calls = ["train step unpatched", "train step patched", "inference unpatched", "inference patched fuse=True"]
     assert list(model["call"]) == calls and (model["inference_rel_err"] < 0.05).all()
     assert (run.reports / "quick_candidates_tiny.csv").exists() and (run.reports / "quick_tiny.csv").exists()
     text = (run.reports / plan.SUMMARY_FILE).read_text()
     rows = [line for line in text.splitlines() if line.startswith("|")]
-    assert rows[0].split("|")[1].strip() == "suite" and "tuned eager" in rows[0] and "tma graph" in rows[0]
+    header = [cell.strip() for cell in rows[0].split("|")[1:-1]]
+    assert header[0] == "suite" and "tma graph" in header and "triton wins" in header
+    assert {"tuned (torch where faster) eager", "Triton alone eager", "Triton alone graph"} <= set(header)
+    wins = header.index("triton wins")
+    assert all(line.split("|")[1:-1][wins].strip().split(" of ")[0] == line.split("|")[1:-1][wins].strip().split(
+        " of ")[1] for line in rows[2:]), "every time ties: the Triton kernel serves every layer-pass"  # fmt: skip
     assert len(rows) == 2 + 2 * 4  # header, rule, (fwd, dgrad, wgrad, all) per suite
     assert any(line.startswith("| smoke") and "| all" in line for line in rows) and "1.00x" in text
     assert rows[0] in out, "the run prints the summary table at its end"

@@ -1,55 +1,78 @@
-"""`make gpu-report`: steps that fit a 10-minute command, run until the budget is spent, resumed by the
-next invocation, and redone when the code changes."""
+"""`make gpu-report`: the quick run's engine with the report's command stages after a-d; stages that fit
+the budget run, the next invocation resumes, a failed stage runs again, a code change redoes them."""
 
-import sys
+import pytest
 
-from tritonconv.tools import gpu_report
-
-
-def test_the_plan_covers_every_suite_and_pass_in_steps_under_nine_minutes():
-    plan = gpu_report.steps("h100")
-    names = [step.name for step in plan]
-    assert names[0] == "gpu tests"
-    for suite in gpu_report.SUITES:
-        for pass_name in gpu_report.PASSES:
-            assert f"tune {suite} {pass_name}" in names
-        for dtype in gpu_report.DTYPES:
-            assert f"bench {suite} {dtype}" in names
-    assert {"host time resnet50", "profile resnet50", "static vs driver"} <= set(names)
-    assert all(step.limit_s < 9 * 60 + 1 for step in plan)
-    tuning = [step for step in plan if step.name.startswith("tune")]
-    assert all(dict(step.env)["TRITONCONV_CACHE_DIR"].endswith("autotune") for step in tuning)
-    assert all("reports/h100/" in " ".join(step.command) for step in plan if step.name.startswith("bench"))
+from tritonconv.tools.bench.quick import context, plan, report
 
 
-def test_steps_resume_where_the_last_run_stopped_and_rerun_when_the_code_changes(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def report_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path / "tables"))
+    (tmp_path / "reports").mkdir()
+    return plan.quick_run("h100", tmp_path / "reports", tmp_path / "tables" / "h100.json", context.rehearsal_timers(),
+                          600, gpu=False, report=True, more_suites=("ssm", "mobilenetv2"))  # fmt: skip
+
+
+def test_the_report_is_the_quick_run_then_every_command_stage(report_run):
+    names = [stage.name for stage in plan.stages(report_run)]
+    quick = [stage.name for stage in plan.stages(context.QuickRun(**{**vars(report_run), "report": False}))]
+    assert names[: len(quick)] == quick, "the report starts with the quick run's stages, in order"
+    extra = names[len(quick) :]
+    assert extra[:3] == ["e gpu tests", "e profile resnet50", "e static vs driver"]
+    for suite in ("resnet50", "ssm", "mobilenetv2"):
+        assert f"e inductor {suite}" in extra and f"e fp16 {suite}" in extra
+    stages = {stage.name: stage for stage in plan.stages(report_run)}
+    assert all(stage.optional and not stage.up_front for name, stage in stages.items() if name.startswith("e "))
+    assert stages["e gpu tests"].seconds(stages["e gpu tests"].counts(report_run)) == report.COMMAND_LIMIT_S
+
+
+def test_command_stages_resume_rerun_when_failed_and_redo_on_a_code_change(report_run, tmp_path, monkeypatch):
     log = tmp_path / "ran.txt"
 
-    def step(name: str, seconds: float = 0.0, code: int = 0) -> gpu_report.Step:
+    def stage(name: str, seconds: float = 0.0, code: int = 0) -> plan.Stage:
         script = f"import time; time.sleep({seconds}); open({str(log)!r}, 'a').write({name!r} + '\\n'); exit({code})"
-        return gpu_report.Step(name, (sys.executable, "-c", script), limit_s=10)
+        argv = ("-c", script)
+        return plan.Stage(name, (), lambda r: report.command(r, argv, 10), lambda r: [], lambda r: {"limit s": 10},
+                          lambda counts: counts["limit s"], up_front=False, optional=True)  # fmt: skip
 
-    plan = [step("a"), step("b", seconds=3), step("c"), step("broken", code=3)]
-    monkeypatch.setattr(gpu_report, "ROOT", tmp_path)
-    monkeypatch.setattr(gpu_report, "steps", lambda device: plan)
-    monkeypatch.setattr(gpu_report, "code_version", lambda: "v1")
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    monkeypatch.setattr(plan, "code_version", lambda: "v1")
+    monkeypatch.setattr(report, "command", _script_command(report.command))
+    stages = [stage("a"), stage("b", seconds=3), stage("c"), stage("broken", code=3)]
 
     def ran() -> list[str]:
         return log.read_text().split() if log.exists() else []
 
-    assert gpu_report.run("gpu", budget_s=0, dry_run=True) == 0 and ran() == []
-    assert "a" in capsys.readouterr().out
-    # A step starts only with its whole limit (10 s) left: b starts (a takes well under 2 s), and after
-    # b's 3 s, 12 s minus that is not enough for c.
-    assert gpu_report.run("gpu", budget_s=12) == 0
+    # An optional stage starts only while its estimate (its 10 s limit) fits: a and b, then 12 s minus b's 3 is short.
+    report_run.deadline = context.time.monotonic() + 12
+    assert plan.execute(report_run, stages, capability=None) == 0
     assert ran() == ["a", "b"]
-    assert "2 steps left" in capsys.readouterr().out
-    assert gpu_report.run("gpu", budget_s=600) == 1  # `broken` fails: a non-zero exit
-    assert ran() == ["a", "b", "c", "broken"], "done steps are skipped, the rest run once each"
-    state = gpu_report.load_state("gpu")
-    assert state["a"]["status"] == "done" and state["broken"]["status"] == "failed"
-    gpu_report.run("gpu", budget_s=600)
-    assert ran() == ["a", "b", "c", "broken", "broken"], "only the failed step runs again"
-    monkeypatch.setattr(gpu_report, "code_version", lambda: "v2")
-    gpu_report.run("gpu", budget_s=600)
-    assert ran()[5:] == ["a", "b", "c", "broken"], "a new code version redoes every step"
+    report_run.deadline = float("inf")
+    assert plan.execute(report_run, stages, capability=None) == 1  # `broken` exits 3
+    assert ran() == ["a", "b", "c", "broken"], "done stages are skipped, the rest run once each"
+    state = plan.read_state(report_run.reports / plan.STATE_FILE)
+    assert state["a"]["status"] == "done" and state["broken"]["status"].startswith("failed")
+    plan.execute(report_run, stages, capability=None)
+    assert ran()[4:] == ["broken"], "only the failed stage runs again"
+    monkeypatch.setattr(plan, "code_version", lambda: "v2")
+    plan.execute(report_run, stages, capability=None)
+    assert ran()[5:] == ["a", "b", "c", "broken"], "a new code version redoes every stage"
+
+
+def _script_command(command):
+    """`report.command` with `python ARGV` (a script) instead of `python -m ARGV` (a module)."""
+
+    def run_script(run, argv, limit_s, env=None):
+        real = report.subprocess.run
+
+        def without_m(arguments, **options):
+            return real([arguments[0], *arguments[2:]], **options)
+
+        report.subprocess.run = without_m
+        try:
+            return command(run, argv, limit_s, env)
+        finally:
+            report.subprocess.run = real
+
+    return run_script

@@ -1,7 +1,9 @@
-"""python -m tritonconv.tools.bench.quick [--dry-run] [--budget SECONDS] [--device SLUG]
+"""python -m tritonconv.tools.bench.quick [--report] [--dry-run] [--budget SECONDS] [--device SLUG]
 
-On a GPU: the quick run into reports/<device>/ and autotune/<device>.json. With --dry-run (no GPU
-needed): the plan, its kernels and its estimated device time.
+On a GPU: the quick run into reports/<device>/ and autotune/<device>.json (`make gpu-quick`); with
+--report, the same run followed by the report's command stages and a longer default budget (`make
+gpu-report`: run it again until it says no stages are left). With --dry-run (no GPU needed): the
+plan, its kernels and its estimated device time.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ....problem.runtime import rerun_compiled
+from . import report
 
 ROOT = Path(__file__).resolve().parents[4]
 BUDGET_S = 510  # from main(): imports before it and a stage item in flight at the deadline stay under 540 s
@@ -21,7 +24,9 @@ DRY_RUN_DEVICE = "nvidia-h200-sm90"  # the GPU a lent machine has
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its estimate; run nothing")
-    parser.add_argument("--budget", type=float, default=BUDGET_S, help="seconds this run may take")
+    parser.add_argument("--report", action="store_true", help="the full report: more stages after the quick run's")
+    parser.add_argument("--budget", type=float, help=f"seconds this run may take (default {BUDGET_S}; --report: "
+                        f"{report.REPORT_BUDGET_S})")  # fmt: skip
     parser.add_argument("--device", help=f"the device slug (default: this GPU's; {DRY_RUN_DEVICE} in a dry run)")
     args = parser.parse_args()
     if args.dry_run:
@@ -45,8 +50,9 @@ def main() -> int:
     reports.mkdir(parents=True, exist_ok=True)
     timers = context.gpu_timers() if gpu else context.rehearsal_timers()
     export = Path(os.environ["OUT"]) if os.environ.get("OUT") else None  # the lent GPU's folder that comes back
-    run = plan.quick_run(device, reports, suites_folder() / f"{device}.json", timers, args.budget, gpu,
-                         model=plan.torchvision_resnet50(), export=export)  # fmt: skip
+    budget = args.budget or (report.REPORT_BUDGET_S if args.report else BUDGET_S)
+    run = plan.quick_run(device, reports, suites_folder() / f"{device}.json", timers, budget, gpu,
+                         model=plan.torchvision_resnet50(), export=export, report=args.report)  # fmt: skip
     stages = plan.stages(run)
     if args.dry_run:
         with static_compile.compiling_for("sm90"):

@@ -9,6 +9,7 @@ JSON line each, so a run killed inside a stage resumes it without redoing the ro
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -18,13 +19,36 @@ from pathlib import Path
 
 import torch
 
+from ....problem.suites import suites_folder
 from ....tuning.cache import TuningCache
+
+ROOT = Path(__file__).resolve().parents[4]
 
 Call = Callable[[], object]
 # Timed passes are short and many: shorter do_bench windows than a full report's (25 ms warm-up, 100 ms).
 TUNE_WARMUP_MS, TUNE_REP_MS = 10, 30
 BENCH_WARMUP_MS, BENCH_REP_MS = 10, 40
 HOST_CALLS, HOST_REPEATS = 100, 5
+
+
+def code_version() -> str:
+    """A digest of what decides the results: the package's sources and the shape suites. A stage is
+    done for one code version; a change redoes it."""
+    digest = hashlib.sha256()
+    for path in sorted([*(ROOT / "tritonconv").rglob("*.py"), *suites_folder().glob("*.csv")]):
+        digest.update(path.relative_to(ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def read_state(path: Path) -> dict:
+    """A resumable run's record of its stages: name -> {version, status, seconds}."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_state(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
 
 
 class OutOfTime(Exception):
@@ -100,6 +124,7 @@ class QuickRun:
     model_input: tuple[int, ...] = (3, 224, 224)
     model_batches: tuple[int, ...] = (32, 128)
     export: Path | None = None  # a folder each finished stage's files are copied to (the lent GPU's $OUT)
+    report: bool = False  # `make gpu-report`: the e stages after a-d (`report.py`)
 
     @property
     def torch_device(self) -> torch.device:

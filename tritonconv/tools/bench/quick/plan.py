@@ -7,12 +7,14 @@ Stages (each writes its files completely before the next begins; `reports/<devic
   c  bench ResNet-50: tuned, heuristic, TMA, cuDNN; eager and graph      quick_resnet50.csv
      host µs per call on the same layers                                 quick_host_resnet50.csv
      a patched model: training step, inference with fuse=True            quick_model.csv
-  d  while time is left: ResNeXt-50, MobileNetV2, ConvNeXt-T, RepLKNet, tuned then benched
-and after each bench stage the verdict, `quick_summary.md` (`summary.speedups`).
+  d  while time is left: the SSM suite, ResNeXt-50, MobileNetV2, ConvNeXt-T, RepLKNet, tuned then benched
+  e  `make gpu-report` only (`report.py`): GPU tests, profile, registers, Inductor, fp16, as commands
+and after each bench stage the verdict, `quick_summary.md` (`summary.speedups`): cuDNN's time over the
+tuned choice's (torch's own kernel where tuning found it faster) and over Triton's alone.
 
 Before the clock runs for a-c, every kernel they launch is compiled over all cores (`precompile`);
 a d stage compiles its own kernels as it starts. A stage is done for a code version (a digest of
-the package and its suites, as `gpu_report`'s steps are); a run skips done stages, so a second run
+the package and its suites: `context.code_version`); a run skips done stages, so a second run
 resumes where the first stopped, and a stage that ran out of time resumes from its journal.
 `dry_run` prints the stages, their candidates and kernels, and the device time they should take.
 """
@@ -31,9 +33,8 @@ import torch
 
 from ....ops import launch_spec
 from ....problem.runtime import is_interpreted
-from ...gpu_report import code_version, read_state, write_state
-from . import context, correctness, precompile, suite, summary, tune
-from .context import OutOfTime, QuickRun
+from . import context, correctness, precompile, report, suite, summary, tune
+from .context import OutOfTime, QuickRun, code_version, read_state, write_state
 
 STATE_FILE = ".gpu-quick.json"
 SUMMARY_FILE = "quick_summary.md"
@@ -107,6 +108,8 @@ def stages(run: QuickRun) -> list[Stage]:
     for other in run.more_suites:
         name = Path(other).stem
         plan += [tune_stage(f"d tune {name}", other, True), bench_stage(f"d bench {name}", other, True)]
+    if run.report:
+        plan += report.command_stages(run, Stage)
     return plan
 
 

@@ -1,9 +1,10 @@
 """Benchmarking in the quick run: a suite's passes against cuDNN, its host time, a whole model's step.
 
-`bench_suite` times each (layer, pass) four ways on the same tensors, eager (`do_bench`) and in
-CUDA-graph replay: tritonconv as it plans now (`tuned`: the table stage b filled), the untimed rule
-(`heuristic`), the TMA route at its heuristic config where it applies (`tma`), and torch with
-`cudnn.benchmark = True` (`torch`). `host_suite` is the host benchmark's calls on the same layers.
+`bench_suite` times each (layer, pass) five ways on the same tensors, eager (`do_bench`) and in
+CUDA-graph replay: tritonconv as it plans now (`tuned`: the table stage b filled, whose choice may be
+torch's own kernel where that won), the best Triton candidate of that tuning alone (`triton`), the
+untimed rule (`heuristic`), the TMA route at its heuristic config where it applies (`tma`), and torch
+with `cudnn.benchmark = True` (`torch`). `host_suite` is the host benchmark's calls on the same layers.
 `model_steps` times a model, patched and not: a training step (eager) and inference with
 `fuse=True` (eager and graph), at each batch size.
 """
@@ -21,14 +22,16 @@ import torch
 
 from ....models.patch import patch
 from ....plan.dispatch import heuristic_plan, plan_pass
+from ....problem.config import KernelConfig
 from ....problem.suites import load_suite
 from ....routes.registry import Pass, Plan, Variant, routes, spec
+from ....tuning.session import find_entry
 from ....tuning.tuner import TOLERANCE
 from .. import harness
 from ..host import host_rows
 from .context import QuickRun
 
-PROVIDERS = ("tuned", "heuristic", "tma", "torch")
+PROVIDERS = ("tuned", "triton", "heuristic", "tma", "torch")
 
 
 def _tma_plan(problem, pass_name: str) -> Plan | None:
@@ -37,9 +40,20 @@ def _tma_plan(problem, pass_name: str) -> Plan | None:
     return Plan(Variant.TMA, spec(pass_name, Variant.TMA).heuristic(problem), "tma heuristic")
 
 
+def _triton_plan(problem, pass_name: str) -> Plan:
+    """The best Triton candidate tuning found (its "triton" part: the entry's choice when that is a
+    Triton route, kept beside torch's time when torch won), else the untimed rule's plan."""
+    found = find_entry(problem, pass_name, borrow=False)
+    best = None if found is None else (found[0].get("triton") or found[0])
+    if best is None or best.get("config") is None or best.get("variant") == Variant.TORCH:
+        return heuristic_plan(problem, pass_name)
+    return Plan(Variant(best["variant"]), KernelConfig(**best["config"]), "tuned, Triton alone")
+
+
 def providers() -> dict[str, harness.Provider]:
     return {
         "tuned": harness.PROVIDERS["triton"],
+        "triton": harness.pinned_provider(_triton_plan),
         "heuristic": harness.pinned_provider(heuristic_plan),
         "tma": harness.pinned_provider(_tma_plan),
         "torch": harness.PROVIDERS["torch"],
@@ -49,6 +63,8 @@ def providers() -> dict[str, harness.Provider]:
 def _plan_of(provider: str, case: harness.Case) -> Plan | None:
     if provider == "tuned":
         return plan_pass(case.prepared.problem, case.pass_name)
+    if provider == "triton":
+        return None if case.planar is not None else _triton_plan(case.problem, case.pass_name)
     if provider == "heuristic":
         return heuristic_plan(case.problem, case.pass_name)
     return _tma_plan(case.problem, case.pass_name) if provider == "tma" else None
@@ -70,7 +86,7 @@ def launchers(run: QuickRun, suite: str) -> list[Callable[[], object]]:
 
 def timed_calls(run: QuickRun, suite: str) -> tuple[int, int]:
     """(layer-passes, provider calls) `bench_suite` times, counted without tensors where the count
-    does not need them: tuned and torch always, the rule and TMA where they apply; a 3-D layer's case
+    does not need them: tuned and torch always, Triton alone, the rule and TMA where they apply; a 3-D layer's case
     is built, since only its tensors say whether it runs as a planar 2-D convolution (never pinned)."""
     passes = calls = 0
     for layer in load_suite(suite, batch=run.batch, dtype=run.dtype, layout=run.layout):
@@ -80,7 +96,7 @@ def timed_calls(run: QuickRun, suite: str) -> tuple[int, int]:
                 harness.make_case(layer, str(pass_name), device=str(run.torch_device)) if layer.problem.is_3d else None
             )
             planar = case is not None and case.planar is not None
-            calls += 2 + (0 if planar else 1 + (_tma_plan(layer.problem, str(pass_name)) is not None))
+            calls += 2 + (0 if planar else 2 + (_tma_plan(layer.problem, str(pass_name)) is not None))
     return passes, calls
 
 

@@ -1,6 +1,8 @@
 """The quick run's verdict: per suite and pass, the geometric mean over layers of cuDNN's time over
-tritonconv's (above 1: tritonconv is faster), eager and in CUDA-graph replay, for the tuned plans,
-the untimed rule and the TMA route (over the layers it serves)."""
+tritonconv's (above 1: tritonconv is faster), eager and in CUDA-graph replay, for the tuned choice
+(torch's own kernel where tuning found it faster), the best Triton candidates alone, the untimed rule
+and the TMA route (over the layers it serves); and in how many layer-passes the tuned choice is a
+Triton kernel (`triton wins`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import math
 
 import pandas as pd
 
-SPEEDUPS = ("tuned", "heuristic", "tma")
+SPEEDUPS = ("tuned", "triton", "heuristic", "tma")
+# How the columns read in the Markdown summary.
+LABELS = {"tuned": "tuned (torch where faster)", "triton": "Triton alone"}
 
 
 def geomean(values: pd.Series) -> float:
@@ -29,6 +33,9 @@ def speedups(bench: pd.DataFrame) -> pd.DataFrame:
                 against = torch_times.loc[mine.index]
                 row[f"{provider} eager"] = geomean(against["ms"] / mine["ms"])
                 row[f"{provider} graph"] = geomean(against["graph_ms"] / mine["graph_ms"])
+            tuned = of_pass[of_pass["provider"] == "tuned"]
+            variants = tuned["variant"] if "variant" in tuned else pd.Series(dtype=object)
+            row["triton wins"] = f"{int((variants.notna() & (variants != 'torch')).sum())} of {len(tuned)}"
             row["wrong results"] = int((~of_pass["correct"].astype(bool)).sum())
             rows.append(row)
     return pd.DataFrame(rows)
@@ -40,4 +47,10 @@ def markdown(table: pd.DataFrame) -> str:
     for column in shown.columns:
         if column.endswith(("eager", "graph")):
             shown[column] = shown[column].map(lambda v: "n/a" if pd.isna(v) else f"{v:.2f}x")
+    shown.columns = [_label(column) for column in shown.columns]
     return shown.to_markdown(index=False)
+
+
+def _label(column: str) -> str:
+    provider, _, timing = column.rpartition(" ")
+    return f"{LABELS[provider]} {timing}" if provider in LABELS and timing in ("eager", "graph") else column

@@ -1,7 +1,8 @@
 """Tuning a suite in the quick run: every layer's fwd, dgrad and wgrad over the pruned candidates.
 
 Each (layer, pass) times at most the cost model's `top_k` plus the heuristic's and the TMA route's
-configs (`tuning.prune`), each checked against torch first, and its winner goes into the shipped
+configs (`tuning.prune`), then torch's own kernel on the same tensors, each checked against torch
+first, and its winner (torch's kernel where it is faster beyond the noise) goes into the shipped
 table as soon as it is chosen. Every candidate becomes a row of `quick_candidates_<suite>.csv`: why
 it was picked, the model's estimate and rank, its compiled registers, spills and shared memory, its
 programs and waves over the SMs, its median time: the cost model's next validation set. A
@@ -37,8 +38,8 @@ def work(run: QuickRun, suite: str) -> list[tuple[str, ConvProblem, str, str]]:
 
 
 def candidate_count(run: QuickRun, suite: str) -> list[int]:
-    """How many candidates each (layer, pass) would time: the dry run's count."""
-    return [len(pruned(problem, pass_name, run.top_k)) for _, problem, pass_name, _ in
+    """How many candidates each (layer, pass) would time, torch's own kernel included: the dry run's count."""
+    return [len(pruned(problem, pass_name, run.top_k)) + 1 for _, problem, pass_name, _ in
             work(run, suite)]  # fmt: skip
 
 
