@@ -60,16 +60,23 @@ INTERPRETER_REPEAT_BELOW_MS = 10.0
 
 
 def interpreter_timer(fn: Callable[[], object]) -> Sequence[float]:
-    """Wall time of an interpreted run: says nothing about kernels; only keeps the logic honest. A
-    run under `INTERPRETER_REPEAT_BELOW_MS` (torch's own kernel, not an interpreted one) is run
-    twice more, so one preemption on a busy machine cannot make it look slow."""
-    samples = []
-    for _ in range(3):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-        if samples[0] >= INTERPRETER_REPEAT_BELOW_MS:
-            break
+    """The CPU time of an interpreted run (this process's, all its threads: time another process
+    takes from the cores does not count, so a busy machine cannot reorder the candidates): says
+    nothing about kernels; only keeps the logic honest. A run under `INTERPRETER_REPEAT_BELOW_MS`
+    (torch's own kernel, not an interpreted one) is run twice more and the median taken. torch runs on
+    one intra-op thread meanwhile: on a busy machine its pool's other threads wait, descheduled, and a
+    tiny convolution then takes 10-20 ms instead of 0.1 (seen on this 2-core machine)."""
+    samples, threads = [], torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(3):
+            start = time.process_time()
+            fn()
+            samples.append((time.process_time() - start) * 1e3)
+            if samples[0] >= INTERPRETER_REPEAT_BELOW_MS:
+                break
+    finally:
+        torch.set_num_threads(threads)
     return samples
 
 
