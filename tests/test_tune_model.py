@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 import torch.distributed as dist
@@ -15,6 +16,7 @@ from torch import nn
 
 import tritonconv
 from tritonconv.models.tune_model import record_problems
+from tritonconv.models.verdict import COLUMNS
 from tritonconv.tuning.cache import TuningCache
 
 
@@ -100,7 +102,18 @@ def test_cli_tunes_a_model_from_its_factory(tmp_path):
     first = run_tune(tmp_path / "cache", *args, cwd=tmp_path)
     assert first[-1] == "tuned: 2, from cache: 0, failed: 0"  # the two 1x1 convs are one problem
     assert run_tune(tmp_path / "cache", *args, "--batch", "4", cwd=tmp_path)[-1] == "tuned: 2, from cache: 0, failed: 0"
-    assert run_tune(tmp_path / "cache", *args, cwd=tmp_path)[-1] == "tuned: 0, from cache: 2, failed: 0"
+    again = run_tune(tmp_path / "cache", *args, "--report", str(tmp_path / "verdict.csv"), cwd=tmp_path)
+    assert again[-1] == "tuned: 0, from cache: 2, failed: 0"
+    # The verdict: a row per (layer, pass) in call order, the model line; the interpreter's torch wins everywhere.
+    assert again[0].split() == list(COLUMNS) and again[1].split()[:2] == ["0", "fwd"]
+    assert [line.split()[0] for line in again[1:4]] == ["0", "2", "3"]
+    assert again[4].startswith("tritonconv serves 0 of 3 layer-passes; convolution time ")
+    report = pd.read_csv(tmp_path / "verdict.csv")
+    assert list(report.columns) == list(COLUMNS) and list(report["choice"]) == ["torch"] * 3
+    assert (report["triton_ms"] > report["torch_ms"]).all() and (report["speedup"] == 1.0).all()
+    triton_only = run_tune(tmp_path / "cache", *args, "--routes", "triton", cwd=tmp_path)
+    assert triton_only[-1] == "tuned: 0, from cache: 2, failed: 0", "chosen again from the stored times"
+    assert triton_only[4].startswith("tritonconv serves 3 of 3 layer-passes")
 
 
 def test_cli_refuses_a_model_without_an_input_shape(tmp_path):
