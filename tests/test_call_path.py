@@ -146,6 +146,8 @@ ROUTE_PROBLEMS |= {(pass_name, Variant.IMPLICIT_GEMM_3D): VOLUME_CASE for pass_n
 ROUTE_PROBLEMS[Pass.FWD, Variant.DEPTHWISE_3D] = (2, 8, 4, 5, 3, 8, 3, 2, 3, 2, 1, 8)
 ROUTE_PROBLEMS[Pass.WGRAD, Variant.DEPTHWISE_3D] = (2, 8, 4, 5, 3, 16, 3, 2, 3, 2, 1, 8)
 ROUTE_PROBLEMS[Pass.DGRAD, Variant.DEPTHWISE_3D] = (2, 8, 4, 5, 3, 8, 3, 2, 3, 1, 1, 8)
+# torch's own route (every pass): a strided grouped convolution
+ROUTE_PROBLEMS |= {(pass_name, Variant.TORCH): (2, 4, 7, 6, 8, 3, 3, 2, 1, 2) for pass_name in Pass}
 
 
 def _route_problem(route, layout):

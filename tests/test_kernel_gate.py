@@ -163,7 +163,10 @@ def test_the_gate_compiles_every_registered_route():
     and the bias gradient."""
     items = kernel_gate.gate_items(("smoke", "video"), (torch.bfloat16,))
     covered = {(item.pass_name, item.variant) for item in items}
-    assert set(registry.REGISTRY) <= covered, set(registry.REGISTRY) - covered
+    kernel_routes = {spec.key for spec in registry.kernel_specs()}  # torch's own route compiles nothing here
+    assert kernel_routes <= covered and not any(variant == registry.Variant.TORCH for _, variant in covered), (
+        kernel_routes - covered
+    )
     assert (kernel_gate.BIAS_GRAD, "reduction") in covered
     assert all(item.source == "heuristic" for item in items)
     assert len(kernel_gate.gate_items(("smoke",), (torch.bfloat16,), space=True)) > len(items)
