@@ -7,8 +7,7 @@ import torch.nn.functional as F
 from conv_reference import needs_runtime_loops
 
 import tritonconv
-from tritonconv.frontend.functional import torch_activation
-from tritonconv.ops.epilogue import ACTIVATIONS, Epilogue
+from tritonconv.ops.epilogue import ACTIVATIONS, Epilogue, torch_activation
 from tritonconv.plan.prepared import PreparedConv
 
 # (variant the rule picks, c, k, r, groups, stride)

@@ -11,8 +11,7 @@ from torch import nn
 from torch.autograd import gradcheck
 
 import tritonconv
-from tritonconv.frontend.functional import torch_activation
-from tritonconv.ops.epilogue import ACTIVATIONS
+from tritonconv.ops.epilogue import ACTIVATIONS, torch_activation
 from tritonconv.plan.prepared import _prepared as PREPARED
 
 # (input shape, weight shape, conv3d keywords, channels_last_3d): each 3-D route's forward.

@@ -12,9 +12,8 @@ from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 
 import tritonconv
-from tritonconv.frontend.functional import torch_activation
 from tritonconv.frontend.transposed import transposed_problem
-from tritonconv.ops.epilogue import ACTIVATIONS, Epilogue
+from tritonconv.ops.epilogue import ACTIVATIONS, Epilogue, torch_activation
 from tritonconv.plan.prepared import PreparedConv
 from tritonconv.routes import registry
 from tritonconv.routes.registry import Pass, Plan, Variant

@@ -199,7 +199,7 @@ def test_suite_bench_on_the_gpu_times_every_provider():
 def test_fused_epilogue_in_bf16_channels_last(layer, activation, with_residual, device):
     """Every variant's compiled epilogue (the 1x1 one through its tensor-descriptor store when there
     is no residual), values and gradients, against torch's unfused ops in float32."""
-    from tritonconv.frontend.functional import torch_activation
+    from tritonconv.ops.epilogue import torch_activation
 
     _, n, c, h, w, k, r, s, stride, padding, dilation, groups, has_bias = layer
     x, weight, bias = random_conv_inputs(n, c, h, w, k, r, s, groups, has_bias, torch.bfloat16, device, True)

@@ -241,8 +241,8 @@ def test_explain_transposed_names_the_passes_that_serve_each_one():
     answer = tritonconv.explain_transposed(x, weight, stride=2, padding=1, output_padding=1)
     problem = answer["problem"]
     assert (problem.n, problem.c, problem.h, problem.w, problem.k) == (2, 4, 10, 10, 8)
-    assert answer["routes"]["fwd"] == [str(v) for v in tritonconv.routes.registry.routes(problem, "dgrad")]
-    assert answer["routes"]["dgrad"] == [str(v) for v in tritonconv.routes.registry.routes(problem, "fwd")]
+    assert answer["routes"]["fwd"] == [str(v) for v in tritonconv.routes.registry.served_routes(problem, "dgrad")]
+    assert answer["routes"]["dgrad"] == [str(v) for v in tritonconv.routes.registry.served_routes(problem, "fwd")]
     plans = {name: tritonconv.plan.dispatch.plan_pass(problem, served) for name, served in TRANSPOSED_PASSES.items()}
     assert (answer["variant"], answer["config"]) == (plans["fwd"].variant, plans["fwd"].config.as_dict())
     for name in ("dgrad", "wgrad"):
