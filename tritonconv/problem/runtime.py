@@ -145,6 +145,20 @@ def environment_reader(name: str) -> Callable[[], str | None]:
     return read
 
 
+@contextlib.contextmanager
+def environment_variable(name: str, value: str):
+    """Within: the environment variable `name` is `value`; afterwards what it was (or unset)."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
+
+
 def poison_outputs() -> bool:
     """True when TRITONCONV_POISON_OUTPUTS=1: outputs start NaN-filled so unwritten elements show.
 

@@ -14,10 +14,9 @@ import contextlib
 import dataclasses
 import datetime
 import math
-import os
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +27,7 @@ from ..ops.torch_conv import TORCH_CONFIG
 from ..problem.arithmetic import CHANNELS_LAST, ConvProblem
 from ..problem.config import KernelConfig
 from ..problem.devices import DEFAULT_ARCH, GpuArch
-from ..problem.runtime import POISON_ENV, device_arch, fp32_dot_precision, is_interpreted
+from ..problem.runtime import POISON_ENV, device_arch, environment_variable, fp32_dot_precision, is_interpreted
 from ..problem.torch_reference import TORCH_CONV2D, TORCH_CONV3D
 from ..routes.calls import conv2d_dgrad, conv2d_fwd, conv2d_wgrad
 from ..routes.registry import Plan, Variant, spec, tuned_variants
@@ -80,17 +79,9 @@ def interpreter_timer(fn: Callable[[], object]) -> Sequence[float]:
     return samples
 
 
-@contextlib.contextmanager
-def poisoned_outputs() -> Iterator[None]:
-    previous = os.environ.get(POISON_ENV)
-    os.environ[POISON_ENV] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ[POISON_ENV]
-        else:
-            os.environ[POISON_ENV] = previous
+def poisoned_outputs() -> contextlib.AbstractContextManager:
+    """Within: every output starts NaN-filled (`runtime.poison_outputs`), so an unwritten element shows."""
+    return environment_variable(POISON_ENV, "1")
 
 
 @dataclasses.dataclass

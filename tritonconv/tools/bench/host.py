@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import tempfile
 import time
@@ -44,6 +43,7 @@ from tritonconv.ops import launch
 from tritonconv.ops.torch_conv import TORCH_CONFIG
 from tritonconv.plan.dispatch import forget_plans
 from tritonconv.plan.prepared import call_key, lookup
+from tritonconv.problem.runtime import environment_variable
 from tritonconv.problem.suites import load_suite
 from tritonconv.routes.registry import Variant, tuned_variants
 from tritonconv.tuning.cache import CACHE_ENV, problem_key
@@ -156,9 +156,7 @@ def layer_calls(problem, device: str, dtype: torch.dtype) -> dict[str, Callable[
 def torch_route_planned(problem) -> Iterator[None]:
     """Within: the forward of `problem` is planned to the torch route, by a cache entry in a scratch
     cache directory (what tuning writes when torch's kernel wins); the user's cache is untouched."""
-    previous = os.environ.get(CACHE_ENV)
-    with tempfile.TemporaryDirectory() as directory:
-        os.environ[CACHE_ENV] = directory
+    with tempfile.TemporaryDirectory() as directory, environment_variable(CACHE_ENV, directory):
         try:
             entry = {"pass": "fwd", "variant": str(Variant.TORCH), "config": TORCH_CONFIG.as_dict(), "routes": "all",
                      "fingerprint": problem_fingerprint("fwd", tuned_variants(problem, "fwd"))}  # fmt: skip
@@ -166,10 +164,6 @@ def torch_route_planned(problem) -> Iterator[None]:
             forget_plans()
             yield
         finally:
-            if previous is None:
-                del os.environ[CACHE_ENV]
-            else:
-                os.environ[CACHE_ENV] = previous
             forget_plans()
 
 
