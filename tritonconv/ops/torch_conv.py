@@ -72,8 +72,11 @@ def _unredirected(compute: Callable) -> Callable:
     return run
 
 
-def _symmetric(problem: ConvProblem) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-    """(stride, symmetric padding, dilation, what F.pad adds: (before, after) per axis, last axis first)."""
+def symmetric_padding(
+    problem: ConvProblem,
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(stride, symmetric padding, dilation, what `F.pad` adds to the input first: (before, after) per
+    axis, last axis first): padding larger at one end made symmetric, as torch's 'same' does."""
     stride, begin, end, dilation = problem.spatial_arguments
     both = tuple(min(b, e) for b, e in zip(begin, end, strict=True))
     extra = tuple(amount for b, e, s in reversed(list(zip(begin, end, both, strict=True))) for amount in (b - s, e - s))
@@ -114,7 +117,7 @@ def prepare_forward(
     config: KernelConfig, epilogue: Epilogue = NO_EPILOGUE,
 ) -> Callable[..., torch.Tensor]:  # fmt: skip
     """`run(x, weight, bias, y, residual, preactivation)` -> Y by `aten.convolution` (Y's buffer unused)."""
-    stride, padding, dilation, extra = _symmetric(problem)
+    stride, padding, dilation, extra = symmetric_padding(problem)
     zeros, groups, channels_last = (0,) * len(stride), problem.groups, problem.layout == CHANNELS_LAST
     pads, activation = any(extra), epilogue.activation
 
@@ -136,7 +139,7 @@ def prepare_dgrad(
     """`run(dY, W, dX, bias, residual, preactivation)` -> dX by `aten.convolution_backward` (mask: the
     input only), cropped where the padding was made symmetric; a transposed convolution's bias and
     epilogue follow in torch."""
-    stride, padding, dilation, extra = _symmetric(problem)
+    stride, padding, dilation, extra = symmetric_padding(problem)
     zeros, groups = (0,) * len(stride), problem.groups
     channels_last = is_channels_last_like(grad_input)
     padded = _padded_shape(problem, extra)
@@ -165,7 +168,7 @@ def prepare_wgrad(
 ) -> Callable[..., torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
     """`run(x, dY, dW[, db])` -> dW, or (dW, db) when prepared with `grad_bias`, by one
     `aten.convolution_backward` (mask: the weight, and the bias when asked)."""
-    stride, padding, dilation, extra = _symmetric(problem)
+    stride, padding, dilation, extra = symmetric_padding(problem)
     zeros, groups, shape = (0,) * len(stride), problem.groups, tuple(problem.weight_shape)
     channels_last = is_channels_last_like(grad_weight)
     with_bias = grad_bias is not None

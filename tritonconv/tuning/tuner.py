@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .. import kernels
 from ..ops import launch, launch_spec, static_compile
-from ..ops.torch_conv import TORCH_CONFIG
+from ..ops.torch_conv import TORCH_CONFIG, symmetric_padding
 from ..problem.arithmetic import CHANNELS_LAST, ConvProblem
 from ..problem.config import KernelConfig
 from ..problem.devices import DEFAULT_ARCH, GpuArch
@@ -138,10 +138,8 @@ def torch_answer(
     default fp32, fp64 for fp64), through autograd. Padding that differs at the two ends ('same'
     with an even kernel, a causal conv1d) is made symmetric by adding the extra to x with torch's
     pad first, as torch's 'same' does, and the input gradient is cropped back."""
-    stride, begin, end, dilation = problem.spatial_arguments
-    both = tuple(min(b, e) for b, e in zip(begin, end, strict=True))
+    stride, both, dilation, extra = symmetric_padding(problem)
     reference_dtype = reference_dtype or (torch.float64 if problem.dtype == torch.float64 else torch.float32)
-    extra = [amount for b, e, s in reversed(list(zip(begin, end, both, strict=True))) for amount in (b - s, e - s)]
     padded = F.pad(x.to(reference_dtype), extra).requires_grad_()
     wide_weight = weight.to(reference_dtype).requires_grad_()
     convolve = TORCH_CONV3D if problem.is_3d else TORCH_CONV2D
@@ -151,7 +149,7 @@ def torch_answer(
         return y.detach()
     y.backward(grad_output.to(reference_dtype))
     if pass_name == "dgrad":
-        crop = (slice(b - s, b - s + size) for b, s, size in zip(begin, both, x.shape[2:], strict=True))
+        crop = (slice(before, before + size) for before, size in zip(extra[-2::-2], x.shape[2:], strict=True))
         return padded.grad[(..., *crop)]
     return wide_weight.grad
 
