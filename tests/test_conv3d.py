@@ -334,6 +334,7 @@ def test_conv_transpose3d_and_its_gradients_match_torch(case, channels_last):
 
 
 def test_conv_transpose3d_errors_and_the_layer_are_torchs():
+    torch.manual_seed(0)
     x, weight = torch.randn(1, 4, 3, 3, 3), torch.randn(4, 2, 3, 3, 3)
     for arguments in (dict(stride=1, output_padding=1), dict(stride=2, output_padding=(1, 2, 1)), dict(groups=3)):
         with pytest.raises(RuntimeError) as expected:
@@ -345,10 +346,12 @@ def test_conv_transpose3d_errors_and_the_layer_are_torchs():
     reference = torch.nn.ConvTranspose3d(4, 2, 3, stride=2, padding=1)
     reference.load_state_dict(layer.state_dict())
     torch.testing.assert_close(layer(x, output_size=[6, 6, 6]), reference(x, output_size=[6, 6, 6]))
-    x.requires_grad_()
+    # Second derivatives in float64 (in fp32 their sums of squares round differently in each
+    # implementation, beyond any fixed bound for some random inputs).
+    x = x.double().requires_grad_()
     pairs = (
-        (tritonconv.conv_transpose3d, F.conv_transpose3d, weight),
-        (tritonconv.conv3d, F.conv3d, weight.transpose(0, 1)),
+        (tritonconv.conv_transpose3d, F.conv_transpose3d, weight.double()),
+        (tritonconv.conv3d, F.conv3d, weight.double().transpose(0, 1)),
     )
     for convolve, torchs, w in pairs:  # the second order runs the 3-D kernels too (differentiable.py)
         w = w.detach().requires_grad_()
@@ -357,7 +360,7 @@ def test_conv_transpose3d_errors_and_the_layer_are_torchs():
             (grad,) = torch.autograd.grad(function(x, w, padding=1).square().sum(), x, create_graph=True)
             second.append(torch.autograd.grad(grad.square().sum(), (x, w)))
         for got, want in zip(*second, strict=True):
-            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
+            torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
 def _kernels_run(call) -> list[str]:
