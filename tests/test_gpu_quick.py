@@ -9,6 +9,7 @@ from torch import nn
 
 from tritonconv.ops import launch_spec
 from tritonconv.problem.suites import load_suite
+from tritonconv.routes.registry import is_depthwise_1d
 from tritonconv.tools.bench import harness
 from tritonconv.tools.bench.quick import context, correctness, plan, precompile, summary, tune
 from tritonconv.tuning import session
@@ -126,7 +127,9 @@ def test_the_quick_run_writes_every_file_and_resumes_where_it_stopped(tmp_path, 
 
     host = pd.read_csv(run.reports / "quick_host_smoke.csv")
     planar = sum(1 for layer in load_suite("smoke") if not layer.problem.is_3d)
-    assert host["layer"].nunique() == planar and len(host) == planar * 13  # the 2-D layers, 13 calls each
+    sequences = sum(1 for layer in load_suite("smoke") if is_depthwise_1d(layer.problem))
+    assert host["layer"].nunique() == planar and len(host) == planar * 13 + sequences  # 13 calls, + a decode step
+    assert (host["pass"] == "decode step").sum() == sequences
     assert {"torch route fwd", "torch fwd (same tensors)"} <= set(host["pass"])
     model = pd.read_csv(run.reports / "quick_model.csv")
     calls = ["train step unpatched", "train step patched", "inference unpatched", "inference patched fuse=True"]
@@ -191,6 +194,7 @@ from tritonconv.ops import launch_spec
 from tritonconv.tools.bench.quick import precompile
 from tritonconv.tools.bench.quick.correctness import Check, launcher
 from tritonconv.problem.suites import load_suite
+from tritonconv.routes.registry import is_depthwise_1d
 
 if __name__ == "__main__":
     layer = load_suite("smoke", dtype=torch.bfloat16)[0]  # 3x3 pad 1: the TMA route applies

@@ -8,6 +8,7 @@ from ._version import __version__
 from .frontend import library_ops  # registers the tritonconv:: custom ops torch.compile sees
 from .frontend.aten import disable_aten, enable_aten, use_aten
 from .frontend.call_counts import reset_stats, stats
+from .frontend.decode import causal_conv1d_update
 from .frontend.functional import Conv2dFunction, conv1d, conv2d
 from .frontend.nn import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .frontend.sequence import causal_conv1d
@@ -31,6 +32,7 @@ __all__ = [
     "PatchReport",
     "__version__",
     "causal_conv1d",
+    "causal_conv1d_update",
     "conv1d",
     "conv2d",
     "conv3d",

@@ -2,6 +2,7 @@
 code lives here, and the NamedTuples their grouped constexprs take (`constexprs`); launchers are in
 `ops/`."""
 
+from .causal_update import _causal_conv1d_update_kernel
 from .conv1x1_fwd import _conv2d_fwd_1x1_kernel
 from .conv3d import (
     _conv3d_dgrad_kernel,
@@ -28,6 +29,7 @@ from .wgrad import (
 
 __all__ = [
     "_activation_grad_kernel",
+    "_causal_conv1d_update_kernel",
     "_conv1d_depthwise_fwd_kernel",
     "_conv1d_depthwise_wgrad_kernel",
     "_conv2d_bias_grad_kernel",

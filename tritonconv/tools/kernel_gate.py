@@ -34,6 +34,7 @@ import torch
 import triton
 
 from ..ops import launch, static_compile
+from ..ops.causal_update import run_update
 from ..ops.epilogue import NO_EPILOGUE
 from ..ops.static_compile import resolve_arch
 from ..ops.wgrad import bias_grad_operand, prepare_bias_grad
@@ -42,7 +43,7 @@ from ..problem.arithmetic import CHANNELS_LAST, ConvProblem, memory_format_of
 from ..problem.config import KernelConfig
 from ..problem.devices import DEFAULT_ARCH, GpuArch, arch_for_capability
 from ..problem.suites import load_suite, suites_folder
-from ..routes.registry import Pass, routes, spec
+from ..routes.registry import Pass, is_depthwise_1d, routes, spec
 from ..tuning.cache import TuningCache
 from ..tuning.session import cached_entry
 from ..tuning.space import candidates, shared_memory_bytes
@@ -50,6 +51,9 @@ from ..tuning.space import candidates, shared_memory_bytes
 DEFAULT_SUITES = ("smoke", "resnet50", "video")
 DEFAULT_DTYPES = (torch.bfloat16, torch.float16)
 BIAS_GRAD = "bias grad"
+# The causal conv1d's decode step (`ops/causal_update.py`), one token against a state, for every conv1d
+# depthwise layer: its shifting state and its circular one (`cache_seqlens`).
+DECODE_STEPS = {"decode step": False, "decode step (circular)": True}
 WGRAD_WITH_BIAS = "wgrad + bias grad"  # a weight-gradient route that sums db as it goes (`fuses_bias_grad`)
 CHOSEN = ("heuristic", "shipped table")
 # Kernels whose tl.dot is batched (3-D): Triton lowers it to mma.sync on NVIDIA, never wgmma or tcgen05.
@@ -118,6 +122,9 @@ def gate_items(
                                     GateItem(suite, layer.name, problem, WGRAD_WITH_BIAS, variant, config, source)
                                 )
                 items.setdefault(GateItem(suite, layer.name, problem, BIAS_GRAD, "reduction", None, "heuristic"))
+                if is_depthwise_1d(problem):
+                    for step in DECODE_STEPS:
+                        items.setdefault(GateItem(suite, layer.name, problem, step, "causal update", None, "heuristic"))
     return list(items)
 
 
@@ -241,10 +248,24 @@ def _launches(item: GateItem) -> list[tuple[launch.KernelLaunch, tuple]]:
         Pass.WGRAD: lambda: _gradient(item, problem.weight_shape, x, grad_output),
         WGRAD_WITH_BIAS: lambda: _weight_and_bias_gradient(item, x, grad_output),
         BIAS_GRAD: lambda: _bias_gradient(bias_grad_operand(grad_output)),
+        **{
+            step: (lambda circular=circular: _decode_step(problem, circular)) for step, circular in DECODE_STEPS.items()
+        },
     }
     with launch.captured() as launches:
         run_route[item.pass_name]()
     return launches
+
+
+def _decode_step(problem: ConvProblem, circular: bool) -> None:
+    """One token of each of the layer's sequences against a state of W - 1 columns (W + 2 for a
+    circular one), the weight fp32 as the serving engines keep it."""
+    batch, channels, width = problem.n, problem.c, problem.s
+    x = torch.empty(batch, channels, 1, dtype=problem.dtype)
+    state = torch.empty(batch, channels, width + 2 if circular else width - 1, dtype=problem.dtype)
+    weight = torch.randn(channels, width)
+    seqlens = torch.zeros(batch, dtype=torch.int32) if circular else None
+    run_update(x, state, weight, torch.randn(channels), torch.empty_like(x), seqlens, None, silu=True)
 
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, problem: ConvProblem, item: GateItem) -> None:

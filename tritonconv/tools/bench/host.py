@@ -8,6 +8,7 @@ For each layer it times, in steady state (the call's key already prepared):
 - `dgrad`, `wgrad`, `bias grad`: the gradient calls autograd's backward makes on the prepared call;
 - `backward`: `output.backward(grad_output)` through a retained graph of one convolution, all
   three gradients, autograd's engine included;
+- `decode step` (conv1d depthwise layers): `causal_conv1d_update` of one token per sequence;
 - `train step`: forward with autograd and `backward()`, all three gradients (autograd's own
   engine included);
 and, with the forward planned to torch's own kernel (the `torch` route, as a tuned cache entry that
@@ -45,7 +46,7 @@ from tritonconv.plan.dispatch import forget_plans
 from tritonconv.plan.prepared import call_key, lookup
 from tritonconv.problem.runtime import environment_variable
 from tritonconv.problem.suites import load_suite
-from tritonconv.routes.registry import Variant, tuned_variants
+from tritonconv.routes.registry import Variant, is_depthwise_1d, tuned_variants
 from tritonconv.tuning.cache import CACHE_ENV, problem_key
 from tritonconv.tuning.fingerprint import device_slug, problem_fingerprint
 from tritonconv.tuning.session import device_cache
@@ -178,6 +179,15 @@ def torch_route_rows(problem, device: str, time_us: Callable[[Callable[[], objec
                 "torch fwd (same tensors)": time_us(lambda: F.conv2d(x, weight, **geometry))}  # fmt: skip
 
 
+def decode_step_call(problem, device: str) -> Callable[[], object]:
+    """`causal_conv1d_update` of one token per sequence of the layer's batch, a state of W - 1 columns
+    and an fp32 weight, as a serving engine's decode loop calls it."""
+    x = torch.randn(problem.n, problem.c, dtype=problem.dtype, device=device)
+    state = torch.randn(problem.n, problem.c, problem.s - 1, dtype=problem.dtype, device=device)
+    weight, bias = torch.randn(problem.c, problem.s, device=device), torch.randn(problem.c, device=device)
+    return lambda: tritonconv.causal_conv1d_update(x, state, weight, bias, "silu")
+
+
 def host_rows(layers: list, on_gpu: bool, time_us: Callable[[Callable[[], object]], float]) -> list[dict]:
     """One row per (layer, timed call): µs per call by `time_us`, with real launches on a GPU and
     stubbed ones without (the kernels each call launches are listed there). 3-D layers are skipped:
@@ -200,6 +210,18 @@ def host_rows(layers: list, on_gpu: bool, time_us: Callable[[Callable[[], object
                          "launch": "real" if on_gpu else "stub", "batch": layer.problem.n,
                          "dtype": str(layer.problem.dtype).removeprefix("torch.")})  # fmt: skip
             print(f"{layer.name:>20s} {pass_name:>18s} {microseconds:8.2f} us  {kernels}", flush=True)
+        if is_depthwise_1d(layer.problem):  # a conv1d of a Mamba-style model: its decode step too
+            fn = decode_step_call(layer.problem, device)
+            kernels = "" if on_gpu else launches_per_call(fn)
+            launch.STUB = None if on_gpu else no_launch
+            try:
+                microseconds = time_us(fn)
+            finally:
+                launch.STUB = None
+            rows.append({"layer": layer.name, "pass": "decode step", "host_us": microseconds, "launches": kernels,
+                         "launch": "real" if on_gpu else "stub", "batch": layer.problem.n,
+                         "dtype": str(layer.problem.dtype).removeprefix("torch.")})  # fmt: skip
+            print(f"{layer.name:>20s} {'decode step':>18s} {microseconds:8.2f} us  {kernels}", flush=True)
         for pass_name, microseconds in torch_route_rows(layer.problem, device, time_us).items():
             rows.append({"layer": layer.name, "pass": pass_name, "host_us": microseconds, "launches": "",
                          "launch": "real (torch's kernel)", "batch": layer.problem.n,
