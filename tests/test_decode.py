@@ -159,3 +159,21 @@ def test_a_compiled_decode_step_updates_the_state_as_eager_does():
         x = torch.randn(2, channels)
         torch.testing.assert_close(compiled(x, compiled_state), step(x, eager_state), rtol=0, atol=0)
         assert torch.equal(compiled_state, eager_state)
+
+
+def test_an_exported_decode_step_holds_the_op_and_updates_the_state():
+    class Step(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight, self.bias = torch.nn.Parameter(torch.randn(8, 4)), torch.nn.Parameter(torch.randn(8))
+
+        def forward(self, x, state):
+            return tritonconv.causal_conv1d_update(x, state, self.weight, self.bias, "silu")
+
+    step, x, state = Step(), torch.randn(2, 8), torch.randn(2, 8, 3)
+    exported = torch.export.export(step, (x, state.clone()))
+    targets = [str(node.target) for node in exported.graph.nodes if node.op == "call_function"]
+    assert "tritonconv.causal_conv1d_update.default" in targets
+    exported_state, eager_state = state.clone(), state.clone()
+    assert torch.equal(exported.module()(x, exported_state), step(x, eager_state))
+    assert torch.equal(exported_state, eager_state) and not torch.equal(eager_state, state)
