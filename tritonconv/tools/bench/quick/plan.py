@@ -277,7 +277,7 @@ def dry_run(run: QuickRun, plan: list[Stage]) -> int:
           f"call {PROVIDER_S:.3f} s (eager {context.BENCH_WARMUP_MS}+{context.BENCH_REP_MS} ms, graph "
           f"{context.BENCH_REP_MS} ms); cuDNN's search {CUDNN_SEARCH_S} s per layer-pass; host {HOST_CALL_S:.3f} s "
           f"per call; model {MODEL_SETUP_S:.0f} s per batch size + {MODEL_CALL_S} s per timed call")  # fmt: skip
-    print(f"stage d (run only while time is left): {optional:.0f} s more")
+    print(f"stages d (and e, the report's), run only while time is left: {optional:.0f} s more")
     print(f"estimated device time: {total + compile_s:.0f} s")
     return 0
 
