@@ -152,7 +152,7 @@ def test_causal_conv1d_passes_gradcheck(activation):
 
 def test_causal_conv1d_refuses_what_it_cannot_mean():
     x, weight, bias = _operands(4, "bcl")
-    with pytest.raises(ValueError, match="activation must be None or 'silu'"):
+    with pytest.raises(ValueError, match="activation must be None, 'silu' or 'swish'"):
         tritonconv.causal_conv1d(x, weight, bias, "relu")
     with pytest.raises(RuntimeError, match="depthwise weight"):
         tritonconv.causal_conv1d(x, weight[:10], bias)

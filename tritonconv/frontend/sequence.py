@@ -13,6 +13,10 @@ every tap, bias gradient included.
 Under torch.compile and torch.export, forward AD and torch.func, and while a model's problems are
 recorded, it is conv1d (its custom op, its differentiable Functions, torch's) with symmetric padding,
 then the crop and torch's SiLU.
+
+The causal-conv1d package's initial and final states and its mixed precision (fp16/bf16 x, fp32
+weight) compose with that: the states as columns before the sequence, the operands widened to fp32
+(`_causal_with_states`).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from .functional import (
     run_fused,
 )
 
-CAUSAL_ACTIVATIONS = (None, "silu")
+CAUSAL_ACTIVATIONS = (None, "silu", "swish")
 CAUSAL_KEY = ("causal conv1d",)
 
 
@@ -51,25 +55,103 @@ def causal_conv1d(
     activation: str | None = None,
     *,
     dilation: int = 1,
-) -> torch.Tensor:
+    seq_idx: torch.Tensor | None = None,
+    initial_states: torch.Tensor | None = None,
+    return_final_states: bool = False,
+    final_states_out: torch.Tensor | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """activation(F.conv1d(x, weight, bias, padding=(S-1)*dilation, dilation=dilation,
     groups=C)[..., :L]): each output reads only its own and earlier positions.
 
     `x` is (B, C, L) or unbatched (C, L) in any strides (the (B, L, C) layout Mamba keeps, as a
-    transposed view, is read in place); `weight` is `F.conv1d`'s depthwise weight (C, 1, S);
-    `bias` is (C,); `activation` is None or 'silu'. The output has x's shape and layout (a (B, L, C)
-    view in gives one out), so the projection that follows reads it without a copy. Differentiable
-    in x, weight and bias; errors are `F.conv1d`'s for the same call.
+    transposed view, is read in place); `weight` is `F.conv1d`'s depthwise weight (C, 1, S), or
+    (C, S) as the causal-conv1d package takes it; `bias` is (C,); `activation` is None or 'silu'
+    ('swish' is the same). The output has x's shape, dtype and layout (a (B, L, C) view in gives one
+    out), so the projection that follows reads it without a copy. Differentiable in x, weight, bias
+    and `initial_states`; errors are `F.conv1d`'s for the same call.
+
+    As the causal-conv1d package (batched x, dilation 1 for the states):
+    - x, weight and bias may differ in dtype (fp32/fp16/bf16): the arithmetic is then fp32, the
+      output and dx in x's dtype, dweight and dbias in theirs.
+    - `initial_states` (B, C, S-1) replace the zero padding before the sequence.
+    - `return_final_states=True` returns (out, final): the last S-1 columns of cat(initial_states or
+      zeros, x), in x's dtype, (B, C, S-1); `final_states_out` (B, C, S-1) receives them in place
+      (and is returned as `final`). Both are differentiable.
+    - `seq_idx` (several sequences packed in one row) is not supported yet: it raises.
     """
     if activation not in CAUSAL_ACTIVATIONS:
-        raise ValueError(f"activation must be None or 'silu'; got {activation!r}")
+        raise ValueError(f"activation must be None, 'silu' or 'swish'; got {activation!r}")
+    activation = None if activation is None else "silu"
+    if weight.dim() == 2:
+        weight = weight.unsqueeze(1)
+    with_states = initial_states is not None or return_final_states or final_states_out is not None
+    mixed = weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype)
+    if seq_idx is not None:
+        raise NotImplementedError("causal_conv1d: seq_idx (packed sequences) is not supported yet")
+    if not with_states and not mixed:
+        return _causal(x, weight, bias, activation, dilation)
+    return _causal_with_states(x, weight, bias, activation, dilation, initial_states,
+                               return_final_states or final_states_out is not None, final_states_out)  # fmt: skip
+
+
+def _causal_with_states(x, weight, bias, activation, dilation, initial_states, return_final, final_states_out):
+    """Mixed dtypes (fp32 arithmetic: the operands widened, the output narrowed back, so the
+    gradients come back in each operand's dtype) and the states of the causal-conv1d package: the
+    initial states as the columns before the sequence (a valid convolution over cat(states, x),
+    concatenated in x's storage order so the output keeps x's layout), the final states as the last
+    S-1 columns of that concatenation."""
+    floating = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+    if any(t is not None and t.dtype not in floating for t in (x, weight, bias)):
+        raise RuntimeError(f"causal_conv1d: x, weight and bias must be floating; got {x.dtype}, {weight.dtype}")
+    taps = weight.shape[-1]
+    if (initial_states is not None or return_final) and (x.dim() != 3 or dilation != 1):
+        raise RuntimeError("causal_conv1d: initial and final states need a batched x (B, C, L) and dilation 1")
+    wide = torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
+    x_wide, weight_wide = x.to(wide), weight.to(wide)
+    bias_wide = None if bias is None else bias.to(wide)
+    history = None
+    if initial_states is not None or return_final:
+        batch, channels, _ = x.shape
+        expected = (batch, channels, taps - 1)
+        if initial_states is not None and tuple(initial_states.shape) != expected:
+            raise RuntimeError(f"causal_conv1d: initial_states must be {list(expected)}; got "
+                               f"{list(initial_states.shape)}")  # fmt: skip
+        history = x.new_zeros(expected) if initial_states is None else initial_states.to(x.dtype)
+    if initial_states is None:
+        output = _causal(x_wide, weight_wide, bias_wide, activation, dilation)
+    else:  # the history is in the sequence: no padding before it
+        output = _causal(_cat_along_length(initial_states.to(wide), x_wide), weight_wide, bias_wide, activation, 1, 0)
+    output = output.to(x.dtype)
+    if not return_final:
+        return output
+    final = _cat_along_length(history, x)[..., x.shape[-1] :].clone(memory_format=torch.contiguous_format)
+    if final_states_out is not None:
+        if tuple(final_states_out.shape) != tuple(final.shape):
+            raise RuntimeError(f"causal_conv1d: final_states_out must be {list(final.shape)}; got "
+                               f"{list(final_states_out.shape)}")  # fmt: skip
+        final = final_states_out.copy_(final)
+    return output, final
+
+
+def _cat_along_length(before: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """cat(before, x) along the length, in x's storage order: a (B, L, C)-strided x gives a
+    (B, L', C)-strided result."""
+    if x.dim() == 3 and x.stride(1) == 1 and x.stride(2) != 1:  # channels innermost: keep them so
+        return torch.cat([before.transpose(1, 2), x.transpose(1, 2)], dim=1).transpose(1, 2)
+    return torch.cat([before, x], dim=-1)
+
+
+def _causal(x, weight, bias, activation, dilation, reach: int | None = None) -> torch.Tensor:
+    """The causal convolution of same-dtype operands (`causal_conv1d` without states): `reach`
+    positions of padding before the sequence ((S-1)*dilation by default; 0 for a sequence that
+    carries its history in its first S-1 columns, whose output is that much shorter)."""
     if x.dim() not in (2, 3) or weight.dim() != 3 or weight.shape[1] != 1 or weight.shape[0] != x.shape[-2]:
         raise RuntimeError(
             "causal_conv1d takes x (B, C, L) or (C, L) and a depthwise weight (C, 1, S); got x of size "
             f"{list(x.shape)} and weight of size {list(weight.shape)}"
         )
     channels, taps, length = x.shape[-2], weight.shape[-1], x.shape[-1]
-    reach = (taps - 1) * dilation
+    reach = (taps - 1) * dilation if reach is None else reach
     if recording_shapes() and length > 0:  # what runs is the causal problem, not the padded call below
         dtype = autocast_dtype_for(x)
         x_cast, weight_cast, bias_cast = (
