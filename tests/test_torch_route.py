@@ -273,3 +273,15 @@ def test_the_host_bench_times_a_call_planned_to_the_torch_route_beside_torch_its
     # the scratch cache entry is gone with its folder: the forward is planned as before
     x, w = torch.randn(1, 4, 5, 5), torch.randn(4, 4, 3, 3)
     assert tritonconv.explain(x, w, padding=1)["variant"] != Variant.TORCH
+
+
+def test_where_every_triton_candidate_failed_torch_serves_and_no_triton_time_is_claimed(fresh_cache, monkeypatch):
+    problem = make_problem(n=1, c=4, h=5, w=5, k=4, r=3, s=3, padding=1, dtype=torch.float64)
+    gate = tuner._gate
+    monkeypatch.setattr(tuner, "_gate", lambda workload, variant, config, dtype: gate(workload, variant, config, dtype)
+                        if variant == Variant.TORCH else "RuntimeError: planted")  # fmt: skip
+    assert tune_problems([problem], ["fwd"], timer=torch_is(lambda p: False), max_candidates=1).tuned == 1
+    x, w = torch.randn(1, 4, 5, 5, dtype=torch.float64), torch.randn(4, 4, 3, 3, dtype=torch.float64)
+    timing = tritonconv.explain(x, w, padding=1)["timing"]
+    assert timing["chosen"] == "torch" and timing["triton_route"] is None and timing["triton_ms"] is None
+    assert timing["torch_ms"] == 5.0 and timing["torch_over_chosen"] == 1.0

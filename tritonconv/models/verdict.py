@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from ..routes.registry import TRANSPOSED_PASSES, Pass, Variant
 from ..tuning.cache import TuningCache, problem_key
 from ..tuning.session import TuneSummary, cached_entry
-from ..tuning.tuner import tf32_key
+from ..tuning.tuner import best_triton, tf32_key
 
 if TYPE_CHECKING:
     from .tune_model import RecordedConv
@@ -141,9 +141,8 @@ def verdict_of(
         for pass_name in passes:
             served = TRANSPOSED_PASSES[Pass(pass_name)] if call.transposed else Pass(pass_name)
             entry = cached_entry(cache, call.problem, served) or {}
-            triton = entry.get("triton") or {}
-            triton_ms = triton.get("median_ms", entry.get("median_ms") if "triton" not in entry else None)
-            triton_route = triton.get("variant", entry.get("variant") if "triton" not in entry else None)
+            triton = best_triton(entry) or {}
+            triton_ms, triton_route = triton.get("median_ms"), triton.get("variant")
             rows.append(LayerPassVerdict(
                 layer=call.layer or "(model)", pass_name=str(pass_name),
                 problem=problem_key(call.problem, served, tf32_key()), triton_route=_name(triton_route),

@@ -36,6 +36,7 @@ from ..routes.registry import (
 )
 from ..tuning import cache as tuning_cache
 from ..tuning.session import device_cache, find_entry, tune_problems
+from ..tuning.tuner import best_triton
 
 __all__ = [
     "GROUPED_TILE_MAX_CHANNELS",
@@ -235,7 +236,7 @@ def tuned_timing(problem: ConvProblem, pass_name: str) -> dict | None:
     if found is None:
         return None
     entry, source = found
-    triton = entry.get("triton") or ({"variant": entry["variant"], "median_ms": entry.get("median_ms")})
+    triton = best_triton(entry) or {}
     torch_ms, chosen_ms = entry.get("torch_ms"), entry.get("median_ms")
     return {
         "chosen": str(entry["variant"]),

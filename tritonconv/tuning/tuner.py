@@ -16,7 +16,7 @@ import datetime
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -260,6 +260,14 @@ def decide(entry: dict, routes: str) -> dict:
     if triton is None:
         return {**decided, "variant": None, "config": None}
     return {**decided, **triton}
+
+
+def best_triton(entry: Mapping[str, object]) -> dict | None:
+    """The best Triton candidate an entry holds: its "triton" part (None when every candidate
+    failed), or, for an entry written before torch was timed, the entry's own choice."""
+    if "triton" in entry:
+        return entry["triton"]
+    return dict(entry) if entry.get("config") is not None and entry.get("variant") != Variant.TORCH else None
 
 
 def redecidable(entry: dict) -> bool:

@@ -26,7 +26,7 @@ from ....problem.config import KernelConfig
 from ....problem.suites import load_suite
 from ....routes.registry import Pass, Plan, Variant, routes, spec
 from ....tuning.session import find_entry
-from ....tuning.tuner import TOLERANCE
+from ....tuning.tuner import TOLERANCE, best_triton
 from .. import harness
 from ..host import host_rows
 from .context import QuickRun
@@ -44,8 +44,8 @@ def _triton_plan(problem, pass_name: str) -> Plan:
     """The best Triton candidate tuning found (its "triton" part: the entry's choice when that is a
     Triton route, kept beside torch's time when torch won), else the untimed rule's plan."""
     found = find_entry(problem, pass_name, borrow=False)
-    best = None if found is None else (found[0].get("triton") or found[0])
-    if best is None or best.get("config") is None or best.get("variant") == Variant.TORCH:
+    best = None if found is None else best_triton(found[0])
+    if best is None:
         return heuristic_plan(problem, pass_name)
     return Plan(Variant(best["variant"]), KernelConfig(**best["config"]), "tuned, Triton alone")
 
