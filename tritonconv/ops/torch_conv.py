@@ -83,6 +83,12 @@ def symmetric_padding(
     return tuple(stride), both, tuple(dilation), extra
 
 
+def cropped_back(extra: tuple[int, ...], sizes: tuple[int, ...]) -> tuple:
+    """The index that takes the unpadded input's positions (`sizes`) back out of one padded by
+    `extra` (`symmetric_padding`'s): what an input gradient computed on the padded input is cropped to."""
+    return (..., *(slice(before, before + size) for before, size in zip(extra[-2::-2], sizes, strict=True)))
+
+
 def _padded_shape(problem: ConvProblem, extra: tuple[int, ...]) -> tuple[int, ...]:
     shape = list(problem.input_shape)
     for axis, (before, after) in enumerate(zip(extra[::2], extra[1::2], strict=True)):
@@ -143,10 +149,7 @@ def prepare_dgrad(
     zeros, groups = (0,) * len(stride), problem.groups
     channels_last = is_channels_last_like(grad_input)
     padded = _padded_shape(problem, extra)
-    crop = None
-    if any(extra):
-        crop = (..., *(slice(before, before + size) for before, size in zip(extra[-2::-2], problem.input_shape[2:],
-                                                                               strict=True)))  # fmt: skip
+    crop = cropped_back(extra, problem.input_shape[2:]) if any(extra) else None
     activation = epilogue.activation
 
     def run(grad_output, weight, grad_input=None, bias=None, residual=None, preactivation=None) -> torch.Tensor:

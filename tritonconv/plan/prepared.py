@@ -28,7 +28,7 @@ from ..ops.wgrad import bias_grad_operand, prepare_bias_grad
 from ..problem.arithmetic import ConvProblem, is_channels_last_like, memory_format_of, problem_from_tensors
 from ..problem.runtime import POISON_ENV, environment_reader, poison_outputs
 from ..routes.calls import check_runnable
-from ..routes.registry import Pass, Plan, Variant, spec
+from ..routes.registry import Pass, Plan, spec
 from ..tuning import cache as tuning_cache
 from .dispatch import AUTOTUNE_ENV, plan_and_finality
 
@@ -154,7 +154,7 @@ class PreparedConv:
         check_runnable(input)
         self._describe(problem, input, is_channels_last_like(input), is_channels_last_like(weight), epilogue, plans)
         self.forward_plan, self.final = self._plan(Pass.FWD)
-        self._forward_returns = self.forward_plan.variant == Variant.TORCH
+        self._forward_returns = spec(Pass.FWD, self.forward_plan.variant).returns_output
 
     @classmethod
     def for_gradients(
@@ -203,7 +203,10 @@ class PreparedConv:
             return self.plans[pass_name], True
         return plan_and_finality(self.problem, pass_name)
 
-    def _new(self, allocation: tuple) -> torch.Tensor:
+    def _new(self, allocation: tuple | None) -> torch.Tensor | None:
+        """A tensor as `allocation` describes (None for a route that returns its own result)."""
+        if allocation is None:
+            return None
         shape, strides, dtype, device = allocation
         tensor = torch.empty_strided(shape, strides, dtype=dtype, device=device)
         if self.poison:
@@ -238,7 +241,7 @@ class PreparedConv:
         run = self._forward
         if run is not None and self._forward_returns:  # torch's route: it allocates its own output
             global _last_route
-            _last_route = Variant.TORCH
+            _last_route = self.forward_plan.variant
             return self._launch(run, input, weight, bias, None, residual, preactivation)
         output = self._new(self._output)
         if self._output_empty:
@@ -306,8 +309,9 @@ class PreparedConv:
         gradient = torch.empty(shape, dtype=like.dtype, device=like.device,
                                memory_format=memory_format_of(len(shape), channels_last))  # fmt: skip
         plan, final = self._plan(pass_name)
-        run = spec(pass_name, plan.variant).prepare(*operands, gradient, self.problem, plan.config, **fused)
-        return run, _allocation(gradient), final
+        route = spec(pass_name, plan.variant)
+        run = route.prepare(*operands, gradient, self.problem, plan.config, **fused)
+        return run, None if route.returns_output else _allocation(gradient), final
 
     def input_grad(
         self,
@@ -386,7 +390,8 @@ class PreparedConv:
                                       memory_format=self._weight_format())  # fmt: skip
             grad_bias = torch.empty((self.problem.k,), dtype=like.dtype, device=like.device)
             run = route.prepare(input, grad_output, grad_weight, self.problem, plan.config, grad_bias=grad_bias)
-            return run, (_allocation(grad_weight), _allocation(grad_bias)), final
+            allocations = (None, None) if route.returns_output else (_allocation(grad_weight), _allocation(grad_bias))
+            return run, allocations, final
 
         if self.problem.gemm_m == 0:
             return self.weight_grad(input, grad_output), self.bias_grad(grad_output)

@@ -13,7 +13,9 @@ A `VariantSpec` names, for one (pass, variant):
 - `competes`: a forward route the tuner times wherever it applies though the rule never picks it
   (a new kernel not yet measured on a GPU);
 - `fuses_bias_grad`: a weight-gradient route whose launcher also computes the bias gradient from
-  the dY it reads (`prepare(..., grad_bias=...)`), so no separate bias reduction runs.
+  the dY it reads (`prepare(..., grad_bias=...)`), so no separate bias reduction runs;
+- `returns_output`: a route whose run allocates its result and returns it (torch's), so the caller
+  allocates nothing for it (a kernel route's run writes the tensor it is given and returns None).
 
 The last spec of each pass is `torch`: torch's own convolution (`ops/torch_conv.py`), which
 applies everywhere, is never the rule's choice and is timed by the tuner beside the kernels.
@@ -364,6 +366,7 @@ class VariantSpec:
     clamp: Callable[[KernelConfig, ConvProblem], KernelConfig]
     competes: bool = False  # a forward route the tuner times wherever it applies, though the rule never picks it
     fuses_bias_grad: bool = False  # a weight-gradient route that computes the bias gradient too
+    returns_output: bool = False  # a route whose run allocates and returns its result (torch's): none is made for it
 
     @property
     def key(self) -> tuple[Pass, Variant]:
@@ -516,10 +519,12 @@ def _as_given(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
 # rule never picks it, and the tuner times it beside the kernels wherever it tunes, so a tuned
 # problem runs whichever is faster. Its weight gradient computes the bias gradient in the same call.
 TORCH_SPECS: tuple[VariantSpec, ...] = (
-    VariantSpec(Pass.FWD, Variant.TORCH, always, never, torch_conv.prepare_forward, (), {}, _no_config, _as_given),
-    VariantSpec(Pass.DGRAD, Variant.TORCH, always, never, torch_conv.prepare_dgrad, (), {}, _no_config, _as_given),
+    VariantSpec(Pass.FWD, Variant.TORCH, always, never, torch_conv.prepare_forward, (), {}, _no_config, _as_given,
+                returns_output=True),
+    VariantSpec(Pass.DGRAD, Variant.TORCH, always, never, torch_conv.prepare_dgrad, (), {}, _no_config, _as_given,
+                returns_output=True),
     VariantSpec(Pass.WGRAD, Variant.TORCH, always, never, torch_conv.prepare_wgrad, (), {}, _no_config, _as_given,
-                fuses_bias_grad=True),
+                fuses_bias_grad=True, returns_output=True),
 )  # fmt: skip
 SPECS = tuple(
     spec

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .. import kernels
 from ..ops import launch, launch_spec, static_compile
-from ..ops.torch_conv import TORCH_CONFIG, symmetric_padding
+from ..ops.torch_conv import TORCH_CONFIG, cropped_back, symmetric_padding
 from ..problem.arithmetic import CHANNELS_LAST, ConvProblem
 from ..problem.config import KernelConfig
 from ..problem.devices import DEFAULT_ARCH, GpuArch
@@ -149,8 +149,7 @@ def torch_answer(
         return y.detach()
     y.backward(grad_output.to(reference_dtype))
     if pass_name == "dgrad":
-        crop = (slice(before, before + size) for before, size in zip(extra[-2::-2], x.shape[2:], strict=True))
-        return padded.grad[(..., *crop)]
+        return padded.grad[cropped_back(extra, tuple(x.shape[2:]))]
     return wide_weight.grad
 
 
