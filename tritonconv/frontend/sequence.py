@@ -106,17 +106,13 @@ def _causal_with_states(x, weight, bias, activation, dilation, initial_states, r
     taps = weight.shape[-1]
     if (initial_states is not None or return_final) and (x.dim() != 3 or dilation != 1):
         raise RuntimeError("causal_conv1d: initial and final states need a batched x (B, C, L) and dilation 1")
-    wide = torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
-    x_wide, weight_wide = x.to(wide), weight.to(wide)
+    expected = (*x.shape[:2], taps - 1)
+    if initial_states is not None and tuple(initial_states.shape) != expected:
+        raise RuntimeError(f"causal_conv1d: initial_states must be {list(expected)}; got {list(initial_states.shape)}")
+    mixed = weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype)
+    wide = x.dtype if not mixed else torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
+    x_wide, weight_wide = x.to(wide), weight.to(wide)  # no copy where the dtypes agree
     bias_wide = None if bias is None else bias.to(wide)
-    history = None
-    if initial_states is not None or return_final:
-        batch, channels, _ = x.shape
-        expected = (batch, channels, taps - 1)
-        if initial_states is not None and tuple(initial_states.shape) != expected:
-            raise RuntimeError(f"causal_conv1d: initial_states must be {list(expected)}; got "
-                               f"{list(initial_states.shape)}")  # fmt: skip
-        history = x.new_zeros(expected) if initial_states is None else initial_states.to(x.dtype)
     if initial_states is None:
         output = _causal(x_wide, weight_wide, bias_wide, activation, dilation)
     else:  # the history is in the sequence: no padding before it
@@ -124,7 +120,9 @@ def _causal_with_states(x, weight, bias, activation, dilation, initial_states, r
     output = output.to(x.dtype)
     if not return_final:
         return output
-    final = _cat_along_length(history, x)[..., x.shape[-1] :].clone(memory_format=torch.contiguous_format)
+    history = x.new_zeros(expected) if initial_states is None else initial_states.to(x.dtype)
+    recent = x[..., max(x.shape[-1] - (taps - 1), 0) :]  # only the columns the final states can take
+    final = _cat_along_length(history, recent)[..., recent.shape[-1] :].clone(memory_format=torch.contiguous_format)
     if final_states_out is not None:
         if tuple(final_states_out.shape) != tuple(final.shape):
             raise RuntimeError(f"causal_conv1d: final_states_out must be {list(final.shape)}; got "
