@@ -194,11 +194,20 @@ def host_rows(layers: list, on_gpu: bool, time_us: Callable[[Callable[[], object
     the calls timed here are conv2d's."""
     device = "cuda" if on_gpu else "cpu"
     rows = []
+
+    def row(layer, pass_name: str, microseconds: float, kernels: str, launched: str) -> None:
+        rows.append({"layer": layer.name, "pass": pass_name, "host_us": microseconds, "launches": kernels,
+                     "launch": launched, "batch": layer.problem.n,
+                     "dtype": str(layer.problem.dtype).removeprefix("torch.")})  # fmt: skip
+        print(f"{layer.name:>20s} {pass_name:>18s} {microseconds:8.2f} us  {kernels}", flush=True)
+
     for layer in layers:
         if layer.problem.is_3d:
             print(f"{layer.name:>20s} skipped: a 3-D layer", flush=True)
             continue
         calls = layer_calls(layer.problem, device, layer.problem.dtype)
+        if is_depthwise_1d(layer.problem):  # a conv1d of a Mamba-style model: its decode step too
+            calls["decode step"] = decode_step_call(layer.problem, device)
         for pass_name, fn in calls.items():
             kernels = "" if pass_name.startswith("torch") or on_gpu else launches_per_call(fn)
             launch.STUB = None if on_gpu else no_launch
@@ -206,27 +215,9 @@ def host_rows(layers: list, on_gpu: bool, time_us: Callable[[Callable[[], object
                 microseconds = time_us(fn)
             finally:
                 launch.STUB = None
-            rows.append({"layer": layer.name, "pass": pass_name, "host_us": microseconds, "launches": kernels,
-                         "launch": "real" if on_gpu else "stub", "batch": layer.problem.n,
-                         "dtype": str(layer.problem.dtype).removeprefix("torch.")})  # fmt: skip
-            print(f"{layer.name:>20s} {pass_name:>18s} {microseconds:8.2f} us  {kernels}", flush=True)
-        if is_depthwise_1d(layer.problem):  # a conv1d of a Mamba-style model: its decode step too
-            fn = decode_step_call(layer.problem, device)
-            kernels = "" if on_gpu else launches_per_call(fn)
-            launch.STUB = None if on_gpu else no_launch
-            try:
-                microseconds = time_us(fn)
-            finally:
-                launch.STUB = None
-            rows.append({"layer": layer.name, "pass": "decode step", "host_us": microseconds, "launches": kernels,
-                         "launch": "real" if on_gpu else "stub", "batch": layer.problem.n,
-                         "dtype": str(layer.problem.dtype).removeprefix("torch.")})  # fmt: skip
-            print(f"{layer.name:>20s} {'decode step':>18s} {microseconds:8.2f} us  {kernels}", flush=True)
+            row(layer, pass_name, microseconds, kernels, "real" if on_gpu else "stub")
         for pass_name, microseconds in torch_route_rows(layer.problem, device, time_us).items():
-            rows.append({"layer": layer.name, "pass": pass_name, "host_us": microseconds, "launches": "",
-                         "launch": "real (torch's kernel)", "batch": layer.problem.n,
-                         "dtype": str(layer.problem.dtype).removeprefix("torch.")})  # fmt: skip
-            print(f"{layer.name:>20s} {pass_name:>18s} {microseconds:8.2f} us", flush=True)
+            row(layer, pass_name, microseconds, "", "real (torch's kernel)")
     return rows
 
 
