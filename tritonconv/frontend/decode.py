@@ -13,12 +13,12 @@ import torch
 
 from ..kernels.causal_update import _causal_conv1d_update_kernel as _KERNEL
 from ..ops.causal_update import launch_update, update_launch
+from ..ops.launch import LaunchCache
 from ..plan.prepared import tensor_key
 from ..problem.runtime import check_device
 
 UPDATE_ACTIVATIONS = (None, "silu", "swish")
-MAX_LAUNCHES = 1024
-_launches: dict[tuple, object] = {}  # call key -> its checked, prepared launch
+_launches = LaunchCache()  # call key -> its checked, prepared launch
 
 
 def causal_conv1d_update(
@@ -66,14 +66,13 @@ def _update(x, conv_state, weight, bias, silu, cache_seqlens, conv_state_indices
     """The launch for these operands' key (checked and prepared on the key's first call), then one launch."""
     operands = (x, conv_state, weight, bias, cache_seqlens, conv_state_indices)
     key = (*(tensor_key(t) for t in operands), silu)
-    launch = _launches.get(key)
     out = torch.empty_like(x)
-    if launch is None:
+
+    def build():
         _check(*operands)
-        launch = update_launch(x, conv_state, weight, bias, out, cache_seqlens, conv_state_indices, silu)
-        if len(_launches) >= MAX_LAUNCHES:
-            _launches.clear()
-        _launches[key] = launch
+        return update_launch(x, conv_state, weight, bias, out, cache_seqlens, conv_state_indices, silu)
+
+    launch = _launches.get(key, build)
     if out.numel():
         launch_update(launch, x, conv_state, weight, bias, out, cache_seqlens, conv_state_indices)
     return out

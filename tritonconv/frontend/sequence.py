@@ -43,6 +43,7 @@ from .functional import (
     recording_shapes,
     run_fused,
 )
+from .packed import FLOATING, packed_causal
 
 CAUSAL_ACTIVATIONS = (None, "silu", "swish")
 CAUSAL_KEY = ("causal conv1d",)
@@ -77,7 +78,9 @@ def causal_conv1d(
     - `return_final_states=True` returns (out, final): the last S-1 columns of cat(initial_states or
       zeros, x), in x's dtype, (B, C, S-1); `final_states_out` (B, C, S-1) receives them in place
       (and is returned as `final`). Both are differentiable.
-    - `seq_idx` (several sequences packed in one row) is not supported yet: it raises.
+    - `seq_idx` (B, L) int32, several sequences packed in one row: a tap reads x only where
+      seq_idx there equals seq_idx at the output; where seq_idx < 0 (padding) the output is 0. Any
+      dilation and either layout; not with `initial_states` (nothing comes before position 0).
     """
     if activation not in CAUSAL_ACTIVATIONS:
         raise ValueError(f"activation must be None, 'silu' or 'swish'; got {activation!r}")
@@ -86,12 +89,19 @@ def causal_conv1d(
         weight = weight.unsqueeze(1)
     with_states = initial_states is not None or return_final_states or final_states_out is not None
     mixed = weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype)
+    return_final = return_final_states or final_states_out is not None
     if seq_idx is not None:
-        raise NotImplementedError("causal_conv1d: seq_idx (packed sequences) is not supported yet")
+        if initial_states is not None:
+            raise ValueError("causal_conv1d: initial_states cannot be combined with seq_idx: with packed sequences "
+                             "nothing comes before position 0 (the causal-conv1d package refuses it too)")  # fmt: skip
+        output = packed_causal(x, weight, bias, seq_idx, activation is not None, dilation)
+        if not return_final:
+            return output
+        _check_states(x, weight, dilation, None)
+        return output, _final_states(x, None, weight.shape[-1], final_states_out)
     if not with_states and not mixed:
         return _causal(x, weight, bias, activation, dilation)
-    return _causal_with_states(x, weight, bias, activation, dilation, initial_states,
-                               return_final_states or final_states_out is not None, final_states_out)  # fmt: skip
+    return _causal_with_states(x, weight, bias, activation, dilation, initial_states, return_final, final_states_out)
 
 
 def _causal_with_states(x, weight, bias, activation, dilation, initial_states, return_final, final_states_out):
@@ -100,15 +110,10 @@ def _causal_with_states(x, weight, bias, activation, dilation, initial_states, r
     initial states as the columns before the sequence (a valid convolution over cat(states, x),
     concatenated in x's storage order so the output keeps x's layout), the final states as the last
     S-1 columns of that concatenation."""
-    floating = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-    if any(t is not None and t.dtype not in floating for t in (x, weight, bias)):
+    if any(t is not None and t.dtype not in FLOATING for t in (x, weight, bias)):
         raise RuntimeError(f"causal_conv1d: x, weight and bias must be floating; got {x.dtype}, {weight.dtype}")
-    taps = weight.shape[-1]
-    if (initial_states is not None or return_final) and (x.dim() != 3 or dilation != 1):
-        raise RuntimeError("causal_conv1d: initial and final states need a batched x (B, C, L) and dilation 1")
-    expected = (*x.shape[:2], taps - 1)
-    if initial_states is not None and tuple(initial_states.shape) != expected:
-        raise RuntimeError(f"causal_conv1d: initial_states must be {list(expected)}; got {list(initial_states.shape)}")
+    if initial_states is not None or return_final:
+        _check_states(x, weight, dilation, initial_states)
     mixed = weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype)
     wide = x.dtype if not mixed else torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
     x_wide, weight_wide = x.to(wide), weight.to(wide)  # no copy where the dtypes agree
@@ -120,7 +125,22 @@ def _causal_with_states(x, weight, bias, activation, dilation, initial_states, r
     output = output.to(x.dtype)
     if not return_final:
         return output
-    history = x.new_zeros(expected) if initial_states is None else initial_states.to(x.dtype)
+    return output, _final_states(x, initial_states, weight.shape[-1], final_states_out)
+
+
+def _check_states(x, weight, dilation: int, initial_states) -> None:
+    """The states' rules: a batched x, dilation 1, initial states (B, C, W-1)."""
+    if x.dim() != 3 or dilation != 1:
+        raise RuntimeError("causal_conv1d: initial and final states need a batched x (B, C, L) and dilation 1")
+    expected = (*x.shape[:2], weight.shape[-1] - 1)
+    if initial_states is not None and tuple(initial_states.shape) != expected:
+        raise RuntimeError(f"causal_conv1d: initial_states must be {list(expected)}; got {list(initial_states.shape)}")
+
+
+def _final_states(x, initial_states, taps: int, final_states_out) -> torch.Tensor:
+    """The last W-1 columns of cat(initial_states or zeros, x), in x's dtype (B, C, W-1), written
+    into `final_states_out` where given (differentiably: a copy_ into it)."""
+    history = x.new_zeros(*x.shape[:2], taps - 1) if initial_states is None else initial_states.to(x.dtype)
     recent = x[..., max(x.shape[-1] - (taps - 1), 0) :]  # only the columns the final states can take
     final = _cat_along_length(history, recent)[..., recent.shape[-1] :].clone(memory_format=torch.contiguous_format)
     if final_states_out is not None:
@@ -128,7 +148,7 @@ def _causal_with_states(x, weight, bias, activation, dilation, initial_states, r
             raise RuntimeError(f"causal_conv1d: final_states_out must be {list(final.shape)}; got "
                                f"{list(final_states_out.shape)}")  # fmt: skip
         final = final_states_out.copy_(final)
-    return output, final
+    return final
 
 
 def _cat_along_length(before: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,9 @@
 code lives here, and the NamedTuples their grouped constexprs take (`constexprs`); launchers are in
 `ops/`."""
 
+from .causal_packed import _causal_seq_kernel, _causal_seq_wgrad_kernel
 from .causal_update import _causal_conv1d_update_kernel
+from .causal_varlen import _causal_varlen_kernel
 from .conv1x1_fwd import _conv2d_fwd_1x1_kernel
 from .conv3d import (
     _conv3d_dgrad_kernel,
@@ -30,6 +32,9 @@ from .wgrad import (
 __all__ = [
     "_activation_grad_kernel",
     "_causal_conv1d_update_kernel",
+    "_causal_seq_kernel",
+    "_causal_seq_wgrad_kernel",
+    "_causal_varlen_kernel",
     "_conv1d_depthwise_fwd_kernel",
     "_conv1d_depthwise_wgrad_kernel",
     "_conv2d_bias_grad_kernel",

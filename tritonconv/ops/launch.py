@@ -108,3 +108,26 @@ def captured() -> Iterator[list[tuple[KernelLaunch, tuple]]]:
         yield launches
     finally:
         STUB = previous
+
+
+class LaunchCache:
+    """Launches by call key (shapes, strides, dtypes, flags), so a call with a key seen before
+    replays its launch (bound to the compiled kernel after its first run) instead of preparing one.
+    Emptied when full: a serving process meets a handful of keys."""
+
+    def __init__(self, limit: int = 1024):
+        self.limit = limit
+        self._launches: dict[tuple, KernelLaunch] = {}
+
+    def get(self, key: tuple, build: Callable[[], KernelLaunch]) -> KernelLaunch:
+        """The launch of `key`, built by `build()` (which checks the call's arguments) on first use."""
+        launch = self._launches.get(key)
+        if launch is None:
+            launch = build()
+            if len(self._launches) >= self.limit:
+                self._launches.clear()
+            self._launches[key] = launch
+        return launch
+
+    def clear(self) -> None:
+        self._launches.clear()
