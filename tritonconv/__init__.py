@@ -12,8 +12,8 @@ from .frontend.decode import causal_conv1d_update
 from .frontend.functional import Conv2dFunction, conv1d, conv2d
 from .frontend.nn import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .frontend.sequence import causal_conv1d
-from .frontend.varlen import causal_conv1d_varlen
 from .frontend.transposed import conv_transpose1d, conv_transpose2d, conv_transpose3d, explain_transposed
+from .frontend.varlen import causal_conv1d_varlen
 from .frontend.volume import Conv3dFunction, conv3d
 from .models.patch import PatchReport, patch, patch_torch, patched, unpatch, unpatch_torch
 from .models.tune_model import tune_model

@@ -112,7 +112,8 @@ def _causal_seq_wgrad_kernel(
         inside = (taps < WIDTH)[:, None] & live[None, :] & (source >= 0)
         source_seq = tl.load(seq_ptr + image[None, :] * stride_sb + source * stride_sl, mask=inside, other=-1)
         same = inside & (source_seq == own[None, :])
-        x_offs = (image * stride_xb)[None, :, None] + (source * stride_xl)[:, :, None] + (offs_c * stride_xc)[None, None, :]
+        x_rows = (image * stride_xb)[None, :] + source * stride_xl  # [TAPS, BLOCK_L]
+        x_offs = x_rows[:, :, None] + (offs_c * stride_xc)[None, None, :]
         x = tl.load(x_ptr + x_offs, mask=same[:, :, None] & mask_c[None, None, :], other=0.0).to(acc.dtype)
         acc += tl.sum(x * dy[None, :, :], axis=1)
         if HAS_BIAS:
