@@ -109,13 +109,14 @@ def test_gradcheck_with_states():
     assert gradcheck(both, inputs, fast_mode=True)
 
 
-def test_final_states_out_is_written_in_place_and_seq_idx_refused():
+def test_final_states_out_is_written_in_place_and_seq_idx_refused_with_initial_states():
     x, weight = torch.randn(2, 4, 6), torch.randn(4, 3)
     target = torch.full((2, 4, 2), float("nan"))
     out, final = tritonconv.causal_conv1d(x, weight, final_states_out=target)
     assert final is target and torch.equal(target, x[..., -2:])
     _close(out, reference(x, weight)[0], torch.float32, "output")
-    with pytest.raises(NotImplementedError, match="seq_idx"):
-        tritonconv.causal_conv1d(x, weight, seq_idx=torch.zeros(2, 6, dtype=torch.int32))
+    with pytest.raises(ValueError, match="initial_states cannot be combined with seq_idx"):
+        tritonconv.causal_conv1d(x, weight, seq_idx=torch.zeros(2, 6, dtype=torch.int32),
+                                 initial_states=torch.zeros(2, 4, 2))  # fmt: skip
     with pytest.raises(RuntimeError, match=r"initial_states must be \[2, 4, 2\]"):
         tritonconv.causal_conv1d(x, weight, initial_states=torch.zeros(2, 4, 3))

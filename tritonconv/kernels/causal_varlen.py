@@ -66,7 +66,7 @@ def _causal_varlen_kernel(
     state_line = state_ptr + line * stride_sn + (offs_c * stride_sc)[None, :]
 
     offs_t = start + block * BLOCK_L + tl.arange(0, BLOCK_L)
-    mask_t = offs_t < end
+    mask_t = (offs_t >= start) & (offs_t < end)  # a malformed query_start_loc reads nothing outside its sequence
     acc = tl.zeros((BLOCK_L, BLOCK_C), dtype=tl.float32)
     for k in tl.static_range(WIDTH):
         source = offs_t - (WIDTH - 1 - k)
