@@ -136,15 +136,13 @@ def test_a_compiled_prefill_then_decode_loop_equals_eager():
 
 
 def test_arguments_are_checked_with_the_sizes_in_the_message():
-    x, weight, starts = torch.randn(4, 6), torch.randn(4, 3), _starts([2, 4])
+    x, weight, starts, states = torch.randn(4, 6), torch.randn(4, 3), _starts([2, 4]), torch.zeros(2, 4, 2)
     with pytest.raises(RuntimeError, match=r"conv_states must be \(N, D, S\).*S >= W - 1 = 2"):
         tritonconv.causal_conv1d_varlen(x, weight, query_start_loc=starts, conv_states=torch.zeros(2, 4, 1))
     with pytest.raises(RuntimeError, match=r"cache_indices must be \(2,\) int32"):
-        tritonconv.causal_conv1d_varlen(x, weight, query_start_loc=starts, conv_states=torch.zeros(2, 4, 2),
+        tritonconv.causal_conv1d_varlen(x, weight, query_start_loc=starts, conv_states=states,
                                         cache_indices=torch.zeros(3, dtype=torch.int32))  # fmt: skip
     with pytest.raises(RuntimeError, match="needs a line per sequence, 2; got 1"):
         tritonconv.causal_conv1d_varlen(x, weight, query_start_loc=starts, conv_states=torch.zeros(1, 4, 2))
     with pytest.raises(ValueError, match="activation"):
-        tritonconv.causal_conv1d_varlen(
-            x, weight, None, "relu", query_start_loc=starts, conv_states=torch.zeros(2, 4, 2)
-        )
+        tritonconv.causal_conv1d_varlen(x, weight, None, "relu", query_start_loc=starts, conv_states=states)
