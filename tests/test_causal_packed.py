@@ -166,3 +166,24 @@ def test_a_compiled_call_holds_the_packed_op_and_its_backward():
     want.square().sum().backward()
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     torch.testing.assert_close(grads, (x.grad, weight.grad), rtol=0, atol=0)
+
+
+def test_the_packages_name_takes_its_positional_order():
+    x, weight, bias = torch.randn(2, 6, 11), torch.randn(6, 3), torch.randn(6)
+    seq_idx = packed_ids(2, 11, 9)
+    out, final = tritonconv.causal_conv1d_fn(x, weight, bias, seq_idx, None, True, None, "silu")
+    want = tritonconv.causal_conv1d(x, weight, bias, "silu", seq_idx=seq_idx)
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
+    assert torch.equal(final, x[..., -2:])
+
+
+def test_each_gradient_alone():
+    x, weight, bias = torch.randn(2, 5, 9), torch.randn(5, 3), torch.randn(5)
+    seq_idx = packed_ids(2, 9, 4)
+    leaves = [t.double().requires_grad_() for t in (x, weight, bias)]
+    reference(*leaves, seq_idx, silu=True).sum().backward()
+    for index in range(3):
+        operands = [t.clone().requires_grad_(i == index) for i, t in enumerate((x, weight, bias))]
+        tritonconv.causal_conv1d(*operands, "silu", seq_idx=seq_idx).sum().backward()
+        assert [t.grad is not None for t in operands] == [i == index for i in range(3)]
+        assert _error(operands[index].grad, leaves[index].grad) <= 4 * TOLERANCE[torch.float32]

@@ -11,7 +11,7 @@ from .frontend.call_counts import reset_stats, stats
 from .frontend.decode import causal_conv1d_update
 from .frontend.functional import Conv2dFunction, conv1d, conv2d
 from .frontend.nn import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
-from .frontend.sequence import causal_conv1d
+from .frontend.sequence import causal_conv1d, causal_conv1d_fn
 from .frontend.transposed import conv_transpose1d, conv_transpose2d, conv_transpose3d, explain_transposed
 from .frontend.varlen import causal_conv1d_varlen
 from .frontend.volume import Conv3dFunction, conv3d
@@ -33,6 +33,7 @@ __all__ = [
     "PatchReport",
     "__version__",
     "causal_conv1d",
+    "causal_conv1d_fn",
     "causal_conv1d_update",
     "causal_conv1d_varlen",
     "conv1d",

@@ -86,30 +86,30 @@ def causal_conv1d_packed_backward(
         run_seq(x, weight, bias, seq_idx, pre, silu=False, dilation=dilation)
         gate = torch.sigmoid(pre)
         grad_pre = grad.to(pre.dtype) * gate * (1 + pre * (1 - gate))
-    empty = x.new_empty(0)
-    grad_x = empty
+    grad_x = x.new_empty(0)  # an unasked gradient is an empty tensor of its own (outputs must not alias)
     if input_grad:
         grad_x = torch.empty_like(x)
         if grad_x.numel():
             run_seq(grad_pre, weight, None, seq_idx, grad_x, silu=False, dilation=dilation, flip=True)
-    grad_weight = grad_bias = empty
+    grad_weight, grad_bias = weight.new_empty(0), weight.new_empty(0)
     if weight_grad or bias_grad:
         if x.numel():
-            grad_weight, grad_bias = run_seq_wgrad(x, grad_pre, seq_idx, weight.shape[1], dilation, bias_grad)
+            summed_weight, summed_bias = run_seq_wgrad(x, grad_pre, seq_idx, weight.shape[1], dilation, bias_grad)
         else:
-            grad_weight, grad_bias = torch.zeros_like(weight), None if bias is None else torch.zeros_like(bias)
-        grad_weight = grad_weight.to(weight.dtype) if weight_grad else empty
-        grad_bias = grad_bias.to(bias.dtype) if bias_grad else empty
+            summed_weight, summed_bias = torch.zeros_like(weight), None if bias is None else torch.zeros_like(bias)
+        if weight_grad:
+            grad_weight = summed_weight.to(weight.dtype)
+        if bias_grad:
+            grad_bias = summed_bias.to(bias.dtype)
     return grad_x, grad_weight, grad_bias
 
 
 @causal_conv1d_packed_backward.register_fake
 def _packed_backward_fake(grad, x, weight, bias, seq_idx, silu, dilation, input_grad, weight_grad, bias_grad):
-    empty = x.new_empty(0)
     return (
-        torch.empty_like(x) if input_grad else empty,
-        torch.empty_like(weight) if weight_grad else empty,
-        torch.empty_like(bias) if bias_grad else empty,
+        torch.empty_like(x) if input_grad else x.new_empty(0),
+        torch.empty_like(weight) if weight_grad else weight.new_empty(0),
+        torch.empty_like(bias) if bias_grad else weight.new_empty(0),
     )
 
 

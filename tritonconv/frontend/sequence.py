@@ -104,6 +104,23 @@ def causal_conv1d(
     return _causal_with_states(x, weight, bias, activation, dilation, initial_states, return_final, final_states_out)
 
 
+def causal_conv1d_fn(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    seq_idx: torch.Tensor | None = None,
+    initial_states: torch.Tensor | None = None,
+    return_final_states: bool = False,
+    final_states_out: torch.Tensor | None = None,
+    activation: str | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """`causal_conv1d` under the causal-conv1d package's name and positional order (seq_idx fourth,
+    activation last), so `from tritonconv import causal_conv1d_fn` replaces the package's import in
+    code that passes its arguments by position."""
+    return causal_conv1d(x, weight, bias, activation, seq_idx=seq_idx, initial_states=initial_states,
+                         return_final_states=return_final_states, final_states_out=final_states_out)  # fmt: skip
+
+
 def _causal_with_states(x, weight, bias, activation, dilation, initial_states, return_final, final_states_out):
     """Mixed dtypes (fp32 arithmetic: the operands widened, the output narrowed back, so the
     gradients come back in each operand's dtype) and the states of the causal-conv1d package: the

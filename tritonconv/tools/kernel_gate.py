@@ -34,6 +34,7 @@ import torch
 import triton
 
 from ..ops import launch, static_compile
+from ..ops.causal_packed import launch_varlen, run_seq, run_seq_wgrad, varlen_launch
 from ..ops.causal_update import run_update
 from ..ops.epilogue import NO_EPILOGUE
 from ..ops.static_compile import resolve_arch
@@ -51,9 +52,18 @@ from ..tuning.space import candidates, shared_memory_bytes
 DEFAULT_SUITES = ("smoke", "resnet50", "video")
 DEFAULT_DTYPES = (torch.bfloat16, torch.float16)
 BIAS_GRAD = "bias grad"
-# The causal conv1d's decode step (`ops/causal_update.py`), one token against a state, for every conv1d
-# depthwise layer: its shifting state and its circular one (`cache_seqlens`).
-DECODE_STEPS = {"decode step": False, "decode step (circular)": True}
+# The causal conv1d's own kernels, for every conv1d depthwise layer: the decode step (`ops/causal_update.py`),
+# one token against a state, shifting and circular (`cache_seqlens`); the packed sequences' (`seq_idx`)
+# forward, input and weight gradients and the packed prefill with a state cache (`ops/causal_packed.py`).
+# Item name -> (its variant column, what it launches for the layer's problem).
+SEQUENCE_STEPS: dict[str, tuple[str, Callable[[ConvProblem], None]]] = {
+    "decode step": ("causal update", lambda problem: _decode_step(problem, circular=False)),
+    "decode step (circular)": ("causal update", lambda problem: _decode_step(problem, circular=True)),
+    "packed fwd": ("seq_idx", lambda problem: _packed(problem, "fwd")),
+    "packed dgrad": ("seq_idx", lambda problem: _packed(problem, "dgrad")),
+    "packed wgrad + bias grad": ("seq_idx", lambda problem: _packed(problem, "wgrad")),
+    "packed prefill": ("varlen", lambda problem: _packed_prefill(problem)),
+}
 WGRAD_WITH_BIAS = "wgrad + bias grad"  # a weight-gradient route that sums db as it goes (`fuses_bias_grad`)
 CHOSEN = ("heuristic", "shipped table")
 # Kernels whose tl.dot is batched (3-D): Triton lowers it to mma.sync on NVIDIA, never wgmma or tcgen05.
@@ -123,8 +133,8 @@ def gate_items(
                                 )
                 items.setdefault(GateItem(suite, layer.name, problem, BIAS_GRAD, "reduction", None, "heuristic"))
                 if is_depthwise_1d(problem):
-                    for step in DECODE_STEPS:
-                        items.setdefault(GateItem(suite, layer.name, problem, step, "causal update", None, "heuristic"))
+                    for step, (variant, _) in SEQUENCE_STEPS.items():
+                        items.setdefault(GateItem(suite, layer.name, problem, step, variant, None, "heuristic"))
     return list(items)
 
 
@@ -248,16 +258,14 @@ def _launches(item: GateItem) -> list[tuple[launch.KernelLaunch, tuple]]:
         Pass.WGRAD: lambda: _gradient(item, problem.weight_shape, x, grad_output),
         WGRAD_WITH_BIAS: lambda: _weight_and_bias_gradient(item, x, grad_output),
         BIAS_GRAD: lambda: _bias_gradient(bias_grad_operand(grad_output)),
-        **{
-            step: (lambda circular=circular: _decode_step(problem, circular)) for step, circular in DECODE_STEPS.items()
-        },
+        **{step: (lambda launch=launch: launch(problem)) for step, (_, launch) in SEQUENCE_STEPS.items()},
     }
     with launch.captured() as launches:
         run_route[item.pass_name]()
     return launches
 
 
-def _decode_step(problem: ConvProblem, circular: bool) -> None:
+def _decode_step(problem: ConvProblem, *, circular: bool) -> None:
     """One token of each of the layer's sequences against a state of W - 1 columns (W + 2 for a
     circular one), the weight fp32 as the serving engines keep it."""
     batch, channels, width = problem.n, problem.c, problem.s
@@ -266,6 +274,32 @@ def _decode_step(problem: ConvProblem, circular: bool) -> None:
     weight = torch.randn(channels, width)
     seqlens = torch.zeros(batch, dtype=torch.int32) if circular else None
     run_update(x, state, weight, torch.randn(channels), torch.empty_like(x), seqlens, None, silu=True)
+
+
+def _packed(problem: ConvProblem, pass_name: str) -> None:
+    """The layer's sequences packed with `seq_idx` (their (B, L, D) layout), SiLU and bias, the weight fp32."""
+    batch, channels, length, width = problem.n, problem.c, problem.w, problem.s
+    x = torch.empty(batch, length, channels, dtype=problem.dtype).transpose(1, 2)
+    seq_idx = torch.zeros(batch, length, dtype=torch.int32)
+    weight = torch.randn(channels, width)
+    if pass_name == "wgrad":
+        run_seq_wgrad(x, torch.empty_like(x, dtype=torch.float32), seq_idx, width, 1, True)  # SiLU's fp32 dY
+        return
+    flip = pass_name == "dgrad"
+    bias = None if flip else torch.randn(channels)
+    run_seq(x, weight, bias, seq_idx, torch.empty_like(x), silu=not flip, dilation=1, flip=flip)
+
+
+def _packed_prefill(problem: ConvProblem) -> None:
+    """The layer's batch as packed prompts of the layer's length each, from a cache of twice as many lines."""
+    batch, channels, length, width = problem.n, problem.c, problem.w, problem.s
+    x = torch.empty(batch * length, channels, dtype=problem.dtype).t()
+    starts = torch.arange(batch + 1, dtype=torch.int32) * length
+    states = torch.empty(2 * batch, channels, width - 1, dtype=problem.dtype)
+    indices, has_state = torch.arange(batch, dtype=torch.int32), torch.ones(batch, dtype=torch.bool)
+    weight, bias = torch.randn(channels, width), torch.randn(channels)
+    launch_varlen(varlen_launch(x, weight, bias, torch.empty_like(x), states, starts, indices, has_state, True, -1),
+                  x, weight, bias, torch.empty_like(x), states, starts, indices, has_state)  # fmt: skip
 
 
 def _forward(x: torch.Tensor, weight: torch.Tensor, problem: ConvProblem, item: GateItem) -> None:

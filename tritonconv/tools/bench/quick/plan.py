@@ -7,7 +7,9 @@ Stages (each writes its files completely before the next begins; `reports/<devic
   c  bench ResNet-50: tuned, heuristic, TMA, cuDNN; eager and graph      quick_resnet50.csv
      host µs per call on the same layers                                 quick_host_resnet50.csv
      a patched model: training step, inference with fuse=True            quick_model.csv
-  d  while time is left: the SSM suite, ResNeXt-50, MobileNetV2, ConvNeXt-T, RepLKNet, tuned then benched
+  d  while time is left: the SSM serving cases (decode steps, packed prefills: tritonconv, torch and the
+     causal-conv1d package where installed; `bench/serving.py`)                     serving_ssm.csv
+     then the SSM suite, ResNeXt-50, MobileNetV2, ConvNeXt-T, RepLKNet, tuned then benched
   e  `make gpu-report` only (`report.py`): GPU tests, profile, registers, Inductor, fp16, as commands
 and after each bench stage the verdict, `quick_summary.md` (`summary.speedups`): cuDNN's time over the
 tuned choice's (torch's own kernel where tuning found it faster) and over Triton's alone.
@@ -33,10 +35,13 @@ import torch
 
 from ....ops import launch_spec
 from ....problem.runtime import is_interpreted
+from .. import serving
 from . import context, correctness, precompile, report, suite, summary, tune
 from .context import OutOfTime, QuickRun, code_version, read_state, write_state
 
 STATE_FILE = ".gpu-quick.json"
+SERVING_FILE = "serving_ssm.csv"
+SERVING_PROVIDERS = ("tritonconv", "torch", "causal-conv1d")
 SUMMARY_FILE = "quick_summary.md"
 
 # The dry run's per-item device seconds: assumptions, stated with the estimate, not measurements.
@@ -105,12 +110,31 @@ def stages(run: QuickRun) -> list[Stage]:
               lambda r: {"batch sizes": len(r.model_batches)},
               lambda c: c["batch sizes"] * (MODEL_SETUP_S + 4 * MODEL_CALL_S + 2 * MODEL_CALL_S), up_front=False),
     ]  # fmt: skip
+    plan.append(
+        Stage("d serving ssm", (SERVING_FILE,), _bench_serving,
+              lambda r: serving.launchers(_serving_cases(), str(r.torch_device), r.dtype),
+              lambda r: {"cases": len(_serving_cases())},
+              lambda c: c["cases"] * len(SERVING_PROVIDERS) * PROVIDER_S, up_front=False, optional=True)
+    )  # fmt: skip
     for other in run.more_suites:
         name = Path(other).stem
         plan += [tune_stage(f"d tune {name}", other, True), bench_stage(f"d bench {name}", other, True)]
     if run.report:
         plan += report.command_stages(run, Stage)
     return plan
+
+
+def _serving_cases() -> list:
+    from ....problem.serving import load_serving_suite
+
+    return load_serving_suite("ssm")
+
+
+def _bench_serving(run: QuickRun) -> pd.DataFrame:
+    table = serving.bench_serving(_serving_cases(), str(run.torch_device), run.dtype, run.timers.eager,
+                                  run.timers.graph, run.device)  # fmt: skip
+    table.to_csv(run.reports / SERVING_FILE, index=False)
+    return table
 
 
 def _tune_counts(run: QuickRun, of: str) -> dict[str, int]:
