@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_subpackage_is_listed_for_installation():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     on_disk = {".".join(path.parent.relative_to(ROOT).parts) for path in (ROOT / "tritonconv").rglob("__init__.py")} | {
-        "tritonconv.autotune"
+        "tritonconv.autotune",
+        "tritonconv.autotune.serving",
     }
     assert listed == on_disk
 
@@ -47,3 +48,15 @@ def test_the_network_suites_load_with_their_layer_counts():
         assert {layer.problem.n for layer in suite} == {2}
     resnext = {layer.name: layer.problem for layer in load_suite("resnext50_32x4d")}
     assert resnext["l3 grouped 3x3"].groups == 32 and resnext["l3 grouped 3x3"].c_per_group == 16
+
+
+def test_the_serving_suite_loads_and_its_prefills_sum_to_their_tokens():
+    from tritonconv.problem.serving import load_serving_suite
+
+    cases = load_serving_suite("ssm")
+    assert {case.kind for case in cases} == {"decode", "prefill"}
+    assert {case.batch for case in cases if case.kind == "decode"} >= {1, 256}
+    for case in cases:
+        if case.kind == "prefill":
+            lengths = case.lengths()
+            assert sum(lengths) == case.tokens and len(lengths) == case.batch and min(lengths) > 0

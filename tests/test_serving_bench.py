@@ -1,0 +1,37 @@
+"""The serving benchmark (`tools/bench/serving.py`) on tiny cases through the interpreter: every
+provider is checked against torch's equivalent (outputs and the state cache) before it is timed."""
+
+import math
+
+import torch
+
+from tritonconv.problem.serving import load_serving_suite, serving_tensors
+from tritonconv.tools.bench import serving
+
+
+def test_each_case_checks_then_times_tritonconv_and_torch(tmp_path):
+    suite = tmp_path / "tiny.csv"
+    suite.write_text("layer,count,kind,batch,channels,width,tokens\n"
+                     "decode b3,1,decode,3,12,4,1\ndecode b2 T4,1,decode,2,12,3,4\nprefill 3,1,prefill,3,12,4,70\n")  # fmt: skip
+    cases = load_serving_suite(str(suite))
+    timed = []
+
+    def timer(call):
+        timed.append(call)
+        return 2.0 if len(timed) % 2 else 1.0
+
+    table = serving.bench_serving(cases, "cpu", torch.bfloat16, timer, lambda call: math.nan, "cpu (test)")
+    assert set(table["provider"]) == {"tritonconv", "torch"}  # the causal-conv1d package is not installed here
+    assert table["correct"].all() and (table["max_rel_err"] <= serving.TOLERANCE[torch.bfloat16]).all()
+    assert len(timed) == len(table) == 2 * len(cases)
+    assert (table.loc[table["provider"] == "torch", "over_tritonconv"] == 0.5).all()
+
+
+def test_the_torch_equivalent_updates_the_cache_as_tritonconv_does():
+    case = load_serving_suite("ssm")[0]
+    case = type(case)(case.name, 1, "prefill", 2, 8, 4, 9)
+    tensors = serving_tensors(case, "cpu", torch.float32)
+    before = tensors.states.clone()
+    serving.torch_call(case, tensors)()
+    changed = (tensors.states != before).flatten(1).any(1)
+    assert changed.tolist() == [False, True, False, True], "the batch's lines (every other one) and only they"
