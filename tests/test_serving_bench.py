@@ -11,8 +11,9 @@ from tritonconv.tools.bench import serving
 
 def test_each_case_checks_then_times_tritonconv_and_torch(tmp_path):
     suite = tmp_path / "tiny.csv"
-    suite.write_text("layer,count,kind,batch,channels,width,tokens\n"
-                     "decode b3,1,decode,3,12,4,1\ndecode b2 T4,1,decode,2,12,3,4\nprefill 3,1,prefill,3,12,4,70\n")  # fmt: skip
+    rows = ["layer,count,kind,batch,channels,width,tokens", "decode b3,1,decode,3,12,4,1",
+            "decode b2 T4,1,decode,2,12,3,4", "prefill 3,1,prefill,3,12,4,70"]  # fmt: skip
+    suite.write_text("\n".join(rows) + "\n")
     cases = load_serving_suite(str(suite))
     timed = []
 
