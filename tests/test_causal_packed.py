@@ -187,3 +187,19 @@ def test_each_gradient_alone():
         tritonconv.causal_conv1d(*operands, "silu", seq_idx=seq_idx).sum().backward()
         assert [t.grad is not None for t in operands] == [i == index for i in range(3)]
         assert _error(operands[index].grad, leaves[index].grad) <= 4 * TOLERANCE[torch.float32]
+
+
+def test_an_exported_model_holds_the_packed_op():
+    class Mixer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3)
+
+        def forward(self, x, seq_idx):
+            return tritonconv.causal_conv1d(x, self.conv.weight, self.conv.bias, "silu", seq_idx=seq_idx)
+
+    mixer, x, seq_idx = Mixer(), torch.randn(2, 6, 10), packed_ids(2, 10, 8)
+    exported = torch.export.export(mixer, (x, seq_idx))
+    targets = [str(node.target) for node in exported.graph.nodes if node.op == "call_function"]
+    assert "tritonconv.causal_conv1d_packed.default" in targets
+    torch.testing.assert_close(exported.module()(x, seq_idx), mixer(x, seq_idx), rtol=0, atol=0)

@@ -146,3 +146,38 @@ def test_arguments_are_checked_with_the_sizes_in_the_message():
         tritonconv.causal_conv1d_varlen(x, weight, query_start_loc=starts, conv_states=torch.zeros(1, 4, 2))
     with pytest.raises(ValueError, match="activation"):
         tritonconv.causal_conv1d_varlen(x, weight, None, "relu", query_start_loc=starts, conv_states=states)
+
+
+def test_an_exported_prefill_holds_the_op_and_updates_the_cache():
+    class Prefill(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight, self.bias = torch.nn.Parameter(torch.randn(6, 4)), torch.nn.Parameter(torch.randn(6))
+
+        def forward(self, x, starts, cache, indices):
+            return tritonconv.causal_conv1d_varlen(x, self.weight, self.bias, "silu", query_start_loc=starts,
+                                                   conv_states=cache, cache_indices=indices)  # fmt: skip
+
+    prefill, x, starts = Prefill(), torch.randn(6, 9), _starts([4, 5])
+    cache, indices = torch.randn(3, 6, 3), torch.tensor([2, 0], dtype=torch.int32)
+    exported = torch.export.export(prefill, (x, starts, cache.clone(), indices))
+    targets = [str(node.target) for node in exported.graph.nodes if node.op == "call_function"]
+    assert "tritonconv.causal_conv1d_varlen.default" in targets
+    exported_cache, eager_cache = cache.clone(), cache.clone()
+    assert torch.equal(exported.module()(x, starts, exported_cache, indices), prefill(x, starts, eager_cache, indices))
+    assert torch.equal(exported_cache, eager_cache) and not torch.equal(eager_cache, cache)
+
+
+def test_a_compiled_training_style_prefill_with_final_states_then_decode_equals_eager():
+    channels, width = 5, 3
+    weight, bias = torch.randn(channels, width), torch.randn(channels)
+
+    def generate(prompt, tokens):
+        out, state = tritonconv.causal_conv1d(prompt, weight, bias, "silu", return_final_states=True)
+        steps = [tritonconv.causal_conv1d_update(tokens[..., i], state, weight, bias, "silu") for i in range(2)]
+        return out, torch.stack(steps, -1), state
+
+    prompt, tokens = torch.randn(2, channels, 7), torch.randn(2, channels, 2)
+    compiled = torch.compile(generate, backend="aot_eager", fullgraph=True)
+    for got, want in zip(compiled(prompt, tokens), generate(prompt, tokens), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
