@@ -226,3 +226,20 @@ def test_the_custom_ops_have_the_same_vmap_rules(passes):
     assert_float64_close(
         folded, torch.stack([F.conv2d(x, weights[0].detach(), padding=1, groups=2) for x in xs]), "folded"
     )
+
+
+@pytest.mark.parametrize("activation", [None, "silu"])
+def test_batched_gradients_of_a_causal_conv1d_and_of_smooth_fused_activations(activation):
+    """gradcheck's batched gradients run the backward under torch's legacy vmap: the causal problem's
+    one-sided padding must survive into the gradient ops (it became 'same', a silent wrong answer), and
+    a smooth activation's dZ must not reach a kernel with a batched dY."""
+    x = torch.randn(1, 3, 6, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 1, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: tritonconv.causal_conv1d(*a, activation), (x, weight, bias),
+                                    check_batched_grad=True, fast_mode=True)  # fmt: skip
+    x2 = torch.randn(1, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+    weight2 = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    fused = activation or "gelu"
+    assert torch.autograd.gradcheck(lambda *a: tritonconv.conv2d(*a, None, 1, 1, activation=fused), (x2, weight2),
+                                    check_batched_grad=True, fast_mode=True)  # fmt: skip

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from ..ops.epilogue import ACTIVATIONS, Epilogue, saves_output, slope_constant, with_torch_epilogue
+from ..ops.epilogue import ACTIVATIONS, Epilogue, saves_output, slope_constant, torch_activation, with_torch_epilogue
 from ..plan.direct import Geometry
 from ..plan.prepared import PreparedConv, call_key, prepared_conv, tensor_key
 from ..plan.prepared import _prepared as PREPARED
@@ -92,13 +92,28 @@ def preactivation_gradient(
     prepared: PreparedConv, epilogue: Epilogue, grad_output: torch.Tensor, saved: torch.Tensor | None
 ) -> torch.Tensor:
     """dZ of a fused call (Z = conv + bias + residual) from dY and what its activation's derivative
-    reads (`saved`): one Triton pass, or torch's ops where the backward is itself recorded; dY itself
-    without an activation."""
+    reads (`saved`): one Triton pass, or torch's ops where the backward is itself recorded or dY is
+    batched by torch's legacy vmap (gradcheck's batched checks: no kernel reads a batched tensor);
+    dY itself without an activation."""
     if not epilogue.activation:
         return grad_output
     if torch.is_grad_enabled():
         return _recorded_preactivation_grad(epilogue, grad_output, saved)
+    if _is_legacy_batched(grad_output):
+        return _batched_preactivation_grad(epilogue, grad_output, saved)
     return prepared.preactivation_grad(grad_output, saved, epilogue)
+
+
+def _batched_preactivation_grad(epilogue: Epilogue, grad_output: torch.Tensor, saved: torch.Tensor) -> torch.Tensor:
+    """dZ = dY * activation'(Z) for a dY batched by torch's legacy vmap: autograd through torch's own
+    activation at Z (the smooth activations keep Z), or the piecewise-constant derivative from the
+    output (relu, leaky_relu)."""
+    if saves_output(epilogue.activation, epilogue.negative_slope):
+        return _recorded_preactivation_grad(epilogue, grad_output, saved)
+    with torch.enable_grad():
+        z = saved.detach().requires_grad_()
+        activated = torch_activation(z, epilogue.activation, epilogue.negative_slope)
+        return torch.autograd.grad(activated, z, grad_output)[0]
 
 
 def conv2d(

@@ -39,6 +39,9 @@ class Geometry:
     dilation: int | tuple[int, ...]
     groups: int
     contiguous_output: bool = False
+    # The trailing padding where it differs from `padding` and is not torch's 'same' (a causal
+    # conv1d's: all its padding at the start); None where `padding` says it all.
+    padding_end: tuple[int, ...] | None = None
 
     @classmethod
     def of(cls, stride, padding, dilation, groups: int, contiguous_output: bool = False) -> Geometry:
@@ -55,9 +58,14 @@ class Geometry:
     def with_bounds(
         cls, stride: Sequence[int], begin: Sequence[int], end: Sequence[int], dilation: Sequence[int], groups: int
     ) -> Geometry:
-        """From explicit leading and trailing padding (what the custom ops carry)."""
-        padding = tuple(begin) if tuple(begin) == tuple(end) else "same"
-        return cls(tuple(stride), padding, tuple(dilation), groups)
+        """From explicit leading and trailing padding (what the custom ops carry): symmetric, torch's
+        'same' (half the reach at the start, one more at the end where it is odd), or explicit bounds."""
+        begin, end = tuple(begin), tuple(end)
+        if begin == end:
+            return cls(tuple(stride), begin, tuple(dilation), groups)
+        if all(last - first in (0, 1) and first == (first + last) // 2 for first, last in zip(begin, end, strict=True)):
+            return cls(tuple(stride), "same", tuple(dilation), groups)
+        return cls(tuple(stride), begin, tuple(dilation), groups, padding_end=end)
 
     def grouped(self, batch: int) -> Geometry:
         """The same convolution run for `batch` weights at once, as one with `batch` times the groups."""
@@ -73,10 +81,15 @@ class Geometry:
         if len(weight_shape) == 5:
             n, c, d, h, w = input_shape
             k, _, t, r, s = weight_shape
-            return make_problem_3d(n=n, c=c, d=d, h=h, w=w, k=k, t=t, r=r, s=s, **arguments)
+            problem = make_problem_3d(n=n, c=c, d=d, h=h, w=w, k=k, t=t, r=r, s=s, **arguments)
+            if self.padding_end is not None:
+                depth = dataclasses.replace(problem.depth, padding_end=self.padding_end[0])
+                problem = dataclasses.replace(problem, depth=depth, padding_end=tuple(self.padding_end[1:]))
+            return problem
         n, c, h, w = input_shape
         k, _, r, s = weight_shape
-        return make_problem(n=n, c=c, h=h, w=w, k=k, r=r, s=s, **arguments)
+        problem = make_problem(n=n, c=c, h=h, w=w, k=k, r=r, s=s, **arguments)
+        return problem if self.padding_end is None else dataclasses.replace(problem, padding_end=self.padding_end)
 
 
 def _layout(*channels_last: bool) -> str:
