@@ -19,6 +19,10 @@ TINY_SUITE = """layer,count,n,c,h,w,k,r,s,stride_h,stride_w,pad_h,pad_w,dil_h,di
 3x3,2,1,8,5,5,8,3,3,1,1,1,1,1,1,1
 1x1 s2,1,1,8,6,6,16,1,1,2,2,0,0,1,1,1
 """
+TINY_SERVING = """layer,count,kind,batch,channels,width,tokens
+decode b2,1,decode,2,8,4,1
+prefill 2,1,prefill,2,8,3,11
+"""
 
 
 def tiny_model() -> nn.Module:
@@ -28,6 +32,7 @@ def tiny_model() -> nn.Module:
 def quick_run(tmp_path, monkeypatch, timers) -> context.QuickRun:
     monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path / "tables"))
     (tmp_path / "tiny.csv").write_text(TINY_SUITE)
+    (tmp_path / "tiny_serving.csv").write_text(TINY_SERVING)
     reports = tmp_path / "reports"
     reports.mkdir(exist_ok=True)
     return plan.quick_run(
@@ -36,6 +41,7 @@ def quick_run(tmp_path, monkeypatch, timers) -> context.QuickRun:
         correctness_suite=str(tmp_path / "tiny.csv"),
         precisions=("fp32 ieee", "bf16"), layouts=("channels_last",), model=tiny_model, model_name="tiny",
         model_input=(3, 6, 6), model_batches=(2,), export=tmp_path / "out",
+        serving_suite=str(tmp_path / "tiny_serving.csv"),
     )  # fmt: skip
 
 
@@ -56,8 +62,8 @@ def test_the_quick_run_writes_every_file_and_resumes_where_it_stopped(tmp_path, 
     run = quick_run(tmp_path, monkeypatch, timers)
     stages = plan.stages(run)
     names = [stage.name for stage in stages]
-    assert names == ["a correctness", "b tune smoke", "c bench smoke", "c host smoke", "c model", "d tune tiny",
-                     "d bench tiny"]  # fmt: skip
+    assert names == ["a correctness", "b tune smoke", "c bench smoke", "c host smoke", "c model",
+                     "d serving tiny_serving", "d tune tiny", "d bench tiny"]  # fmt: skip
     # A run killed after stage b: only a and b ran (each stage's state is written as it ends).
     assert plan.execute(run, stages[:2], capability=None) == 0
     first = capsys.readouterr().out
@@ -100,7 +106,7 @@ def test_the_quick_run_writes_every_file_and_resumes_where_it_stopped(tmp_path, 
     run.timers = context.Timers(timers.samples, running_out, timers.graph, timers.host)
     assert plan.execute(run, stages, capability=None) == 0
     assert not checked and not tuned
-    assert "5 stages left" in capsys.readouterr().out
+    assert "6 stages left" in capsys.readouterr().out
     state = plan.read_state(run.reports / plan.STATE_FILE)
     assert state["c bench smoke"]["status"].startswith("out of time") and len(measured) == 3
     assert not (run.reports / "quick_smoke.csv").exists(), "a stage's files appear only when it is done"
@@ -135,6 +141,8 @@ def test_the_quick_run_writes_every_file_and_resumes_where_it_stopped(tmp_path, 
     calls = ["train step unpatched", "train step patched", "inference unpatched", "inference patched fuse=True"]
     assert list(model["call"]) == calls and (model["inference_rel_err"] < 0.05).all()
     assert (run.reports / "quick_candidates_tiny.csv").exists() and (run.reports / "quick_tiny.csv").exists()
+    served = pd.read_csv(run.reports / "serving_tiny_serving.csv")
+    assert set(served["provider"]) == {"tritonconv", "torch"} and served["correct"].all() and len(served) == 4
     text = (run.reports / plan.SUMMARY_FILE).read_text()
     rows = [line for line in text.splitlines() if line.startswith("|")]
     header = [cell.strip() for cell in rows[0].split("|")[1:-1]]

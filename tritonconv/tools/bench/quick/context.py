@@ -111,6 +111,7 @@ class QuickRun:
     gpu: bool
     main_suite: str = "resnet50"
     more_suites: tuple[str, ...] = ("ssm", "resnext50_32x4d", "mobilenetv2", "convnext_t", "replknet31b")
+    serving_suite: str | None = "ssm"  # the causal conv1d's serving cases (`problem/serving.py`), first among d
     batch: int | None = None  # the suites' own (N=32)
     dtype: torch.dtype = torch.bfloat16
     layout: str = "channels_last"

@@ -40,7 +40,6 @@ from . import context, correctness, precompile, report, suite, summary, tune
 from .context import OutOfTime, QuickRun, code_version, read_state, write_state
 
 STATE_FILE = ".gpu-quick.json"
-SERVING_FILE = "serving_ssm.csv"
 SERVING_PROVIDERS = ("tritonconv", "torch", "causal-conv1d")
 SUMMARY_FILE = "quick_summary.md"
 
@@ -110,12 +109,14 @@ def stages(run: QuickRun) -> list[Stage]:
               lambda r: {"batch sizes": len(r.model_batches)},
               lambda c: c["batch sizes"] * (MODEL_SETUP_S + 4 * MODEL_CALL_S + 2 * MODEL_CALL_S), up_front=False),
     ]  # fmt: skip
-    plan.append(
-        Stage("d serving ssm", (SERVING_FILE,), _bench_serving,
-              lambda r: serving.launchers(_serving_cases(), str(r.torch_device), r.dtype),
-              lambda r: {"cases": len(_serving_cases())},
-              lambda c: c["cases"] * len(SERVING_PROVIDERS) * PROVIDER_S, up_front=False, optional=True)
-    )  # fmt: skip
+    if run.serving_suite:
+        name = Path(run.serving_suite).stem
+        plan.append(
+            Stage(f"d serving {name}", (f"serving_{name}.csv",), _bench_serving,
+                  lambda r: serving.launchers(_serving_cases(r), str(r.torch_device), r.dtype),
+                  lambda r: {"cases": len(_serving_cases(r))},
+                  lambda c: c["cases"] * len(SERVING_PROVIDERS) * PROVIDER_S, up_front=False, optional=True)
+        )  # fmt: skip
     for other in run.more_suites:
         name = Path(other).stem
         plan += [tune_stage(f"d tune {name}", other, True), bench_stage(f"d bench {name}", other, True)]
@@ -124,16 +125,16 @@ def stages(run: QuickRun) -> list[Stage]:
     return plan
 
 
-def _serving_cases() -> list:
+def _serving_cases(run: QuickRun) -> list:
     from ....problem.serving import load_serving_suite
 
-    return load_serving_suite("ssm")
+    return load_serving_suite(run.serving_suite)
 
 
 def _bench_serving(run: QuickRun) -> pd.DataFrame:
-    table = serving.bench_serving(_serving_cases(), str(run.torch_device), run.dtype, run.timers.eager,
+    table = serving.bench_serving(_serving_cases(run), str(run.torch_device), run.dtype, run.timers.eager,
                                   run.timers.graph, run.device)  # fmt: skip
-    table.to_csv(run.reports / SERVING_FILE, index=False)
+    table.to_csv(run.reports / f"serving_{Path(run.serving_suite).stem}.csv", index=False)
     return table
 
 
