@@ -146,3 +146,24 @@ def test_a_fused_patched_block_compiles_to_tritonconv_s_op_and_torch_s_epilogue(
     found = set().union(*map(_convolutions, graphs))
     assert found == {op}, found
     assert not any("batch_norm" in str(node.target) for graph in graphs for node in graph.nodes)
+
+
+def test_a_call_a_compiled_graph_gives_to_torch_is_counted_once_per_compilation_without_a_graph_break():
+    """The fallback counter runs at trace time only (marked as a constant result without importing
+    torch._dynamo at `import tritonconv`): with fullgraph=True any break in it would raise."""
+    weight = torch.randn(3, 2, 3, 3, dtype=torch.complex64)  # a dtype tritonconv leaves to torch
+    x = torch.randn(1, 2, 5, 5, dtype=torch.complex64)
+    expected = torch.nn.functional.conv2d(x, weight, padding=1)
+    tritonconv.patch_torch()
+    try:
+        compiled = torch.compile(lambda x: torch.nn.functional.conv2d(x, weight, padding=1), backend="aot_eager",
+                                 fullgraph=True)  # fmt: skip
+        tritonconv.reset_stats()
+        for _ in range(3):
+            torch.testing.assert_close(compiled(x), expected)
+    finally:
+        tritonconv.unpatch_torch()
+    counts = tritonconv.stats()["conv2d"]
+    assert counts["tritonconv"] == 0 and counts["torch"] == 1, counts
+    (reason,) = counts["fallbacks"]
+    assert "complex64" in reason and "once per compilation" in reason

@@ -51,6 +51,7 @@ def enable_aten() -> None:
         return
     if not hasattr(torch.library, "get_kernel"):
         raise RuntimeError(f"tritonconv.use_aten needs torch.library.get_kernel, which torch {torch.__version__} lacks")
+    _untraceable()
     library = torch.library.Library("aten", "IMPL")
     for key in _dispatch_keys():
         for name, implementation in zip(OPERATORS, (_convolution, _convolution_backward), strict=True):
@@ -86,8 +87,7 @@ def _dispatch_keys() -> tuple[str, ...]:
     return ("CUDA", "CPU") if is_interpreted(kernels._conv2d_fwd_implicit_gemm_kernel) else ("CUDA",)
 
 
-@torch.compiler.disable  # a compiled graph's extern call lands here: Dynamo must not trace the launchers
-def _served(op: str, torch_kernel, keyset, ours: Callable, *arguments) -> object:
+def _serve_call(op: str, torch_kernel, keyset, ours: Callable, *arguments) -> object:
     torchs = functools.partial(torch_kernel.call_boxed, keyset)
     if in_torch_kernels():  # asked for by tritonconv itself: its torch route, its checks
         return torchs(*arguments)
@@ -97,6 +97,18 @@ def _served(op: str, torch_kernel, keyset, ours: Callable, *arguments) -> object
             return ours(*arguments)
 
     return serve(op, guarded, torchs, *arguments)
+
+
+# What the registered kernels call: `_serve_call` wrapped by `torch.compiler.disable` (a compiled graph's
+# extern call lands here: Dynamo must not trace the launchers) when aten is first enabled, not at import,
+# where the wrapper would import torch._dynamo for every user of tritonconv.
+_served: Callable[..., object] = _serve_call
+
+
+def _untraceable() -> None:
+    global _served
+    if _served is _serve_call:
+        _served = torch.compiler.disable(_serve_call)
 
 
 def _convolution(torch_kernel, keyset, input, weight, bias, stride, padding, dilation, transposed, output_padding,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-import torch
+from ..problem.runtime import assume_constant_result
 
 logger = logging.getLogger("tritonconv")
 TRITONCONV = "tritonconv"
@@ -51,7 +51,7 @@ def count_fallback(op: str, reason: str) -> None:
     count(op, reason)
 
 
-@torch.compiler.assume_constant_result
+@assume_constant_result
 def count_traced_fallback(op: str, reason: str) -> bool:
     """Count a call a graph being traced gives to torch, once per trace: run at trace time (its
     result, always True, a constant of the graph), never inside the graph."""

@@ -20,7 +20,7 @@ import torch
 from .. import kernels
 from ..plan.prepared import take_route
 from ..problem.arithmetic import SUPPORTED_DTYPES
-from ..problem.runtime import is_interpreted, supports_fp64_dot
+from ..problem.runtime import assume_constant_result, is_interpreted, supports_fp64_dot
 from ..problem.torch_reference import TORCH_CONV1D, TORCH_CONV2D, TORCH_CONV3D
 from .call_counts import count, count_fallback, count_route, count_traced_fallback, set_compiled_label
 from .functional import (
@@ -49,7 +49,7 @@ def unservable_reason(input: object, weight: object) -> str | None:
     return _dtype_device_reason(autocast_dtype_for(input) or input.dtype, input.device.type)
 
 
-@torch.compiler.assume_constant_result  # a traced call reads the answer, never the cache (Dynamo warns on one)
+@assume_constant_result  # a traced call reads the answer, never the cache (Dynamo warns on one)
 def _dtype_device_reason(dtype: torch.dtype, device: str) -> str | None:
     return _fixed_reason(dtype, device)
 

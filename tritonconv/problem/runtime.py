@@ -178,6 +178,15 @@ def new_output(
     return output
 
 
+def assume_constant_result(function: Callable) -> Callable:
+    """`torch.compiler.assume_constant_result` without importing torch._dynamo when tritonconv is
+    imported (about 1.3 s, most of what `import tritonconv` cost): the mark is the attribute that
+    decorator sets and Dynamo reads when it meets the function while tracing. A test compiles a
+    fallback with fullgraph=True, which breaks if Dynamo stops honouring it."""
+    function._dynamo_marked_constant = True
+    return function
+
+
 def rerun_under_interpreter_without_gpu(module: str) -> None:
     """For command-line entry points: on a machine without CUDA, restart once under the interpreter.
 

@@ -4,13 +4,12 @@ an inference engine calls them, with the tensors each call takes. They are not c
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from pathlib import Path
 
 import torch
 
-from .suites import suites_folder
+from .suites import read_commented_csv, suites_folder
 
 SERVING_COLUMNS = ("layer", "count", "kind", "batch", "channels", "width", "tokens")
 KINDS = ("decode", "prefill")
@@ -42,9 +41,8 @@ def load_serving_suite(name_or_path: str = "ssm") -> list[ServingCase]:
     path = Path(name_or_path)
     if not path.suffix:
         path = suites_folder() / "serving" / f"{name_or_path}.csv"
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(line for line in handle if not line.startswith("#")))
-    missing = [column for column in SERVING_COLUMNS if rows and column not in rows[0]]
+    columns, rows = read_commented_csv(path)
+    missing = [column for column in SERVING_COLUMNS if column not in columns]
     if not rows or missing:
         raise ValueError(f"{path}: a serving suite has columns {', '.join(SERVING_COLUMNS)} and a row per case")
     cases = []

@@ -3,11 +3,11 @@ installed as `tritonconv.autotune`), or a user's own CSV with the same columns."
 
 from __future__ import annotations
 
+import csv
 import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from .arithmetic import CHANNELS_LAST, ConvProblem, make_problem, make_problem_3d
@@ -49,23 +49,20 @@ def load_suite(
         path = suites_folder() / f"{name_or_path}.csv"
         if not path.exists():
             raise ValueError(f"unknown suite {name_or_path!r}; known: {', '.join(available_suites())}")
-    try:
-        table = pd.read_csv(path, comment="#", dtype=str, keep_default_na=False)  # '#' lines: where shapes come from
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: not a suite CSV ({type(error).__name__}: {' '.join(str(error).split())})") from None
-    missing = [column for column in COLUMNS if column not in table.columns]
+    columns, rows = read_commented_csv(path)
+    missing = [column for column in COLUMNS if column not in columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; a suite has columns {', '.join(COLUMNS)}")
-    if table.empty:
+    if not rows:
         raise ValueError(f"{path}: no layers")
-    volumes = any(column in table.columns for column in DEPTH_COLUMNS)
-    missing = [column for column in DEPTH_COLUMNS if volumes and column not in table.columns]
+    volumes = any(column in columns for column in DEPTH_COLUMNS)
+    missing = [column for column in DEPTH_COLUMNS if volumes and column not in columns]
     if missing:
         raise ValueError(
             f"{path}: missing columns {missing}; a suite of 3-D layers also has {', '.join(DEPTH_COLUMNS)}"
         )
     layers = []
-    for index, row in enumerate(table.to_dict("records")):
+    for index, row in enumerate(rows):
         where = f"{path}, row {index + 1} (layer {row['layer']!r})"  # data rows, counted from 1
         sizes = {}
         volume = volumes and any(str(row[column]).strip() for column in DEPTH_COLUMNS)
@@ -80,6 +77,22 @@ def load_suite(
             raise ValueError(f"{where}: {' '.join(str(error).split())}") from None
         layers.append(SuiteLayer(str(row["layer"]), sizes["count"], problem, path.stem))
     return layers
+
+
+def read_commented_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """(columns, rows as strings) of a CSV whose '#' lines say where its shapes come from. The csv
+    module, not pandas: loading a suite is part of tuning, which needs no reporting extra."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(line for line in handle if not line.lstrip().startswith("#"))
+            header = [name.strip() for name in next(reader, [])]
+            rows = [row for row in reader if any(cell.strip() for cell in row)]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path}: not a suite CSV ({type(error).__name__}: {' '.join(str(error).split())})") from None
+    for number, row in enumerate(rows, start=1):
+        if len(row) != len(header):
+            raise ValueError(f"{path}: not a suite CSV (row {number} has {len(row)} fields, the header {len(header)})")
+    return header, [dict(zip(header, (cell.strip() for cell in row), strict=True)) for row in rows]
 
 
 def _problem(sizes: dict[str, int], batch: int | None, dtype: torch.dtype, layout: str, volume: bool) -> ConvProblem:

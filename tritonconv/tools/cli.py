@@ -27,9 +27,7 @@ from ..problem.arithmetic import CHANNELS_LAST, CONTIGUOUS
 from ..problem.devices import ARCHES
 from ..problem.runtime import rerun_compiled, rerun_under_interpreter_without_gpu
 from ..tuning.tuner import ALL_ROUTES, ROUTE_CHOICES
-from .bench.compare import FORMATS as COMPARE_FORMATS
-from .bench.run import BASELINES
-from .kernel_gate import DEFAULT_SUITES as GATE_SUITES
+from .choices import BASELINES, COMPARE_FORMATS, GATE_SUITES
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 

@@ -48,8 +48,9 @@ from ..routes.registry import Pass, is_depthwise_1d, routes, spec
 from ..tuning.cache import TuningCache
 from ..tuning.session import cached_entry
 from ..tuning.space import candidates, shared_memory_bytes
+from .choices import GATE_SUITES
 
-DEFAULT_SUITES = ("smoke", "resnet50", "video")
+DEFAULT_SUITES = GATE_SUITES
 DEFAULT_DTYPES = (torch.bfloat16, torch.float16)
 BIAS_GRAD = "bias grad"
 # The causal conv1d's own kernels, for every conv1d depthwise layer: the decode step (`ops/causal_update.py`),

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..choices import COMPARE_FORMATS
 from .report import DEPTH_COLUMNS, SHAPE_COLUMNS, geomean
 
 KEY = ["suite", "layer", "pass", *SHAPE_COLUMNS, "dtype", "layout"]
-FORMATS = ("text", "md", "csv")
+FORMATS = COMPARE_FORMATS
 
 
 def compare(

@@ -24,8 +24,6 @@ from ...tuning.tuner import TOLERANCE
 from . import harness
 from .harness import on_gpu
 
-BASELINES = ("torch", "inductor")
-
 
 @dataclasses.dataclass
 class Measurement:
