@@ -31,16 +31,9 @@ print(json.dumps({{"torch_s": middle - start, "tritonconv_s": end - middle, "hea
 def measure(runs: int = 5) -> dict:
     """Medians over `runs` fresh interpreters: torch's import, tritonconv's on top, their ratio."""
     environment = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    command = [sys.executable, "-c", _PROBE.format(HEAVY=HEAVY)]
     samples = [
-        json.loads(
-            subprocess.run(
-                [sys.executable, "-c", _PROBE.format(HEAVY=HEAVY)],
-                capture_output=True,
-                text=True,
-                check=True,
-                env=environment,
-            ).stdout
-        )  # fmt: skip
+        json.loads(subprocess.run(command, capture_output=True, text=True, check=True, env=environment).stdout)
         for _ in range(runs)
     ]
     torch_s = statistics.median(sample["torch_s"] for sample in samples)
