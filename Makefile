@@ -8,17 +8,23 @@ CPU_TORCH ?= torch==2.13.0
 # `make gpu-report PY=python3` on a GPU machine without network uses its own Python, no venv to set up.
 SETUP := $(if $(filter $(VENV)/bin/python,$(PY)),setup,)
 
-.PHONY: setup test test-gpu lint format kernels-check kernels-check-old-triton kernels-report gpu-quick gpu-report demo bench bench-kernels clean
+.PHONY: setup setup-reports docs test test-gpu lint format kernels-check kernels-check-old-triton kernels-report gpu-quick gpu-report demo bench bench-kernels clean
 
-setup: $(VENV)/.installed
+# `setup` installs the package with its dev extra (tests, lint, docs, reports); the demo needs only the
+# reports extra (`setup-reports`). Each extra has its own marker, so `make demo` then `make test` works.
+setup: $(VENV)/.installed-dev
+setup-reports: $(VENV)/.installed-reports
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.base: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 ifneq ($(HAS_NVIDIA_GPU),1)
 	$(PY) -m pip install -q $(CPU_TORCH)
 endif
-	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+$(VENV)/.installed-%: $(VENV)/.base
+	$(PY) -m pip install -q -e '.[$*]'
 	@touch $@
 
 # The tests run in the interpreter, one core each: the tests are shared out over every core one by one as
@@ -94,7 +100,7 @@ endif
 DEMO_SUITE := $(if $(HAS_NVIDIA_GPU),resnet50,smoke)
 DEMO_TUNE := $(if $(HAS_NVIDIA_GPU),--max-candidates 8,--routes triton)
 
-demo: setup
+demo: setup-reports
 	$(PY) -m tritonconv tune --suite $(DEMO_SUITE) --pass fwd,dgrad,wgrad $(DEMO_TUNE)
 	$(PY) -m tritonconv bench --suite $(DEMO_SUITE) --out demo-out/$(DEMO_SUITE).csv
 

@@ -28,6 +28,7 @@ from ..problem.devices import ARCHES
 from ..problem.runtime import rerun_compiled, rerun_under_interpreter_without_gpu
 from ..tuning.tuner import ALL_ROUTES, ROUTE_CHOICES
 from .choices import BASELINES, COMPARE_FORMATS, GATE_SUITES
+from .extras import require_reports
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32, "float64": torch.float64}
 
@@ -226,6 +227,8 @@ def _run(args: argparse.Namespace) -> int:
             layers = load_suite(name)
             print(f"{name}: {len(layers)} layers, {sum(layer.count for layer in layers)} convolutions")
         return 0
+    if args.command in ("compare", "check-kernels", "bench"):
+        require_reports(f"tritonconv {args.command}")
     if args.command == "compare":
         from .bench.compare import compare
 

@@ -1,6 +1,7 @@
 """Progress of a long command (`tune`, `bench`) on stderr, readable wherever it lands.
 
-On a terminal it is tqdm's bar, with ETA and rate, redrawn in place. Anywhere else (a log file, CI,
+On a terminal it is tqdm's bar (where the reports extra installed it), with ETA and rate, redrawn in
+place. Anywhere else (a log file, CI,
 a pipe) a bar redrawn with carriage returns becomes one very long line, so each step gets a line of
 its own instead: its number, what it is, the time so far and the estimate of what is left.
 """
@@ -39,9 +40,17 @@ class Progress:
 
     def _draw(self, done: int, total: int, label: str) -> None:
         if self._bar is None:
-            from tqdm import tqdm  # only a terminal needs it
-
-            self._bar = tqdm(total=total, desc=self.description, file=self.stream, unit="step", dynamic_ncols=True)
+            try:
+                from tqdm import tqdm  # only a terminal needs it (the reports extra)
+            except ImportError:
+                self.interactive = False  # without tqdm: a line per step, as in a log
+                self._log(done, total, label)
+                return
+            # smoothing=0: the rate is steps over the whole time so far. Steps differ by orders of magnitude
+            # (a cached or pruned candidate against a timed one), and tqdm's default moving average of the
+            # latest rates under-estimated the time left about 4x.
+            self._bar = tqdm(total=total, desc=self.description, file=self.stream, unit="step", dynamic_ncols=True,
+                             smoothing=0)  # fmt: skip
         self._bar.set_postfix_str(label[:60], refresh=False)
         self._bar.update(done - self._bar.n)
         if done >= total:
