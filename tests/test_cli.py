@@ -46,13 +46,43 @@ def test_usage_errors_exit_2_with_one_line(case, capsys):
     assert message in error.splitlines()[-1] and "Traceback" not in error
 
 
-def _report(path, rows=3, slower_by=1.0):
+def _report(path, rows=3, slower_by=1.0, peak=100.0, device="cpu (Triton interpreter)"):
     table = pd.DataFrame([{**{column: 0 for column in KEY}, "suite": "s", "layer": f"l{i}", "pass": "fwd",
                            "dtype": "bfloat16", "layout": "channels_last", "variant": "implicit_gemm",
-                           "triton_ms": 1.0 + i} for i in range(rows)])  # fmt: skip
+                           "triton_ms": 1.0 + i, "peak_tflops": peak, "peak_gbps": 50.0, "device": device}
+                          for i in range(rows)])  # fmt: skip
     table.loc[0, "triton_ms"] *= slower_by
     table.to_csv(path, index=False)
     return path
+
+
+def test_compare_refuses_runs_whose_machine_changed_under_them(tmp_path, capsys):
+    """Two interpreter runs of the same code moved by -44% to +43% while the measured peak halved:
+    compare says the machine changed (exit 3), not that the code regressed."""
+    old = _report(tmp_path / "old.csv")
+    halved = _report(tmp_path / "halved.csv", slower_by=1.43, peak=50.0)
+    assert cli.main(["compare", str(old), str(halved)]) == 3
+    out = capsys.readouterr().out
+    assert "not compared: the machine's measured bfloat16 matmul TFLOP/s moved from 100 to 50" in out
+    assert "slower" not in out and "not comparable" in out
+    elsewhere = _report(tmp_path / "elsewhere.csv", device="nvidia-h100-sm90")
+    assert cli.main(["compare", str(old), str(elsewhere)]) == 3
+    assert "the device changed (cpu (Triton interpreter) -> nvidia-h100-sm90)" in capsys.readouterr().out
+    steady = _report(tmp_path / "steady.csv", slower_by=1.5, peak=90.0)  # within PEAK_TOLERANCE: judged
+    assert cli.main(["compare", str(old), str(steady)]) == 1
+
+
+def test_compare_tables_show_the_layout_rows_are_matched_on(tmp_path, capsys):
+    old, new = _report(tmp_path / "old.csv"), _report(tmp_path / "new.csv")
+    for path in (old, new):  # the same layer in both layouts: two rows that must not look identical
+        table = pd.read_csv(path)
+        other = table.assign(layout="contiguous")
+        pd.concat([table, other]).to_csv(path, index=False)
+    for format in ("text", "md"):
+        cli.main(["compare", str(old), str(new), "--format", format])
+        lines = [line for line in capsys.readouterr().out.splitlines() if line.lstrip("| ").startswith("l0")]
+        assert len(lines) == 2 and {"channels_last" in line for line in lines} == {True, False}
+        assert any("contiguous" in line for line in lines)
 
 
 def test_compare_exits_1_on_a_regression_and_0_on_identical_files(tmp_path, capsys):
@@ -168,9 +198,9 @@ def test_compare_writes_markdown_and_csv(format, tmp_path, capsys):
     out = capsys.readouterr().out
     if format == "md":
         lines = out.splitlines()
-        assert lines[0] == "| layer | pass | dtype | old ms | new ms | new/old | verdict |"
+        assert lines[0] == "| layer | pass | dtype | layout | old ms | new ms | new/old | verdict |"
         assert lines[1].startswith("|---") and lines[-1].startswith("3 rows: 0 faster, 1 slower, 2 unchanged")
-        assert "| l0 | fwd | bfloat16 | 1.0000 | 1.5000 | 1.500 | slower |" in lines
+        assert "| l0 | fwd | bfloat16 | channels_last | 1.0000 | 1.5000 | 1.500 | slower |" in lines
     else:
         table = pd.read_csv(io.StringIO(out))
         assert list(table["layer"]) == ["l1", "l2", "l0"] and list(table["verdict"]) == ["unchanged"] * 2 + ["slower"]

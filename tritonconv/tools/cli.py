@@ -230,10 +230,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.command in ("compare", "check-kernels", "bench"):
         require_reports(f"tritonconv {args.command}")
     if args.command == "compare":
-        from .bench.compare import compare
+        from .bench.compare import NOT_COMPARABLE, compare
 
         joined, text = compare(args.old, args.new, args.noise, args.format)
         print(text)
+        if (joined["verdict"] == NOT_COMPARABLE).any():
+            return 3
         return 1 if (joined["verdict"] == "slower").any() else 0
     if args.command == "check-kernels":
         rerun_compiled("tritonconv")

@@ -97,6 +97,8 @@ def rows(suite: str, measurements: Iterable[Measurement], peaks: dict[torch.dtyp
             "triton_gbps": problem.min_bytes / triton_ms / 1e6,
             "roofline_ms": roofline_ms,
             "roofline_pct": 100 * roofline_ms / triton_ms,
+            "peak_tflops": peak.tflops,  # what the machine measured at the start of the run: `compare` reads them
+            "peak_gbps": peak.gbps,
             "max_rel_err": m.max_rel_err,
             "correct": m.correct,
         }
