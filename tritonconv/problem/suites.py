@@ -90,9 +90,11 @@ def read_commented_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     except (UnicodeDecodeError, csv.Error) as error:
         raise ValueError(f"{path}: not a suite CSV ({type(error).__name__}: {' '.join(str(error).split())})") from None
     for number, row in enumerate(rows, start=1):
-        if len(row) != len(header):
+        if len(row) > len(header):
             raise ValueError(f"{path}: not a suite CSV (row {number} has {len(row)} fields, the header {len(header)})")
-    return header, [dict(zip(header, (cell.strip() for cell in row), strict=True)) for row in rows]
+    # A short row's missing cells are empty, so the row's check names the first missing column.
+    return header, [dict(zip(header, [cell.strip() for cell in row] + [""] * (len(header) - len(row)), strict=True))
+                    for row in rows]  # fmt: skip
 
 
 def _problem(sizes: dict[str, int], batch: int | None, dtype: torch.dtype, layout: str, volume: bool) -> ConvProblem:
