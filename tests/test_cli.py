@@ -173,6 +173,25 @@ def test_a_model_that_fails_on_its_input_fails_with_one_line(tmp_path, monkeypat
     assert "expected input[1, 4, 8, 8] to have 3 channels, but got 4 channels instead" in error
 
 
+def test_a_factory_that_returns_no_module_fails_with_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TRITONCONV_CACHE_DIR", str(tmp_path / "cache"))
+    assert cli.main(["tune", "--model", "os:getcwd", "--input-shape", "1,3,8,8"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "Traceback" not in error
+    assert "--model os:getcwd returned a str, not a torch.nn.Module" in error
+
+
+@pytest.mark.parametrize("command", ["compare", "check-kernels", "bench"])
+def test_a_command_that_needs_the_reports_extra_says_which_to_install(command, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "pandas" else object())
+    argv = {"compare": ["compare", "a.csv", "b.csv"], "check-kernels": ["check-kernels", "--suite", "smoke"],
+            "bench": ["bench", "--suite", "smoke", "--out", str(tmp_path / "out.csv")]}[command]  # fmt: skip
+    assert cli.main(argv) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.splitlines() == [f"tritonconv {command}: error: this command needs the reports extra (pandas not "
+                                  "installed): pip install 'tritonconv[reports]'"]  # fmt: skip
+
+
 @pytest.mark.parametrize("command", ["tune", "bench", "check-kernels", "compare"])
 def test_help_shows_every_choice_and_default(command, capsys):
     with pytest.raises(SystemExit) as exit:

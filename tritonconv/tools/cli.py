@@ -228,7 +228,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{name}: {len(layers)} layers, {sum(layer.count for layer in layers)} convolutions")
         return 0
     if args.command in ("compare", "check-kernels", "bench"):
-        require_reports(f"tritonconv {args.command}")
+        require_reports("this command")
     if args.command == "compare":
         from .bench.compare import NOT_COMPARABLE, compare
 
@@ -370,6 +370,9 @@ def _calls(args: argparse.Namespace) -> list:
         model = args.model()
     except Exception as error:
         raise RuntimeError(f"--model {args.model.spec}: the factory raised {type(error).__name__}: {error}") from error
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"--model {args.model.spec} returned a {type(model).__name__}, not a torch.nn.Module: name a "
+                         "function of no arguments that returns the model")  # fmt: skip
     shape = (args.batch, *args.input_shape[1:]) if args.batch else args.input_shape
     device = torch.device("cpu" if interpreted() else "cuda")
     calls = []
