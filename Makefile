@@ -35,6 +35,10 @@ test: setup
 test-gpu: $(SETUP)
 	$(PY) -m pytest -q -m gpu
 
+# The documentation site from docs/ (MkDocs): --strict turns a broken link or anchor into a failure.
+docs: setup
+	$(PY) -m mkdocs build --strict
+
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .

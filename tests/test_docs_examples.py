@@ -19,6 +19,23 @@ def python_blocks(page: Path) -> list[str]:
     return BLOCK.findall(page.read_text())
 
 
+def test_the_docs_build_strictly(tmp_path):
+    """MkDocs with --strict: a broken link, anchor or a page missing from the navigation fails."""
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_broken_link_fails_the_strict_build(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "index.md").write_text("# Home\n\n[gone](nowhere.md)\n")
+    (tmp_path / "mkdocs.yml").write_text((ROOT / "mkdocs.yml").read_text().split("nav:")[0])
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                            cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert result.returncode != 0 and "nowhere.md" in result.stderr
+
+
 def test_the_docs_have_examples_to_run():
     assert sum(len(python_blocks(page)) for page in PAGES) >= 10
 
