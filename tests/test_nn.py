@@ -1,6 +1,8 @@
 """`tritonconv.Conv2d` as a drop-in for `torch.nn.Conv2d`: construction, checkpoints, padding modes,
 autocast and training."""
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -109,3 +111,14 @@ def test_training_trajectory_matches_nn_conv2d(device):
             run.append(loss.item())
         losses.append(run)
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name", ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"]
+)
+def test_each_layer_shows_torchs_constructor_parameters_then_the_epilogues(name):
+    """Editors and `inspect.signature` see nn.Conv2d's parameters, not `*args, **kwargs`."""
+    ours = list(inspect.signature(getattr(tritonconv, name)).parameters)
+    torchs = list(inspect.signature(getattr(torch.nn, name)).parameters)
+    assert ours[: len(torchs)] == torchs
+    assert ours[len(torchs) :] == ([] if name == "Conv1d" else ["activation", "negative_slope"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.nn.common_types import _size_1_t, _size_2_t, _size_3_t
 
 from ..ops.epilogue import ACTIVATIONS
 from .functional import conv1d, conv2d
@@ -55,12 +56,25 @@ class _EpilogueActivation:
         return f"{super().extra_repr()}, activation={epilogue['activation']!r}{slope}"
 
 
+# Each layer's constructor spells out torch's parameters (editors and `inspect.signature` show them),
+# then the epilogue's two keywords.
+
+
 class Conv2d(_EpilogueActivation, _TritonConvolution, torch.nn.Conv2d):
     """Drop-in for `torch.nn.Conv2d`: same constructor and defaults, same parameters and state_dict
     keys (checkpoints load both ways), same repr, hooks and padding modes.
 
     `activation` ('relu', 'silu', 'gelu', 'gelu_tanh', 'leaky_relu' with `negative_slope`) is
     applied in the kernel's epilogue: the layer computes activation(conv2d(x) + bias)."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: _size_2_t, stride: _size_2_t = 1,
+        padding: _size_2_t | str = 0, dilation: _size_2_t = 1, groups: int = 1, bias: bool = True,
+        padding_mode: str = "zeros", device=None, dtype=None, *, activation: str | None = None,
+        negative_slope: float = 0.01,
+    ) -> None:  # fmt: skip
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
+                         device, dtype, activation=activation, negative_slope=negative_slope)  # fmt: skip
 
     _convolve = staticmethod(conv2d)
 
@@ -75,6 +89,15 @@ class Conv3d(_EpilogueActivation, _TritonConvolution, torch.nn.Conv3d):
     """Drop-in for `torch.nn.Conv3d`, in the same way `Conv2d` is for `nn.Conv2d` (video and volumes,
     NCDHW or channels_last_3d), `activation` in the epilogue included."""
 
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: _size_3_t, stride: _size_3_t = 1,
+        padding: _size_3_t | str = 0, dilation: _size_3_t = 1, groups: int = 1, bias: bool = True,
+        padding_mode: str = "zeros", device=None, dtype=None, *, activation: str | None = None,
+        negative_slope: float = 0.01,
+    ) -> None:  # fmt: skip
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode,
+                         device, dtype, activation=activation, negative_slope=negative_slope)  # fmt: skip
+
     _convolve = staticmethod(conv3d)
 
 
@@ -82,6 +105,16 @@ class ConvTranspose2d(_EpilogueActivation, torch.nn.ConvTranspose2d):
     """Drop-in for `torch.nn.ConvTranspose2d` (same constructor, parameters, `state_dict` keys and
     `forward(input, output_size=None)`), computed by `tritonconv.conv_transpose2d`, with `activation`
     in the kernel's epilogue as `Conv2d` has it."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: _size_2_t, stride: _size_2_t = 1,
+        padding: _size_2_t = 0, output_padding: _size_2_t = 0, groups: int = 1, bias: bool = True,
+        dilation: _size_2_t = 1, padding_mode: str = "zeros", device=None, dtype=None, *,
+        activation: str | None = None, negative_slope: float = 0.01,
+    ) -> None:  # fmt: skip
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
+                         dilation, padding_mode, device, dtype, activation=activation,
+                         negative_slope=negative_slope)  # fmt: skip
 
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if self.padding_mode != "zeros":
@@ -95,6 +128,16 @@ class ConvTranspose2d(_EpilogueActivation, torch.nn.ConvTranspose2d):
 class ConvTranspose3d(_EpilogueActivation, torch.nn.ConvTranspose3d):
     """Drop-in for `torch.nn.ConvTranspose3d`, in the same way as `ConvTranspose2d`."""
 
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: _size_3_t, stride: _size_3_t = 1,
+        padding: _size_3_t = 0, output_padding: _size_3_t = 0, groups: int = 1, bias: bool = True,
+        dilation: _size_3_t = 1, padding_mode: str = "zeros", device=None, dtype=None, *,
+        activation: str | None = None, negative_slope: float = 0.01,
+    ) -> None:  # fmt: skip
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
+                         dilation, padding_mode, device, dtype, activation=activation,
+                         negative_slope=negative_slope)  # fmt: skip
+
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if self.padding_mode != "zeros":
             raise ValueError("Only `zeros` padding mode is supported for ConvTranspose3d")
@@ -106,6 +149,16 @@ class ConvTranspose3d(_EpilogueActivation, torch.nn.ConvTranspose3d):
 
 class ConvTranspose1d(_EpilogueActivation, torch.nn.ConvTranspose1d):
     """Drop-in for `torch.nn.ConvTranspose1d`, in the same way as `ConvTranspose2d`."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: _size_1_t, stride: _size_1_t = 1,
+        padding: _size_1_t = 0, output_padding: _size_1_t = 0, groups: int = 1, bias: bool = True,
+        dilation: _size_1_t = 1, padding_mode: str = "zeros", device=None, dtype=None, *,
+        activation: str | None = None, negative_slope: float = 0.01,
+    ) -> None:  # fmt: skip
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, output_padding, groups, bias,
+                         dilation, padding_mode, device, dtype, activation=activation,
+                         negative_slope=negative_slope)  # fmt: skip
 
     def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         if self.padding_mode != "zeros":

@@ -205,13 +205,13 @@ def describe(problem: ConvProblem, passes: Mapping[Pass, Pass] | None = None) ->
     timings = {name: tuned_timing(problem, served[name]) for name in Pass}
     forward = plans[Pass.FWD]
     return {
-        "variant": forward.variant,
+        "variant": str(forward.variant),  # the route's name (a str), not the enum's repr
         "config": forward.config.as_dict(),
         "config_source": forward.config_source,
         "timing": timings[Pass.FWD],
         "backward": {
             str(name): {
-                "variant": p.variant,
+                "variant": str(p.variant),
                 "config": p.config.as_dict(),
                 "config_source": p.config_source,
                 "timing": timings[name],

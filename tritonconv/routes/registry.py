@@ -157,6 +157,12 @@ def is_depthwise(problem: ConvProblem) -> bool:
     return problem.groups > 1 and problem.c_per_group == 1
 
 
+def is_grouped(problem: ConvProblem) -> bool:
+    """A grouped convolution: the grouped-tile kernel's batch of groups has something to batch (with
+    one group it is the implicit GEMM with a batched dot of one, so it is not offered there)."""
+    return problem.groups > 1
+
+
 def is_small_grouped(problem: ConvProblem) -> bool:
     """Groups too small to fill a tensor-core tile alone: one grouped_tile program covers several."""
     return (
@@ -388,7 +394,7 @@ SPECS: tuple[VariantSpec, ...] = (
     VariantSpec(Pass.FWD, Variant.DEPTHWISE, lambda problem: problem.c_per_group == 1, is_depthwise,
                 _forward(depthwise.prepare), ("depthwise_fwd",), DEPTHWISE_AXES,
                 _forward_heuristic(Variant.DEPTHWISE), _depthwise_clamp(lambda problem: problem.q)),
-    VariantSpec(Pass.FWD, Variant.GROUPED_TILE, always, is_small_grouped, _forward(grouped_tile.prepare),
+    VariantSpec(Pass.FWD, Variant.GROUPED_TILE, is_grouped, is_small_grouped, _forward(grouped_tile.prepare),
                 ("grouped_tile_fwd",), GROUPED_TILE_AXES, _forward_heuristic(Variant.GROUPED_TILE),
                 _grouped_tile_clamp),
     # Stride-1 convolutions fed by tensor descriptors (TMA): not the rule's choice until measured on a GPU.
