@@ -36,3 +36,22 @@ def test_the_torch_equivalent_updates_the_cache_as_tritonconv_does():
     serving.torch_call(case, tensors)()
     changed = (tensors.states != before).flatten(1).any(1)
     assert changed.tolist() == [False, True, False, True], "the batch's lines (every other one) and only they"
+
+
+def test_the_host_benchmark_runs_without_a_gpu_as_the_docs_say(tmp_path):
+    """`python -m tritonconv.tools.bench.host` restarts itself under the interpreter without a GPU
+    (it exited with "tritonconv runs on CUDA tensors" unless TRITON_INTERPRET was set by hand)."""
+    import os
+    import subprocess
+    import sys
+
+    suite = tmp_path / "one.csv"
+    suite.write_text("layer,count,n,c,h,w,k,r,s,stride_h,stride_w,pad_h,pad_w,dil_h,dil_w,groups\n"
+                     "3x3,1,1,4,5,5,4,3,3,1,1,1,1,1,1,1\n")  # fmt: skip
+    environment = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    out = tmp_path / "host.csv"
+    result = subprocess.run([sys.executable, "-m", "tritonconv.tools.bench.host", "--suite", str(suite), "--calls",
+                             "2", "--repeats", "1", "--out", str(out)], capture_output=True, text=True,
+                            env=environment, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert out.exists() and "fwd" in out.read_text()

@@ -44,7 +44,7 @@ from tritonconv.ops import launch
 from tritonconv.ops.torch_conv import TORCH_CONFIG
 from tritonconv.plan.dispatch import forget_plans
 from tritonconv.plan.prepared import call_key, lookup
-from tritonconv.problem.runtime import environment_variable
+from tritonconv.problem.runtime import environment_variable, rerun_under_interpreter_without_gpu
 from tritonconv.problem.suites import load_suite
 from tritonconv.routes.registry import Variant, is_depthwise_1d, tuned_variants
 from tritonconv.tuning.cache import CACHE_ENV, problem_key
@@ -230,6 +230,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default="host.csv")
     args = parser.parse_args()
+    rerun_under_interpreter_without_gpu("tritonconv.tools.bench.host")  # CPU tensors need the interpreter
     on_gpu = torch.cuda.is_available() and device_slug() != "interpreter"
     batch = args.batch if args.batch is not None else (None if on_gpu else 1)
     layers = load_suite(args.suite, batch=batch, dtype=getattr(torch, args.dtype))
