@@ -1,6 +1,6 @@
 """`import tritonconv` stays light: it imports neither torch._dynamo (about 1.3 s here) nor the
-reporting extra's pandas, matplotlib or tqdm, and its own time on top of `import torch` is
-reported as a ratio of torch's (`python -m tritonconv.tools.import_cost`)."""
+reporting extra's pandas, matplotlib or tqdm, nor Triton until a kernel is first used, and its own
+time on top of `import torch` is at most a quarter of torch's (`python -m tritonconv.tools.import_cost`)."""
 
 import json
 import os
@@ -18,10 +18,12 @@ def _fresh(code: str) -> str:
                           env=environment).stdout  # fmt: skip
 
 
-def test_import_tritonconv_imports_no_dynamo_and_no_reporting_library():
-    result = import_cost.measure(runs=1)
+def test_import_tritonconv_imports_no_dynamo_no_reporting_library_and_no_triton_yet():
+    """And costs at most a quarter of `import torch` on top of it (0.12 here on 2026-12-05: Triton
+    itself, about 0.3 of torch, loads with the first kernel)."""
+    result = import_cost.measure(runs=3)
     assert result["heavy"] == [], f"import tritonconv imported {result['heavy']}"
-    assert result["torch_s"] > 0 and result["ratio"] == result["tritonconv_s"] / result["torch_s"]
+    assert result["ratio"] <= 0.25, result
 
 
 def test_the_cli_version_and_help_import_no_dynamo_and_no_reporting_library():

@@ -14,14 +14,14 @@ from conv_reference import assert_conv2d_close, random_conv_inputs
 
 import tritonconv
 from tritonconv.ops import tma
-from tritonconv.ops.descriptors import TensorDescriptor
+from tritonconv.ops.descriptors import tensor_descriptor
 from tritonconv.ops.epilogue import NO_EPILOGUE, Epilogue
 from tritonconv.ops.launch import KernelLaunch
 from tritonconv.plan import dispatch, prepared
 from tritonconv.routes import registry
 from tritonconv.routes.registry import Pass, Plan, Variant
 
-pytestmark = pytest.mark.skipif(TensorDescriptor is None, reason="this Triton has no host tensor descriptors")
+pytestmark = pytest.mark.skipif(tensor_descriptor() is None, reason="this Triton has no host tensor descriptors")
 
 # (n, c, h, w, k, r, s, padding, dilation): what each case pins down
 CASES = {
@@ -142,7 +142,7 @@ def _load_box(desc, out_ptr, H0: tl.constexpr, W0: tl.constexpr):
 def test_descriptor_loads_zero_fill_outside_the_tensor_negative_coordinates_included(device):
     """What the padding rests on: a box at (-1, -1) reads zeros for the row and column outside."""
     x = torch.arange(1, 1 + 3 * 4 * 4, dtype=torch.float32, device=device).reshape(1, 3, 4, 4)
-    descriptor = TensorDescriptor.from_tensor(x, [1, 2, 4, 4])
+    descriptor = tensor_descriptor().from_tensor(x, [1, 2, 4, 4])
     out = torch.full((32,), float("nan"), device=device)
     _load_box[(1,)](descriptor, out, -1, -1)
     box = out.reshape(2, 4, 4)

@@ -9,6 +9,7 @@ from test_conv2d_fwd import FP64, SHAPE_IDS, SHAPES
 
 import tritonconv
 from tritonconv.ops import conv1x1, depthwise
+from tritonconv.ops.descriptors import tensor_descriptor
 from tritonconv.plan import dispatch
 from tritonconv.plan.dispatch import GROUPED_TILE_MAX_CHANNELS, Plan, applicable_variants, choose_variant
 from tritonconv.problem.arithmetic import problem_from_tensors
@@ -128,7 +129,7 @@ def test_conv1x1_uses_descriptors_only_for_dense_aligned_nhwc(device):
     x, weight, _ = random_conv_inputs(2, 16, 6, 6, 32, 1, 1, 1, False, torch.float16, device)
     y = torch.empty(2, 32, 6, 6, dtype=torch.float16, device=device)
     problem = problem_from_tensors(x.to(memory_format=cl), weight)
-    expected = conv1x1.TensorDescriptor is not None
+    expected = tensor_descriptor() is not None
     assert (conv1x1.gemm_views(x.to(memory_format=cl), weight, y.to(memory_format=cl), problem) is not None) == expected
     assert conv1x1.gemm_views(x, weight, y, problem) is None  # NCHW is a batched GEMM, not one matrix
     strided = problem_from_tensors(x.to(memory_format=cl), weight, stride=2)
@@ -139,7 +140,7 @@ def test_conv1x1_uses_descriptors_only_for_dense_aligned_nhwc(device):
     assert conv1x1.gemm_views(x_odd, w_odd, y.to(memory_format=cl), odd) is None  # 12-byte rows: unaligned
 
 
-@pytest.mark.skipif(conv1x1.TensorDescriptor is None, reason="this Triton has no host tensor descriptors")
+@pytest.mark.skipif(tensor_descriptor() is None, reason="this Triton has no host tensor descriptors")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 def test_conv1x1_descriptor_path_agrees_with_torch(dtype, device):
     x, weight, bias = random_conv_inputs(2, 48, 7, 5, 40, 1, 1, 1, True, dtype, device, channels_last=True)
@@ -204,7 +205,7 @@ DEPTHWISE = [
 
 def halo_modes():
     modes = [False]
-    if depthwise.HAS_GATHER:
+    if depthwise.has_gather():
         modes.append(True)
     return pytest.mark.parametrize("halo_in_registers", modes, ids=[f"halo={m}" for m in modes])
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels.causal_update import _causal_conv1d_update_kernel as _KERNEL
+from .. import kernels  # the kernel modules (and Triton) load on first use
 from ..ops.causal_update import launch_update, update_launch
 from ..ops.launch import LaunchCache
 from ..plan.prepared import tensor_key
@@ -126,4 +126,4 @@ def _check(x, conv_state, weight, bias, cache_seqlens, conv_state_indices) -> No
         if tensor is not None:
             if tensor.device != x.device:
                 raise RuntimeError(f"causal_conv1d_update: every tensor must be on {x.device}; got {tensor.device}")
-            check_device(tensor, _KERNEL)
+            check_device(tensor, kernels._causal_conv1d_update_kernel)

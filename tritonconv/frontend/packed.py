@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..kernels.causal_packed import _causal_seq_kernel
+from .. import kernels  # the kernel modules (and Triton) load on first use
 from ..ops.causal_packed import accumulator_dtype, run_seq, run_seq_wgrad
 from ..problem.runtime import check_device
 from .differentiable import transforms_active
@@ -161,4 +161,4 @@ def _check(x, weight, bias, seq_idx, dilation: int) -> None:
         if tensor is not None:
             if tensor.device != x.device:
                 raise RuntimeError(f"causal_conv1d: every tensor must be on {x.device}; got {tensor.device}")
-            check_device(tensor, _causal_seq_kernel)
+            check_device(tensor, kernels._causal_seq_kernel)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..kernels.causal_varlen import _causal_varlen_kernel as _KERNEL
+from .. import kernels  # the kernel modules (and Triton) load on first use
 from ..ops.causal_packed import launch_varlen, varlen_launch
 from ..ops.launch import LaunchCache
 from ..plan.prepared import tensor_key
@@ -132,4 +132,4 @@ def _check(x, weight, bias, starts, states, indices, has_state) -> None:
         if tensor is not None:
             if tensor.device != x.device:
                 raise RuntimeError(f"causal_conv1d_varlen: every tensor must be on {x.device}; got {tensor.device}")
-            check_device(tensor, _KERNEL)
+            check_device(tensor, kernels._causal_varlen_kernel)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import triton
 
-from ..kernels import _activation_grad_kernel
-from ..problem.arithmetic import is_channels_last_like
+from .. import kernels  # the kernel modules (and Triton) load on first use
+from ..problem.arithmetic import cdiv, is_channels_last_like
 from .common import needs_int64
 from .epilogue import slope_constant
 from .launch import KernelLaunch
@@ -27,8 +26,8 @@ def prepare_activation_grad(
         return lambda grad_output, saved, grad: launch(as_4d(grad_output), as_4d(saved), as_4d(grad))
     _, k, p, q = grad.shape
     return KernelLaunch(
-        _activation_grad_kernel,
-        (triton.cdiv(grad.numel(), BLOCK),),
+        kernels._activation_grad_kernel,
+        (cdiv(grad.numel(), BLOCK),),
         (k, p, q, grad.numel(), *grad_output.stride(), *saved.stride(), *grad.stride()),
         {
             "ACTIVATION": activation,

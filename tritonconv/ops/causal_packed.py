@@ -8,10 +8,9 @@ tuned: the kernels are memory-bound and the planned routes' tuner does not know 
 from __future__ import annotations
 
 import torch
-import triton
 
-from ..kernels.causal_packed import _causal_seq_kernel, _causal_seq_wgrad_kernel
-from ..kernels.causal_varlen import _causal_varlen_kernel
+from .. import kernels  # the kernel modules (and Triton) load on first use
+from ..problem.arithmetic import cdiv, next_power_of_2
 from .launch import KernelLaunch
 
 LONG_SIDE, SHORT_SIDE = 64, 16  # a tile's sides along the unit-stride axis and along the other
@@ -30,7 +29,7 @@ def _tile(x: torch.Tensor) -> tuple[int, int]:
     length, channels = x.shape[-1], x.shape[-2]
     along_length = x.stride(-1) == 1 or channels == 1
     block_l, block_c = (LONG_SIDE, SHORT_SIDE) if along_length else (SHORT_SIDE, LONG_SIDE)
-    return min(block_l, triton.next_power_of_2(max(length, 1))), min(block_c, triton.next_power_of_2(channels))
+    return min(block_l, next_power_of_2(max(length, 1))), min(block_c, next_power_of_2(channels))
 
 
 def seq_launch(
@@ -41,10 +40,10 @@ def seq_launch(
     (C, W), seq_idx (B, L); pointers (x, weight, bias, seq_idx, y)."""
     batch, channels, length = x.shape
     block_l, block_c = _tile(x)
-    l_blocks = triton.cdiv(length, block_l)
+    l_blocks = cdiv(length, block_l)
     return KernelLaunch(
-        _causal_seq_kernel,
-        (batch * l_blocks, triton.cdiv(channels, block_c)),
+        kernels._causal_seq_kernel,
+        (batch * l_blocks, cdiv(channels, block_c)),
         (channels, length, l_blocks, x.stride(), weight.stride(), 0 if bias is None else bias.stride(0),
          seq_idx.stride(), y.stride()),
         dict(WIDTH=weight.shape[1], DILATION=dilation, FLIP=flip, HAS_BIAS=bias is not None, SILU=silu,
@@ -69,16 +68,16 @@ def run_seq_wgrad(
     splits of the B * L rows, added in split order (the same bits on every run)."""
     batch, channels, length = x.shape
     rows = batch * length
-    taps = triton.next_power_of_2(width)
-    channel_blocks = triton.cdiv(channels, WGRAD_BLOCK_C)
-    splits = max(1, min(triton.cdiv(WGRAD_PROGRAMS, channel_blocks), triton.cdiv(rows, WGRAD_BLOCK_L)))
-    chunk = triton.cdiv(triton.cdiv(rows, splits), WGRAD_BLOCK_L) * WGRAD_BLOCK_L
-    splits = max(1, triton.cdiv(rows, chunk))
+    taps = next_power_of_2(width)
+    channel_blocks = cdiv(channels, WGRAD_BLOCK_C)
+    splits = max(1, min(cdiv(WGRAD_PROGRAMS, channel_blocks), cdiv(rows, WGRAD_BLOCK_L)))
+    chunk = cdiv(cdiv(rows, splits), WGRAD_BLOCK_L) * WGRAD_BLOCK_L
+    splits = max(1, cdiv(rows, chunk))
     dtype = accumulator_dtype(x, grad)
     partial = torch.empty(splits, taps, channels, dtype=dtype, device=x.device)
     bias_partial = torch.empty(splits, channels, dtype=dtype, device=x.device) if with_bias else partial
     KernelLaunch(
-        _causal_seq_wgrad_kernel,
+        kernels._causal_seq_wgrad_kernel,
         (channel_blocks, splits),
         (channels, length, rows, chunk, x.stride(), grad.stride(), seq_idx.stride()),
         dict(WIDTH=width, TAPS=taps, DILATION=dilation, HAS_BIAS=with_bias, ACC_FP64=dtype == torch.float64,
@@ -98,16 +97,16 @@ def varlen_launch(
     channels, total = x.shape
     sequences = starts.shape[0] - 1
     width, slots = weight.shape[1], states.shape[2]
-    block_l = max(VARLEN_BLOCK_L, triton.next_power_of_2(width))  # a sequence's history lies in its block 0
-    block_c = min(VARLEN_BLOCK_C, triton.next_power_of_2(channels))
+    block_l = max(VARLEN_BLOCK_L, next_power_of_2(width))  # a sequence's history lies in its block 0
+    block_c = min(VARLEN_BLOCK_C, next_power_of_2(channels))
     return KernelLaunch(
-        _causal_varlen_kernel,
-        (total // block_l + sequences, triton.cdiv(channels, block_c)),
+        kernels._causal_varlen_kernel,
+        (total // block_l + sequences, cdiv(channels, block_c)),
         (channels, sequences, slots, states.shape[0], pad_slot, max(sequences - 1, 0).bit_length(), x.stride(),
          weight.stride(), 0 if bias is None else bias.stride(0), y.stride(), states.stride()),
         dict(WIDTH=width, HAS_BIAS=bias is not None, SILU=silu, HAS_INDICES=indices is not None,
              HAS_INITIAL=has_state is not None, BLOCK_L=block_l, BLOCK_C=block_c,
-             BLOCK_S=triton.next_power_of_2(slots), num_warps=4),
+             BLOCK_S=next_power_of_2(slots), num_warps=4),
     )  # fmt: skip
 
 

@@ -5,9 +5,9 @@ and one launch per layer and step."""
 from __future__ import annotations
 
 import torch
-import triton
 
-from ..kernels.causal_update import _causal_conv1d_update_kernel
+from .. import kernels  # the kernel modules (and Triton) load on first use
+from ..problem.arithmetic import cdiv, next_power_of_2
 from .launch import KernelLaunch
 
 MAX_BLOCK_D = 64
@@ -21,15 +21,15 @@ def update_launch(
     block of channels. It serves any tensors of the same shapes, strides and dtypes."""
     batch, channels, tokens = x.shape
     slots, width = state.shape[2], weight.shape[1]
-    block_d = min(MAX_BLOCK_D, triton.next_power_of_2(channels))
+    block_d = min(MAX_BLOCK_D, next_power_of_2(channels))
     constexprs = dict(
         WIDTH=width, HAS_BIAS=bias is not None, SILU=silu, CIRCULAR=seqlens is not None,
-        HAS_INDICES=indices is not None, BLOCK_D=block_d, BLOCK_T=triton.next_power_of_2(tokens),
-        BLOCK_S=triton.next_power_of_2(max(slots, tokens)), num_warps=4 if block_d * tokens >= 256 else 1,
+        HAS_INDICES=indices is not None, BLOCK_D=block_d, BLOCK_T=next_power_of_2(tokens),
+        BLOCK_S=next_power_of_2(max(slots, tokens)), num_warps=4 if block_d * tokens >= 256 else 1,
     )  # fmt: skip
     scalars = (channels, tokens, slots, state.shape[0], x.stride(), state.stride(), weight.stride(),
                0 if bias is None else bias.stride(0), out.stride())  # fmt: skip
-    return KernelLaunch(_causal_conv1d_update_kernel, (batch, triton.cdiv(channels, block_d)), scalars, constexprs)
+    return KernelLaunch(kernels._causal_conv1d_update_kernel, (batch, cdiv(channels, block_d)), scalars, constexprs)
 
 
 def launch_update(

@@ -5,15 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import triton
 
-from ..kernels import _conv2d_fwd_1x1_kernel
-from ..problem.arithmetic import ConvProblem
+from .. import kernels  # the kernel modules (and Triton) load on first use
+from ..problem.arithmetic import ConvProblem, cdiv
 from .common import ForwardChunk, epilogue_flags, forward_strides
-from .descriptors import TensorDescriptor, aligned, dense_nhwc, descriptors_usable, rebased
+from .descriptors import aligned, dense_nhwc, descriptors_usable, rebased, tensor_descriptor
 from .launch import KernelLaunch
-
-KERNEL = _conv2d_fwd_1x1_kernel
 
 
 def gemm_views(
@@ -21,7 +18,11 @@ def gemm_views(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
     """[M, C], [K, C] and [M, K] views of input, weight and output when they are dense matrices with
     a unit inner stride and 16-byte aligned rows, the shapes a tensor descriptor (TMA) can address."""
-    if problem.stride != (1, 1) or x.element_size() not in (2, 4) or not descriptors_usable(x.device, KERNEL):
+    if (
+        problem.stride != (1, 1)
+        or x.element_size() not in (2, 4)
+        or not descriptors_usable(x.device, kernels._conv2d_fwd_1x1_kernel)
+    ):
         return None
     x_rows, y_rows = dense_nhwc(x), dense_nhwc(y)
     if x_rows is None or y_rows is None or weight.stride(1) != 1:
@@ -37,8 +38,8 @@ def prepare(chunk: ForwardChunk) -> Callable[..., None]:
     m = x.shape[0] * problem.p * problem.q
     views = None if epilogue.reads_or_writes_extra else gemm_views(x, weight, y, problem)
     launch = KernelLaunch(
-        KERNEL,
-        (triton.cdiv(m, config.block_m) * triton.cdiv(problem.k, config.block_n),),
+        kernels._conv2d_fwd_1x1_kernel,
+        (cdiv(m, config.block_m) * cdiv(problem.k, config.block_n),),
         (x.shape[0], problem.k, problem.p, problem.q,
          *forward_strides(x, weight.stride()[:2], bias, y, epilogue)),
         {
@@ -54,7 +55,7 @@ def prepare(chunk: ForwardChunk) -> Callable[..., None]:
     if views is None:
         return launch
     x_desc, w_desc, y_desc = (
-        TensorDescriptor.from_tensor(view, block)
+        tensor_descriptor().from_tensor(view, block)
         for view, block in zip(
             views,
             ([config.block_m, config.block_k], [config.block_n, config.block_k], [config.block_m, config.block_n]),

@@ -12,16 +12,9 @@ import dataclasses
 from collections.abc import Callable
 
 import torch
-import triton
 
-from ..kernels import (
-    _conv3d_dgrad_kernel,
-    _conv3d_fwd_depthwise_kernel,
-    _conv3d_fwd_kernel,
-    _conv3d_wgrad_depthwise_kernel,
-    _conv3d_wgrad_partial_kernel,
-)
-from ..problem.arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, dgrad_as_depthwise, is_channels_last_like
+from .. import kernels  # the kernel modules (and Triton) load on first use
+from ..problem.arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, cdiv, dgrad_as_depthwise, is_channels_last_like
 from ..problem.config import KernelConfig
 from .common import (
     INT32_LIMIT,
@@ -37,8 +30,6 @@ from .dgrad import as_dgrad_run, dgrad_run
 from .epilogue import NO_EPILOGUE, Epilogue
 from .launch import KernelLaunch
 from .wgrad import split_or_direct, split_reduction
-
-FORWARD_KERNEL = _conv3d_fwd_kernel
 
 
 def _flags(kernel: object, rows: int, *tensors: torch.Tensor) -> LaunchFlags:
@@ -62,10 +53,10 @@ def prepare_forward(
 ) -> Callable[..., None]:  # fmt: skip
     """Y = activation(conv3d(x, weight) + bias + residual), through strides; `run(x, weight, bias,
     y, residual, z)`, z receiving the pre-activation where the epilogue keeps it."""
-    flags = _flags(FORWARD_KERNEL, problem.gemm_m, x, weight, y, *epilogue.tensors())
-    tiles = triton.cdiv(problem.gemm_m, config.block_m) * triton.cdiv(problem.k_per_group, config.block_n)
+    flags = _flags(kernels._conv3d_fwd_kernel, problem.gemm_m, x, weight, y, *epilogue.tensors())
+    tiles = cdiv(problem.gemm_m, config.block_m) * cdiv(problem.k_per_group, config.block_n)
     launch = KernelLaunch(
-        FORWARD_KERNEL,
+        kernels._conv3d_fwd_kernel,
         (problem.groups * tiles,),
         (problem.n, problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.k_per_group,
          *forward_strides(x, weight.stride(), bias, y, epilogue)),
@@ -92,10 +83,10 @@ def prepare_depthwise_forward(
     rows = problem.n * problem.o * problem.p
     if rows > INT32_LIMIT:
         raise RuntimeError(f"{rows} output rows are more than one launch's grid holds")
-    flags = _flags(_conv3d_fwd_depthwise_kernel, problem.gemm_m, x, weight, y, *epilogue.tensors())
+    flags = _flags(kernels._conv3d_fwd_depthwise_kernel, problem.gemm_m, x, weight, y, *epilogue.tensors())
     launch = KernelLaunch(
-        _conv3d_fwd_depthwise_kernel,
-        (rows, triton.cdiv(problem.q, config.block_m), triton.cdiv(problem.k, config.block_n)),
+        kernels._conv3d_fwd_depthwise_kernel,
+        (rows, cdiv(problem.q, config.block_m), cdiv(problem.k, config.block_n)),
         (problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.k,
          *forward_strides(x, (weight.stride(0), *weight.stride()[2:]), bias, y, epilogue)),
         {
@@ -121,10 +112,10 @@ def prepare_dgrad(
     masked; `run(grad_output, weight, grad_input)`, and for a 3-D transposed convolution's forward
     `run(grad_output, weight, grad_input, bias, residual, preactivation)` with its fused tail."""
     rows = problem.n * problem.d * problem.h * problem.w
-    flags = _flags(_conv3d_dgrad_kernel, rows, grad_output, weight, grad_input, *epilogue.tensors())
-    tiles = triton.cdiv(rows, config.block_m) * triton.cdiv(problem.c_per_group, config.block_n)
+    flags = _flags(kernels._conv3d_dgrad_kernel, rows, grad_output, weight, grad_input, *epilogue.tensors())
+    tiles = cdiv(rows, config.block_m) * cdiv(problem.c_per_group, config.block_n)
     launch = KernelLaunch(
-        _conv3d_dgrad_kernel,
+        kernels._conv3d_dgrad_kernel,
         (problem.groups * tiles,),
         (problem.n, problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.c_per_group,
          *forward_strides(grad_output, weight.stride(), bias, grad_input, epilogue)),
@@ -148,14 +139,14 @@ def prepare_wgrad(
     """dW: M = K/g, N = (C/g)*T*R*S, the N*O*P*Q reduction split `split_k` ways and summed in order;
     `run(input, grad_output, grad_weight)`."""
     split, chunk = split_reduction(problem.gemm_m, grad_weight.numel(), config.split_k, config.block_k)
-    tiles = triton.cdiv(problem.k_per_group, config.block_m) * triton.cdiv(problem.gemm_k, config.block_n)
-    flags = _flags(_conv3d_wgrad_partial_kernel, problem.gemm_m, input, grad_output)
+    tiles = cdiv(problem.k_per_group, config.block_m) * cdiv(problem.gemm_k, config.block_n)
+    flags = _flags(kernels._conv3d_wgrad_partial_kernel, problem.gemm_m, input, grad_output)
 
     def partial_launch(out_strides: tuple[int, ...]) -> KernelLaunch:
         split_stride, k_stride, c_stride, tr_stride, s_stride = out_strides
         t_stride = tr_stride * problem.r  # the sum's (c, t*r, s) walk: depth nests over height
         return KernelLaunch(
-            _conv3d_wgrad_partial_kernel,
+            kernels._conv3d_wgrad_partial_kernel,
             (problem.groups * tiles, split),
             (problem.n, problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.k_per_group, chunk,
              input.stride(), grad_output.stride(), (split_stride, k_stride, c_stride, t_stride, tr_stride, s_stride)),
@@ -192,8 +183,8 @@ def prepare_depthwise_wgrad(
     def partial_launch(out_strides: tuple[int, ...]) -> KernelLaunch:
         split_stride, k_stride, _, tr_stride, s_stride = out_strides  # one input channel: c is 0
         return KernelLaunch(
-            _conv3d_wgrad_depthwise_kernel,
-            (triton.cdiv(problem.k, config.block_n), taps, split),
+            kernels._conv3d_wgrad_depthwise_kernel,
+            (cdiv(problem.k, config.block_n), taps, split),
             (problem.n, problem.d, problem.h, problem.w, problem.o, problem.p, problem.q, problem.k, chunk,
              input.stride(), grad_output.stride(),
              (split_stride, k_stride, tr_stride * problem.r, tr_stride, s_stride)),

@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
-import triton
-import triton.language as tl
+import functools
 
-from ..kernels import _conv2d_fwd_depthwise_kernel
-from ..problem.arithmetic import ConvProblem
+from .. import kernels  # the kernel modules (and Triton) load on first use
+from ..problem.arithmetic import ConvProblem, cdiv, next_power_of_2
 from .common import ForwardChunk, elementwise_numerics, epilogue_flags, forward_strides, geometry
 from .launch import KernelLaunch
 
-KERNEL = _conv2d_fwd_depthwise_kernel
-HAS_GATHER = hasattr(tl, "gather")
+
+@functools.cache
+def has_gather() -> bool:
+    """Whether this Triton has `tl.gather` (>= 3.3), which `halo_in_registers` needs."""
+    import triton.language as tl
+
+    return hasattr(tl, "gather")
 
 
 def halo_width(problem: ConvProblem, block_m: int) -> int:
     """Input columns one program's output segment touches, rounded up to a power of two."""
-    return triton.next_power_of_2((block_m - 1) * problem.stride[1] + (problem.s - 1) * problem.dilation[1] + 1)
+    return next_power_of_2((block_m - 1) * problem.stride[1] + (problem.s - 1) * problem.dilation[1] + 1)
 
 
 def prepare(chunk: ForwardChunk, flip_taps: bool = False) -> KernelLaunch:
     """One program per (output row, column block, channel block); no batch limit beyond the grid's.
     `flip_taps` reads the weight spatially flipped (the input gradient's route), with no copy."""
     x, weight, bias, y, problem, config, flags, epilogue = chunk
-    if config.halo_in_registers and not HAS_GATHER:
+    if config.halo_in_registers and not has_gather():
         raise RuntimeError("halo_in_registers needs tl.gather (Triton >= 3.3); use halo_in_registers=False")
     return KernelLaunch(
-        KERNEL,
-        (x.shape[0] * problem.p, triton.cdiv(problem.q, config.block_m), triton.cdiv(problem.k, config.block_n)),
+        kernels._conv2d_fwd_depthwise_kernel,
+        (x.shape[0] * problem.p, cdiv(problem.q, config.block_m), cdiv(problem.k, config.block_n)),
         (x.shape[0], problem.h, problem.w, problem.p, problem.q, problem.k,
          *forward_strides(x, (weight.stride(0), weight.stride(2), weight.stride(3)), bias, y, epilogue)),
         {

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import triton
 
-from ..kernels import _conv1d_depthwise_fwd_kernel, _conv1d_depthwise_wgrad_kernel
-from ..problem.arithmetic import ConvProblem
+from .. import kernels  # the kernel modules (and Triton) load on first use
+from ..problem.arithmetic import ConvProblem, cdiv, next_power_of_2
 from ..problem.config import KernelConfig
 from .common import (
     INT32_LIMIT,
@@ -30,17 +29,14 @@ from .epilogue import NO_EPILOGUE, Epilogue
 from .launch import KernelLaunch
 from .wgrad import WgradRun, split_or_direct, split_reduction
 
-FORWARD_KERNEL = _conv1d_depthwise_fwd_kernel
-WGRAD_KERNEL = _conv1d_depthwise_wgrad_kernel
-
 
 def prepare(chunk: ForwardChunk, flip_taps: bool = False) -> KernelLaunch:
     """The forward's launch over one batch chunk, taking (x, weight, bias, y, residual, z)."""
     x, weight, bias, y, problem, config, flags, epilogue = chunk
-    position_blocks = triton.cdiv(problem.q, config.block_m)
+    position_blocks = cdiv(problem.q, config.block_m)
     return KernelLaunch(
-        FORWARD_KERNEL,
-        (x.shape[0] * position_blocks, triton.cdiv(problem.k, config.block_n)),
+        kernels._conv1d_depthwise_fwd_kernel,
+        (x.shape[0] * position_blocks, cdiv(problem.k, config.block_n)),
         (problem.w, problem.q, problem.k, position_blocks,
          *forward_strides(x, (weight.stride(0), weight.stride(3)), bias, y, epilogue)),
         {
@@ -80,14 +76,14 @@ def prepare_wgrad(
     def partial_launch(out_strides: tuple[int, ...], bias_strides: tuple[int, int, int] | None = None) -> Callable:
         split_stride, c_stride, _, _, s_stride = out_strides  # (split, k, c, r, s): c and r are one wide
         launch = KernelLaunch(
-            WGRAD_KERNEL,
-            (triton.cdiv(problem.k, config.block_n), split),
+            kernels._conv1d_depthwise_wgrad_kernel,
+            (cdiv(problem.k, config.block_n), split),
             (problem.w, problem.q, problem.k, rows, chunk, input.stride(), grad_output.stride(),
              (split_stride, c_stride, s_stride), *(bias_strides or (0, 0, 0))),
             {
                 "GEOMETRY": geometry(problem),
                 "HAS_BIAS": bias_strides is not None,
-                "TAPS": triton.next_power_of_2(problem.s),
+                "TAPS": next_power_of_2(problem.s),
                 "NUMERICS": elementwise_numerics(index_64, input.dtype),
                 "BLOCK_L": config.block_m,
                 "BLOCK_C": config.block_n,

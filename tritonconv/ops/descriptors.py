@@ -3,20 +3,28 @@ prepared descriptor at a new call's tensor without validating it again."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..problem.runtime import device_arch, is_interpreted
 
-try:  # host-side tensor descriptors: Triton >= 3.4
-    from triton.tools.tensor_descriptor import TensorDescriptor
-except ImportError:  # pragma: no cover - depends on the installed Triton
-    TensorDescriptor = None
+
+@functools.cache
+def tensor_descriptor() -> type | None:
+    """Triton's host-side `TensorDescriptor` class (Triton >= 3.4), or None; imported on first use,
+    so `import tritonconv` does not import Triton."""
+    try:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+    except ImportError:  # pragma: no cover - depends on the installed Triton
+        return None
+    return TensorDescriptor
 
 
 def descriptors_usable(device: torch.device, kernel: object) -> bool:
     """TMA exists from Hopper (sm_90) on, not on AMD Instinct (`devices.GpuArch.tma`: there the
     pointer kernels serve); the interpreter emulates descriptors anywhere."""
-    if TensorDescriptor is None:
+    if tensor_descriptor() is None:
         return False
     if is_interpreted(kernel):
         return True
@@ -38,11 +46,11 @@ def dense_nhwc(tensor: torch.Tensor) -> torch.Tensor | None:
     return tensor.permute(0, 2, 3, 1) if tensor.stride() == (h * w * c, 1, w * c, c) else None
 
 
-def rebased(descriptor: TensorDescriptor, base: torch.Tensor) -> TensorDescriptor:
+def rebased(descriptor: object, base: torch.Tensor) -> object:
     """`descriptor` over `base`'s memory instead of its own base's. Shape, strides and 16-byte
     alignment are those the descriptor was validated with (the call key fixes them), so the
     constructor's checks are not run again on every call."""
-    moved = object.__new__(TensorDescriptor)
+    moved = object.__new__(tensor_descriptor())
     moved.__dict__.update(descriptor.__dict__)
     moved.base = base
     return moved

@@ -21,10 +21,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import triton
 
-from ..kernels import _conv2d_dgrad_kernel, _conv2d_dgrad_phased_kernel
-from ..problem.arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, dgrad_as_conv1x1, dgrad_as_depthwise
+from .. import kernels  # the kernel modules (and Triton) load on first use
+from ..problem.arithmetic import CHANNELS_LAST, CONTIGUOUS, ConvProblem, cdiv, dgrad_as_conv1x1, dgrad_as_depthwise
 from ..problem.arithmetic import is_channels_last_like as channels_last
 from ..problem.config import KernelConfig
 from . import conv1x1, depthwise
@@ -40,7 +39,7 @@ def prepare_masking(
     grad_output: torch.Tensor, weight: torch.Tensor, grad_input: torch.Tensor, problem: ConvProblem,
     config: KernelConfig, bias: torch.Tensor | None = None, epilogue: Epilogue = NO_EPILOGUE,
 ) -> DgradRun:  # fmt: skip
-    return _prepare_general(_conv2d_dgrad_kernel, 1, problem.h, problem.w, grad_output, weight, grad_input,
+    return _prepare_general(kernels._conv2d_dgrad_kernel, 1, problem.h, problem.w, grad_output, weight, grad_input,
                             problem, config, bias, epilogue)  # fmt: skip
 
 
@@ -49,8 +48,8 @@ def prepare_phased(
     config: KernelConfig, bias: torch.Tensor | None = None, epilogue: Epilogue = NO_EPILOGUE,
 ) -> DgradRun:  # fmt: skip
     (stride_h, stride_w), phases = problem.stride, problem.stride[0] * problem.stride[1]
-    rows, columns = triton.cdiv(problem.h, stride_h), triton.cdiv(problem.w, stride_w)
-    return _prepare_general(_conv2d_dgrad_phased_kernel, phases, rows, columns, grad_output, weight, grad_input,
+    rows, columns = cdiv(problem.h, stride_h), cdiv(problem.w, stride_w)
+    return _prepare_general(kernels._conv2d_dgrad_phased_kernel, phases, rows, columns, grad_output, weight, grad_input,
                             problem, config, bias, epilogue)  # fmt: skip
 
 
@@ -65,7 +64,7 @@ def _prepare_general(
     index_64 = needs_int64(grad_output, weight, grad_input, *epilogue.tensors()) or m > 2**31 - 1 - config.block_m
     flags = LaunchFlags.for_call(grad_output.dtype, kernel, index_64, channels_last(grad_output))
     layout = {"CHANNELS_INNER": flags.channels_inner} if phases == 1 else {}
-    tiles = triton.cdiv(m, config.block_m) * triton.cdiv(problem.c_per_group, config.block_n)
+    tiles = cdiv(m, config.block_m) * cdiv(problem.c_per_group, config.block_n)
     launch = KernelLaunch(
         kernel,
         (problem.groups * tiles, phases),

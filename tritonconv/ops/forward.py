@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import torch
 
+from .. import kernels
 from ..problem.arithmetic import ConvProblem, is_channels_last_like
 from ..problem.config import KernelConfig
-from . import implicit_gemm
 from .common import ForwardChunk, LaunchFlags, batch_chunks, forward_pointers, needs_int64
 from .epilogue import NO_EPILOGUE, Epilogue
 
@@ -36,7 +36,10 @@ def prepare_forward(
     strides. The batch is split into launches whose N*P*Q fits 32-bit tile indexing; offsets that
     need 64 bits get them in-kernel."""
     flags = LaunchFlags.for_call(
-        x.dtype, implicit_gemm.KERNEL, needs_int64(x, weight, y, *epilogue.tensors()), is_channels_last_like(x)
+        x.dtype,
+        kernels._conv2d_fwd_implicit_gemm_kernel,
+        needs_int64(x, weight, y, *epilogue.tensors()),
+        is_channels_last_like(x),
     )
     chunks = batch_chunks(problem.n, problem.p * problem.q, config.block_m)
     if len(chunks) == 1:  # the usual case: no views to build

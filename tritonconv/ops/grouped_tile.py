@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import triton
-
-from ..kernels import _conv2d_fwd_grouped_tile_kernel
+from .. import kernels  # the kernel modules (and Triton) load on first use
+from ..problem.arithmetic import cdiv
 from .common import ForwardChunk, epilogue_flags, forward_strides, geometry
 from .launch import KernelLaunch
-
-KERNEL = _conv2d_fwd_grouped_tile_kernel
 
 
 def prepare(chunk: ForwardChunk) -> KernelLaunch:
     x, weight, bias, y, problem, config, flags, epilogue = chunk
     m = x.shape[0] * problem.p * problem.q
     programs = (
-        triton.cdiv(problem.groups, config.block_g)
-        * triton.cdiv(m, config.block_m)
-        * triton.cdiv(problem.k_per_group, config.block_n)
+        cdiv(problem.groups, config.block_g) * cdiv(m, config.block_m) * cdiv(problem.k_per_group, config.block_n)
     )
     return KernelLaunch(
-        KERNEL,
+        kernels._conv2d_fwd_grouped_tile_kernel,
         (programs,),
         (
             x.shape[0],

@@ -16,14 +16,22 @@ so the host time of everything else can be measured on a machine without a GPU.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from ..problem.runtime import is_interpreted
 
-try:  # Triton >= 3.4: the launcher takes every parameter in order, and the hooks live in knobs
-    from triton import knobs as _knobs
-except ImportError:  # pragma: no cover - depends on the installed Triton
-    _knobs = None
+
+@functools.cache
+def _triton_knobs() -> object | None:
+    """Triton >= 3.4's `triton.knobs` (the launcher takes every parameter in order, and the hooks live
+    there), or None; imported at the first launch, not with tritonconv."""
+    try:
+        from triton import knobs
+    except ImportError:  # pragma: no cover - depends on the installed Triton
+        return None
+    return knobs
+
 
 LAUNCH_OPTIONS = ("num_warps", "num_stages")
 
@@ -66,14 +74,15 @@ def _jit_only(*pointers: object) -> None:  # pragma: no cover - a marker, never 
 
 
 def _hooks_installed() -> bool:
-    runtime = _knobs.runtime
+    runtime = _triton_knobs().runtime
     return bool(runtime.launch_enter_hook.calls or runtime.launch_exit_hook.calls)
 
 
 def _bind(launch: KernelLaunch, compiled: object, pointer_count: int) -> Callable[..., None] | None:
     """The compiled kernel's launcher with the fixed arguments appended, or None where this
     Triton's calling convention is not the known one (then every launch goes through the JIT)."""
-    if _knobs is None or not hasattr(_knobs.runtime.launch_enter_hook, "calls"):
+    knobs = _triton_knobs()
+    if knobs is None or not hasattr(knobs.runtime.launch_enter_hook, "calls"):
         return None
     try:
         from triton.runtime import driver

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from . import static_compile
-from .descriptors import TensorDescriptor, rebased
+from .descriptors import rebased, tensor_descriptor
 
 # A captured launch without its memory, picklable: (module, kernel name, grid, pointer stand-ins,
 # scalars, constexprs). Equal specs compile to the same kernel.
@@ -48,7 +48,8 @@ def _scalar_class(value: object) -> object:
 def _pointer_spec(pointer: object) -> tuple:
     if isinstance(pointer, torch.Tensor):
         return ("tensor", str(pointer.dtype), pointer.data_ptr() % 16)
-    if TensorDescriptor is not None and isinstance(pointer, TensorDescriptor):
+    descriptor_class = tensor_descriptor()
+    if descriptor_class is not None and isinstance(pointer, descriptor_class):
         fields = tuple((name, tuple(value) if isinstance(value, list | tuple) else value)
                        for name, value in sorted(vars(pointer).items()) if name != "base")  # fmt: skip
         return ("descriptor", str(pointer.base.dtype), pointer.base.data_ptr() % 16, fields)
@@ -67,7 +68,7 @@ def _stand_in(spec: tuple) -> object:
     base = raw[skip : skip + 64].view(dtype)
     if kind == "tensor":
         return base
-    descriptor = object.__new__(TensorDescriptor)
+    descriptor = object.__new__(tensor_descriptor())
     descriptor.__dict__.update({name: list(value) if isinstance(value, tuple) else value for name, value in spec[3]})
     return rebased(descriptor, base)
 

@@ -13,27 +13,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import triton
 
-from ..kernels import _conv2d_fwd_tma_kernel, _conv2d_wgrad_tma_kernel
-from ..problem.arithmetic import ConvProblem
+from .. import kernels  # the kernel modules (and Triton) load on first use
+from ..problem.arithmetic import ConvProblem, cdiv, next_power_of_2
 from ..problem.config import KernelConfig
 from . import dgrad, implicit_gemm, wgrad
 from .common import ForwardChunk, LaunchFlags, epilogue_flags, forward_pointers, geometry, needs_int64
-from .descriptors import TensorDescriptor, aligned, dense_nhwc, descriptors_usable, rebased
+from .descriptors import aligned, dense_nhwc, descriptors_usable, rebased, tensor_descriptor
 from .epilogue import NO_EPILOGUE, Epilogue
 from .launch import KernelLaunch
 
-KERNEL = _conv2d_fwd_tma_kernel
-WGRAD_KERNEL = _conv2d_wgrad_tma_kernel
 LARGEST_BOX_WIDTH = 16
 
 
 def box_shape(p: int, q: int, block_m: int) -> tuple[int, int]:
     """(BLOCK_P, BLOCK_Q): output rows by columns of the M tile, as wide as the output (up to 16)
     and no taller than it."""
-    block_q = min(triton.next_power_of_2(q), LARGEST_BOX_WIDTH, block_m)
-    return min(block_m // block_q, triton.next_power_of_2(p)), block_q
+    block_q = min(next_power_of_2(q), LARGEST_BOX_WIDTH, block_m)
+    return min(block_m // block_q, next_power_of_2(p)), block_q
 
 
 def _nhwc(tensor: torch.Tensor) -> torch.Tensor | None:
@@ -56,7 +53,7 @@ def _views(source: torch.Tensor, other: torch.Tensor, problem: ConvProblem, weig
     second activation: dY), or None where descriptors cannot address them."""
     if problem.stride != (1, 1) or problem.groups != 1 or source.element_size() not in (2, 4):
         return None
-    if not descriptors_usable(source.device, KERNEL):
+    if not descriptors_usable(source.device, kernels._conv2d_fwd_tma_kernel):
         return None
     views = _nhwc(source), (_tap_major(other) if weight_like else _nhwc(other))
     return None if None in views else views
@@ -65,18 +62,18 @@ def _views(source: torch.Tensor, other: torch.Tensor, problem: ConvProblem, weig
 def _descriptor_launch(
     source_view: torch.Tensor, weight_view: torch.Tensor, output: torch.Tensor, bias: torch.Tensor | None,
     problem: ConvProblem, config: KernelConfig, flags: LaunchFlags, epilogue: Epilogue, transposed: bool,
-) -> tuple[KernelLaunch, TensorDescriptor, TensorDescriptor]:  # fmt: skip
+) -> tuple[KernelLaunch, object, object]:  # fmt: skip
     """The kernel's launch computing `output` ([N, channels, P, Q], any strides) from the source's
     boxes, and the two descriptors it reads."""
     n, channels, p, q = output.shape
     block_p, block_q = box_shape(p, q, config.block_m)
     weight_box = [config.block_k, 1, config.block_n] if transposed else [config.block_n, 1, config.block_k]
-    source_desc = TensorDescriptor.from_tensor(source_view, [1, block_p, block_q, config.block_k])
-    weight_desc = TensorDescriptor.from_tensor(weight_view, weight_box)
-    boxes = n * triton.cdiv(p, block_p) * triton.cdiv(q, block_q)
+    source_desc = tensor_descriptor().from_tensor(source_view, [1, block_p, block_q, config.block_k])
+    weight_desc = tensor_descriptor().from_tensor(weight_view, weight_box)
+    boxes = n * cdiv(p, block_p) * cdiv(q, block_q)
     launch = KernelLaunch(
-        KERNEL,
-        (boxes * triton.cdiv(channels, config.block_n),),
+        kernels._conv2d_fwd_tma_kernel,
+        (boxes * cdiv(channels, config.block_n),),
         (n, p, q, channels, 0 if bias is None else bias.stride(0), output.stride(), epilogue.residual_strides()),
         {
             "C": source_view.shape[-1],
@@ -120,7 +117,7 @@ def prepare_dgrad(
     if views is None:
         return dgrad.prepare_masking(grad_output, weight, grad_input, problem, config, bias, epilogue)
     index_64 = needs_int64(grad_output, weight, grad_input, *epilogue.tensors())
-    flags = LaunchFlags.for_call(grad_output.dtype, KERNEL, index_64, True)
+    flags = LaunchFlags.for_call(grad_output.dtype, kernels._conv2d_fwd_tma_kernel, index_64, True)
     launch, dy_desc, w_desc = _descriptor_launch(*views, grad_input, bias, problem, config, flags, epilogue,
                                                  transposed=True)  # fmt: skip
 
@@ -144,19 +141,19 @@ def prepare_wgrad(
         return _pointer_wgrad(input, grad_output, grad_weight, problem, config, grad_bias)
     x_view, dy_view = views
     block_p, block_q = box_shape(problem.p, problem.q, config.block_k)
-    x_desc = TensorDescriptor.from_tensor(x_view, [1, block_p, block_q, config.block_n])
-    dy_desc = TensorDescriptor.from_tensor(dy_view, [1, block_p, block_q, config.block_m])
-    boxes = problem.n * triton.cdiv(problem.p, block_p) * triton.cdiv(problem.q, block_q)
+    x_desc = tensor_descriptor().from_tensor(x_view, [1, block_p, block_q, config.block_n])
+    dy_desc = tensor_descriptor().from_tensor(dy_view, [1, block_p, block_q, config.block_m])
+    boxes = problem.n * cdiv(problem.p, block_p) * cdiv(problem.q, block_q)
     row = grad_weight.numel() + (problem.k if grad_bias is not None else 0)
     workspace_limit = (2**31 - 1) // row  # the workspace's split offsets stay 32-bit
-    chunk = triton.cdiv(boxes, max(1, min(config.split_k, boxes, workspace_limit)))
-    split = triton.cdiv(boxes, chunk)
-    tiles = triton.cdiv(problem.k, config.block_m) * problem.r * problem.s * triton.cdiv(problem.c, config.block_n)
-    flags = LaunchFlags.for_call(input.dtype, WGRAD_KERNEL, False, True)
+    chunk = cdiv(boxes, max(1, min(config.split_k, boxes, workspace_limit)))
+    split = cdiv(boxes, chunk)
+    tiles = cdiv(problem.k, config.block_m) * problem.r * problem.s * cdiv(problem.c, config.block_n)
+    flags = LaunchFlags.for_call(input.dtype, kernels._conv2d_wgrad_tma_kernel, False, True)
 
     def partial_launch(out_strides: tuple[int, ...], bias_strides: tuple[int, int, int] | None = None) -> Callable:
         launch = KernelLaunch(
-            WGRAD_KERNEL,
+            kernels._conv2d_wgrad_tma_kernel,
             (tiles, split),
             (problem.p, problem.q, boxes, chunk, tuple(out_strides), *(bias_strides or (0, 0, 0))),
             {

@@ -12,15 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import triton
 
-from ..kernels import (
-    _conv2d_bias_grad_kernel,
-    _conv2d_wgrad_depthwise_kernel,
-    _conv2d_wgrad_partial_kernel,
-    _sum_splits_kernel,
-)
-from ..problem.arithmetic import ConvProblem
+from .. import kernels  # the kernel modules (and Triton) load on first use
+from ..problem.arithmetic import ConvProblem, cdiv, next_power_of_2
 from ..problem.arithmetic import is_channels_last_like as channels_last
 from ..problem.config import KernelConfig
 from .common import LaunchFlags, elementwise_numerics, geometry, needs_int64
@@ -34,8 +28,8 @@ def split_reduction(reduction: int, numel: int, split_k: int, block: int) -> tup
     """(splits, chunk): at most `split_k` chunks of whole `block`s, and a workspace whose split
     stride stays within 32-bit offsets."""
     split = max(1, min(split_k, (2**31 - 1) // numel))
-    chunk = triton.cdiv(triton.cdiv(reduction, split), block) * block
-    return triton.cdiv(reduction, chunk), chunk
+    chunk = cdiv(cdiv(reduction, split), block) * block
+    return cdiv(reduction, chunk), chunk
 
 
 def prepare_split_k(
@@ -45,13 +39,13 @@ def prepare_split_k(
     """The general weight gradient: M = K/g, N = (C/g)*R*S, the N*P*Q reduction split `split_k` ways."""
     reduction = problem.n * problem.p * problem.q
     split, chunk = split_reduction(reduction, grad_weight.numel(), config.split_k, config.block_k)
-    tiles = triton.cdiv(problem.k_per_group, config.block_m) * triton.cdiv(problem.gemm_k, config.block_n)
+    tiles = cdiv(problem.k_per_group, config.block_m) * cdiv(problem.gemm_k, config.block_n)
     index_64 = needs_int64(input, grad_output) or reduction > 2**31 - 1 - config.block_k
-    flags = LaunchFlags.for_call(input.dtype, _conv2d_wgrad_partial_kernel, index_64, channels_last(input))
+    flags = LaunchFlags.for_call(input.dtype, kernels._conv2d_wgrad_partial_kernel, index_64, channels_last(input))
 
     def partial_launch(out_strides: tuple[int, ...]) -> KernelLaunch:
         return KernelLaunch(
-            _conv2d_wgrad_partial_kernel,
+            kernels._conv2d_wgrad_partial_kernel,
             (problem.groups * tiles, split),
             (problem.n, problem.h, problem.w, problem.p, problem.q, problem.k_per_group, chunk,
              input.stride(), grad_output.stride(), tuple(out_strides)),
@@ -84,8 +78,8 @@ def prepare_depthwise(
 
     def partial_launch(out_strides: tuple[int, ...]) -> KernelLaunch:
         return KernelLaunch(
-            _conv2d_wgrad_depthwise_kernel,
-            (triton.cdiv(problem.k, config.block_n), problem.r * problem.s, split),
+            kernels._conv2d_wgrad_depthwise_kernel,
+            (cdiv(problem.k, config.block_n), problem.r * problem.s, split),
             (problem.n, problem.h, problem.w, problem.p, problem.q, problem.k, chunk,
              input.stride(), grad_output.stride(), tuple(out_strides)),
             {
@@ -127,8 +121,8 @@ def split_or_direct(
     workspace_strides = (row, c * r * s, r * s, s, 1)
     partials = partial_launch(workspace_strides, (numel, row, 1)) if fused else partial_launch(workspace_strides)
     summed = KernelLaunch(
-        _sum_splits_kernel,
-        (triton.cdiv(row, SUM_BLOCK),),
+        kernels._sum_splits_kernel,
+        (cdiv(row, SUM_BLOCK),),
         (split, numel, bias_numel, row, grad_weight.stride(), grad_bias.stride(0) if fused else 0),
         {"C_PER_GROUP": c, "R": r, "S": s, "BLOCK": SUM_BLOCK},
     )
@@ -155,10 +149,10 @@ def bias_grad_operand(grad_output: torch.Tensor) -> torch.Tensor:
 def prepare_bias_grad(grad_output: torch.Tensor, grad_bias: torch.Tensor) -> Callable[..., None]:
     """db = grad_output summed over batch and pixels, in its dtype, one Triton reduction."""
     n, k, p, q = grad_output.shape
-    block_k = min(64, triton.next_power_of_2(k))
+    block_k = min(64, next_power_of_2(k))
     return KernelLaunch(
-        _conv2d_bias_grad_kernel,
-        (triton.cdiv(k, block_k),),
+        kernels._conv2d_bias_grad_kernel,
+        (cdiv(k, block_k),),
         (n, k, p, q, grad_output.stride(), grad_bias.stride(0)),
         {
             "NUMERICS": elementwise_numerics(needs_int64(grad_output) or n * p * q > 2**31 - 1 - 64, grad_output.dtype),

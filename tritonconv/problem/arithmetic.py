@@ -15,6 +15,18 @@ from dataclasses import dataclass
 
 import torch
 
+
+def cdiv(numerator: int, denominator: int) -> int:
+    """ceil(numerator / denominator) for launch grids and tiles, as `triton.cdiv` computes it (here so
+    planning a call does not import Triton)."""
+    return (numerator + denominator - 1) // denominator
+
+
+def next_power_of_2(value: int) -> int:
+    """The smallest power of two >= value (0 for 0), as `triton.next_power_of_2` gives it."""
+    return 0 if value <= 0 else 1 << (value - 1).bit_length()
+
+
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 CHANNELS_LAST = "channels_last"
 CONTIGUOUS = "contiguous"

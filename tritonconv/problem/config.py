@@ -14,9 +14,7 @@ from __future__ import annotations
 import functools
 from dataclasses import asdict, dataclass, replace
 
-import triton
-
-from .arithmetic import CHANNELS_LAST, ConvProblem
+from .arithmetic import CHANNELS_LAST, ConvProblem, cdiv, next_power_of_2
 from .devices import GpuArch
 from .runtime import planning_arch
 
@@ -77,7 +75,7 @@ def per_arch(heuristic):
 
 
 def _clamp_pow2(value: int, low: int, high: int) -> int:
-    return max(low, min(high, triton.next_power_of_2(max(value, 1))))
+    return max(low, min(high, next_power_of_2(max(value, 1))))
 
 
 def _tile_caps(element_size: int) -> tuple[int, int]:
@@ -135,7 +133,7 @@ def heuristic_config(problem: ConvProblem, variant: str = "implicit_gemm", *, ar
         block_m = _clamp_pow2(problem.gemm_m, 16, 64)
         return KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, block_g=block_g, num_stages=2)
     config = _gemm_config(problem.element_size, problem.gemm_m, problem.gemm_n, problem.gemm_k, arch)
-    if variant == "implicit_gemm" and triton.cdiv(problem.gemm_k, config.block_k) == 2:
+    if variant == "implicit_gemm" and cdiv(problem.gemm_k, config.block_k) == 2:
         return replace(config, block_k=_fit_gathered_tile(config, arch))
     return config
 
@@ -215,7 +213,7 @@ def tma_wgrad_config(problem: ConvProblem, target_programs: int | None = None, *
     config = KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=_gemm_warps(block_m, block_n),
                           num_stages=arch.pipeline_stages)  # fmt: skip
     config = _for_tensor_memory(config, arch, "tma wgrad")
-    tiles = triton.cdiv(problem.k, config.block_m) * problem.r * problem.s * triton.cdiv(problem.c, config.block_n)
+    tiles = cdiv(problem.k, config.block_m) * problem.r * problem.s * cdiv(problem.c, config.block_n)
     return replace(config, split_k=_wgrad_splits(problem, tiles, block_k, target_programs or arch.target_programs))
 
 
@@ -246,7 +244,7 @@ def dgrad_phased_config(problem: ConvProblem, *, arch: GpuArch) -> KernelConfig:
     """Input gradient by stride phase: M = the input pixels of one phase, N = C/g; a reduction tile
     holds output channels of one tap, so block_k fits K/g."""
     stride_h, stride_w = problem.stride
-    m = problem.n * triton.cdiv(problem.h, stride_h) * triton.cdiv(problem.w, stride_w)
+    m = problem.n * cdiv(problem.h, stride_h) * cdiv(problem.w, stride_w)
     return _gemm_config(problem.element_size, m, problem.c_per_group, problem.k_per_group, arch)
 
 
@@ -278,7 +276,7 @@ def wgrad_config(problem: ConvProblem, target_programs: int | None = None, *, ar
         block_n = channel_block
     else:  # every column gathers its own (channel, tap): a smaller gathered tile
         block_n, block_k = min(block_n, FLAT_WGRAD_BLOCK_N), min(block_k, FLAT_WGRAD_BLOCK_K)
-    tiles = problem.groups * triton.cdiv(problem.k_per_group, block_m) * triton.cdiv(problem.gemm_k, block_n)
+    tiles = problem.groups * cdiv(problem.k_per_group, block_m) * cdiv(problem.gemm_k, block_n)
     split_k = _wgrad_splits(problem, tiles, block_k, target_programs or arch.target_programs)
     config = KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k,
                           num_warps=_gemm_warps(block_m, block_n), num_stages=arch.pipeline_stages)  # fmt: skip
@@ -291,7 +289,7 @@ def _wgrad_splits(problem: ConvProblem, tiles: int, block: int, target_programs:
     and at most 64."""
     reduction = problem.gemm_m
     workspace_splits = max(1, WGRAD_WORKSPACE_BYTES // (4 * problem.k * problem.gemm_k))  # k * gemm_k = dW's size
-    return max(1, min(triton.cdiv(target_programs, tiles), triton.cdiv(reduction, 4 * block), workspace_splits, 64))
+    return max(1, min(cdiv(target_programs, tiles), cdiv(reduction, 4 * block), workspace_splits, 64))
 
 
 @per_arch
@@ -300,7 +298,7 @@ def depthwise_wgrad_config(problem: ConvProblem, target_programs: int | None = N
     pixels split so that about `target_programs` programs run (see `wgrad_config`)."""
     block_m = _clamp_pow2(problem.n * problem.p * problem.q, 16, 64)
     block_n = _clamp_pow2(problem.k, 16, 64)
-    tiles = triton.cdiv(problem.k, block_n) * problem.r * problem.s
+    tiles = cdiv(problem.k, block_n) * problem.r * problem.s
     split_k = _wgrad_splits(problem, tiles, block_m, target_programs or arch.target_programs)
     return KernelConfig(block_m=block_m, block_n=block_n, split_k=split_k, num_warps=4, num_stages=1)
 
@@ -330,7 +328,7 @@ def depthwise_1d_wgrad_config(
     rows split so that about `target_programs` programs run."""
     rows = 32 if problem.s <= 4 else 16
     block_m, block_n = _clamp_pow2(problem.n * problem.q, 16, rows), _clamp_pow2(problem.k, 16, 64)
-    split_k = _wgrad_splits(problem, triton.cdiv(problem.k, block_n), block_m, target_programs or arch.target_programs)
+    split_k = _wgrad_splits(problem, cdiv(problem.k, block_n), block_m, target_programs or arch.target_programs)
     return KernelConfig(block_m=block_m, block_n=block_n, split_k=split_k, num_warps=4, num_stages=1)
 
 
@@ -342,7 +340,7 @@ def conv3d_depthwise_wgrad_config(
     voxels split as `depthwise_wgrad_config` splits pixels."""
     block_m = _clamp_pow2(problem.gemm_m, 16, 64)
     block_n = _clamp_pow2(problem.k, 16, 64)
-    tiles = triton.cdiv(problem.k, block_n) * problem.depth.kernel * problem.r * problem.s
+    tiles = cdiv(problem.k, block_n) * problem.depth.kernel * problem.r * problem.s
     split_k = _wgrad_splits(problem, tiles, block_m, target_programs or arch.target_programs)
     return KernelConfig(block_m=block_m, block_n=block_n, split_k=split_k, num_warps=4, num_stages=1)
 
@@ -388,7 +386,7 @@ def conv3d_wgrad_config(problem: ConvProblem, target_programs: int | None = None
     reduction split as `wgrad_config` splits it."""
     block_m, block_n, _ = _gemm_tiles(problem.element_size, problem.k_per_group, problem.gemm_k, problem.gemm_m)
     block_n, block_k = min(block_n, FLAT_WGRAD_BLOCK_N), min(_tile_caps(problem.element_size)[1], FLAT_WGRAD_BLOCK_K)
-    tiles = problem.groups * triton.cdiv(problem.k_per_group, block_m) * triton.cdiv(problem.gemm_k, block_n)
+    tiles = problem.groups * cdiv(problem.k_per_group, block_m) * cdiv(problem.gemm_k, block_n)
     config = KernelConfig(block_m=block_m, block_n=block_n, block_k=block_k, num_warps=_gemm_warps(block_m, block_n),
                           num_stages=arch.pipeline_stages)  # fmt: skip
     config = _for_tensor_memory(config, arch, "voxels")

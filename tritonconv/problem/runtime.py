@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable
 
 import torch
-import triton
 from packaging.version import Version
 
 from .devices import DEFAULT_ARCH, GpuArch, arch_of
@@ -99,16 +98,24 @@ def target_arch(arch: GpuArch):
         _target_arch = previous
 
 
-def supports_fp64_dot(triton_version: str | None = None) -> bool:
-    """Triton accepts fp64 operands in tl.dot from 3.5 on (earlier versions assert on them)."""
-    return Version(triton_version or triton.__version__).release >= FP64_DOT_SINCE.release
+def triton_version() -> str:
+    """The installed Triton's version (imports Triton: a call needs it, `import tritonconv` does not)."""
+    import triton
+
+    return triton.__version__
+
+
+def supports_fp64_dot(version: str | None = None) -> bool:
+    """Triton accepts fp64 operands in tl.dot from 3.5 on (earlier versions assert on them); `version`
+    is the installed Triton's by default."""
+    return Version(version or triton_version()).release >= FP64_DOT_SINCE.release
 
 
 def check_dtype_supported(dtype: torch.dtype) -> None:
     """Refuse fp64 up front where the installed Triton cannot compile an fp64 dot."""
     if dtype == torch.float64 and not supports_fp64_dot():
         raise RuntimeError(
-            f"float64 convolution needs Triton >= {FP64_DOT_SINCE} (fp64 tl.dot); this is Triton {triton.__version__}"
+            f"float64 convolution needs Triton >= {FP64_DOT_SINCE} (fp64 tl.dot); this is Triton {triton_version()}"
         )
 
 

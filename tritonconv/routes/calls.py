@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ops import implicit_gemm
+from .. import kernels
 from ..ops.activation_grad import prepare_activation_grad
 from ..ops.epilogue import NO_EPILOGUE, Epilogue
 from ..ops.torch_conv import returned_or
@@ -32,7 +32,7 @@ def check_route(plan: Plan, problem: ConvProblem, pass_name: str) -> None:
 
 def check_runnable(input: torch.Tensor) -> None:
     """Refuse what no kernel can run here (wrong device for the kernels, fp64 on an old Triton)."""
-    check_device(input, implicit_gemm.KERNEL)
+    check_device(input, kernels._conv2d_fwd_implicit_gemm_kernel)
     check_dtype_supported(input.dtype)
 
 

@@ -33,18 +33,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-import triton
-
 from ..ops import conv1x1, conv3d, depthwise, depthwise_1d, dgrad, grouped_tile, implicit_gemm, tma, torch_conv, wgrad
-from ..ops.descriptors import TensorDescriptor
+from ..ops.descriptors import tensor_descriptor
 from ..ops.forward import prepare_forward
 from ..problem.arithmetic import (
     CHANNELS_LAST,
     CONTIGUOUS,
     ConvProblem,
+    cdiv,
     dgrad_as_conv1x1,
     dgrad_as_depthwise,
     dilated_reach,
+    next_power_of_2,
 )
 from ..problem.config import (
     KernelConfig,
@@ -231,7 +231,7 @@ def tma_applies(problem: ConvProblem) -> bool:
         and problem.layout == CHANNELS_LAST
         and problem.element_size in (2, 4)
         and problem.c * problem.element_size % 16 == 0
-        and TensorDescriptor is not None
+        and tensor_descriptor() is not None
         and _tma_here()
     )
 
@@ -253,7 +253,7 @@ def tma_dgrad_applies(problem: ConvProblem) -> bool:
 
 def _fit(block: int, size: int, smallest: int) -> int:
     """A block no larger than the power of two covering `size`, and no smaller than `smallest`."""
-    return max(smallest, min(block, triton.next_power_of_2(max(size, 1))))
+    return max(smallest, min(block, next_power_of_2(max(size, 1))))
 
 
 def _gemm_clamp(sides: Callable[[ConvProblem], tuple[int, int, int]]) -> Callable[..., KernelConfig]:
@@ -292,13 +292,13 @@ def _masking_dgrad_sides(problem: ConvProblem) -> tuple[int, int, int]:
 
 def _phased_dgrad_sides(problem: ConvProblem) -> tuple[int, int, int]:
     """Pixels of one stride phase; a reduction tile holds output channels of one tap."""
-    rows, columns = (triton.cdiv(size, step) for size, step in zip((problem.h, problem.w), problem.stride, strict=True))
+    rows, columns = (cdiv(size, step) for size, step in zip((problem.h, problem.w), problem.stride, strict=True))
     return problem.n * rows * columns, problem.c_per_group, problem.k_per_group
 
 
 def _grouped_tile_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
     config = _gemm_clamp(_forward_sides)(config, problem)
-    return dataclasses.replace(config, block_g=min(config.block_g, triton.next_power_of_2(problem.groups)))
+    return dataclasses.replace(config, block_g=min(config.block_g, next_power_of_2(problem.groups)))
 
 
 def _depthwise_clamp(width: Callable[[ConvProblem], int]) -> Callable[..., KernelConfig]:
@@ -321,14 +321,14 @@ def _wgrad_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
     reduction = problem.gemm_m
     return dataclasses.replace(
         config, block_m=_fit(config.block_m, problem.k_per_group, 16), block_n=_fit(config.block_n, problem.gemm_k, 16),
-        split_k=max(1, min(config.split_k, triton.cdiv(reduction, config.block_k))),
+        split_k=max(1, min(config.split_k, cdiv(reduction, config.block_k))),
     )  # fmt: skip
 
 
 def _tma_wgrad_clamp(config: KernelConfig, problem: ConvProblem) -> KernelConfig:
     """M = K, N = C at one tap, block_k pixels per box; more splits than boxes are empty programs."""
     block_k = _fit(config.block_k, problem.p * problem.q, 16)
-    boxes = problem.n * triton.cdiv(problem.p * problem.q, block_k)
+    boxes = problem.n * cdiv(problem.p * problem.q, block_k)
     block_m, block_n = _fit(config.block_m, problem.k_per_group, 16), _fit(config.block_n, problem.c_per_group, 16)
     split_k = max(1, min(config.split_k, boxes))
     return dataclasses.replace(config, block_m=block_m, block_n=block_n, block_k=block_k, split_k=split_k)
@@ -340,7 +340,7 @@ def _depthwise_wgrad_clamp(config: KernelConfig, problem: ConvProblem) -> Kernel
     block_m = _fit(config.block_m, reduction, 16)
     return dataclasses.replace(
         config, block_m=block_m, block_n=_fit(config.block_n, problem.k, 16),
-        split_k=max(1, min(config.split_k, triton.cdiv(reduction, block_m))),
+        split_k=max(1, min(config.split_k, cdiv(reduction, block_m))),
     )  # fmt: skip
 
 

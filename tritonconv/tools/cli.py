@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.metadata
 import os
 import sys
 import tempfile
@@ -20,7 +21,6 @@ import time
 from collections.abc import Callable
 
 import torch
-import triton
 
 from ..plan.dispatch import PASSES
 from ..problem.arithmetic import CHANNELS_LAST, CONTIGUOUS
@@ -126,11 +126,19 @@ def _list_option(
     )  # fmt: skip
 
 
+def _installed_version(distribution: str) -> str:
+    """A distribution's version without importing it (`--version` and `--help` stay quick)."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
     parser = argparse.ArgumentParser(prog="tritonconv", description=__doc__)
-    versions = f"tritonconv {__version__} (triton {triton.__version__}, torch {torch.__version__})"
+    versions = f"tritonconv {__version__} (triton {_installed_version('triton')}, torch {torch.__version__})"
     parser.add_argument("--version", action="version", version=versions)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)

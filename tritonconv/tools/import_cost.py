@@ -13,7 +13,7 @@ import statistics
 import subprocess
 import sys
 
-HEAVY = ("torch._dynamo", "pandas", "matplotlib", "tqdm")
+HEAVY = ("torch._dynamo", "pandas", "matplotlib", "tqdm", "triton")  # triton: its kernels load on first use
 _PROBE = """
 import json, sys, time
 start = time.perf_counter()

@@ -25,9 +25,8 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-import triton
 
-from ..problem.arithmetic import ConvProblem
+from ..problem.arithmetic import ConvProblem, cdiv
 from ..problem.config import KernelConfig
 from ..routes.registry import Pass, Variant
 
@@ -97,15 +96,15 @@ def estimate(problem: ConvProblem, pass_name: str, config: KernelConfig, device:
     size = problem.element_size
     split = max(1, config.split_k)
     bm, bn, bk = config.block_m, config.block_n, config.block_k
-    steps = triton.cdiv(triton.cdiv(reduction, split), bk)
-    programs = triton.cdiv(m, bm) * triton.cdiv(n, bn) * problem.groups * split
+    steps = cdiv(cdiv(reduction, split), bk)
+    programs = cdiv(m, bm) * cdiv(n, bn) * problem.groups * split
     program_flops = 2 * bm * bn * bk * steps
     stage_bytes = (bm + bn) * bk * size
     shared = stage_bytes * max(1, config.num_stages)
     blocks_per_sm = max(1, min(device.max_blocks_per_sm, device.max_warps_per_sm // config.num_warps,
                                device.shared_memory_per_sm // max(shared, 1)))  # fmt: skip
-    waves = triton.cdiv(programs, device.sms * blocks_per_sm)
-    programs_per_sm = triton.cdiv(programs, device.sms)
+    waves = cdiv(programs, device.sms * blocks_per_sm)
+    programs_per_sm = cdiv(programs, device.sms)
     intensity = 2 * bm * bn / ((bm + bn) * size)
     tile_efficiency = min(1.0, intensity / device.balance(problem.dtype))
     hiding = min(1.0, min(blocks_per_sm, programs_per_sm) * config.num_warps / HIDING_WARPS)

@@ -9,11 +9,10 @@ import inspect
 import re
 
 import torch
-import triton
 
 from .. import kernels
 from .._version import __version__
-from ..problem.runtime import device_arch, is_interpreted
+from ..problem.runtime import device_arch, is_interpreted, triton_version
 from ..routes.registry import spec
 from .space import space_digest
 
@@ -43,7 +42,7 @@ def kernel_digest(pass_name: str, variant: str) -> str:
 
 def fingerprint(pass_name: str, variant: str) -> dict[str, str]:
     return {
-        "triton": triton.__version__,
+        "triton": triton_version(),
         "tritonconv": __version__,
         "kernel": kernel_digest(pass_name, variant),
         "space": space_digest(pass_name, variant),
@@ -55,7 +54,7 @@ def problem_fingerprint(pass_name: str, variants: list[str]) -> dict[str, str]:
     can change the winner."""
     parts = [fingerprint(pass_name, variant) for variant in sorted(variants)]
     return {
-        "triton": triton.__version__,
+        "triton": triton_version(),
         "tritonconv": parts[0]["tritonconv"],
         "kernel": "+".join(part["kernel"] for part in parts),
         "space": "+".join(part["space"] for part in parts),

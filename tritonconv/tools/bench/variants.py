@@ -25,7 +25,7 @@ def providers(variant: Variant) -> dict[str, harness.Provider]:
     from ...ops import depthwise
 
     chosen = {str(variant): harness.variant_provider(variant)}
-    if variant == Variant.DEPTHWISE and depthwise.HAS_GATHER:
+    if variant == Variant.DEPTHWISE and depthwise.has_gather():
         chosen["depthwise+halo"] = harness.variant_provider(variant, halo_in_registers=True)
     chosen["implicit_gemm"] = harness.variant_provider(Variant.IMPLICIT_GEMM)
     return {**chosen, "cudnn": harness.PROVIDERS["torch"], "torch.matmul": harness.PROVIDERS["torch.matmul"]}
