@@ -42,7 +42,7 @@ def layer(name: str, suite: str = "tiny", **shape) -> SuiteLayer:
     ids=["1x1", "grouped", "depthwise"],
 )  # fmt: skip
 def test_variant_bench_rows(tiny, providers, cpu_timing):
-    if not depthwise.HAS_GATHER:
+    if not depthwise.has_gather():
         providers = providers - {"depthwise+halo"}
     rows = variants.study([tiny]).to_dict("records")
     assert {row["provider"] for row in rows} == providers

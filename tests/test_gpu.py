@@ -108,7 +108,7 @@ def test_every_applicable_variant_in_bf16(layer, device):
     kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     problem = problem_from_tensors(x, weight, b, **kwargs)
     plans = [Plan(v, heuristic_config(problem, v), "test") for v in applicable_variants(problem)]
-    if "depthwise" in applicable_variants(problem) and depthwise.HAS_GATHER:
+    if "depthwise" in applicable_variants(problem) and depthwise.has_gather():
         halo = dataclasses.replace(heuristic_config(problem, "depthwise"), halo_in_registers=True)
         plans.append(Plan("depthwise", halo, "test"))
     for plan in plans:
