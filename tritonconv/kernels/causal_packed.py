@@ -21,6 +21,8 @@ so the masking costs one small integer load per tap and position (served from ca
 import triton
 import triton.language as tl
 
+from .common import bias_then_silu
+
 
 @triton.jit
 def _accumulator(BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ACC_FP64: tl.constexpr):
@@ -68,10 +70,7 @@ def _causal_seq_kernel(
         x = tl.load(x_ptr + x_channels + (source * stride_xl)[:, None], mask=same[:, None] & mask_c[None, :], other=0.0)
         weight = tl.load(w_ptr + offs_c * stride_wc + tap * stride_ws, mask=mask_c, other=0.0)
         acc += x.to(acc.dtype) * weight.to(acc.dtype)[None, :]
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_c * stride_bias, mask=mask_c, other=0.0).to(acc.dtype)[None, :]
-    if SILU:
-        acc = acc / (1.0 + tl.exp(-acc))
+    acc = bias_then_silu(acc, bias_ptr, offs_c, stride_bias, mask_c, HAS_BIAS, SILU)
     acc = tl.where((own >= 0)[:, None], acc, 0.0)  # padding: exactly 0, bias included
     y_offs = (row * stride_yb + offs_c * stride_yc)[None, :] + (offs_l * stride_yl)[:, None]
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_l[:, None] & mask_c[None, :])

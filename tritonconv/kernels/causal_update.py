@@ -19,6 +19,8 @@ see the old state whichever thread of the program writes which column.
 import triton
 import triton.language as tl
 
+from .common import bias_then_silu
+
 
 @triton.jit
 def _causal_conv1d_update_kernel(
@@ -65,10 +67,7 @@ def _causal_conv1d_update_kernel(
         value = tl.where(from_x[:, None], x_value.to(tl.float32), state_value.to(tl.float32))
         weight = tl.load(w_ptr + offs_d * stride_wd + k * stride_wk, mask=mask_d, other=0.0).to(tl.float32)
         acc += value * weight[None, :]
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_d * stride_bias, mask=mask_d, other=0.0).to(tl.float32)[None, :]
-    if SILU:
-        acc = acc / (1.0 + tl.exp(-acc))
+    acc = bias_then_silu(acc, bias_ptr, offs_d, stride_bias, mask_d, HAS_BIAS, SILU)
     acc = tl.where(live_d[None, :], acc, 0.0)
 
     offs_s = tl.arange(0, BLOCK_S)

@@ -22,6 +22,8 @@ their own sequence (BLOCK_L >= W - 1), so no two programs share a line.
 import triton
 import triton.language as tl
 
+from .common import bias_then_silu
+
 
 @triton.jit
 def _causal_varlen_kernel(
@@ -78,10 +80,7 @@ def _causal_varlen_kernel(
         value = tl.where(in_sequence[:, None], x.to(tl.float32), history.to(tl.float32))
         weight = tl.load(w_ptr + offs_c * stride_wc + k * stride_ws, mask=mask_c, other=0.0).to(tl.float32)
         acc += value * weight[None, :]
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_c * stride_bias, mask=mask_c, other=0.0).to(tl.float32)[None, :]
-    if SILU:
-        acc = acc / (1.0 + tl.exp(-acc))
+    acc = bias_then_silu(acc, bias_ptr, offs_c, stride_bias, mask_c, HAS_BIAS, SILU)
     acc = tl.where(live_c[None, :], acc, 0.0)
 
     # Block 0's new state: column j is element length + j of cat(old line or zeros, the sequence).

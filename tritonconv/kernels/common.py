@@ -149,3 +149,14 @@ def store_output(acc, y_ptr, y_offs, mask, residual_ptr, r_offs, z_ptr, EPILOGUE
         tl.store(z_ptr + y_offs, acc.to(z_ptr.dtype.element_ty), mask=mask)
     acc = activate_as(acc, EPILOGUE)
     tl.store(y_ptr + y_offs, acc.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def bias_then_silu(acc, bias_ptr, offs_c, stride_bias, mask_c, HAS_BIAS: tl.constexpr, SILU: tl.constexpr):
+    """A causal conv1d kernel's tail on its (positions, channels) accumulator: + bias[c], then SiLU,
+    in the accumulator's dtype."""
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_c * stride_bias, mask=mask_c, other=0.0).to(acc.dtype)[None, :]
+    if SILU:
+        acc = acc / (1.0 + tl.exp(-acc))
+    return acc
