@@ -394,3 +394,14 @@ def test_a_wgrad_of_one_split_launches_once_and_a_split_one_twice(device):
         finally:
             launch.STUB = None
         assert len(launched) == expected
+
+
+def test_explain_names_routes_as_strings_and_offers_grouped_tile_only_to_grouped_convolutions():
+    """`explain()` printed its route as `<Variant.IMPLICIT_GEMM: 'implicit_gemm'>` and listed
+    grouped_tile among the forward routes of a groups=1 problem."""
+    dense = tritonconv.explain(torch.randn(1, 4, 6, 6), torch.randn(8, 4, 3, 3), padding=1)
+    assert type(dense["variant"]) is str and repr(dense["variant"]) == "'implicit_gemm'"
+    assert all(type(entry["variant"]) is str for entry in dense["backward"].values())
+    assert "grouped_tile" not in dense["routes"]["fwd"]
+    grouped = tritonconv.explain(torch.randn(1, 8, 6, 6), torch.randn(8, 2, 3, 3), padding=1, groups=4)
+    assert grouped["variant"] == "grouped_tile" and "grouped_tile" in grouped["routes"]["fwd"]
