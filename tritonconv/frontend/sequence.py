@@ -16,7 +16,8 @@ then the crop and torch's SiLU.
 
 The causal-conv1d package's initial and final states and its mixed precision (fp16/bf16 x, fp32
 weight) compose with that: the states as columns before the sequence, the operands widened to fp32
-(`_causal_with_states`).
+(`_causal_with_states`). Several sequences packed in a row (`seq_idx`) run the packed op of
+`frontend/packed.py`, whose kernels mask the taps at sequence boundaries.
 """
 
 from __future__ import annotations
