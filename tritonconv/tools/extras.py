@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-REPORTS = ("pandas", "matplotlib")  # tables, CSV reports and plots (tqdm, the progress bar, is optional)
+REPORTS = ("pandas", "matplotlib", "tabulate")  # tables, plots, Markdown summaries (tqdm, the bar, is optional)
 REPORTS_INSTALL = "pip install 'tritonconv[reports]'"
 
 
