@@ -19,7 +19,7 @@ see the old state whichever thread of the program writes which column.
 import triton
 import triton.language as tl
 
-from .common import bias_then_silu
+from .common import bias_then_silu, cache_line
 
 
 @triton.jit
@@ -37,14 +37,8 @@ def _causal_conv1d_update_kernel(
     row = tl.program_id(0).to(tl.int64)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
-    line = row
-    if HAS_INDICES:
-        line = tl.load(indices_ptr + row).to(tl.int64)
-    # A padded row (negative index, or one past the cache): output 0, state untouched. The test is
-    # made on a vector (a scalar condition in a mask breaks the interpreter's masked loads).
-    line_d = line + tl.zeros((BLOCK_D,), dtype=tl.int64)
-    live_d = mask_d & (line_d >= 0) & (line_d < N)  # the channels whose state is read and written
-    line = tl.maximum(line, 0)
+    # A padded row (negative index, or one past the cache): output 0, state untouched.
+    line, _, live_d = cache_line(row, indices_ptr, mask_d, N, HAS_INDICES)  # live_d: state read and written
     state_row = state_ptr + line * stride_sn + (offs_d * stride_sd)[None, :]
     x_row = x_ptr + row * stride_xb + (offs_d * stride_xd)[None, :]
     if CIRCULAR:

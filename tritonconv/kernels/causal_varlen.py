@@ -22,7 +22,7 @@ their own sequence (BLOCK_L >= W - 1), so no two programs share a line.
 import triton
 import triton.language as tl
 
-from .common import bias_then_silu
+from .common import bias_then_silu, cache_line
 
 
 @triton.jit
@@ -53,18 +53,12 @@ def _causal_varlen_kernel(
 
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
-    line = sequence
-    if HAS_INDICES:
-        line = tl.load(indices_ptr + sequence).to(tl.int64)
-    # Per-channel vectors of the sequence's flags (a scalar condition in a mask breaks the
-    # interpreter's masked loads).
-    line_c = line + tl.zeros((BLOCK_C,), dtype=tl.int64)
-    live_c = mask_c & (line_c != PAD_SLOT) & (line_c >= 0) & (line_c < N)
+    line, line_c, live_c = cache_line(sequence, indices_ptr, mask_c, N, HAS_INDICES)
+    live_c = live_c & (line_c != PAD_SLOT)
     if HAS_INITIAL:  # the channels whose history comes from the line
         from_state_c = live_c & (tl.load(has_state_ptr + sequence + tl.zeros((BLOCK_C,), dtype=tl.int64)) != 0)
     else:
         from_state_c = offs_c < 0  # none
-    line = tl.maximum(line, 0)
     state_line = state_ptr + line * stride_sn + (offs_c * stride_sc)[None, :]
 
     offs_t = start + block * BLOCK_L + tl.arange(0, BLOCK_L)

@@ -160,3 +160,17 @@ def bias_then_silu(acc, bias_ptr, offs_c, stride_bias, mask_c, HAS_BIAS: tl.cons
     if SILU:
         acc = acc / (1.0 + tl.exp(-acc))
     return acc
+
+
+@triton.jit
+def cache_line(index, indices_ptr, mask_c, N, HAS_INDICES: tl.constexpr):
+    """(line, live) of a state cache of N lines for batch row or sequence `index`: the line is
+    `indices[index]` (`index` itself without indices), clamped to 0 for addressing; `live` is the
+    per-channel mask of channels whose line is inside the cache (a negative index is a padded entry).
+    The test is made on a vector: a scalar condition in a mask breaks the interpreter's masked loads."""
+    line = index
+    if HAS_INDICES:
+        line = tl.load(indices_ptr + index).to(tl.int64)
+    line_c = line + tl.zeros(mask_c.shape, dtype=tl.int64)
+    live = mask_c & (line_c >= 0) & (line_c < N)
+    return tl.maximum(line, 0), line_c, live
