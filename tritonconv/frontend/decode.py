@@ -15,7 +15,7 @@ from .. import kernels  # the kernel modules (and Triton) load on first use
 from ..ops.causal_update import launch_update, update_launch
 from ..ops.launch import LaunchCache
 from ..plan.prepared import tensor_key
-from ..problem.runtime import check_device
+from .causal_checks import SERVING_DTYPES, check_on_one_device, check_weight_and_bias
 
 UPDATE_ACTIVATIONS = (None, "silu", "swish")
 _launches = LaunchCache()  # call key -> its checked, prepared launch
@@ -99,22 +99,17 @@ def _update_fake(x, conv_state, weight, bias, silu, cache_seqlens, conv_state_in
 
 def _check(x, conv_state, weight, bias, cache_seqlens, conv_state_indices) -> None:
     """The package's argument rules, with the sizes that broke them in the message."""
-    floating = (torch.float32, torch.float16, torch.bfloat16)
-    if x.dim() != 3 or x.dtype not in floating:
+    if x.dim() != 3 or x.dtype not in SERVING_DTYPES:
         raise RuntimeError(f"causal_conv1d_update: x must be (B, D) or (B, D, T) fp32/fp16/bf16; got "
                            f"{list(x.shape)} {x.dtype}")  # fmt: skip
     batch, channels, _ = x.shape
-    if weight.dim() != 2 or weight.shape[0] != channels or weight.dtype not in floating:
-        raise RuntimeError(f"causal_conv1d_update: weight must be (D, W) or (D, 1, W) with D = {channels}; got "
-                           f"{list(weight.shape)} {weight.dtype}")  # fmt: skip
+    check_weight_and_bias("causal_conv1d_update", weight, bias, channels)
     width = weight.shape[1]
     if conv_state.dim() != 3 or conv_state.shape[1] != channels or conv_state.shape[2] < width - 1:
         raise RuntimeError(f"causal_conv1d_update: conv_state must be (N, D, S) with D = {channels} and S >= W - 1 = "
                            f"{width - 1}; got {list(conv_state.shape)}")  # fmt: skip
-    if conv_state.dtype not in floating:
+    if conv_state.dtype not in SERVING_DTYPES:
         raise RuntimeError(f"causal_conv1d_update: conv_state must be fp32/fp16/bf16; got {conv_state.dtype}")
-    if bias is not None and (bias.shape != (channels,) or bias.dtype not in floating):
-        raise RuntimeError(f"causal_conv1d_update: bias must be ({channels},); got {list(bias.shape)} {bias.dtype}")
     for name, index in (("cache_seqlens", cache_seqlens), ("conv_state_indices", conv_state_indices)):
         if index is not None and (index.shape != (batch,) or index.dtype not in (torch.int32, torch.int64)):
             raise RuntimeError(f"causal_conv1d_update: {name} must be ({batch},) int32; got {list(index.shape)} "
@@ -122,8 +117,5 @@ def _check(x, conv_state, weight, bias, cache_seqlens, conv_state_indices) -> No
     if conv_state_indices is None and conv_state.shape[0] != batch:
         raise RuntimeError(f"causal_conv1d_update: without conv_state_indices conv_state's first size must be the "
                            f"batch, {batch}; got {conv_state.shape[0]}")  # fmt: skip
-    for tensor in (x, conv_state, weight, bias, cache_seqlens, conv_state_indices):
-        if tensor is not None:
-            if tensor.device != x.device:
-                raise RuntimeError(f"causal_conv1d_update: every tensor must be on {x.device}; got {tensor.device}")
-            check_device(tensor, kernels._causal_conv1d_update_kernel)
+    check_on_one_device("causal_conv1d_update", kernels._causal_conv1d_update_kernel, x, conv_state, weight, bias,
+                        cache_seqlens, conv_state_indices)  # fmt: skip

@@ -16,11 +16,9 @@ import torch.nn.functional as F
 
 from .. import kernels  # the kernel modules (and Triton) load on first use
 from ..ops.causal_packed import accumulator_dtype, run_seq, run_seq_wgrad
-from ..problem.runtime import check_device
+from .causal_checks import check_floating, check_on_one_device, check_x_and_weight
 from .differentiable import transforms_active
 from .functional import autocast, autocast_dtype_for, recording_shapes
-
-FLOATING = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def packed_causal(x, weight, bias, seq_idx, silu: bool, dilation: int) -> torch.Tensor:
@@ -142,13 +140,8 @@ causal_conv1d_packed.register_autograd(_backward, setup_context=_setup_context)
 
 def _check(x, weight, bias, seq_idx, dilation: int) -> None:
     """The argument rules, with the sizes that broke them in the message."""
-    if x.dim() not in (2, 3) or weight.dim() != 3 or weight.shape[1] != 1 or weight.shape[0] != x.shape[-2]:
-        raise RuntimeError(
-            "causal_conv1d takes x (B, C, L) or (C, L) and a depthwise weight (C, 1, W) or (C, W); got x of size "
-            f"{list(x.shape)} and weight of size {list(weight.shape)}"
-        )
-    if any(t is not None and t.dtype not in FLOATING for t in (x, weight, bias)):
-        raise RuntimeError(f"causal_conv1d: x, weight and bias must be floating; got {x.dtype}, {weight.dtype}")
+    check_x_and_weight(x, weight)
+    check_floating(x, weight, bias)
     if bias is not None and tuple(bias.shape) != (x.shape[-2],):
         raise RuntimeError(f"causal_conv1d: bias must be ({x.shape[-2]},); got {list(bias.shape)}")
     expected = (*x.shape[:-2], x.shape[-1])
@@ -157,8 +150,4 @@ def _check(x, weight, bias, seq_idx, dilation: int) -> None:
                            f"{list(seq_idx.shape)} {seq_idx.dtype}")  # fmt: skip
     if dilation < 1:
         raise RuntimeError(f"causal_conv1d: dilation must be positive; got {dilation}")
-    for tensor in (x, weight, bias, seq_idx):
-        if tensor is not None:
-            if tensor.device != x.device:
-                raise RuntimeError(f"causal_conv1d: every tensor must be on {x.device}; got {tensor.device}")
-            check_device(tensor, kernels._causal_seq_kernel)
+    check_on_one_device("causal_conv1d", kernels._causal_seq_kernel, x, weight, bias, seq_idx)

@@ -32,6 +32,7 @@ from ..plan.prepared import _prepared as PREPARED
 from ..plan.prepared import call_key, prepared_conv
 from ..problem.arithmetic import ConvProblem, problem_from_tensors
 from ..problem.torch_reference import TORCH_CONV1D, check_like_torch
+from .causal_checks import check_floating, check_x_and_weight
 from .differentiable import transforms_active
 from .functional import _run as run_prepared
 from .functional import (
@@ -44,7 +45,7 @@ from .functional import (
     recording_shapes,
     run_fused,
 )
-from .packed import FLOATING, packed_causal
+from .packed import packed_causal
 
 CAUSAL_ACTIVATIONS = (None, "silu", "swish")
 CAUSAL_KEY = ("causal conv1d",)
@@ -88,7 +89,6 @@ def causal_conv1d(
     activation = None if activation is None else "silu"
     if weight.dim() == 2:
         weight = weight.unsqueeze(1)
-    with_states = initial_states is not None or return_final_states or final_states_out is not None
     mixed = weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype)
     return_final = return_final_states or final_states_out is not None
     if seq_idx is not None:
@@ -100,7 +100,7 @@ def causal_conv1d(
             return output
         _check_states(x, weight, dilation, None)
         return output, _final_states(x, None, weight.shape[-1], final_states_out)
-    if not with_states and not mixed:
+    if initial_states is None and not return_final and not mixed:
         return _causal(x, weight, bias, activation, dilation)
     return _causal_with_states(x, weight, bias, activation, dilation, initial_states, return_final, final_states_out)
 
@@ -128,8 +128,7 @@ def _causal_with_states(x, weight, bias, activation, dilation, initial_states, r
     initial states as the columns before the sequence (a valid convolution over cat(states, x),
     concatenated in x's storage order so the output keeps x's layout), the final states as the last
     S-1 columns of that concatenation."""
-    if any(t is not None and t.dtype not in FLOATING for t in (x, weight, bias)):
-        raise RuntimeError(f"causal_conv1d: x, weight and bias must be floating; got {x.dtype}, {weight.dtype}")
+    check_floating(x, weight, bias)
     if initial_states is not None or return_final:
         _check_states(x, weight, dilation, initial_states)
     mixed = weight.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype)
@@ -181,11 +180,7 @@ def _causal(x, weight, bias, activation, dilation, reach: int | None = None) -> 
     """The causal convolution of same-dtype operands (`causal_conv1d` without states): `reach`
     positions of padding before the sequence ((S-1)*dilation by default; 0 for a sequence that
     carries its history in its first S-1 columns, whose output is that much shorter)."""
-    if x.dim() not in (2, 3) or weight.dim() != 3 or weight.shape[1] != 1 or weight.shape[0] != x.shape[-2]:
-        raise RuntimeError(
-            "causal_conv1d takes x (B, C, L) or (C, L) and a depthwise weight (C, 1, S); got x of size "
-            f"{list(x.shape)} and weight of size {list(weight.shape)}"
-        )
+    check_x_and_weight(x, weight)
     channels, taps, length = x.shape[-2], weight.shape[-1], x.shape[-1]
     reach = (taps - 1) * dilation if reach is None else reach
     if recording_shapes() and length > 0:  # what runs is the causal problem, not the padded call below

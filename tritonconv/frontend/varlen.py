@@ -16,7 +16,7 @@ from .. import kernels  # the kernel modules (and Triton) load on first use
 from ..ops.causal_packed import launch_varlen, varlen_launch
 from ..ops.launch import LaunchCache
 from ..plan.prepared import tensor_key
-from ..problem.runtime import check_device
+from .causal_checks import SERVING_DTYPES, check_on_one_device, check_weight_and_bias
 
 VARLEN_ACTIVATIONS = (None, "silu", "swish")
 _launches = LaunchCache()  # call key -> its checked, prepared launch
@@ -100,20 +100,20 @@ def _varlen_fake(x, weight, bias, query_start_loc, conv_states, cache_indices, h
 
 def _check(x, weight, bias, starts, states, indices, has_state) -> None:
     """The argument rules, with the sizes that broke them in the message."""
-    floating = (torch.float32, torch.float16, torch.bfloat16)
-    if x.dim() != 2 or x.dtype not in floating:
+    if x.dim() != 2 or x.dtype not in SERVING_DTYPES:
         raise RuntimeError(f"causal_conv1d_varlen: x must be (D, total_tokens) fp32/fp16/bf16; got {list(x.shape)} "
                            f"{x.dtype}")  # fmt: skip
     channels = x.shape[0]
-    if weight.dim() != 2 or weight.shape[0] != channels or weight.dtype not in floating:
-        raise RuntimeError(f"causal_conv1d_varlen: weight must be (D, W) or (D, 1, W) with D = {channels}; got "
-                           f"{list(weight.shape)} {weight.dtype}")  # fmt: skip
+    check_weight_and_bias("causal_conv1d_varlen", weight, bias, channels)
     width = weight.shape[1]
-    if states.dim() != 3 or states.shape[1] != channels or states.shape[2] < width - 1 or states.dtype not in floating:
+    if (
+        states.dim() != 3
+        or states.shape[1] != channels
+        or states.shape[2] < width - 1
+        or states.dtype not in SERVING_DTYPES
+    ):
         raise RuntimeError(f"causal_conv1d_varlen: conv_states must be (N, D, S) fp32/fp16/bf16 with D = {channels} "
                            f"and S >= W - 1 = {width - 1}; got {list(states.shape)} {states.dtype}")  # fmt: skip
-    if bias is not None and (bias.shape != (channels,) or bias.dtype not in floating):
-        raise RuntimeError(f"causal_conv1d_varlen: bias must be ({channels},); got {list(bias.shape)} {bias.dtype}")
     integer = (torch.int32, torch.int64)
     if starts.dim() != 1 or starts.shape[0] < 1 or starts.dtype not in integer:
         raise RuntimeError(f"causal_conv1d_varlen: query_start_loc must be (nseq + 1,) int32; got {list(starts.shape)} "
@@ -128,8 +128,5 @@ def _check(x, weight, bias, starts, states, indices, has_state) -> None:
     if indices is None and states.shape[0] < sequences:
         raise RuntimeError(f"causal_conv1d_varlen: without cache_indices conv_states needs a line per sequence, "
                            f"{sequences}; got {states.shape[0]}")  # fmt: skip
-    for tensor in (x, weight, bias, starts, states, indices, has_state):
-        if tensor is not None:
-            if tensor.device != x.device:
-                raise RuntimeError(f"causal_conv1d_varlen: every tensor must be on {x.device}; got {tensor.device}")
-            check_device(tensor, kernels._causal_varlen_kernel)
+    check_on_one_device("causal_conv1d_varlen", kernels._causal_varlen_kernel, x, weight, bias, starts, states,
+                        indices, has_state)  # fmt: skip
